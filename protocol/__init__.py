@@ -1,0 +1,1 @@
+"""statecast's wire protocol, without I/O: messages, codec, ops, digest and client sync."""

@@ -1,0 +1,280 @@
+"""The asyncio client: a :class:`~protocol.sync.ClientSync` driven over websockets.
+
+This is the only module in protocol/ that does I/O, and nothing else in
+protocol/ imports it. It owns one background task per room that connects,
+feeds frames to the sync machine, writes what the machine wants sent, and on a
+retryable close (1001, 1011, 4008, 4029, or a dropped connection) reconnects
+with jittered exponential backoff and resumes by ``(epoch, seq)``. Un-acked
+actions are re-sent with their original aids, so each takes effect exactly once.
+
+Usage::
+
+    async with connect("ws://127.0.0.1:8765/rooms/lobby", client="bot-1") as room:
+        seq = await room.act("patch", [[0, ["score"], 1]])
+        async for change in room.changes():
+            print(change.seq, room.state)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from protocol.errors import (
+    RETRYABLE_CLOSE_CODES,
+    MalformedMessage,
+    Rejection,
+    ServerClosed,
+    StatecastError,
+)
+from protocol.messages import Role
+from protocol.sync import (
+    ActionAcked,
+    ActionRejected,
+    Changed,
+    ClientSync,
+    Event,
+    ServerNotice,
+    StateReplaced,
+    Welcomed,
+)
+
+__all__ = ["RoomClient", "connect"]
+
+
+class RoomClient:
+    """A live, self-healing view of one room."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        role: Role = "agent",
+        client: str | None = None,
+        token: str | None = None,
+        reconnect: bool = True,
+        backoff_base: float = 0.05,
+        backoff_max: float = 5.0,
+        open_timeout: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.sync = ClientSync(role=role, client=client, token=token)
+        self.reconnect = reconnect
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.open_timeout = open_timeout
+        self.connections = 0
+        self._ws: ClientConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._acts: dict[int, asyncio.Future[int | None]] = {}
+        self._listeners: set[asyncio.Queue[Event | None]] = set()
+        self._seq_waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    # --- public API ----------------------------------------------------------------------
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.sync.state if self.sync.state is not None else {}
+
+    @property
+    def seq(self) -> int:
+        return self.sync.seq
+
+    @property
+    def epoch(self) -> str | None:
+        return self.sync.epoch
+
+    @property
+    def client_id(self) -> str | None:
+        return self.sync.client
+
+    async def start(self) -> None:
+        """Connect and return once the first state is held."""
+        self._task = asyncio.create_task(self._run(), name=f"statecast-client {self.url}")
+        waiter = asyncio.ensure_future(self._ready.wait())
+        done, _ = await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in done:
+            waiter.cancel()
+            self._task.result()  # raises what ended the task, if it raised
+            self._raise_if_failed()
+            raise ServerClosed(1006, "connection ended before the first state")
+
+    async def act(self, name: str, args: Any) -> int | None:
+        """Send an action; return its ACK seq (None if processed earlier) or raise Rejection."""
+        self._raise_if_failed()
+        aid = self.sync.act(name, args)
+        fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._acts[aid] = fut
+        await self._flush()
+        return await fut
+
+    async def changes(self) -> AsyncIterator[Event]:
+        """Every event from now on: Changed, StateReplaced, Welcomed, ServerNotice."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._listeners.add(queue)
+        try:
+            while True:
+                event = await queue.get()
+                if event is None:
+                    self._raise_if_failed()
+                    return
+                yield event
+        finally:
+            self._listeners.discard(queue)
+
+    async def wait_for_seq(self, seq: int) -> None:
+        """Return once the client's state has reached ``seq``."""
+        if self.sync.seq >= seq and self.sync.state is not None:
+            return
+        self._raise_if_failed()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._seq_waiters.append((seq, fut))
+        await fut
+
+    async def drop_connection(self) -> None:
+        """Abort the current connection (for tests and fault drills); it reconnects."""
+        if self._ws is not None:
+            self._ws.transport.abort()
+
+    async def close(self) -> None:
+        self.sync.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StatecastError, OSError):
+                await self._task
+        self._fail(ServerClosed(1000, "client closed"))
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    async def _flush(self) -> None:
+        ws = self._ws
+        data = self.sync.data_to_send()
+        if ws is None or not data:
+            return
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(b"".join(data))
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                async with websockets.connect(
+                    self.url, max_size=None, open_timeout=self.open_timeout
+                ) as ws:
+                    self._ws = ws
+                    self.connections += 1
+                    self.sync.connect()
+                    await self._flush()
+                    async for frame in ws:
+                        if isinstance(frame, str):
+                            raise MalformedMessage("text frame from the server")
+                        self.sync.receive_frame(frame)
+                        self._dispatch(self.sync.events_received())
+                        if self.sync.live:
+                            attempt = 0
+                        await self._flush()
+                    code = ws.close_code if ws.close_code is not None else 1006
+                    reason = ws.close_reason or ""
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd is not None else 1006
+                reason = exc.rcvd.reason if exc.rcvd is not None else "connection lost"
+            except InvalidStatus as exc:
+                code, reason = 1006, f"handshake refused: HTTP {exc.response.status_code}"
+                if exc.response.status_code < 500:
+                    self._fail(ServerClosed(code, reason))
+                    return
+            except (OSError, InvalidHandshake, TimeoutError) as exc:
+                code, reason = 1006, str(exc)
+            except BaseException as exc:
+                self._fail(exc)
+                raise
+            finally:
+                self._ws = None
+                self.sync.connection_lost()
+            if self.sync.state_kind.value == "closed":
+                return
+            if not self.reconnect or code not in RETRYABLE_CLOSE_CODES:
+                self._fail(ServerClosed(code, reason))
+                return
+            attempt += 1
+            delay = random.uniform(0, min(self.backoff_max, self.backoff_base * 2**attempt))
+            await asyncio.sleep(delay)
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, ActionAcked):
+                fut = self._acts.pop(event.aid, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(event.seq)
+                continue
+            if isinstance(event, ActionRejected):
+                fut = self._acts.pop(event.aid, None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(Rejection(event.code, event.message))
+                continue
+            if isinstance(event, (StateReplaced, Changed)) and self.sync.live:
+                self._ready.set()
+            for queue in self._listeners:
+                queue.put_nowait(event)
+        if self._seq_waiters and self.sync.state is not None:
+            keep = []
+            for seq, fut in self._seq_waiters:
+                if self.sync.seq >= seq:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    keep.append((seq, fut))
+            self._seq_waiters = keep
+        if self.sync.live:
+            self._ready.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
+        for fut in self._acts.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self._acts.clear()
+        for _, fut in self._seq_waiters:
+            if not fut.done():
+                fut.set_exception(exc)
+        self._seq_waiters.clear()
+        for queue in self._listeners:
+            queue.put_nowait(None)
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    url: str,
+    *,
+    role: Role = "agent",
+    client: str | None = None,
+    token: str | None = None,
+    reconnect: bool = True,
+    open_timeout: float = 10.0,
+) -> AsyncIterator[RoomClient]:
+    """Join a room and keep its state in sync until the block exits."""
+    room = RoomClient(
+        url, role=role, client=client, token=token, reconnect=reconnect, open_timeout=open_timeout
+    )
+    try:
+        await room.start()
+        yield room
+    finally:
+        await room.close()
+
+
+__all__ += ["ActionAcked", "Changed", "StateReplaced", "Welcomed", "ServerNotice"]

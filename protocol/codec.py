@@ -1,0 +1,283 @@
+"""Frames to messages and back.
+
+A WebSocket frame carries one or more messages as a msgpack stream. The server
+decodes and checks a frame *whole* before acting on any message in it
+(PROTOCOL.md, "Transport"): if the third message of a frame is malformed, the
+first two must not have taken effect, otherwise a client could not tell which
+of its messages counted. Checking whole frames is also cheaper than it sounds:
+decoding is a single pass of msgpack's C unpacker.
+
+The server side is strict about what it accepts from clients (exact array
+lengths, exact field types) and raises :class:`~protocol.errors.MalformedMessage`
+(close 1007) for anything else. ACTION args are the one exception: they are any
+msgpack value, because they are validated by the room, which answers bad args
+with ERROR ``invalid`` rather than a close, so the decoder must let maps with
+non-str keys, NaN, bytes and extension types through.
+
+The client side is lenient where the protocol may grow: unknown message types,
+extra trailing array elements and extra WELCOME keys are ignored, so an old
+client keeps working against a server that adds an extension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, cast
+
+import msgpack
+
+from protocol.errors import MalformedMessage, MessageTooLarge
+from protocol.messages import (
+    ACK,
+    ACTION,
+    DIFF,
+    ERROR,
+    HELLO,
+    PROTOCOL_VERSION,
+    RESYNC,
+    ROLES,
+    SNAPSHOT,
+    SYNC_KINDS,
+    WELCOME,
+    Ack,
+    Action,
+    ClientMessage,
+    Diff,
+    Error,
+    Hello,
+    Message,
+    Resync,
+    Role,
+    ServerMessage,
+    Snapshot,
+    SyncKind,
+    Welcome,
+)
+from protocol.ops import MAX_SAFE_INT
+
+DEFAULT_MAX_MESSAGE_BYTES: Final = 1 << 20
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def encode(message: Message) -> bytes:
+    """One message as msgpack bytes."""
+    return _pack(message.to_wire())
+
+
+def encode_many(messages: Iterable[Message]) -> bytes:
+    """Several messages as one msgpack stream (the payload of one frame)."""
+    return b"".join(_pack(m.to_wire()) for m in messages)
+
+
+def encode_diff(seq: int, ops: Sequence[Any]) -> bytes:
+    """A DIFF, encoded once by the server and sent as-is to every subscriber."""
+    return _pack([DIFF, seq, ops])
+
+
+def encode_snapshot(epoch: str, seq: int, state: Any) -> bytes:
+    return _pack([SNAPSHOT, epoch, seq, state])
+
+
+class UnhashableKeyMap(list[tuple[Any, Any]]):
+    """A msgpack map with an array or map as a key, kept as its list of pairs.
+
+    Valid msgpack that no state can hold. It may only occur inside ACTION args,
+    where the room rejects it with ERROR ``invalid``; anywhere else the shape
+    checks below find a list where a map was required and answer 1007.
+    """
+
+
+def _pairs(pairs: list[tuple[Any, Any]]) -> Any:
+    try:
+        return dict(pairs)
+    except TypeError:
+        return UnhashableKeyMap(pairs)
+
+
+def _unpack_all(data: bytes, **options: Any) -> list[Any]:
+    unpacker = msgpack.Unpacker(
+        raw=False, strict_map_key=False, max_buffer_size=len(data), timestamp=0, **options
+    )
+    unpacker.feed(data)
+    values = []
+    end = 0
+    for value in unpacker:
+        values.append(value)
+        end = unpacker.tell()  # after a partial message tell() counts its bytes too
+    if end != len(data):
+        raise MalformedMessage("frame ends inside a message")
+    return values
+
+
+def iter_values(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[Any]:
+    """Split a frame into its msgpack values, or raise :class:`MalformedMessage`."""
+    if len(data) > max_bytes:
+        raise MessageTooLarge(f"message of {len(data)} bytes exceeds {max_bytes}")
+    if not data:
+        raise MalformedMessage("empty frame")
+    try:
+        try:
+            return _unpack_all(data)
+        except TypeError:
+            # An unhashable map key: decode again, slower, keeping such maps as pairs.
+            return _unpack_all(data, object_pairs_hook=_pairs)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.StackError) as exc:
+        raise MalformedMessage(f"not valid msgpack: {exc or type(exc).__name__}") from None
+
+
+def _is_int(v: Any) -> bool:
+    return type(v) is int
+
+
+def _require(cond: bool, what: str) -> None:
+    if not cond:
+        raise MalformedMessage(what)
+
+
+def _header(value: Any) -> int:
+    _require(type(value) is list and len(value) > 0, "a message must be a non-empty array")
+    kind = value[0]
+    _require(_is_int(kind), "a message must start with its int type")
+    return cast(int, kind)
+
+
+def _decode_hello(value: list[Any]) -> Hello:
+    _require(len(value) == 2 and type(value[1]) is dict, "HELLO is [1, map]")
+    body: dict[Any, Any] = value[1]
+    v = body.get("v")
+    _require(_is_int(v), "HELLO needs an int 'v'")
+    if v != PROTOCOL_VERSION:
+        # The rest of a HELLO of another version may have other fields: only
+        # 'v' is read, and the session answers 4000 (unsupported version).
+        return Hello(v=v, role="spectator")
+    role = body.get("role")
+    _require(role in ROLES, "HELLO 'role' must be 'agent' or 'spectator'")
+    token = body.get("token")
+    _require(token is None or type(token) is str, "HELLO 'token' must be a str")
+    client = body.get("client")
+    _require(client is None or type(client) is str, "HELLO 'client' must be a str")
+    resume = body.get("resume")
+    parsed_resume: tuple[str, int] | None = None
+    if resume is not None:
+        _require(
+            type(resume) is list
+            and len(resume) == 2
+            and type(resume[0]) is str
+            and _is_int(resume[1])
+            and resume[1] >= 0,
+            "HELLO 'resume' is [epoch str, seq int >= 0]",
+        )
+        parsed_resume = (resume[0], resume[1])
+    return Hello(v=v, role=cast(Role, role), token=token, client=client, resume=parsed_resume)
+
+
+def _decode_action(value: list[Any]) -> Action:
+    _require(len(value) == 4, "ACTION is [4, aid, name, args]")
+    aid, name = value[1], value[2]
+    _require(_is_int(aid) and 1 <= aid <= MAX_SAFE_INT, "ACTION aid must be an int >= 1")
+    _require(type(name) is str, "ACTION name must be a str")
+    return Action(aid=aid, name=name, args=value[3])
+
+
+def _decode_resync(value: list[Any]) -> Resync:
+    _require(
+        len(value) == 3 and type(value[1]) is str and _is_int(value[2]) and value[2] >= 0,
+        "RESYNC is [6, epoch str, seq int >= 0]",
+    )
+    return Resync(epoch=value[1], seq=value[2])
+
+
+_CLIENT_DECODERS = {HELLO: _decode_hello, ACTION: _decode_action, RESYNC: _decode_resync}
+
+
+def decode_client_frame(
+    data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> list[ClientMessage]:
+    """Every message of a client's frame, checked whole (server side)."""
+    messages: list[ClientMessage] = []
+    for value in iter_values(data, max_bytes):
+        decoder = _CLIENT_DECODERS.get(_header(value))
+        _require(decoder is not None, f"unknown client message type {value[0]!r}")
+        assert decoder is not None
+        messages.append(decoder(value))
+    return messages
+
+
+# --- client side ---------------------------------------------------------------------------
+
+
+def _decode_welcome(value: list[Any]) -> Welcome:
+    _require(len(value) >= 2 and type(value[1]) is dict, "WELCOME is [2, map]")
+    b = value[1]
+    _require(type(b.get("epoch")) is str, "WELCOME 'epoch' must be a str")
+    _require(_is_int(b.get("seq")) and b["seq"] >= 0, "WELCOME 'seq' must be an int")
+    _require(b.get("role") in ROLES, "WELCOME 'role' is unknown")
+    _require(b.get("client") is None or type(b.get("client")) is str, "WELCOME 'client'")
+    _require(_is_int(b.get("acked")) and b["acked"] >= 0, "WELCOME 'acked' must be an int")
+    _require(b.get("sync") in SYNC_KINDS, "WELCOME 'sync' is unknown")
+    return Welcome(
+        epoch=b["epoch"],
+        seq=b["seq"],
+        role=cast(Role, b["role"]),
+        client=b.get("client"),
+        acked=b["acked"],
+        sync=cast(SyncKind, b["sync"]),
+    )
+
+
+def _decode_snapshot(value: list[Any]) -> Snapshot:
+    _require(
+        len(value) >= 4 and type(value[1]) is str and _is_int(value[2]) and type(value[3]) is dict,
+        "SNAPSHOT is [3, epoch, seq, state map]",
+    )
+    return Snapshot(epoch=value[1], seq=value[2], state=value[3])
+
+
+def _decode_diff(value: list[Any]) -> Diff:
+    _require(
+        len(value) >= 3 and _is_int(value[1]) and type(value[2]) is list,
+        "DIFF is [5, seq, ops]",
+    )
+    return Diff(seq=value[1], ops=value[2])
+
+
+def _decode_ack(value: list[Any]) -> Ack:
+    _require(
+        len(value) >= 3 and _is_int(value[1]) and (value[2] is None or _is_int(value[2])),
+        "ACK is [7, aid, seq|nil]",
+    )
+    return Ack(aid=value[1], seq=value[2])
+
+
+def _decode_error(value: list[Any]) -> Error:
+    _require(
+        len(value) >= 4
+        and (value[1] is None or _is_int(value[1]))
+        and type(value[2]) is str
+        and type(value[3]) is str,
+        "ERROR is [8, aid|nil, code, message]",
+    )
+    return Error(aid=value[1], code=value[2], message=value[3])
+
+
+_SERVER_DECODERS = {
+    WELCOME: _decode_welcome,
+    SNAPSHOT: _decode_snapshot,
+    DIFF: _decode_diff,
+    ACK: _decode_ack,
+    ERROR: _decode_error,
+}
+
+
+def decode_server_frame(data: bytes, max_bytes: int | None = None) -> list[ServerMessage]:
+    """Every message of a server's frame (client side); unknown types are skipped."""
+    values = iter_values(data, max_bytes if max_bytes is not None else max(len(data), 1))
+    messages: list[ServerMessage] = []
+    for value in values:
+        decoder = _SERVER_DECODERS.get(_header(value))
+        if decoder is not None:
+            messages.append(decoder(value))
+    return messages

@@ -1,0 +1,131 @@
+"""The messages of the statecast wire protocol, version 1 (PROTOCOL.md, "Messages").
+
+Each message is a msgpack array whose first element is its int type. The
+classes here are plain values; :mod:`protocol.codec` turns bytes into them
+(checking every shape) and them into bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypeAlias
+
+PROTOCOL_VERSION: Final = 1
+
+HELLO: Final = 1
+WELCOME: Final = 2
+SNAPSHOT: Final = 3
+ACTION: Final = 4
+DIFF: Final = 5
+RESYNC: Final = 6
+ACK: Final = 7
+ERROR: Final = 8
+
+Role: TypeAlias = Literal["agent", "spectator"]
+SyncKind: TypeAlias = Literal["snapshot", "replay", "current"]
+ROLES: Final[frozenset[str]] = frozenset({"agent", "spectator"})
+SYNC_KINDS: Final[frozenset[str]] = frozenset({"snapshot", "replay", "current"})
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    v: int
+    role: Role
+    token: str | None = None
+    client: str | None = None
+    resume: tuple[str, int] | None = None
+
+    def to_wire(self) -> list[Any]:
+        body: dict[str, Any] = {"v": self.v, "role": self.role}
+        if self.token is not None:
+            body["token"] = self.token
+        if self.client is not None:
+            body["client"] = self.client
+        if self.resume is not None:
+            body["resume"] = list(self.resume)
+        return [HELLO, body]
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    epoch: str
+    seq: int
+    role: Role
+    client: str | None
+    acked: int
+    sync: SyncKind
+
+    def to_wire(self) -> list[Any]:
+        return [
+            WELCOME,
+            {
+                "epoch": self.epoch,
+                "seq": self.seq,
+                "role": self.role,
+                "client": self.client,
+                "acked": self.acked,
+                "sync": self.sync,
+            },
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    epoch: str
+    seq: int
+    state: dict[str, Any]
+
+    def to_wire(self) -> list[Any]:
+        return [SNAPSHOT, self.epoch, self.seq, self.state]
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    aid: int
+    name: str
+    args: Any
+
+    def to_wire(self) -> list[Any]:
+        return [ACTION, self.aid, self.name, self.args]
+
+
+@dataclass(frozen=True, slots=True)
+class Diff:
+    seq: int
+    ops: list[Any]
+
+    def to_wire(self) -> list[Any]:
+        return [DIFF, self.seq, self.ops]
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    epoch: str
+    seq: int
+
+    def to_wire(self) -> list[Any]:
+        return [RESYNC, self.epoch, self.seq]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    aid: int
+    seq: int | None
+
+    def to_wire(self) -> list[Any]:
+        return [ACK, self.aid, self.seq]
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    aid: int | None
+    code: str
+    message: str
+
+    def to_wire(self) -> list[Any]:
+        return [ERROR, self.aid, self.code, self.message]
+
+
+ClientMessage: TypeAlias = Hello | Action | Resync
+ServerMessage: TypeAlias = Welcome | Snapshot | Diff | Ack | Error
+Message: TypeAlias = ClientMessage | ServerMessage
