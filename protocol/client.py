@@ -230,13 +230,13 @@ class RoomClient:
             for queue in self._listeners:
                 queue.put_nowait(event)
         if self._seq_waiters and self.sync.state is not None:
-            keep = []
-            for seq, fut in self._seq_waiters:
+            keep: list[tuple[int, asyncio.Future[None]]] = []
+            for seq, waiter in self._seq_waiters:
                 if self.sync.seq >= seq:
-                    if not fut.done():
-                        fut.set_result(None)
+                    if not waiter.done():
+                        waiter.set_result(None)
                 else:
-                    keep.append((seq, fut))
+                    keep.append((seq, waiter))
             self._seq_waiters = keep
         if self.sync.live:
             self._ready.set()
@@ -248,9 +248,9 @@ class RoomClient:
             if not fut.done():
                 fut.set_exception(exc)
         self._acts.clear()
-        for _, fut in self._seq_waiters:
-            if not fut.done():
-                fut.set_exception(exc)
+        for _, waiter in self._seq_waiters:
+            if not waiter.done():
+                waiter.set_exception(exc)
         self._seq_waiters.clear()
         for queue in self._listeners:
             queue.put_nowait(None)
@@ -277,4 +277,4 @@ async def connect(
         await room.close()
 
 
-__all__ += ["ActionAcked", "Changed", "StateReplaced", "Welcomed", "ServerNotice"]
+__all__ += ["ActionAcked", "Changed", "ServerNotice", "StateReplaced", "Welcomed"]

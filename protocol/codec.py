@@ -21,7 +21,7 @@ client keeps working against a server that adds an extension.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, cast
 
 import msgpack
@@ -75,6 +75,30 @@ def encode_many(messages: Iterable[Message]) -> bytes:
 def encode_diff(seq: int, ops: Sequence[Any]) -> bytes:
     """A DIFF, encoded once by the server and sent as-is to every subscriber."""
     return _pack([DIFF, seq, ops])
+
+
+def encode_op(op: Sequence[Any]) -> bytes:
+    return _pack(op)
+
+
+def encode_diff_parts(seq: int, encoded_ops: Sequence[bytes]) -> bytes:
+    """A DIFF built from ops encoded one by one, as a room records them.
+
+    Each op is encoded the moment it is recorded, before a later op of the same
+    action can change the value it placed in the state.
+    """
+    return b"".join((_DIFF_HEAD, _pack(seq), _array_header(len(encoded_ops)), *encoded_ops))
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+_DIFF_HEAD: Final = b"\x93" + bytes((DIFF,))
 
 
 def encode_snapshot(epoch: str, seq: int, state: Any) -> bytes:
@@ -152,7 +176,7 @@ def _decode_hello(value: list[Any]) -> Hello:
     if v != PROTOCOL_VERSION:
         # The rest of a HELLO of another version may have other fields: only
         # 'v' is read, and the session answers 4000 (unsupported version).
-        return Hello(v=v, role="spectator")
+        return Hello(v=cast(int, v), role="spectator")
     role = body.get("role")
     _require(role in ROLES, "HELLO 'role' must be 'agent' or 'spectator'")
     token = body.get("token")
@@ -171,7 +195,9 @@ def _decode_hello(value: list[Any]) -> Hello:
             "HELLO 'resume' is [epoch str, seq int >= 0]",
         )
         parsed_resume = (resume[0], resume[1])
-    return Hello(v=v, role=cast(Role, role), token=token, client=client, resume=parsed_resume)
+    return Hello(
+        v=PROTOCOL_VERSION, role=cast(Role, role), token=token, client=client, resume=parsed_resume
+    )
 
 
 def _decode_action(value: list[Any]) -> Action:
@@ -190,7 +216,11 @@ def _decode_resync(value: list[Any]) -> Resync:
     return Resync(epoch=value[1], seq=value[2])
 
 
-_CLIENT_DECODERS = {HELLO: _decode_hello, ACTION: _decode_action, RESYNC: _decode_resync}
+_CLIENT_DECODERS: dict[int, Callable[[list[Any]], ClientMessage]] = {
+    HELLO: _decode_hello,
+    ACTION: _decode_action,
+    RESYNC: _decode_resync,
+}
 
 
 def decode_client_frame(
@@ -263,7 +293,7 @@ def _decode_error(value: list[Any]) -> Error:
     return Error(aid=value[1], code=value[2], message=value[3])
 
 
-_SERVER_DECODERS = {
+_SERVER_DECODERS: dict[int, Callable[[list[Any]], ServerMessage]] = {
     WELCOME: _decode_welcome,
     SNAPSHOT: _decode_snapshot,
     DIFF: _decode_diff,

@@ -1,7 +1,7 @@
 """State values and ops: the item-level deltas every diff is made of.
 
 A room's state is a JSON-compatible document (PROTOCOL.md, "Model"): nil, bool,
-int in ±(2^53 − 1), finite float, str, list, and maps with str keys. Those are
+int in ±(2^53 - 1), finite float, str, list, and maps with str keys. Those are
 the values that every language decodes exactly the same way, which is what lets
 a client in any language apply the same ops and arrive at the same state bit
 for bit.
@@ -68,7 +68,7 @@ def clone_value(value: Any, depth_left: int = DEFAULT_MAX_DEPTH) -> Value:
     if t is int:
         if -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
             return value
-        raise invalid("integer outside ±(2^53 − 1)")
+        raise invalid("integer outside ±(2^53 - 1)")
     if t is float:
         if math.isfinite(value):
             return value
@@ -127,7 +127,7 @@ def parse_op(raw: Any, max_depth: int = DEFAULT_MAX_DEPTH) -> Op:
         if len(raw) != 2:
             raise invalid("del takes [1, path]")
         return [DEL, check_path(raw[1], max_depth)]
-    if kind == SET or kind == INS:
+    if kind in (SET, INS):
         if len(raw) != 3:
             raise invalid("set and ins take [kind, path, value]")
         path = check_path(raw[1], max_depth)
@@ -210,7 +210,9 @@ def apply_op(state: dict[str, Value], op: Op, undo: list[Undo]) -> None:
                 raise invalid("an int segment cannot index a map")
             old = node.get(last, _MISSING)
             node[last] = op[2]
-            undo.append(_undo_pop_key(node, last) if old is _MISSING else _undo_restore_key(node, last, old))
+            undo.append(
+                _undo_pop_key(node, last) if old is _MISSING else _undo_restore_key(node, last, old)
+            )
         elif type(node) is list:
             if type(last) is not int or not 0 <= last < len(node):
                 raise invalid("set: list index out of range")

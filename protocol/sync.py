@@ -60,7 +60,6 @@ from protocol.messages import (
     Role,
     ServerMessage,
     Snapshot,
-    SyncKind,
     Welcome,
 )
 
@@ -246,7 +245,9 @@ class ClientSync:
             if message.aid is None:
                 self._events.append(ServerNotice(message.code, message.message))
             else:
-                self._resolve(message.aid, ActionRejected(message.aid, message.code, message.message))
+                self._resolve(
+                    message.aid, ActionRejected(message.aid, message.code, message.message)
+                )
         elif isinstance(message, Welcome):
             self._on_welcome(message)
 

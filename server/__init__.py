@@ -1,0 +1,1 @@
+"""statecast server: rooms, connections, fan-out, storage and the HTTP side."""

@@ -1,0 +1,106 @@
+"""The server's lifecycle: one object starts and stops the store, the rooms and both listeners.
+
+The listeners only listen; shutdown happens here, in one place and in order:
+stop taking actions, let every room finish its inbox, close every WebSocket
+with 1001, checkpoint every room, close the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+
+import structlog
+
+from server.auth import Authenticator, NoAuth
+from server.config import Config
+from server.http import HttpListener
+from server.limits import TokenBucket
+from server.manager import RoomManager
+from server.metrics import Metrics
+from server.registry import RoomTypes
+from server.store import Store, open_store
+from server.ws import WebSocketListener
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    ws: int
+    http: int
+
+
+def build_authenticator(config: Config) -> Authenticator:
+    if config.auth == "jwt":
+        from server.jwt_auth import JwtAuth  # type: ignore[import-not-found]
+
+        auth: Authenticator = JwtAuth.from_config(config)
+        return auth
+    return NoAuth()
+
+
+class App:
+    def __init__(self, config: Config, store: Store | None = None) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.store = store if store is not None else open_store(config.store)
+        self.room_types = RoomTypes.parse(config.room_types)
+        self.auth = build_authenticator(config)
+        self.rooms = RoomManager(config, self.store, self.room_types, self.metrics)
+        self.ws = WebSocketListener(self)
+        self.http = HttpListener(self)
+        self.ready = False
+        self.ports: Ports | None = None
+        self._stopped = asyncio.Event()
+
+    def new_rate_limiter(self) -> TokenBucket:
+        c = self.config
+        return TokenBucket(c.action_rate, c.action_burst, c.rate_strikes)
+
+    async def start(self) -> Ports:
+        if self.config.auth == "none":
+            log.warning("auth is off: every client may join any room in any role (--auth none)")
+        await self.store.open()
+        http_port = await self.http.start()
+        ws_port = await self.ws.start()
+        self.ports = Ports(ws=ws_port, http=http_port)
+        self.ready = True
+        log.info(
+            "serving",
+            ws=f"ws://{self.config.host}:{ws_port}/rooms/{{room}}",
+            http=f"http://{self.config.host}:{http_port}",
+            store=self.config.store,
+            durability=self.config.durability,
+        )
+        return self.ports
+
+    async def stop(self) -> None:
+        """Graceful shutdown: nothing acknowledged is lost, every client is told 1001."""
+        if not self.ready:
+            return
+        self.ready = False
+        log.info("shutting down")
+        await self.rooms.drain()
+        self.ws.close()
+        await self.ws.wait_closed()
+        await self.rooms.close()
+        await self.http.close()
+        await self.store.close()
+        self._stopped.set()
+        log.info("stopped")
+
+    async def serve_forever(self) -> None:
+        """Run until SIGINT or SIGTERM, then shut down gracefully."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await self.stop()

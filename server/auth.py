@@ -1,0 +1,36 @@
+"""Who may join which room in which role.
+
+``--auth none`` trusts the HELLO's claims (local development; the server warns
+at start). ``--auth jwt`` is implemented in :mod:`server.jwt_auth`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+from protocol.messages import Role
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    role: Role
+    client: str | None
+
+
+class Authenticator(Protocol):
+    def authorize(self, token: str | None, room: str, role: Role, client: str | None) -> Identity:
+        """The identity to act as, or raise Unauthenticated (4001) / NotPermitted (4003)."""
+        ...
+
+
+def assign_client_id() -> str:
+    return uuid.uuid4().hex
+
+
+class NoAuth:
+    def authorize(self, token: str | None, room: str, role: Role, client: str | None) -> Identity:
+        if role == "agent" and client is None:
+            client = assign_client_id()
+        return Identity(role, client)

@@ -1,0 +1,188 @@
+"""Server settings: one dataclass, from flags, then ``STATECAST_*`` variables, then defaults."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    http_port: int = 8766
+    store: str = "memory"
+    durability: str = "ack"
+    checkpoint_every: int = 1000
+    max_message_bytes: int = 1 << 20
+    hello_timeout: float = 10.0
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    history_diffs: int = 10_000
+    history_bytes: int = 16 << 20
+    slow_high_water: int = 1 << 20
+    slow_timeout: float = 30.0
+    max_depth: int = 64
+    create_rooms: bool = True
+    compression: bool = False
+    room_types: tuple[str, ...] = field(default_factory=tuple)
+    log_level: str = "info"
+    log_format: str = "auto"
+    uvloop: bool = True
+    # auth and limits
+    auth: str = "none"
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_algorithm: str = "HS256"
+    public_spectators: bool = False
+    action_rate: float = 50.0
+    action_burst: int = 100
+    rate_strikes: int = 20
+    max_connections: int = 10_000
+    max_room_connections: int = 1_000
+    max_rooms: int = 10_000
+    max_state_bytes: int = 8 << 20
+    max_key_length: int = 1024
+    http_max_body: int = 1 << 20
+    http_idle_timeout: float = 75.0
+
+    def __post_init__(self) -> None:
+        if self.max_message_bytes < 64 * 1024:
+            raise ValueError("max_message_bytes may not be below 64 KiB (PROTOCOL.md)")
+        if self.durability not in ("ack", "async"):
+            raise ValueError("durability is 'ack' or 'async'")
+        if self.auth not in ("none", "jwt"):
+            raise ValueError("auth is 'none' or 'jwt'")
+
+
+_HELP: dict[str, str] = {
+    "host": "address both listeners bind",
+    "port": "WebSocket port",
+    "http_port": "HTTP port (state, changefeed, actions, /healthz, /metrics)",
+    "store": "memory | sqlite:PATH",
+    "durability": "ack: ACK once the diff is committed; async: ACK before the commit",
+    "checkpoint_every": "diffs between state checkpoints in the store",
+    "max_message_bytes": "largest WebSocket message accepted (close 1009 above)",
+    "hello_timeout": "seconds a connection may wait before its HELLO (close 4000)",
+    "ping_interval": "seconds between keep-alive pings",
+    "ping_timeout": "seconds to wait for a pong",
+    "history_diffs": "diffs held per room for replay",
+    "history_bytes": "bytes of diffs held per room for replay",
+    "slow_high_water": "unsent bytes after which a subscriber is skipped ahead by SNAPSHOT",
+    "slow_timeout": "seconds a skipped subscriber may take to drain before close 4008",
+    "max_depth": "nesting levels allowed in state and paths",
+    "create_rooms": "create rooms on first join (else close 4004)",
+    "compression": "negotiate permessage-deflate (costs encode-once fan-out)",
+    "room_types": "PATTERN=module:Class, repeatable (env: comma-separated)",
+    "log_level": "debug | info | warning | error",
+    "log_format": "auto | json | console",
+    "uvloop": "run on uvloop",
+    "auth": "none | jwt",
+    "jwt_secret": "HS256 secret (env STATECAST_JWT_SECRET)",
+    "jwt_public_key": "path to a PEM public key for RS256",
+    "jwt_algorithm": "HS256 | RS256",
+    "public_spectators": "let spectators read without a token when auth is on",
+    "action_rate": "actions per second per connection (token bucket refill)",
+    "action_burst": "token bucket size",
+    "rate_strikes": "rate_limited errors in a row before close 4029",
+    "max_connections": "WebSocket connections in total",
+    "max_room_connections": "WebSocket connections per room",
+    "max_rooms": "rooms held at once",
+    "max_state_bytes": "encoded size a room's state may reach (too_large)",
+    "max_key_length": "longest map key or room-visible string key in a path",
+    "http_max_body": "largest HTTP request body",
+    "http_idle_timeout": "seconds an idle HTTP keep-alive connection stays open",
+}
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def env_name(name: str) -> str:
+    return "STATECAST_" + name.upper()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for f in fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        default = Config.__dataclass_fields__[f.name].default
+        help_text = f"{_HELP.get(f.name, '')} [env {env_name(f.name)}]"
+        if f.name == "room_types":
+            parser.add_argument("--room-type", dest=f.name, action="append", help=help_text)
+        elif f.type == "bool":
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{help_text} (default {default})",
+            )
+        else:
+            parser.add_argument(
+                flag, dest=f.name, default=None, help=f"{help_text} (default {default})"
+            )
+
+
+def _convert(type_name: str, raw: Any) -> Any:
+    if raw is None:
+        return None
+    if type_name == "int":
+        return int(raw)
+    if type_name == "float":
+        return float(raw)
+    if type_name == "bool":
+        return raw if isinstance(raw, bool) else _parse_bool(raw)
+    if type_name == "str | None":
+        return str(raw) or None
+    return str(raw)
+
+
+def load_config(
+    args: argparse.Namespace | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Config:
+    """Flags win over ``STATECAST_*`` variables, which win over the defaults."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Config):
+        raw: Any = getattr(args, f.name, None) if args is not None else None
+        if raw is None and env_name(f.name) in env:
+            raw = env[env_name(f.name)]
+            if f.name == "room_types":
+                raw = [s for s in raw.split(",") if s.strip()]
+        if raw is None:
+            continue
+        if f.name == "room_types":
+            values[f.name] = tuple(raw)
+        else:
+            values[f.name] = _convert(str(f.type), raw)
+    values.update(overrides)
+    return Config(**values)
+
+
+def describe(config: Config) -> Sequence[tuple[str, str, str, str]]:
+    """(flag, env, default, help) for every setting: the README's config table."""
+    rows = []
+    for f in fields(Config):
+        default = Config.__dataclass_fields__[f.name].default
+        if f.name == "room_types":
+            default = ()
+        rows.append(
+            (
+                "--" + f.name.replace("_", "-"),
+                env_name(f.name),
+                repr(default),
+                _HELP.get(f.name, ""),
+            )
+        )
+    return rows

@@ -1,0 +1,74 @@
+"""Subscribers and the write path.
+
+A diff is encoded once (by the room) and *framed* once here: server-to-client
+frames are unmasked, so the same frame bytes are valid on every connection and
+go straight to each transport with one ``write`` — no per-subscriber encoding,
+framing or await. When permessage-deflate was negotiated for a connection the
+bytes cannot be shared, and that connection falls back to websockets' own
+``send_binary`` path.
+
+Backpressure is the transport's write buffer: a subscriber whose unsent bytes
+pass the high-water mark gets no more diffs; the room brings it back with one
+SNAPSHOT once it drains (PROTOCOL.md, "Sync and reconnection").
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+
+from protocol.messages import Role
+
+_conn_ids = itertools.count(1)
+
+
+def frame_binary(payload: bytes) -> bytes:
+    """An unmasked binary frame holding ``payload``: valid on any server connection."""
+    return Frame(Opcode.BINARY, payload).serialize(mask=False)
+
+
+class Subscriber:
+    """One WebSocket connection's seat in a room."""
+
+    __slots__ = ("client", "conn", "id", "lagging", "plain", "role", "transport")
+
+    def __init__(self, conn: ServerConnection, role: Role, client: str | None) -> None:
+        self.conn = conn
+        self.transport: Any = conn.transport
+        self.role: Role = role
+        self.client = client
+        self.id = next(_conn_ids)
+        # No extension negotiated: the shared frame bytes are valid as they are.
+        self.plain = not conn.protocol.extensions
+        self.lagging = False
+
+    @property
+    def open(self) -> bool:
+        return self.conn.protocol.state is State.OPEN
+
+    def backlog(self) -> int:
+        return int(self.transport.get_write_buffer_size())
+
+    def send(self, payload: bytes) -> None:
+        """Write one frame holding ``payload`` (one or more encoded messages)."""
+        if self.conn.protocol.state is not State.OPEN:
+            return
+        if self.plain:
+            self.transport.write(frame_binary(payload))
+        else:
+            self.conn.protocol.send_binary(payload)
+            self.conn.send_data()
+
+    def send_shared(self, frame: bytes, payload: bytes) -> None:
+        """Write a frame built once for everyone (``payload`` for non-plain connections)."""
+        if self.conn.protocol.state is not State.OPEN:
+            return
+        if self.plain:
+            self.transport.write(frame)
+        else:
+            self.conn.protocol.send_binary(payload)
+            self.conn.send_data()

@@ -1,0 +1,203 @@
+"""The HTTP side (aiohttp): polling with ETag/304, the changefeed, actions, health, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+
+from protocol.errors import ProtocolViolation, Rejection
+from protocol.ops import MAX_SAFE_INT
+from server.live import LiveRoom, Request, RoomFailed
+from server.ws import ROOM_PATH
+
+if TYPE_CHECKING:
+    from server.app import App
+
+log = structlog.get_logger()
+
+CHANGES_LIMIT = 1000
+_ROOM = ROOM_PATH.pattern.removeprefix("/rooms/").strip("()")
+
+_AUTH_STATUS = {4001: 401, 4003: 403, 4004: 404}
+
+
+def error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"code": code, "message": message}, status=status)
+
+
+def _matches(request: web.Request, etag: str) -> bool:
+    """If-None-Match with weak comparison: any listed tag, or ``*``, matches."""
+    tags = request.if_none_match
+    if not tags:
+        return False
+    opaque = etag.strip('"')
+    return any(t.value == "*" or t.value == opaque for t in tags)
+
+
+class HttpListener:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.runner: web.AppRunner | None = None
+        self.web = web.Application(client_max_size=app.config.http_max_body)
+        r = self.web.router
+        r.add_get(f"/rooms/{{room:{_ROOM}}}/state", self.state)
+        r.add_get(f"/rooms/{{room:{_ROOM}}}/head", self.head)
+        r.add_get(f"/rooms/{{room:{_ROOM}}}/changes", self.changes)
+        r.add_post(f"/rooms/{{room:{_ROOM}}}/actions", self.actions)
+        r.add_get(f"/rooms/{{room:{_ROOM}}}/clients/{{client}}", self.client)
+        r.add_get("/healthz", self.healthz)
+        r.add_get("/metrics", self.metrics)
+        self.web.middlewares.append(self._errors)
+
+    async def start(self) -> int:
+        config = self.app.config
+        self.runner = web.AppRunner(
+            self.web,
+            access_log=None,
+            keepalive_timeout=config.http_idle_timeout,
+            shutdown_timeout=2.0,
+        )
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, config.host, config.http_port)
+        await site.start()
+        server: Any = site._server
+        return int(server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        route = request.match_info.route.resource
+        name = route.canonical if route is not None else "unmatched"
+        try:
+            response: web.StreamResponse = await handler(request)
+        except web.HTTPException as exc:
+            response = error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or "")
+        except Rejection as exc:
+            response = error(exc.http_status, exc.code, exc.message)
+        except ProtocolViolation as exc:
+            status = _AUTH_STATUS.get(exc.close_code, 400)
+            code = {401: "unauthenticated", 403: "forbidden", 404: "no_such_room"}.get(
+                status, "invalid"
+            )
+            response = error(status, code, exc.reason)
+        except RoomFailed as exc:
+            response = error(503, "unavailable", str(exc))
+        self.app.metrics.http_requests.labels(name, str(response.status)).inc()
+        return response
+
+    async def _room(self, request: web.Request, *, create: bool = False) -> LiveRoom:
+        name = request.match_info["room"]
+        live = await self.app.rooms.get(name, create=create)
+        if live is None:
+            raise _NoRoom(name)
+        return live
+
+    def _read_auth(self, request: web.Request, room: str, role: str) -> str | None:
+        header = request.headers.get("Authorization", "")
+        token = header[7:].strip() if header[:7].lower() == "bearer " else None
+        identity = self.app.auth.authorize(token, room, role, None)  # type: ignore[arg-type]
+        return identity.client
+
+    async def state(self, request: web.Request) -> web.StreamResponse:
+        self._read_auth(request, request.match_info["room"], "spectator")
+        live = await self._room(request)
+        etag, body = await live.state_json()
+        if _matches(request, etag):
+            return web.Response(status=304, headers={"ETag": etag})
+        return web.Response(body=body, content_type="application/json", headers={"ETag": etag})
+
+    async def head(self, request: web.Request) -> web.StreamResponse:
+        self._read_auth(request, request.match_info["room"], "spectator")
+        live = await self._room(request)
+        await live.settled()
+        etag = live.etag
+        if _matches(request, etag):
+            return web.Response(status=304, headers={"ETag": etag})
+        body = {
+            "epoch": live.epoch,
+            "seq": live.head,
+            "digest": live.digest(),
+            "oldest": live.oldest,
+        }
+        return web.json_response(body, headers={"ETag": etag})
+
+    async def changes(self, request: web.Request) -> web.StreamResponse:
+        self._read_auth(request, request.match_info["room"], "spectator")
+        epoch = request.query.get("epoch")
+        since_text = request.query.get("since")
+        if not epoch or since_text is None:
+            return error(400, "invalid", "epoch and since are required")
+        try:
+            since = int(since_text)
+        except ValueError:
+            return error(400, "invalid", "since must be an integer")
+        if since < 0:
+            return error(400, "invalid", "since must be >= 0")
+        live = await self._room(request)
+        await live.settled()
+        if epoch != live.epoch or since > live.head or since < live.oldest:
+            return error(410, "gone", "those changes are not held: fetch /state instead")
+        changes = live.changes_after(since, CHANGES_LIMIT)
+        last = changes[-1]["seq"] if changes else since
+        body = {"epoch": live.epoch, "from": since + 1, "to": last, "changes": changes}
+        return web.json_response(body, dumps=_dumps)
+
+    async def actions(self, request: web.Request) -> web.StreamResponse:
+        room_name = request.match_info["room"]
+        try:
+            body = await request.json(loads=json.loads)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return error(400, "invalid", "the body must be JSON")
+        if type(body) is not dict:
+            return error(400, "invalid", "the body must be a JSON object")
+        token_client = self._read_auth(request, room_name, "agent")
+        client, aid, name = body.get("client"), body.get("aid"), body.get("name")
+        if token_client is not None and self.app.config.auth != "none":
+            client = token_client
+        if type(client) is not str or not client:
+            return error(400, "invalid", "client must be a non-empty string")
+        if type(aid) is not int or not 1 <= aid <= MAX_SAFE_INT:
+            return error(400, "invalid", "aid must be an integer >= 1")
+        if type(name) is not str:
+            return error(400, "invalid", "name must be a string")
+        live = await self._room(request, create=self.app.config.create_rooms)
+        reply: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        live.submit(Request(client, aid, name, body.get("args"), reply, time.perf_counter()))
+        seq = await reply
+        return web.json_response({"seq": seq})
+
+    async def client(self, request: web.Request) -> web.StreamResponse:
+        self._read_auth(request, request.match_info["room"], "spectator")
+        live = await self._room(request)
+        await live.settled()
+        client = request.match_info["client"]
+        return web.json_response({"client": client, "acked": live.acked.get(client, 0)})
+
+    async def healthz(self, request: web.Request) -> web.StreamResponse:
+        if not self.app.ready:
+            return error(503, "starting", "not ready")
+        return web.json_response({"status": "ok", "rooms": len(self.app.rooms.rooms)})
+
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=self.app.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
+        )
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+class _NoRoom(ProtocolViolation):
+    close_code = 4004
+
+    def __init__(self, room: str) -> None:
+        super().__init__(f"no room {room!r}")

@@ -1,0 +1,112 @@
+"""Rooms in memory: loading from the store, creating on first join, closing."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import msgpack
+import structlog
+
+from protocol import ops
+from protocol.errors import NoSuchRoom, Rejection
+from server.config import Config
+from server.history import History
+from server.live import LiveRoom
+from server.metrics import Metrics
+from server.registry import RoomTypes
+from server.store.base import RoomRecord, Store
+
+log = structlog.get_logger()
+
+
+def new_epoch() -> str:
+    """A fresh epoch: 16 characters of [A-Za-z0-9_-]."""
+    return secrets.token_urlsafe(12)
+
+
+class RoomManager:
+    def __init__(self, config: Config, store: Store, room_types: RoomTypes, metrics: Metrics):
+        self.config = config
+        self.store = store
+        self.room_types = room_types
+        self.metrics = metrics
+        self.rooms: dict[str, LiveRoom] = {}
+        self._loading: dict[str, asyncio.Task[LiveRoom | None]] = {}
+
+    async def get(self, name: str, *, create: bool) -> LiveRoom | None:
+        """The live room ``name``, loaded from the store or created if asked; None if absent."""
+        live = self.rooms.get(name)
+        if live is not None and live.failed is None:
+            return live
+        if live is not None:
+            del self.rooms[name]
+        task = self._loading.get(name)
+        if task is None:
+            task = asyncio.create_task(self._load(name, create))
+            self._loading[name] = task
+            task.add_done_callback(lambda _: self._loading.pop(name, None))
+        live = await asyncio.shield(task)
+        if live is None and create:
+            return await self.get(name, create=True)
+        return live
+
+    async def require(self, name: str, *, create: bool) -> LiveRoom:
+        live = await self.get(name, create=create)
+        if live is None:
+            raise NoSuchRoom(f"no room {name!r}")
+        return live
+
+    async def _load(self, name: str, create: bool) -> LiveRoom | None:
+        room_class = self.room_types.for_room(name)
+        record = await self.store.load(name)
+        if record is None:
+            if not create:
+                return None
+            if len(self.rooms) >= self.config.max_rooms:
+                raise Rejection("too_large", "the server holds its maximum number of rooms")
+            room = room_class(name)
+            record = RoomRecord(
+                epoch=new_epoch(),
+                type_name=f"{room_class.__module__}:{room_class.__qualname__}",
+                checkpoint_seq=0,
+                checkpoint_state=msgpack.packb(room.state, use_bin_type=True),
+            )
+            await self.store.create(name, record)
+            log.info("room created", room=name, epoch=record.epoch, type=record.type_name)
+        else:
+            room = room_class(name, msgpack.unpackb(record.checkpoint_state, raw=False))
+        history = History(self.config.history_diffs, self.config.history_bytes)
+        history.reset(record.checkpoint_seq)
+        for seq, encoded in record.diffs:
+            _, diff_seq, diff_ops = msgpack.unpackb(encoded, raw=False)
+            if diff_seq != seq:
+                raise RuntimeError(f"room {name}: log entry {seq} holds diff {diff_seq}")
+            ops.apply_wire_ops(room.state, diff_ops, room.max_depth)
+            history.append(seq, encoded)
+        live = LiveRoom(
+            name,
+            room,
+            epoch=record.epoch,
+            head=record.head,
+            acked=dict(record.acked),
+            history=history,
+            store=self.store,
+            config=self.config,
+            metrics=self.metrics,
+        )
+        self.rooms[name] = live
+        self.metrics.rooms.set(len(self.rooms))
+        return live
+
+    async def drain(self) -> None:
+        await asyncio.gather(*(room.drain() for room in self.rooms.values()))
+
+    async def close(self) -> None:
+        for name, room in list(self.rooms.items()):
+            try:
+                await room.close()
+            except Exception:
+                log.exception("room close failed", room=name)
+        self.rooms.clear()
+        self.metrics.rooms.set(0)

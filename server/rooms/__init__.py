@@ -1,0 +1,1 @@
+"""Room types that ship with statecast."""

@@ -1,0 +1,17 @@
+"""The built-in document room (PROTOCOL.md, "The built-in room")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocol import ops
+from server.room import ActionContext, Room, action
+
+
+class DocumentRoom(Room):
+    """A free-form document: ``patch`` applies a list of ops, all or nothing."""
+
+    @action("patch")
+    def patch(self, ctx: ActionContext, args: Any) -> None:
+        for op in ops.parse_ops(args, self.max_depth):
+            ctx.record(op)

@@ -1,0 +1,73 @@
+"""The storage interface, in statecast's own terms.
+
+A store keeps, per room: the epoch, a checkpoint (the encoded state at some
+seq with each client's last processed aid), and the log of diffs after it.
+Loading a room is "checkpoint, then the log"; the room itself never asks a
+store to do anything shaped like a particular database.
+
+Contract (tests/server/test_store_contract.py runs it against every backend):
+
+* ``append`` records a batch of changes atomically: each change carries the
+  diff it produced (or none, for a rejected or no-op action) and the client's
+  new last processed aid, committed together, so after a crash the diff and
+  the aid survive or vanish together. When ``append`` returns, the batch is
+  as durable as the backend makes anything.
+* ``load`` returns what was appended (the checkpoint plus every later diff).
+* ``diffs_after`` serves replay from the log beyond what the room holds in memory.
+* ``checkpoint`` may drop log entries at or below its seq.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChange:
+    """One processed action: its DIFF (None if it made none) and who sent it."""
+
+    seq: int
+    diff: bytes | None
+    client: str | None
+    aid: int
+
+
+@dataclass(slots=True)
+class RoomRecord:
+    epoch: str
+    type_name: str
+    checkpoint_seq: int
+    checkpoint_state: bytes
+    """The state at ``checkpoint_seq``, msgpack-encoded."""
+    acked: dict[str, int] = field(default_factory=dict)
+    diffs: list[tuple[int, bytes]] = field(default_factory=list)
+    """Encoded DIFFs after the checkpoint, in seq order."""
+
+    @property
+    def head(self) -> int:
+        return self.diffs[-1][0] if self.diffs else self.checkpoint_seq
+
+
+class Store(Protocol):
+    #: True when ``append`` returns only once the batch is durable on disk.
+    durable: bool
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def rooms(self) -> list[str]: ...
+
+    async def load(self, room: str) -> RoomRecord | None: ...
+
+    async def create(self, room: str, record: RoomRecord) -> None: ...
+
+    async def append(self, room: str, changes: Sequence[StoredChange]) -> None: ...
+
+    async def diffs_after(self, room: str, seq: int) -> list[tuple[int, bytes]]: ...
+
+    async def checkpoint(
+        self, room: str, seq: int, state: bytes, acked: dict[str, int]
+    ) -> None: ...

@@ -1,0 +1,54 @@
+"""The in-memory store: the interface's reference backend; nothing survives the process."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from server.store.base import RoomRecord, StoredChange
+
+
+class MemoryStore:
+    durable = False
+
+    def __init__(self) -> None:
+        self._rooms: dict[str, RoomRecord] = {}
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def rooms(self) -> list[str]:
+        return sorted(self._rooms)
+
+    async def load(self, room: str) -> RoomRecord | None:
+        record = self._rooms.get(room)
+        if record is None:
+            return None
+        return replace(record, acked=dict(record.acked), diffs=list(record.diffs))
+
+    async def create(self, room: str, record: RoomRecord) -> None:
+        self._rooms[room] = replace(record, acked=dict(record.acked), diffs=list(record.diffs))
+
+    async def append(self, room: str, changes: Sequence[StoredChange]) -> None:
+        record = self._rooms[room]
+        for change in changes:
+            if change.diff is not None:
+                record.diffs.append((change.seq, change.diff))
+            if change.client is not None:
+                record.acked[change.client] = change.aid
+
+    async def diffs_after(self, room: str, seq: int) -> list[tuple[int, bytes]]:
+        record = self._rooms.get(room)
+        if record is None:
+            return []
+        return [(s, d) for s, d in record.diffs if s > seq]
+
+    async def checkpoint(self, room: str, seq: int, state: bytes, acked: dict[str, int]) -> None:
+        record = self._rooms[room]
+        record.checkpoint_seq = seq
+        record.checkpoint_state = state
+        record.acked = dict(acked)
+        record.diffs = [(s, d) for s, d in record.diffs if s > seq]

@@ -1,0 +1,200 @@
+"""The WebSocket listener: handshake routing and one session per connection."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+import structlog
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from protocol import codec
+from protocol.errors import (
+    MalformedMessage,
+    OutOfOrder,
+    ProtocolViolation,
+    Rejection,
+)
+from protocol.messages import PROTOCOL_VERSION, Action, Error, Hello, Resync
+from server.fanout import Subscriber
+from server.live import LiveRoom, RoomFailed
+from server.live import Request as ActionRequest
+
+if TYPE_CHECKING:
+    from server.app import App
+
+log = structlog.get_logger()
+
+ROOM_PATH = re.compile(r"/rooms/([A-Za-z0-9_.-]{1,128})")
+
+
+def room_from_path(path: str) -> str | None:
+    match = ROOM_PATH.fullmatch(path.split("?", 1)[0])
+    return match.group(1) if match else None
+
+
+def _plain(conn: ServerConnection, status: HTTPStatus, text: str) -> Response:
+    return conn.respond(status, text + "\n")
+
+
+class WebSocketListener:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.server: Server | None = None
+
+    async def start(self) -> int:
+        config = self.app.config
+        self.server = await serve(
+            self.handle,
+            config.host,
+            config.port,
+            process_request=self.process_request,
+            max_size=config.max_message_bytes,
+            compression="deflate" if config.compression else None,
+            ping_interval=config.ping_interval or None,
+            ping_timeout=config.ping_timeout or None,
+            # websockets' own flow control would pause on 32 KiB; statecast's
+            # fan-out never awaits a subscriber and bounds backlogs itself.
+            write_limit=config.slow_high_water,
+        )
+        sockname = next(iter(self.server.sockets)).getsockname()
+        return int(sockname[1])
+
+    def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        if room_from_path(request.path) is None:
+            return _plain(conn, HTTPStatus.NOT_FOUND, "no such endpoint: use /rooms/{room}")
+        limit = self.app.config.max_connections
+        if self.server is not None and len(self.server.connections) > limit:
+            response = _plain(conn, HTTPStatus.SERVICE_UNAVAILABLE, "too many connections")
+            response.headers = Headers({**dict(response.headers), "Retry-After": "1"})
+            return response
+        return None
+
+    async def handle(self, conn: ServerConnection) -> None:
+        room = room_from_path(conn.request.path if conn.request else "") or ""
+        session = Session(self.app, conn, room)
+        await session.run()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close(close_connections=True)
+
+    async def wait_closed(self) -> None:
+        if self.server is not None:
+            await self.server.wait_closed()
+
+
+class Session:
+    """One connection: HELLO, then frames of ACTION and RESYNC until it closes."""
+
+    def __init__(self, app: App, conn: ServerConnection, room_name: str) -> None:
+        self.app = app
+        self.conn = conn
+        self.room_name = room_name
+        self.room: LiveRoom | None = None
+        self.sub: Subscriber | None = None
+        self.limiter = app.new_rate_limiter()
+
+    async def run(self) -> None:
+        config = self.app.config
+        structlog.contextvars.bind_contextvars(room=self.room_name)
+        metrics = self.app.metrics
+        try:
+            try:
+                first = await asyncio.wait_for(self.conn.recv(), config.hello_timeout)
+            except TimeoutError:
+                raise OutOfOrder("no HELLO in time") from None
+            messages = self._decode(first)
+            hello = messages[0]
+            if not isinstance(hello, Hello):
+                raise OutOfOrder("the first message must be HELLO")
+            await self._hello(hello)
+            metrics.connections.labels(self._role()).inc()
+            try:
+                await self._handle(messages[1:])
+                async for frame in self.conn:
+                    await self._handle(self._decode(frame))
+            finally:
+                metrics.connections.labels(self._role()).dec()
+        except ProtocolViolation as exc:
+            metrics.closes.labels(str(exc.close_code)).inc()
+            log.info("closing", code=exc.close_code, reason=exc.reason)
+            await self.conn.close(exc.close_code, exc.reason[:120])
+        except RoomFailed:
+            await self.conn.close(1011, "room failed")
+        except ConnectionClosed:
+            pass
+        finally:
+            if self.room is not None and self.sub is not None:
+                self.room.leave(self.sub)
+                self.room.connections -= 1
+
+    def _role(self) -> str:
+        return self.sub.role if self.sub is not None else "none"
+
+    def _decode(self, frame: str | bytes) -> list[Hello | Action | Resync]:
+        if isinstance(frame, str):
+            raise _TextFrame("text frames are not accepted")
+        return codec.decode_client_frame(frame, self.app.config.max_message_bytes)
+
+    async def _hello(self, hello: Hello) -> None:
+        if hello.v != PROTOCOL_VERSION:
+            raise OutOfOrder(f"unsupported protocol version {hello.v}")
+        identity = self.app.auth.authorize(hello.token, self.room_name, hello.role, hello.client)
+        try:
+            room = await self.app.rooms.require(self.room_name, create=self.app.config.create_rooms)
+        except Rejection as exc:
+            raise _Refused(exc.message) from None
+        if room.connections >= self.app.config.max_room_connections:
+            raise _Refused("the room holds its maximum number of connections")
+        self.room = room
+        room.connections += 1
+        self.sub = Subscriber(self.conn, identity.role, identity.client)
+        welcome = await room.join(self.sub, hello.resume)
+        structlog.contextvars.bind_contextvars(conn=self.sub.id)
+        log.debug("joined", role=identity.role, client=identity.client, sync=welcome.sync)
+
+    async def _handle(self, messages: list[Hello | Action | Resync]) -> None:
+        room, sub = self.room, self.sub
+        assert room is not None and sub is not None
+        for message in messages:
+            if isinstance(message, Action):
+                self._action(room, sub, message)
+            elif isinstance(message, Resync):
+                await room.resync(sub, message.epoch, message.seq)
+            else:
+                raise OutOfOrder("HELLO twice")
+
+    def _action(self, room: LiveRoom, sub: Subscriber, action: Action) -> None:
+        if sub.role != "agent" or sub.client is None:
+            sub.send(codec.encode(Error(action.aid, "forbidden", "spectators may not act")))
+            return
+        refusal = self.limiter.check()
+        if refusal is not None:
+            sub.send(codec.encode(Error(action.aid, "rate_limited", refusal)))
+            return
+        room.submit(
+            ActionRequest(
+                sub.client, action.aid, action.name, action.args, sub, time.perf_counter()
+            )
+        )
+
+
+class _TextFrame(MalformedMessage):
+    close_code = 1003
+
+
+class _Refused(ProtocolViolation):
+    """A limit refuses the join; the client should back off and try again."""
+
+    close_code = 1013
+
+
+Handler = Callable[[ServerConnection], Awaitable[None]]

@@ -1,0 +1,109 @@
+"""Test helpers: a real server on loopback, and a bare client built from websockets + msgpack.
+
+The bare client deliberately does not use protocol/: the protocol tests speak
+PROTOCOL.md's bytes directly, so the server and the project's own client cannot
+agree on a mistake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import msgpack
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from server.app import App
+from server.config import Config
+
+SCALE = float(os.environ.get("STATECAST_TEST_TIMEOUT_SCALE", "1"))
+TIMEOUT = 5.0 * SCALE
+
+
+@dataclass
+class RunningServer:
+    app: App
+    ws_url: str
+    http_url: str
+
+    def room_url(self, room: str) -> str:
+        return f"{self.ws_url}/rooms/{room}"
+
+
+@contextlib.asynccontextmanager
+async def running_server(**settings: Any) -> AsyncIterator[RunningServer]:
+    """Start a statecast server on 127.0.0.1 with free ports; stop it gracefully after."""
+    settings.setdefault("store", "memory")
+    config = Config(host="127.0.0.1", port=0, http_port=0, **settings)
+    app = App(config)
+    ports = await app.start()
+    try:
+        yield RunningServer(app, f"ws://127.0.0.1:{ports.ws}", f"http://127.0.0.1:{ports.http}")
+    finally:
+        await app.stop()
+
+
+def pack(*messages: Any) -> bytes:
+    return b"".join(msgpack.packb(m, use_bin_type=True) for m in messages)
+
+
+def unpack(frame: bytes) -> list[Any]:
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+    unpacker.feed(frame)
+    return list(unpacker)
+
+
+class BareClient:
+    """PROTOCOL.md spoken by hand: send msgpack arrays, read them back message by message."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.buffer: list[Any] = []
+
+    async def send(self, *messages: Any) -> None:
+        await self.ws.send(pack(*messages))
+
+    async def recv(self, timeout: float = TIMEOUT) -> list[Any]:
+        if not self.buffer:
+            frame = await asyncio.wait_for(self.ws.recv(), timeout)
+            assert isinstance(frame, bytes), "the server sends binary frames only"
+            self.buffer.extend(unpack(frame))
+        return self.buffer.pop(0)
+
+    async def recv_type(self, kind: int, timeout: float = TIMEOUT) -> list[Any]:
+        """The next message of type ``kind``, skipping others."""
+        while True:
+            message = await self.recv(timeout)
+            if message[0] == kind:
+                return message
+
+    async def hello(self, role: str = "agent", **fields: Any) -> dict[str, Any]:
+        await self.send([1, {"v": 1, "role": role, **fields}])
+        welcome = await self.recv()
+        assert welcome[0] == 2, welcome
+        return welcome[1]
+
+    async def closed(self, timeout: float = TIMEOUT) -> int | None:
+        """Wait for the server to close; return the close code."""
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while True:
+                await asyncio.wait_for(self.ws.recv(), timeout)
+        return self.ws.close_code
+
+
+@contextlib.asynccontextmanager
+async def bare(url: str) -> AsyncIterator[BareClient]:
+    async with websockets.connect(url, max_size=None, compression=None) as ws:
+        yield BareClient(ws)
+
+
+@contextlib.asynccontextmanager
+async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session:
+        yield session
