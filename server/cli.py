@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the server")
     add_arguments(serve)
     serve.set_defaults(func=_serve)
+    from loadtest.cli import register as register_bench
+    from server.token_cli import register as register_token
+
+    register_token(sub)
+    register_bench(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""statecast's load harness: polling against push against the bare-websockets floor."""
