@@ -34,7 +34,7 @@ class Ports:
 
 def build_authenticator(config: Config) -> Authenticator:
     if config.auth == "jwt":
-        from server.jwt_auth import JwtAuth  # type: ignore[import-not-found]
+        from server.jwt_auth import JwtAuth
 
         auth: Authenticator = JwtAuth.from_config(config)
         return auth

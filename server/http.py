@@ -79,7 +79,8 @@ class HttpListener:
         try:
             response: web.StreamResponse = await handler(request)
         except web.HTTPException as exc:
-            response = error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or "")
+            code = "too_large" if exc.status == 413 else exc.reason.lower().replace(" ", "_")
+            response = error(exc.status, code, exc.text or "")
         except Rejection as exc:
             response = error(exc.http_status, exc.code, exc.message)
         except ProtocolViolation as exc:
@@ -88,6 +89,8 @@ class HttpListener:
                 status, "invalid"
             )
             response = error(status, code, exc.reason)
+            if status == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="statecast"'
         except RoomFailed as exc:
             response = error(503, "unavailable", str(exc))
         self.app.metrics.http_requests.labels(name, str(response.status)).inc()
@@ -152,13 +155,22 @@ class HttpListener:
 
     async def actions(self, request: web.Request) -> web.StreamResponse:
         room_name = request.match_info["room"]
+        token_client = self._read_auth(request, room_name, "agent")
         try:
-            body = await request.json(loads=json.loads)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            # A body trickling in is cut off like an idle connection (aiohttp's
+            # keep-alive timer only covers the wait for a request's headers).
+            async with asyncio.timeout(self.app.config.http_idle_timeout):
+                raw = await request.read()
+        except TimeoutError:
+            response = error(408, "timeout", "the request body did not arrive in time")
+            response.force_close()
+            return response
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             return error(400, "invalid", "the body must be JSON")
         if type(body) is not dict:
             return error(400, "invalid", "the body must be a JSON object")
-        token_client = self._read_auth(request, room_name, "agent")
         client, aid, name = body.get("client"), body.get("aid"), body.get("name")
         if token_client is not None and self.app.config.auth != "none":
             client = token_client
