@@ -45,7 +45,9 @@ class App:
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.store = store if store is not None else open_store(config.store)
+        self.store = (
+            store if store is not None else open_store(config.store, durability=config.durability)
+        )
         self.room_types = RoomTypes.parse(config.room_types)
         self.auth = build_authenticator(config)
         self.rooms = RoomManager(config, self.store, self.room_types, self.metrics)

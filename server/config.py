@@ -14,7 +14,7 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8765
     http_port: int = 8766
-    store: str = "memory"
+    store: str = "sqlite:data/statecast.db"
     durability: str = "ack"
     checkpoint_every: int = 1000
     max_message_bytes: int = 1 << 20
@@ -63,7 +63,8 @@ _HELP: dict[str, str] = {
     "port": "WebSocket port",
     "http_port": "HTTP port (state, changefeed, actions, /healthz, /metrics)",
     "store": "memory | sqlite:PATH",
-    "durability": "ack: ACK once the diff is committed; async: ACK before the commit",
+    "durability": "ack: ACK once the diff is committed; async: publish and ACK before the "
+    "commit (lower latency; a crash loses the last actions and rooms start a new epoch)",
     "checkpoint_every": "diffs between state checkpoints in the store",
     "max_message_bytes": "largest WebSocket message accepted (close 1009 above)",
     "hello_timeout": "seconds a connection may wait before its HELLO (close 4000)",

@@ -49,6 +49,7 @@ from server.store.base import Store, StoredChange
 log = structlog.get_logger()
 
 REPLAY_CHUNK_BYTES = 256 * 1024
+MAX_ASYNC_WRITES = 64
 
 
 @dataclass(slots=True)
@@ -105,6 +106,7 @@ class LiveRoom:
         self._digest: tuple[int, str] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._write_chain: asyncio.Task[None] | None = None
+        self._writes_pending = 0
         self._worker = asyncio.create_task(self._work(), name=f"room {name}")
 
     # --- actions -------------------------------------------------------------------------
@@ -119,6 +121,8 @@ class LiveRoom:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if self.failed is not None:
+                return
             if not self._inbox:
                 continue
             batch, self._inbox = self._inbox, []
@@ -182,7 +186,10 @@ class LiveRoom:
             await self.store.append(self.name, changes)
             self.metrics.commit_seconds.observe(time.perf_counter() - t0)
             return
-        # async durability: publish now, write in order behind the scenes.
+        # async durability: publish now, write in order behind the scenes. Each write
+        # waits for the one before, so the store sees batches in seq order; a failed
+        # write fails the room (clients saw diffs the store lost). Past
+        # MAX_ASYNC_WRITES queued batches the room waits for the store to catch up.
         previous = self._write_chain
 
         async def write() -> None:
@@ -190,7 +197,20 @@ class LiveRoom:
                 await previous
             await self.store.append(self.name, changes)
 
-        self._write_chain = asyncio.create_task(write())
+        chain = asyncio.create_task(write())
+        self._writes_pending += 1
+        chain.add_done_callback(self._written)
+        self._write_chain = chain
+        if self._writes_pending > MAX_ASYNC_WRITES:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(chain)
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        self._writes_pending -= 1
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None and self.failed is None:
+            log.error("store write failed after publish", room=self.name, error=repr(exc))
+            self._fail(exc, [])
 
     def _publish(
         self,
@@ -394,7 +414,8 @@ class LiveRoom:
             self._wake.set()
             await asyncio.sleep(0.001)
         if self._write_chain is not None:
-            await self._write_chain
+            with contextlib.suppress(Exception):  # a failed write has failed the room
+                await self._write_chain
 
     async def checkpoint(self) -> None:
         await self.settled()

@@ -12,7 +12,7 @@ from protocol import ops
 from protocol.errors import NoSuchRoom, Rejection
 from server.config import Config
 from server.history import History
-from server.live import LiveRoom
+from server.live import LiveRoom, RoomFailed
 from server.metrics import Metrics
 from server.registry import RoomTypes
 from server.store.base import RoomRecord, Store
@@ -33,9 +33,12 @@ class RoomManager:
         self.metrics = metrics
         self.rooms: dict[str, LiveRoom] = {}
         self._loading: dict[str, asyncio.Task[LiveRoom | None]] = {}
+        self.closing = False
 
     async def get(self, name: str, *, create: bool) -> LiveRoom | None:
         """The live room ``name``, loaded from the store or created if asked; None if absent."""
+        if self.closing:
+            raise RoomFailed("the server is shutting down")
         live = self.rooms.get(name)
         if live is not None and live.failed is None:
             return live
@@ -77,7 +80,10 @@ class RoomManager:
         else:
             room = room_class(name, msgpack.unpackb(record.checkpoint_state, raw=False))
         history = History(self.config.history_diffs, self.config.history_bytes)
-        history.reset(record.checkpoint_seq)
+        tail = await self._log_tail(name, record.checkpoint_seq)
+        history.reset(tail[0][0] - 1 if tail else record.checkpoint_seq)
+        for seq, encoded in tail:
+            history.append(seq, encoded)
         for seq, encoded in record.diffs:
             _, diff_seq, diff_ops = msgpack.unpackb(encoded, raw=False)
             if diff_seq != seq:
@@ -99,10 +105,24 @@ class RoomManager:
         self.metrics.rooms.set(len(self.rooms))
         return live
 
+    async def _log_tail(self, name: str, checkpoint_seq: int) -> list[tuple[int, bytes]]:
+        """Logged diffs up to the checkpoint, if the store kept them: replay across restarts."""
+        if checkpoint_seq == 0:
+            return []
+        low = max(0, checkpoint_seq - self.config.history_diffs)
+        tail = [(s, d) for s, d in await self.store.diffs_after(name, low) if s <= checkpoint_seq]
+        if not tail or tail[-1][0] != checkpoint_seq:
+            return []
+        start = len(tail) - 1  # keep the unbroken run that ends at the checkpoint
+        while start > 0 and tail[start - 1][0] == tail[start][0] - 1:
+            start -= 1
+        return tail[start:]
+
     async def drain(self) -> None:
         await asyncio.gather(*(room.drain() for room in self.rooms.values()))
 
     async def close(self) -> None:
+        self.closing = True  # a late HTTP action must not load a room the store will not see
         for name, room in list(self.rooms.items()):
             try:
                 await room.close()

@@ -5,16 +5,21 @@ from __future__ import annotations
 from server.store.base import RoomRecord, Store, StoredChange
 
 
-def open_store(url: str) -> Store:
-    """The store a ``--store`` value names; backends are imported only when used."""
+def open_store(url: str, *, durability: str = "ack") -> Store:
+    """The store a ``--store`` value names; backends are imported only when used.
+
+    ``durability`` is the server's ``--durability``: a durable backend tunes its
+    sync settings to it and, after an ``async`` run that did not stop cleanly,
+    starts every room on a new epoch (diffs that clients saw may be lost).
+    """
     if url == "memory":
         from server.store.memory import MemoryStore
 
         return MemoryStore()
     if url.startswith("sqlite:"):
-        from server.store.sqlite import SQLiteStore  # type: ignore[import-not-found]
+        from server.store.sqlite import SQLiteStore
 
-        store: Store = SQLiteStore(url.removeprefix("sqlite:"))
+        store: Store = SQLiteStore(url.removeprefix("sqlite:"), durability=durability)
         return store
     raise ValueError(f"unknown store {url!r}: use 'memory' or 'sqlite:PATH'")
 

@@ -1,0 +1,271 @@
+"""The storage contract (server/store/base.py), run against every backend.
+
+Each backend comes as a factory: calling it again gives a store over the same
+data, as a restarted server would see it (the memory store's "restart" is the
+same object: nothing survives its process, but the contract still holds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from protocol import codec
+from server.store import Store, open_store
+from server.store.base import RoomRecord, StoredChange
+from server.store.memory import MemoryStore
+from server.store.sqlite import SQLiteStore
+
+Factory = Callable[[], Store]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def factory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
+    """A way to (re)open one backend's data; every store it made is closed afterwards."""
+    made: list[Store] = []
+    memory = MemoryStore()
+
+    def make() -> Store:
+        store: Store = memory if request.param == "memory" else SQLiteStore(str(tmp_path / "s.db"))
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        await store.close()
+
+
+@pytest.fixture
+async def store(factory: Factory) -> Store:
+    """An open store of each backend."""
+    s = factory()
+    await s.open()
+    return s
+
+
+def record(epoch: str = "epoch-0001", state: object = None) -> RoomRecord:
+    return RoomRecord(
+        epoch=epoch,
+        type_name="server.rooms.document:DocumentRoom",
+        checkpoint_seq=0,
+        checkpoint_state=msgpack.packb(state if state is not None else {}),
+    )
+
+
+def diff(seq: int, value: int = 0) -> bytes:
+    return codec.encode_diff(seq, [[0, ["k"], value]])
+
+
+async def test_unknown_room_loads_as_none(store: Store) -> None:
+    """A room never created loads as None and is not listed."""
+    assert await store.load("nope") is None
+    assert await store.rooms() == []
+    assert await store.diffs_after("nope", 0) == []
+
+
+async def test_create_then_load_returns_the_record(store: Store) -> None:
+    """load returns exactly what create stored, and rooms lists it."""
+    rec = record(state={"a": [1, 2]})
+    rec.acked = {"c1": 3}
+    rec.diffs = [(1, diff(1))]
+    await store.create("r1", rec)
+    loaded = await store.load("r1")
+    assert loaded == rec
+    assert loaded is not None and loaded.head == 1
+    assert await store.rooms() == ["r1"]
+
+
+async def test_append_records_diffs_and_acked_aids(store: Store) -> None:
+    """Appended diffs come back in seq order with each client's last aid; rejections keep aids."""
+    await store.create("r", record())
+    await store.append(
+        "r",
+        [
+            StoredChange(1, diff(1, 1), "a", 1),
+            StoredChange(1, None, "b", 7),  # rejected: an aid without a diff
+            StoredChange(2, diff(2, 2), "a", 2),
+        ],
+    )
+    await store.append("r", [StoredChange(3, diff(3, 3), "b", 8)])
+    loaded = await store.load("r")
+    assert loaded is not None
+    assert loaded.diffs == [(1, diff(1, 1)), (2, diff(2, 2)), (3, diff(3, 3))]
+    assert loaded.acked == {"a": 2, "b": 8}
+    assert loaded.head == 3
+
+
+async def test_diffs_after_serves_the_log_beyond_a_seq(store: Store) -> None:
+    """diffs_after returns every logged diff above the seq, oldest first."""
+    await store.create("r", record())
+    await store.append("r", [StoredChange(s, diff(s, s), "a", s) for s in range(1, 6)])
+    assert await store.diffs_after("r", 3) == [(4, diff(4, 4)), (5, diff(5, 5))]
+    assert await store.diffs_after("r", 5) == []
+
+
+async def test_checkpoint_replaces_the_base_of_load(store: Store) -> None:
+    """After a checkpoint, load starts from it: its state and aids, then only later diffs."""
+    await store.create("r", record())
+    await store.append("r", [StoredChange(s, diff(s, s), "a", s) for s in range(1, 4)])
+    await store.checkpoint("r", 3, msgpack.packb({"k": 3}), {"a": 3, "z": 1})
+    await store.append("r", [StoredChange(4, diff(4, 4), "a", 4)])
+    loaded = await store.load("r")
+    assert loaded is not None
+    assert loaded.checkpoint_seq == 3
+    assert msgpack.unpackb(loaded.checkpoint_state) == {"k": 3}
+    assert loaded.diffs == [(4, diff(4, 4))]
+    assert loaded.acked == {"a": 4, "z": 1}
+    assert loaded.head == 4
+
+
+async def test_rooms_are_independent(store: Store) -> None:
+    """Appends and checkpoints of one room leave another untouched."""
+    await store.create("x", record("epoch-xxxx"))
+    await store.create("y", record("epoch-yyyy"))
+    await store.append("x", [StoredChange(1, diff(1), "a", 1)])
+    await store.checkpoint("x", 1, msgpack.packb({"k": 0}), {"a": 1})
+    y = await store.load("y")
+    assert y is not None and y.epoch == "epoch-yyyy" and y.head == 0 and y.acked == {}
+    assert await store.rooms() == ["x", "y"]
+
+
+async def test_concurrent_appends_from_many_rooms_all_land(store: Store) -> None:
+    """Rooms appending at the same moment each get all their changes, in order."""
+    names = [f"room{i}" for i in range(20)]
+    for name in names:
+        await store.create(name, record())
+    for seq in (1, 2, 3):
+        await asyncio.gather(
+            *(
+                store.append(name, [StoredChange(seq, diff(seq, i), "a", seq)])
+                for i, name in enumerate(names)
+            )
+        )
+    for i, name in enumerate(names):
+        loaded = await store.load(name)
+        assert loaded is not None
+        assert loaded.diffs == [(s, diff(s, i)) for s in (1, 2, 3)]
+        assert loaded.acked == {"a": 3}
+
+
+async def test_everything_survives_close_and_reopen(factory: Factory) -> None:
+    """What was appended and checkpointed before close is loaded the same after reopening."""
+    first = factory()
+    await first.open()
+    await first.create("r", record("epoch-keep"))
+    await first.append("r", [StoredChange(1, diff(1, 1), "a", 1)])
+    await first.checkpoint("r", 1, msgpack.packb({"k": 1}), {"a": 1})
+    await first.append("r", [StoredChange(2, diff(2, 2), "a", 2), StoredChange(2, None, "b", 5)])
+    before = await first.load("r")
+    await first.close()
+    second = factory()
+    await second.open()
+    after = await second.load("r")
+    assert after == before
+    assert after is not None and after.epoch == "epoch-keep" and after.head == 2
+
+
+# --- SQLite specifics ----------------------------------------------------------------------
+
+
+async def test_sqlite_groups_concurrent_rooms_into_one_commit(tmp_path: Path) -> None:
+    """Appends from many rooms queued while a commit is pending share the next one."""
+    store = SQLiteStore(str(tmp_path / "g.db"))
+    await store.open()
+    try:
+        names = [f"g{i}" for i in range(30)]
+        for name in names:
+            await store.create(name, record())
+        before = store.commits
+        await asyncio.gather(*(store.append(n, [StoredChange(1, diff(1), "a", 1)]) for n in names))
+        assert store.commits - before < len(names)
+    finally:
+        await store.close()
+
+
+async def test_sqlite_refuses_a_reused_seq_and_keeps_the_batch_atomic(tmp_path: Path) -> None:
+    """A batch that would log a seq twice fails whole: neither its diffs nor its aids land."""
+    store = SQLiteStore(str(tmp_path / "a.db"))
+    await store.open()
+    try:
+        await store.create("r", record())
+        await store.append("r", [StoredChange(1, diff(1, 1), "a", 1)])
+        with pytest.raises(sqlite3.IntegrityError):
+            await store.append(
+                "r", [StoredChange(2, diff(2, 2), "a", 2), StoredChange(1, diff(1, 9), "b", 1)]
+            )
+        loaded = await store.load("r")
+        assert loaded is not None
+        assert loaded.diffs == [(1, diff(1, 1))] and loaded.acked == {"a": 1}
+    finally:
+        await store.close()
+
+
+async def test_sqlite_one_failing_room_does_not_fail_its_commit_neighbours(tmp_path: Path) -> None:
+    """When a grouped commit fails for one room, the other rooms' appends still land."""
+    store = SQLiteStore(str(tmp_path / "n.db"))
+    await store.open()
+    try:
+        for name in ("good", "bad"):
+            await store.create(name, record())
+            await store.append(name, [StoredChange(1, diff(1), "a", 1)])
+        results = await asyncio.gather(
+            store.append("good", [StoredChange(2, diff(2), "a", 2)]),
+            store.append("bad", [StoredChange(1, diff(1, 5), "a", 2)]),
+            return_exceptions=True,
+        )
+        assert results[0] is None and isinstance(results[1], sqlite3.IntegrityError)
+        good = await store.load("good")
+        assert good is not None and good.head == 2
+    finally:
+        await store.close()
+
+
+async def test_sqlite_keeps_a_log_tail_below_the_checkpoint(tmp_path: Path) -> None:
+    """A checkpoint keeps the last retain_diffs entries so a restarted room can still replay."""
+    store = SQLiteStore(str(tmp_path / "t.db"), retain_diffs=2)
+    await store.open()
+    try:
+        await store.create("r", record())
+        await store.append("r", [StoredChange(s, diff(s, s), "a", s) for s in range(1, 6)])
+        await store.checkpoint("r", 5, msgpack.packb({"k": 5}), {"a": 5})
+        assert [s for s, _ in await store.diffs_after("r", 0)] == [4, 5]
+        loaded = await store.load("r")
+        assert loaded is not None and loaded.diffs == [] and loaded.head == 5
+    finally:
+        await store.close()
+
+
+async def test_sqlite_file_is_held_by_one_server(tmp_path: Path) -> None:
+    """A second store on a file already open fails to open instead of mixing histories."""
+    path = str(tmp_path / "x.db")
+    first = SQLiteStore(path)
+    await first.open()
+    try:
+        second = SQLiteStore(path, busy_timeout=0.05)
+        with pytest.raises(sqlite3.OperationalError):
+            await second.open()
+    finally:
+        await first.close()
+
+
+async def test_sqlite_async_run_that_never_closed_starts_new_epochs(tmp_path: Path) -> None:
+    """After an async-durability run that did not close, rooms get a new epoch; after ack, not."""
+    path = str(tmp_path / "e.db")
+    for mode, rotated in (("ack", False), ("async", True)):
+        crashed = open_store(f"sqlite:{path}", durability=mode)
+        await crashed.open()
+        await crashed.create(mode, record(f"epoch-{mode}"))
+        await crashed.append(mode, [StoredChange(1, diff(1), "a", 1)])
+        assert isinstance(crashed, SQLiteStore)
+        await crashed.abandon()  # as if the process died: no clean-close mark
+        reopened = open_store(f"sqlite:{path}")
+        await reopened.open()
+        loaded = await reopened.load(mode)
+        await reopened.close()
+        assert loaded is not None and loaded.head == 1
+        assert (loaded.epoch != f"epoch-{mode}") is rotated
