@@ -240,7 +240,11 @@ class LiveRoom:
             self.metrics.diffs.inc(len(diffs))
             self._fanout(shared, extras)
         for sub, messages in extras.items():
-            sub.send(b"".join(messages))
+            if sub.lagging:
+                # Its DIFFs were skipped: the ACK waits for the SNAPSHOT that holds them.
+                sub.held.extend(messages)
+            else:
+                sub.send(b"".join(messages))
         now = time.perf_counter()
         for req, _, _ in outcomes:
             self.metrics.fanout_latency.observe(now - req.received)
@@ -290,9 +294,10 @@ class LiveRoom:
                 return
             await asyncio.sleep(0.05)
         await self.settled()
+        held, sub.held = sub.held, []
         if not sub.open or not sub.lagging:
             return
-        sub.send(self.snapshot_bytes())
+        sub.send(b"".join((self.snapshot_bytes(), *held)))
         sub.lagging = False
         self.members[sub] = None
 
