@@ -34,7 +34,7 @@ def frame_binary(payload: bytes) -> bytes:
 class Subscriber:
     """One WebSocket connection's seat in a room."""
 
-    __slots__ = ("client", "conn", "id", "lagging", "plain", "role", "transport")
+    __slots__ = ("client", "conn", "held", "id", "lagging", "plain", "role", "transport")
 
     def __init__(self, conn: ServerConnection, role: Role, client: str | None) -> None:
         self.conn = conn
@@ -45,6 +45,8 @@ class Subscriber:
         # No extension negotiated: the shared frame bytes are valid as they are.
         self.plain = not conn.protocol.extensions
         self.lagging = False
+        # ACK/ERROR frames for a lagging subscriber, sent after its catch-up SNAPSHOT.
+        self.held: list[bytes] = []
 
     @property
     def open(self) -> bool:
