@@ -178,7 +178,7 @@ class LiveRoom:
         if diffs:
             self._since_checkpoint += len(diffs)
             if self._since_checkpoint >= self.config.checkpoint_every:
-                await self.checkpoint()
+                await self._write_checkpoint()  # the worker: settled() would wait on itself
 
     async def _persist(self, changes: list[StoredChange]) -> None:
         if self.config.durability == "ack" or not self.store.durable:
@@ -424,6 +424,9 @@ class LiveRoom:
 
     async def checkpoint(self) -> None:
         await self.settled()
+        await self._write_checkpoint()
+
+    async def _write_checkpoint(self) -> None:
         if self._write_chain is not None:
             await self._write_chain
         state = msgpack.packb(self.room.state, use_bin_type=True)

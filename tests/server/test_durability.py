@@ -1,0 +1,325 @@
+"""Durable rooms: a real server process on SQLite, killed (-9) or stopped (SIGTERM), restarted.
+
+Each test runs ``python -m server serve --store sqlite:...`` as a subprocess on
+free ports (port 0; the ports are read from its JSON ``serving`` log line),
+drives it with bare WebSocket agents, stops it, starts a new process on the
+same file and checks what the protocol promises across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import websockets
+
+from tests.helpers import TIMEOUT, BareClient, bare, http_session, running_server
+
+ROOT = Path(__file__).resolve().parents[2]
+ROOM = "durable"
+
+
+@dataclass
+class ServerProcess:
+    proc: asyncio.subprocess.Process
+    ws_url: str
+    http_url: str
+    log: list[dict[str, Any]] = field(default_factory=list)
+    reader: asyncio.Task[None] | None = None
+
+    def room_url(self, room: str = ROOM) -> str:
+        return f"{self.ws_url}/rooms/{room}"
+
+    async def stop(self, sig: int) -> int:
+        """Send ``sig`` and wait for the process to end; its exit code."""
+        self.proc.send_signal(sig)
+        code = await asyncio.wait_for(self.proc.wait(), TIMEOUT * 3)
+        if self.reader is not None:
+            await asyncio.wait_for(self.reader, TIMEOUT)
+        return code
+
+
+async def start_server(db: Path, *extra: str) -> ServerProcess:
+    """Start a statecast process on 127.0.0.1 with free ports; return once it serves."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server",
+        "serve",
+        "--host=127.0.0.1",
+        "--port=0",
+        "--http-port=0",
+        f"--store=sqlite:{db}",
+        "--log-format=json",
+        "--action-rate=1000000",
+        "--action-burst=1000000",
+        *extra,
+        cwd=ROOT,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    lines: list[dict[str, Any]] = []
+    serving: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+    async def read(stream: asyncio.StreamReader) -> None:
+        async for raw in stream:
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                line = {"event": raw.decode(errors="replace").rstrip()}
+            lines.append(line)
+            if line.get("event") == "serving" and not serving.done():
+                serving.set_result(line)
+        if not serving.done():
+            serving.set_exception(RuntimeError(f"server exited before serving: {lines}"))
+
+    reader = asyncio.create_task(read(proc.stderr))
+    try:
+        ready = await asyncio.wait_for(serving, TIMEOUT * 4)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
+    ws = str(ready["ws"]).removesuffix("/rooms/{room}")
+    return ServerProcess(proc, ws, str(ready["http"]), lines, reader)
+
+
+@contextlib.asynccontextmanager
+async def server_process(db: Path, *extra: str) -> AsyncIterator[ServerProcess]:
+    """A server process that is killed at the end if the test has not stopped it."""
+    server = await start_server(db, *extra)
+    try:
+        yield server
+    finally:
+        if server.proc.returncode is None:
+            server.proc.kill()
+            await server.proc.wait()
+        if server.reader is not None:
+            server.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await server.reader
+
+
+@dataclass
+class Agent:
+    """A bare agent that keeps ``window`` actions in flight, each setting its own key."""
+
+    client: str
+    window: int = 8
+    sent: int = 0
+    acked: dict[int, int] = field(default_factory=dict)  # aid -> seq
+    diffs: dict[int, list[Any]] = field(default_factory=dict)  # seq -> ops, as seen
+    epoch: str = ""
+    close_code: int | None = None
+    errors: list[list[Any]] = field(default_factory=list)
+
+    @staticmethod
+    def key(client: str, aid: int) -> str:
+        return f"{client}/{aid}"
+
+    @property
+    def last_seen(self) -> int:
+        return max(self.diffs, default=0)
+
+    async def run(self, url: str, stop: asyncio.Event, acked_total: list[int]) -> None:
+        """Act until ``stop`` is set or the connection ends (then record its close code)."""
+        try:
+            async with bare(url) as ws:
+                welcome = await ws.hello("agent", client=self.client)
+                self.epoch = welcome["epoch"]
+                await ws.recv_type(3)
+                await self._loop(ws, stop, acked_total)
+        except (websockets.ConnectionClosed, OSError) as exc:
+            rcvd = getattr(exc, "rcvd", None)
+            self.close_code = rcvd.code if rcvd is not None else 1006
+
+    async def _loop(self, ws: BareClient, stop: asyncio.Event, acked_total: list[int]) -> None:
+        while True:
+            while not stop.is_set() and self.sent - len(self.acked) < self.window:
+                self.sent += 1
+                op = [0, ["k", self.key(self.client, self.sent)], self.sent]
+                await ws.send([4, self.sent, "patch", [op]])
+            if stop.is_set() and self.sent == len(self.acked) + len(self.errors):
+                return
+            message = await ws.recv(TIMEOUT)
+            if message[0] == 5:
+                self.diffs[message[1]] = message[2]
+            elif message[0] == 7:
+                self.acked[message[1]] = message[2]
+                acked_total[0] += 1
+            elif message[0] == 8:
+                self.errors.append(message)
+
+
+async def run_agents(
+    url: str, agents: list[Agent], until_acked: int
+) -> tuple[asyncio.Event, asyncio.Task[list[None]]]:
+    """Start the agents; return once ``until_acked`` actions are acked (they keep going)."""
+    stop = asyncio.Event()
+    total = [0]
+    task = asyncio.gather(*(agent.run(url, stop, total) for agent in agents))
+    async with asyncio.timeout(TIMEOUT * 4):
+        while total[0] < until_acked:
+            if task.done():
+                task.result()
+                raise AssertionError("the agents ended before the load was reached")
+            await asyncio.sleep(0.005)
+    return stop, task
+
+
+async def get_json(url: str) -> Any:
+    async with http_session() as http, http.get(url) as response:
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+async def check_room(server: ServerProcess, agents: list[Agent]) -> dict[str, Any]:
+    """Every acked action is in the state, and each client's acked aid matches the state."""
+    body = await get_json(f"{server.http_url}/rooms/{ROOM}/state")
+    keys = body["state"].get("k", {})
+    for agent in agents:
+        client = await get_json(f"{server.http_url}/rooms/{ROOM}/clients/{agent.client}")
+        processed = client["acked"]
+        assert agent.errors == []
+        assert all(aid <= processed for aid in agent.acked), (agent.client, processed)
+        for aid in range(1, agent.sent + 1):
+            # Every action applies, so "processed" and "in the state" must agree exactly.
+            assert (Agent.key(agent.client, aid) in keys) == (aid <= processed), (agent.client, aid)
+    return dict(body)
+
+
+async def test_room_keeps_acting_across_periodic_checkpoints(tmp_path: Path) -> None:
+    """A room that reaches checkpoint_every goes on applying and acking actions after it."""
+    async with (
+        asyncio.timeout(TIMEOUT * 4),  # the failure this guards against is a hang
+        running_server(store=f"sqlite:{tmp_path}/x.db", checkpoint_every=3) as server,
+        bare(server.room_url(ROOM)) as ws,
+    ):
+        await ws.hello("agent", client="c")
+        await ws.recv_type(3)
+        for aid in range(1, 11):
+            await ws.send([4, aid, "patch", [[0, ["n"], aid]]])
+            assert await ws.recv_type(7) == [7, aid, aid]
+    async with running_server(store=f"sqlite:{tmp_path}/x.db") as server:
+        body = await get_json(f"{server.http_url}/rooms/{ROOM}/state")
+        assert body["seq"] == 10 and body["state"] == {"n": 10}
+
+
+async def test_kill_9_loses_no_acknowledged_action_and_keeps_the_history(tmp_path: Path) -> None:
+    """After kill -9 and a restart, every acked action is there, on the same epoch and seq line."""
+    db = tmp_path / "x.db"
+    agents = [Agent(f"agent{i}") for i in range(4)]
+    async with server_process(db, "--checkpoint-every=40") as first:
+        _, load = await run_agents(first.room_url(), agents, until_acked=300)
+        first.proc.kill()  # SIGKILL while actions are in flight
+        await first.proc.wait()
+        await asyncio.wait_for(load, TIMEOUT)
+    assert all(agent.close_code == 1006 for agent in agents)
+    epoch = agents[0].epoch
+    last_acked = max(seq for agent in agents for seq in agent.acked.values())
+
+    async with server_process(db) as second:
+        body = await check_room(second, agents)
+        assert body["epoch"] == epoch
+        assert body["seq"] >= last_acked
+        seen = agents[0]
+        since = seen.last_seen - 3
+        async with bare(second.room_url()) as ws:
+            welcome = await ws.hello("spectator", resume=[epoch, since])
+            assert welcome["sync"] == "replay" and welcome["epoch"] == epoch
+            replayed = [await ws.recv() for _ in range(welcome["seq"] - since)]
+        assert [m[1] for m in replayed] == list(range(since + 1, welcome["seq"] + 1))
+        for _, seq, ops in replayed:
+            if seq in seen.diffs:  # no seq ever names a different diff
+                assert ops == seen.diffs[seq]
+        async with bare(second.room_url()) as ws:
+            welcome = await ws.hello("agent", client=seen.client)
+            assert welcome["acked"] >= max(seen.acked)
+            await ws.recv_type(3)
+            await ws.send([4, welcome["acked"] + 1, "patch", [[0, ["after"], 1]]])
+            ack = await ws.recv_type(7)
+            assert ack == [7, welcome["acked"] + 1, welcome["seq"] + 1]
+
+
+async def test_sigterm_closes_with_1001_and_restarts_on_the_same_epoch_and_seq(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM tells clients 1001, flushes, and the restarted room resumes where it stopped."""
+    db = tmp_path / "x.db"
+    agents = [Agent(f"agent{i}", window=2) for i in range(3)]
+    async with server_process(db) as first:
+        stop, load = await run_agents(first.room_url(), agents, until_acked=60)
+        stop.set()
+        await asyncio.wait_for(load, TIMEOUT)
+        before = await get_json(f"{first.http_url}/rooms/{ROOM}/head")
+        async with bare(first.room_url()) as watcher:
+            await watcher.hello("spectator")
+            await watcher.recv_type(3)
+            assert await first.stop(signal.SIGTERM) == 0
+            assert await watcher.closed() == 1001
+    assert any(line.get("event") == "stopped" for line in first.log)
+
+    async with server_process(db) as second:
+        after = await get_json(f"{second.http_url}/rooms/{ROOM}/head")
+        assert after == {**before, "oldest": after["oldest"]}
+        await check_room(second, agents)
+        epoch, head = before["epoch"], before["seq"]
+        async with bare(second.room_url()) as ws:
+            assert (await ws.hello("spectator", resume=[epoch, head]))["sync"] == "current"
+        async with bare(second.room_url()) as ws:
+            welcome = await ws.hello("spectator", resume=[epoch, head - 5])
+            assert welcome["sync"] == "replay"
+            assert [(await ws.recv())[1] for _ in range(5)] == list(range(head - 4, head + 1))
+
+
+async def test_graceful_shutdown_under_load_applies_only_what_it_records(tmp_path: Path) -> None:
+    """Actions racing a SIGTERM are acked and durable, or not applied; acked aids match state."""
+    db = tmp_path / "x.db"
+    agents = [Agent(f"agent{i}", window=16) for i in range(4)]
+    async with server_process(db) as first:
+        _, load = await run_agents(first.room_url(), agents, until_acked=200)
+        assert await first.stop(signal.SIGTERM) == 0  # the agents are still sending
+        await asyncio.wait_for(load, TIMEOUT)
+    assert all(agent.close_code == 1001 for agent in agents)
+
+    async with server_process(db) as second:
+        await check_room(second, agents)
+
+
+async def test_async_durability_flushes_on_sigterm_and_changes_epoch_after_kill_9(
+    tmp_path: Path,
+) -> None:
+    """--durability async: a clean stop keeps everything; a kill -9 restarts on a new epoch."""
+    db = tmp_path / "x.db"
+    agents = [Agent(f"agent{i}") for i in range(3)]
+    async with server_process(db, "--durability=async") as first:
+        stop, load = await run_agents(first.room_url(), agents, until_acked=150)
+        stop.set()
+        await asyncio.wait_for(load, TIMEOUT)
+        assert await first.stop(signal.SIGTERM) == 0
+    epoch = agents[0].epoch
+    head = max(seq for agent in agents for seq in agent.acked.values())
+    async with server_process(db, "--durability=async") as second:
+        body = await check_room(second, agents)
+        assert body["epoch"] == epoch and body["seq"] == head
+        more = [Agent(f"more{i}") for i in range(2)]
+        _, load = await run_agents(second.room_url(), more, until_acked=100)
+        second.proc.kill()
+        await second.proc.wait()
+        await asyncio.wait_for(load, TIMEOUT)
+    async with server_process(db, "--durability=async") as third:
+        body = await check_room(third, agents)
+        assert body["epoch"] != epoch and body["seq"] >= head
+        async with bare(third.room_url()) as ws:
+            welcome = await ws.hello("spectator", resume=[epoch, body["seq"]])
+            assert welcome["sync"] == "snapshot" and welcome["epoch"] == body["epoch"]
