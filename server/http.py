@@ -12,6 +12,7 @@ from aiohttp import web
 
 from protocol.errors import ProtocolViolation, Rejection
 from protocol.ops import MAX_SAFE_INT
+from server.limits import TokenBucket
 from server.live import LiveRoom, Request, RoomFailed
 from server.ws import ROOM_PATH
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 CHANGES_LIMIT = 1000
+BUCKETS_HELD = 10_000
 _ROOM = ROOM_PATH.pattern.removeprefix("/rooms/").strip("()")
 
 _AUTH_STATUS = {4001: 401, 4003: 403, 4004: 404}
@@ -43,6 +45,8 @@ class HttpListener:
     def __init__(self, app: App) -> None:
         self.app = app
         self.runner: web.AppRunner | None = None
+        #: Action rate per client id (HTTP has no session to hang a bucket on).
+        self.buckets: dict[str, TokenBucket] = {}
         self.web = web.Application(client_max_size=app.config.http_max_body)
         r = self.web.router
         r.add_get(f"/rooms/{{room:{_ROOM}}}/state", self.state)
@@ -180,11 +184,22 @@ class HttpListener:
             return error(400, "invalid", "aid must be an integer >= 1")
         if type(name) is not str:
             return error(400, "invalid", "name must be a string")
+        if not self._bucket(client).take():
+            return error(429, "rate_limited", f"over {self.app.config.action_rate:g} actions/s")
         live = await self._room(request, create=self.app.config.create_rooms)
         reply: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         live.submit(Request(client, aid, name, body.get("args"), reply, time.perf_counter()))
         seq = await reply
         return web.json_response({"seq": seq})
+
+    def _bucket(self, client: str) -> TokenBucket:
+        bucket = self.buckets.get(client)
+        if bucket is None:
+            if len(self.buckets) >= BUCKETS_HELD:
+                self.buckets.clear()  # bounded memory; at worst a burst is granted again
+            c = self.app.config
+            bucket = self.buckets[client] = TokenBucket(c.action_rate, c.action_burst, 0)
+        return bucket
 
     async def client(self, request: web.Request) -> web.StreamResponse:
         self._read_auth(request, request.match_info["room"], "spectator")

@@ -1,42 +1,61 @@
-"""Per-connection action rate limiting: a token bucket with strikes."""
+"""Action rate limiting: a token bucket, with strikes for clients that ignore refusals."""
 
 from __future__ import annotations
 
 import time
+from typing import Final
 
 from protocol.errors import RateLimitExceeded
 
+#: Strikes fade over this many seconds: a client is closed when it is refused
+#: more than ``strikes`` times in about this long, or keeps being refused faster
+#: than ``strikes`` per this long.
+STRIKE_WINDOW: Final = 1.0
+
 
 class TokenBucket:
-    """``rate`` actions per second, bursts up to ``burst``.
+    """``rate`` actions per second, bursts up to ``burst`` (``rate`` <= 0: unlimited).
 
-    An action over the limit is refused with ERROR ``rate_limited``; after
-    ``strikes`` refusals in a row (no accepted action between them) the
-    connection is closed with 4029.
+    :meth:`check` refuses an action over the limit (the caller answers ERROR
+    ``rate_limited``) and counts a strike; strikes fade at ``strikes`` per
+    :data:`STRIKE_WINDOW`, so a client refused a few times now and then is only
+    told so, while one that keeps sending into a full bucket reaches
+    ``strikes`` and is closed with 4029. An accepted action does not clear the
+    strikes: a client sending at twice the rate is refused every other time and
+    would otherwise never be closed. ``strikes`` <= 0 never closes.
     """
 
-    __slots__ = ("_refused", "_stamp", "_tokens", "burst", "rate", "strikes")
+    __slots__ = ("_stamp", "_strikes", "_tokens", "burst", "rate", "strikes")
 
     def __init__(self, rate: float, burst: int, strikes: int) -> None:
         self.rate = rate
-        self.burst = float(burst)
+        self.burst = float(max(burst, 1))
         self.strikes = strikes
-        self._tokens = float(burst)
+        self._tokens = self.burst
         self._stamp = time.monotonic()
-        self._refused = 0
+        self._strikes = 0.0
+
+    def take(self) -> bool:
+        """Spend a token if there is one (no strikes: for HTTP, which answers 429)."""
+        if self.rate <= 0:
+            return True
+        now = time.monotonic()
+        elapsed = now - self._stamp
+        self._stamp = now
+        self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
+        if self.strikes > 0:
+            self._strikes = max(0.0, self._strikes - elapsed * self.strikes / STRIKE_WINDOW)
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
 
     def check(self) -> str | None:
         """None if the action may go ahead, else why not; raises after too many refusals."""
-        if self.rate <= 0:
+        if self.take():
             return None
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            self._refused = 0
-            return None
-        self._refused += 1
-        if self._refused >= self.strikes:
-            raise RateLimitExceeded("rate limit exceeded repeatedly")
+        if self.strikes > 0:
+            self._strikes += 1.0
+            if self._strikes >= self.strikes:
+                raise RateLimitExceeded("rate limit exceeded repeatedly")
         return f"over {self.rate:g} actions/s"

@@ -84,6 +84,11 @@ class LiveRoom:
     ) -> None:
         self.name = name
         self.room = room
+        room.set_limits(
+            max_depth=config.max_depth,
+            max_key_length=config.max_key_length or None,
+            max_state_bytes=config.max_state_bytes or None,
+        )
         self.epoch = epoch
         self.head = head
         self.acked = acked
@@ -430,6 +435,7 @@ class LiveRoom:
         if self._write_chain is not None:
             await self._write_chain
         state = msgpack.packb(self.room.state, use_bin_type=True)
+        self.room.state_bytes = len(state)  # the running estimate, made exact again
         await self.store.checkpoint(self.name, self.head, state, dict(self.acked))
         self._since_checkpoint = 0
 

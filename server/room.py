@@ -15,17 +15,32 @@ reads see it) and records it; the recorded ops *are* the diff, so producing a
 diff costs O(size of the change), never a comparison of whole states. A handler
 that raises leaves the state exactly as it was: every op keeps an undo entry
 and the runner rolls them back.
+
+Size limits are kept in O(change) too. A room knows the encoded size of its
+state (measured exactly when it is loaded, and again at every checkpoint, which
+encodes the state anyway) and each op moves that figure by what it adds minus
+what it removes: the encoded value it places (known from the op's own
+encoding) and the key it creates, minus the encoded value it replaces or
+deletes. Measuring a removed value costs its size, but every byte is placed by
+one op and removed at most once, so the total work stays proportional to the
+bytes actions write. A container's header grows or shrinks as its length
+crosses 16 or 65536, and that is counted too, so the figure is the exact
+encoded size; the checkpoint's re-measurement is a safety net.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
+
+import msgpack
 
 from protocol import codec, ops
 from protocol.errors import Rejection
 
 HandlerT = TypeVar("HandlerT", bound=Callable[..., None])
+
+_MISSING: Final = object()
 
 
 def action(name: str | None = None) -> Callable[[HandlerT], HandlerT]:
@@ -41,12 +56,34 @@ def action(name: str | None = None) -> Callable[[HandlerT], HandlerT]:
 class ActionContext:
     """What a handler sees: who acts, the state, and the change-recording API."""
 
-    __slots__ = ("_undo", "client", "encoded_ops", "max_depth", "state")
+    __slots__ = (
+        "_undo",
+        "client",
+        "encoded_ops",
+        "max_depth",
+        "max_key_length",
+        "size_budget",
+        "size_delta",
+        "state",
+    )
 
-    def __init__(self, state: dict[str, Any], client: str, max_depth: int) -> None:
+    def __init__(
+        self,
+        state: dict[str, Any],
+        client: str,
+        max_depth: int,
+        *,
+        max_key_length: int | None = None,
+        size_budget: int | None = None,
+    ) -> None:
         self.state = state
         self.client = client
         self.max_depth = max_depth
+        self.max_key_length = max_key_length
+        #: Bytes the state may still grow by (None: not tracked).
+        self.size_budget = size_budget
+        #: Estimated change of the state's encoded size so far.
+        self.size_delta = 0
         self.encoded_ops: list[bytes] = []
         self._undo: list[ops.Undo] = []
 
@@ -64,19 +101,112 @@ class ActionContext:
     def record(self, op: ops.Op) -> None:
         """Apply and record an op already checked by :func:`protocol.ops.parse_op`."""
         encoded = codec.encode_op(op)  # before a later op can change the value it placed
+        limit = self.max_key_length
+        if limit is not None and len(encoded) > limit:  # else no key can be that long
+            _check_key_lengths(op, limit)
+        if self.size_budget is not None:
+            delta = size_change(self.state, op, len(encoded))
+            if delta > 0 and self.size_delta + delta > self.size_budget:
+                raise Rejection("too_large", "the room's state would exceed its size limit")
+            self.size_delta += delta
         ops.apply_op(self.state, op, self._undo)
         self.encoded_ops.append(encoded)
 
     def rollback(self) -> None:
         ops.rollback(self._undo)
         self.encoded_ops.clear()
+        self.size_delta = 0
+
+
+def _packed_len(value: Any) -> int:
+    return len(msgpack.packb(value, use_bin_type=True))
+
+
+def size_change(state: dict[str, Any], op: ops.Op, op_bytes: int) -> int:
+    """Estimated change of the state's encoded size if ``op`` applies (0 if it cannot).
+
+    ``op_bytes`` is the op's encoded length: a set or ins is ``[kind, path,
+    value]``, one byte of array header and one of kind ahead of the path, so
+    the value's encoded size is what remains after the path.
+    """
+    kind, path = op[0], op[1]
+    value_bytes = op_bytes - 2 - _packed_len(path) if kind != ops.DEL else 0
+    node: Any = state
+    for i, seg in enumerate(path[:-1]):
+        if type(node) is dict and type(seg) is str:
+            child = node.get(seg, _MISSING)
+            if child is _MISSING:
+                if kind != ops.SET:
+                    return 0
+                # Each missing map costs its key and a one-byte header, then the leaf.
+                created = sum(_packed_len(k) + 1 for k in path[i:-1] if type(k) is str)
+                return _grow(node, 1) + created + _packed_len(path[-1]) + value_bytes
+            node = child
+        elif type(node) is list and type(seg) is int and 0 <= seg < len(node):
+            node = node[seg]
+        else:
+            return 0
+    last = path[-1]
+    if type(node) is dict and type(last) is str:
+        old = node.get(last, _MISSING)
+        if kind == ops.SET:
+            if old is _MISSING:
+                return _grow(node, 1) + _packed_len(last) + value_bytes
+            return value_bytes - _packed_len(old)
+        if kind == ops.DEL and old is not _MISSING:
+            return _grow(node, -1) - _packed_len(last) - _packed_len(old)
+        return 0
+    if type(node) is list and type(last) is int:
+        if kind == ops.INS:
+            return _grow(node, 1) + value_bytes
+        if 0 <= last < len(node):
+            old_bytes = _packed_len(node[last])
+            if kind == ops.SET:
+                return value_bytes - old_bytes
+            return _grow(node, -1) - old_bytes
+    return 0
+
+
+def _header_len(n: int) -> int:
+    """Bytes of a msgpack map or array header for ``n`` entries."""
+    return 1 if n < 16 else 3 if n < 1 << 16 else 5
+
+
+def _grow(container: dict[str, Any] | list[Any], by: int) -> int:
+    n = len(container)
+    return _header_len(n + by) - _header_len(n)
+
+
+def _check_key_lengths(op: ops.Op, limit: int) -> None:
+    """Raise too_large if a path segment or a map key in the op's value is over ``limit``."""
+    for seg in op[1]:
+        if type(seg) is str and len(seg) > limit:
+            raise Rejection("too_large", f"a key is longer than {limit} characters")
+    if len(op) < 3:
+        return
+    pending = [op[2]]
+    while pending:
+        value = pending.pop()
+        if type(value) is dict:
+            for k, v in value.items():
+                if len(k) > limit:
+                    raise Rejection("too_large", f"a key is longer than {limit} characters")
+                pending.append(v)
+        elif type(value) is list:
+            pending.extend(value)
 
 
 class Room:
     """Base of every room type. One instance per live room; it owns the state."""
 
     #: Levels of nesting allowed in the state and in paths (PROTOCOL.md: default 64).
-    max_depth: ClassVar[int] = ops.DEFAULT_MAX_DEPTH
+    max_depth: int = ops.DEFAULT_MAX_DEPTH
+    #: Longest map key or path segment, in characters (None: unlimited).
+    max_key_length: int | None = None
+    #: Largest encoded size the state may reach (None: unlimited); see :meth:`set_limits`.
+    max_state_bytes: int | None = None
+    #: The state's encoded size: exact after :meth:`set_limits`, then kept up to date by op.
+    state_bytes: int = 0
     _handlers: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -96,6 +226,15 @@ class Room:
     def initial_state(self) -> dict[str, Any]:
         return {}
 
+    def set_limits(
+        self, *, max_depth: int, max_key_length: int | None, max_state_bytes: int | None
+    ) -> None:
+        """Apply the server's limits and measure the state once (O(state), at load only)."""
+        self.max_depth = max_depth
+        self.max_key_length = max_key_length
+        self.max_state_bytes = max_state_bytes
+        self.state_bytes = _packed_len(self.state)
+
     @classmethod
     def action_names(cls) -> list[str]:
         return sorted(cls._handlers)
@@ -105,10 +244,22 @@ class Room:
         attr = self._handlers.get(name)
         if attr is None:
             raise Rejection("unknown_action", f"room type {type(self).__name__} has no {name!r}")
-        ctx = ActionContext(self.state, client, self.max_depth)
+        budget = None
+        if self.max_state_bytes is not None:
+            budget = self.max_state_bytes - self.state_bytes
+        ctx = ActionContext(
+            self.state,
+            client,
+            self.max_depth,
+            max_key_length=self.max_key_length,
+            size_budget=budget,
+        )
         try:
             getattr(self, attr)(ctx, args)
+            if budget is not None and ctx.size_delta > max(budget, 0):
+                raise Rejection("too_large", "the room's state would exceed its size limit")
         except BaseException:
             ctx.rollback()
             raise
+        self.state_bytes += ctx.size_delta
         return ctx.encoded_ops

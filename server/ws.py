@@ -48,6 +48,8 @@ class WebSocketListener:
     def __init__(self, app: App) -> None:
         self.app = app
         self.server: Server | None = None
+        #: Connections past the handshake (counted here: Server.connections is O(n)).
+        self.open = 0
 
     async def start(self) -> int:
         config = self.app.config
@@ -56,6 +58,8 @@ class WebSocketListener:
             config.host,
             config.port,
             process_request=self.process_request,
+            # A handshake trickling in (slowloris) is cut off like a late HELLO.
+            open_timeout=config.hello_timeout,
             max_size=config.max_message_bytes,
             compression="deflate" if config.compression else None,
             ping_interval=config.ping_interval or None,
@@ -70,8 +74,7 @@ class WebSocketListener:
     def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         if room_from_path(request.path) is None:
             return _plain(conn, HTTPStatus.NOT_FOUND, "no such endpoint: use /rooms/{room}")
-        limit = self.app.config.max_connections
-        if self.server is not None and len(self.server.connections) > limit:
+        if self.open >= self.app.config.max_connections:
             response = _plain(conn, HTTPStatus.SERVICE_UNAVAILABLE, "too many connections")
             response.headers = Headers({**dict(response.headers), "Retry-After": "1"})
             return response
@@ -79,8 +82,15 @@ class WebSocketListener:
 
     async def handle(self, conn: ServerConnection) -> None:
         room = room_from_path(conn.request.path if conn.request else "") or ""
-        session = Session(self.app, conn, room)
-        await session.run()
+        self.open += 1
+        try:
+            if self.open > self.app.config.max_connections:
+                # Handshakes that passed process_request together went over.
+                await conn.close(1013, "too many connections")
+                return
+            await Session(self.app, conn, room).run()
+        finally:
+            self.open -= 1
 
     def close(self) -> None:
         if self.server is not None:
@@ -168,17 +178,23 @@ class Session:
             if isinstance(message, Action):
                 self._action(room, sub, message)
             elif isinstance(message, Resync):
+                # A RESYNC can cost a whole SNAPSHOT: it spends a token like an ACTION.
+                refusal = self.limiter.check()
+                if refusal is not None:
+                    sub.send(codec.encode(Error(None, "rate_limited", refusal)))
+                    continue
                 await room.resync(sub, message.epoch, message.seq)
             else:
                 raise OutOfOrder("HELLO twice")
 
     def _action(self, room: LiveRoom, sub: Subscriber, action: Action) -> None:
-        if sub.role != "agent" or sub.client is None:
-            sub.send(codec.encode(Error(action.aid, "forbidden", "spectators may not act")))
-            return
+        # The bucket comes first, so a spectator's refused actions are limited too.
         refusal = self.limiter.check()
         if refusal is not None:
             sub.send(codec.encode(Error(action.aid, "rate_limited", refusal)))
+            return
+        if sub.role != "agent" or sub.client is None:
+            sub.send(codec.encode(Error(action.aid, "forbidden", "spectators may not act")))
             return
         room.submit(
             ActionRequest(

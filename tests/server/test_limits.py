@@ -1,0 +1,333 @@
+"""Limits: each refuses with a clear error, changes nothing, and leaves other clients served."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgpack
+import pytest
+import websockets
+from websockets.exceptions import InvalidStatus
+
+from protocol.errors import Rejection
+from server.rooms.document import DocumentRoom
+from tests.helpers import TIMEOUT, BareClient, RunningServer, bare, http_session, running_server
+
+
+@contextlib.asynccontextmanager
+async def agent(srv: RunningServer, room: str, client: str) -> AsyncIterator[BareClient]:
+    async with bare(srv.room_url(room)) as ws:
+        await ws.hello("agent", client=client)
+        await ws.recv_type(3)
+        yield ws
+
+
+def patch(aid: int, *ops: Any) -> list[Any]:
+    return [4, aid, "patch", list(ops)]
+
+
+async def replies(ws: BareClient, count: int) -> list[list[Any]]:
+    """The next ``count`` ACKs and ERRORs, in arrival order (DIFFs skipped)."""
+    out: list[list[Any]] = []
+    while len(out) < count:
+        message = await ws.recv()
+        if message[0] in (7, 8):
+            out.append(message)
+    return out
+
+
+async def state_of(srv: RunningServer, room: str) -> Any:
+    async with http_session() as http, http.get(f"{srv.http_url}/rooms/{room}/state") as resp:
+        return await resp.json()
+
+
+async def still_served(srv: RunningServer, room: str = "other") -> None:
+    """A fresh agent can join and act: the server is serving others normally."""
+    async with agent(srv, room, f"probe-{random.random()}") as ws:
+        await ws.send(patch(1, [0, ["probe"], True]))
+        assert (await replies(ws, 1))[0][:2] == [7, 1]
+
+
+# --- action rate ---------------------------------------------------------------------------
+
+
+async def test_actions_over_the_rate_get_rate_limited_then_4029() -> None:
+    """Over the bucket: ERROR rate_limited and not applied; persisting closes 4029; others go on."""
+    async with running_server(action_rate=1, action_burst=5, rate_strikes=5) as srv:
+        async with agent(srv, "r", "fast") as ws, agent(srv, "r", "calm") as calm:
+            await ws.send(*[patch(aid, [0, [f"k{aid}"], aid]) for aid in range(1, 9)])
+            got = await replies(ws, 8)
+            assert sorted(m[1] for m in got if m[0] == 7) == [1, 2, 3, 4, 5]
+            assert sorted(m[1] for m in got if m[0] == 8) == [6, 7, 8]
+            assert {m[2] for m in got if m[0] == 8} == {"rate_limited"}
+            await ws.send(*[patch(aid, [0, [f"k{aid}"], aid]) for aid in range(9, 30)])
+            assert await ws.closed() == 4029
+            await calm.send(patch(1, [0, ["calm"], 1]))
+            assert (await replies(calm, 1))[0][:2] == [7, 1]
+        body = await state_of(srv, "r")
+        assert body["state"] == {**{f"k{i}": i for i in range(1, 6)}, "calm": 1}
+        assert body["seq"] == 6
+
+
+async def test_spectator_actions_and_resyncs_spend_the_bucket() -> None:
+    """A spectator's refused ACTIONs and any RESYNC are rate limited like an agent's ACTIONs."""
+    settings = {"action_rate": 1, "action_burst": 2, "rate_strikes": 10}
+    async with running_server(**settings) as srv, bare(srv.room_url("r")) as ws:
+        welcome = await ws.hello("spectator")
+        await ws.recv_type(3)
+        await ws.send(patch(1, [0, ["x"], 1]), patch(2, [0, ["x"], 1]), patch(3))
+        assert [(m[1], m[2]) for m in await replies(ws, 3)] == [
+            (1, "forbidden"),
+            (2, "forbidden"),
+            (3, "rate_limited"),
+        ]
+        await ws.send([6, welcome["epoch"], 0])
+        assert (await ws.recv_type(8))[:3] == [8, None, "rate_limited"]
+
+
+async def test_http_actions_over_the_rate_get_429() -> None:
+    """POST /actions over a client's rate answers 429 rate_limited and applies nothing."""
+    async with running_server(action_rate=1, action_burst=2) as srv, http_session() as http:
+        url = f"{srv.http_url}/rooms/h/actions"
+        statuses = []
+        for aid in range(1, 4):
+            body = {"client": "c", "aid": aid, "name": "patch", "args": [[0, [f"k{aid}"], aid]]}
+            async with http.post(url, json=body) as resp:
+                statuses.append((resp.status, await resp.json()))
+        assert [s for s, _ in statuses] == [200, 200, 429]
+        assert statuses[2][1]["code"] == "rate_limited"
+        assert (await state_of(srv, "h"))["state"] == {"k1": 1, "k2": 2}
+        body = {"client": "d", "aid": 1, "name": "patch", "args": []}
+        async with http.post(url, json=body) as resp:
+            assert resp.status == 200
+
+
+# --- connections and rooms -----------------------------------------------------------------
+
+
+async def test_connections_over_the_total_are_refused_with_503() -> None:
+    """Past max_connections a handshake gets 503; the connected clients keep being served."""
+    async with running_server(max_connections=2) as srv:
+        async with agent(srv, "a", "one") as one, agent(srv, "b", "two"):
+            with pytest.raises(InvalidStatus) as info:
+                async with websockets.connect(srv.room_url("c"), open_timeout=TIMEOUT):
+                    pass
+            assert info.value.response.status_code == 503
+            await one.send(patch(1, [0, ["x"], 1]))
+            assert (await replies(one, 1))[0] == [7, 1, 1]
+        await still_served(srv)
+
+
+async def test_connections_over_the_room_limit_close_1013() -> None:
+    """Past max_room_connections a HELLO is closed with 1013; other rooms still join."""
+    async with running_server(max_room_connections=1) as srv, agent(srv, "full", "one") as one:
+        async with bare(srv.room_url("full")) as extra:
+            await extra.send([1, {"v": 1, "role": "spectator"}])
+            assert await extra.closed() == 1013
+        await still_served(srv, "other")
+        await one.send(patch(1, [0, ["x"], 1]))
+        assert (await replies(one, 1))[0] == [7, 1, 1]
+        assert srv.app.rooms.rooms["full"].connections == 1
+
+
+async def test_rooms_over_the_limit_are_not_created() -> None:
+    """Past max_rooms a new room is refused (WS 1013, HTTP 413 too_large); held rooms work."""
+    async with running_server(max_rooms=1) as srv, agent(srv, "first", "one") as one:
+        async with bare(srv.room_url("second")) as extra:
+            await extra.send([1, {"v": 1, "role": "agent"}])
+            assert await extra.closed() == 1013
+        async with http_session() as http:
+            body = {"client": "c", "aid": 1, "name": "patch", "args": []}
+            async with http.post(f"{srv.http_url}/rooms/third/actions", json=body) as resp:
+                assert resp.status == 413 and (await resp.json())["code"] == "too_large"
+        assert sorted(srv.app.rooms.rooms) == ["first"]
+        await one.send(patch(1, [0, ["x"], 1]))
+        assert (await replies(one, 1))[0] == [7, 1, 1]
+
+
+# --- state size, depth, key length ---------------------------------------------------------
+
+
+async def test_state_size_limit_rejects_growth_and_allows_shrinking() -> None:
+    """A patch that would take the state past max_state_bytes is too_large and changes nothing."""
+    async with running_server(max_state_bytes=4096) as srv, agent(srv, "s", "a") as ws:
+        await ws.send(patch(1, [0, ["big"], "x" * 3000]))
+        assert (await replies(ws, 1))[0] == [7, 1, 1]
+        await ws.send(patch(2, [0, ["ok"], 1], [0, ["more"], "y" * 1500]))
+        error = (await replies(ws, 1))[0]
+        assert error[:3] == [8, 2, "too_large"]
+        body = await state_of(srv, "s")
+        assert body["seq"] == 1 and body["state"] == {"big": "x" * 3000}
+        async with http_session() as http:
+            post = {"client": "h", "aid": 1, "name": "patch", "args": [[2, ["l"], []]]}
+            post["args"] = [[0, ["list"], ["z" * 600] * 3]]
+            async with http.post(f"{srv.http_url}/rooms/s/actions", json=post) as resp:
+                assert resp.status == 413 and (await resp.json())["code"] == "too_large"
+        # Replacing the big value with a small one, then growing again, fits.
+        await ws.send(patch(3, [0, ["big"], "small"]), patch(4, [0, ["more"], "y" * 1500]))
+        assert [m[:2] for m in await replies(ws, 2)] == [[7, 3], [7, 4]]
+        live = srv.app.rooms.rooms["s"]
+        assert live.room.state_bytes == len(msgpack.packb(live.room.state))
+
+
+async def test_path_depth_and_key_length_limits() -> None:
+    """Paths or values nested past max_depth, and keys past max_key_length, are too_large."""
+    async with running_server(max_depth=8, max_key_length=16) as srv, agent(srv, "d", "a") as ws:
+        nested: Any = 1
+        for _ in range(8):
+            nested = {"n": nested}
+        cases = [
+            [0, ["k"] * 9, 1],
+            [0, ["a"], nested],
+            [0, ["k" * 17], 1],
+            [0, ["a"], {"fine": [{"k" * 17: 1}]}],
+            [0, ["a", "b"], {"x" * 17: 1}],
+        ]
+        for aid, op in enumerate(cases, 1):
+            await ws.send(patch(aid, op))
+            assert (await replies(ws, 1))[0][:3] == [8, aid, "too_large"], op
+        await ws.send(patch(9, [0, ["k" * 16], {"y" * 16: [1]}], [0, ["k"] * 8, 1]))
+        assert (await replies(ws, 1))[0] == [7, 9, 1]
+        assert (await state_of(srv, "d"))["seq"] == 1
+
+
+def test_state_size_estimate_matches_the_encoding() -> None:
+    """The O(change) size figure equals the exact encoded size after any run of patches."""
+    rng = random.Random(1729)
+    room = DocumentRoom("est")
+    room.set_limits(max_depth=64, max_key_length=None, max_state_bytes=1 << 30)
+
+    def value(depth: int = 0) -> Any:
+        r = rng.random()
+        if depth < 3 and r < 0.2:
+            return {f"k{rng.randrange(30)}": value(depth + 1) for _ in range(rng.randrange(20))}
+        if depth < 3 and r < 0.35:
+            return [value(depth + 1) for _ in range(rng.randrange(20))]
+        return rng.choice([None, True, 1, 300, -5, 1.5, "s" * rng.randrange(40), 70000])
+
+    def path() -> list[Any]:
+        out: list[Any] = []
+        node: Any = room.state
+        for _ in range(rng.randrange(1, 4)):
+            if isinstance(node, dict):
+                key = rng.choice([*node, f"new{rng.randrange(50)}"])
+                out.append(key)
+                node = node.get(key)
+            elif isinstance(node, list):
+                index = rng.randrange(-1, len(node) + 1)
+                out.append(index)
+                node = node[index] if 0 <= index < len(node) else None
+            else:
+                break
+        return out or ["a"]
+
+    applied = 0
+    for _ in range(3000):
+        kind = rng.choice([0, 0, 1, 2])
+        op = [kind, path()] + ([] if kind == 1 else [value()])
+        with contextlib.suppress(Rejection):
+            room.run_action("c", "patch", [op, [0, [f"t{rng.randrange(40)}"], value()]])
+            applied += 1
+        assert room.state_bytes == len(msgpack.packb(room.state, use_bin_type=True))
+    assert applied > 1000
+
+
+# --- HTTP body and slow clients ------------------------------------------------------------
+
+
+async def test_http_body_over_the_limit_is_413_json() -> None:
+    """A POST body over http_max_body answers 413 too_large with a JSON body; nothing applied."""
+    async with running_server(http_max_body=1024) as srv, http_session() as http:
+        body = {"client": "c", "aid": 1, "name": "patch", "args": [[0, ["x"], "x" * 2000]]}
+        async with http.post(f"{srv.http_url}/rooms/b/actions", json=body) as resp:
+            assert resp.status == 413
+            assert (await resp.json())["code"] == "too_large"
+        assert "b" not in srv.app.rooms.rooms
+        body["args"] = [[0, ["x"], 1]]
+        async with http.post(f"{srv.http_url}/rooms/b/actions", json=body) as resp:
+            assert resp.status == 200
+
+
+async def _open_raw(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    return await asyncio.open_connection(host, int(port))
+
+
+async def _dribble_until_closed(url: str, payload: bytes) -> bytes:
+    """Send ``payload`` a byte at a time until the server closes; return what it answered."""
+    reader, writer = await _open_raw(url)
+    try:
+        async with asyncio.timeout(TIMEOUT * 2):
+            for i in range(len(payload)):
+                if reader.at_eof():
+                    break
+                writer.write(payload[i : i + 1])
+                with contextlib.suppress(ConnectionError):
+                    await writer.drain()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.05):
+                        chunk = await reader.read(65536)
+                        if not chunk:
+                            break
+                        return chunk + await reader.read()
+            return await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+SLOW_HEADERS = b"GET /rooms/x/state HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 100_000
+
+
+async def test_slow_http_headers_are_cut_off_and_others_served() -> None:
+    """Connections trickling headers are closed after the idle timeout; others are answered."""
+    async with running_server(http_idle_timeout=0.3) as srv:
+        slow = [asyncio.create_task(_dribble_until_closed(srv.http_url, SLOW_HEADERS))]
+        slow.append(asyncio.create_task(_dribble_until_closed(srv.http_url, SLOW_HEADERS)))
+        async with http_session() as http, http.get(f"{srv.http_url}/healthz") as resp:
+            assert resp.status == 200
+        done = await asyncio.gather(*slow)
+        assert all(b"200 OK" not in answer for answer in done)
+
+
+async def test_slow_http_body_gets_408() -> None:
+    """A POST whose body stops arriving is answered 408 and closed; the room is untouched."""
+    async with running_server(http_idle_timeout=0.3) as srv:
+        reader, writer = await _open_raw(srv.http_url)
+        writer.write(
+            b"POST /rooms/slow/actions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"client": '
+        )
+        await writer.drain()
+        answer = b""
+        async with asyncio.timeout(TIMEOUT):
+            # aiohttp keeps reading (lingering) a little before it closes: read the answer only.
+            while not answer.endswith(b"}"):
+                chunk = await reader.read(65536)
+                assert chunk, answer
+                answer += chunk
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+        assert answer.startswith(b"HTTP/1.1 408") and b"Connection: close" in answer
+        assert b'"code": "timeout"' in answer
+        assert "slow" not in srv.app.rooms.rooms
+        await still_served(srv)
+
+
+async def test_slow_websocket_handshake_is_cut_off() -> None:
+    """A WebSocket handshake trickling in is closed after the HELLO timeout; others still join."""
+    async with running_server(hello_timeout=0.3) as srv:
+        request = (
+            b"GET /rooms/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + b"X-Slow: "
+            + b"a" * 100_000
+        )
+        slow = asyncio.create_task(_dribble_until_closed(srv.ws_url, request))
+        await still_served(srv)
+        assert b"101" not in await slow
