@@ -49,7 +49,7 @@ from server.store.base import Store, StoredChange
 log = structlog.get_logger()
 
 REPLAY_CHUNK_BYTES = 256 * 1024
-MAX_ASYNC_WRITES = 64
+MAX_UNWRITTEN = 10_000
 
 
 @dataclass(slots=True)
@@ -110,8 +110,8 @@ class LiveRoom:
         self._state_json: tuple[int, bytes] | None = None
         self._digest: tuple[int, str] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._unwritten: list[StoredChange] = []
         self._write_chain: asyncio.Task[None] | None = None
-        self._writes_pending = 0
         self._worker = asyncio.create_task(self._work(), name=f"room {name}")
 
     # --- actions -------------------------------------------------------------------------
@@ -191,27 +191,28 @@ class LiveRoom:
             await self.store.append(self.name, changes)
             self.metrics.commit_seconds.observe(time.perf_counter() - t0)
             return
-        # async durability: publish now, write in order behind the scenes. Each write
-        # waits for the one before, so the store sees batches in seq order; a failed
-        # write fails the room (clients saw diffs the store lost). Past
-        # MAX_ASYNC_WRITES queued batches the room waits for the store to catch up.
-        previous = self._write_chain
+        # async durability: publish now, write behind. One writer per room appends
+        # everything published since its last append, so the store sees the batches
+        # in seq order, one append in flight per room. A failed write fails the room
+        # (clients saw diffs the store lost). Past MAX_UNWRITTEN changes the worker
+        # waits for the writer to catch up.
+        writer = self._write_chain
+        if writer is not None and writer.done() and not writer.cancelled() and writer.exception():
+            raise RoomFailed("an earlier write failed")  # appending now would leave a gap
+        self._unwritten.extend(changes)
+        if self._write_chain is None or self._write_chain.done():
+            self._write_chain = asyncio.create_task(self._write_behind())
+            self._write_chain.add_done_callback(self._written)
+        if len(self._unwritten) > MAX_UNWRITTEN:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._write_chain)
 
-        async def write() -> None:
-            if previous is not None:
-                await previous
+    async def _write_behind(self) -> None:
+        while self._unwritten:
+            changes, self._unwritten = self._unwritten, []
             await self.store.append(self.name, changes)
 
-        chain = asyncio.create_task(write())
-        self._writes_pending += 1
-        chain.add_done_callback(self._written)
-        self._write_chain = chain
-        if self._writes_pending > MAX_ASYNC_WRITES:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(chain)
-
     def _written(self, task: asyncio.Task[None]) -> None:
-        self._writes_pending -= 1
         exc = None if task.cancelled() else task.exception()
         if exc is not None and self.failed is None:
             log.error("store write failed after publish", room=self.name, error=repr(exc))
