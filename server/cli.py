@@ -24,7 +24,11 @@ def _serve(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         Path(config.store.removeprefix("sqlite:")).parent.mkdir(parents=True, exist_ok=True)
-    app = App(config)
+    try:
+        app = App(config)
+    except ValueError as exc:  # e.g. --auth jwt without a usable key
+        sys.stderr.write(f"statecast: {exc}\n")
+        return 2
     if config.uvloop:
         try:
             import uvloop

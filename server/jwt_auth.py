@@ -80,7 +80,10 @@ def load_key(config: Config, environ: dict[str, str] | None = None) -> str:
             raise ValueError(f"--jwt-algorithm {algorithm} needs --jwt-public-key (a PEM file)")
         if source.lstrip().startswith("-----BEGIN"):
             return source
-        return Path(source).read_text()
+        try:
+            return Path(source).read_text()
+        except OSError as exc:
+            raise ValueError(f"cannot read the JWT public key: {exc}") from None
     raise ValueError(f"unsupported JWT algorithm {algorithm!r}")
 
 

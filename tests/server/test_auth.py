@@ -260,6 +260,25 @@ def test_rs256_verifies_with_the_public_key(tmp_path: Path) -> None:
         auth.authorize(forged, "game-1", "agent", None)
 
 
+def test_serve_without_a_key_exits_with_a_message(tmp_path: Path) -> None:
+    """`statecast serve --auth jwt` with no secret, or an unreadable key, exits 2 and says why."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STATECAST_")}
+    for extra, needle in (
+        ([], "STATECAST_JWT_SECRET"),
+        (["--jwt-algorithm", "RS256", "--jwt-public-key", str(tmp_path / "nope.pem")], "key"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "server", "serve", "--auth", "jwt", "--port", "0", *extra],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT * 6,
+            check=False,
+        )
+        assert done.returncode == 2 and needle in done.stderr, done.stderr
+
+
 def run_token_cli(*args: str, secret: str | None = SECRET) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STATECAST_")}
     if secret is not None:
