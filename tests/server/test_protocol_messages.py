@@ -12,8 +12,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import websockets
 
-from tests.helpers import TIMEOUT, BareClient, RunningServer, bare, http_session
+from tests.helpers import (
+    TIMEOUT,
+    BareClient,
+    RunningServer,
+    bare,
+    http_session,
+    running_server,
+)
 
 EPOCH_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
@@ -290,3 +298,49 @@ async def test_diff_seqs_have_no_gap_under_concurrent_agents(server: RunningServ
         total = n_agents * per_agent
         seqs = [(await spec.recv(TIMEOUT))[1] for _ in range(total)]
         assert seqs == list(range(1, total + 1))
+
+
+async def _slow_skips(http: aiohttp.ClientSession, server: RunningServer) -> float:
+    async with http.get(f"{server.http_url}/metrics") as r:
+        for line in (await r.text()).splitlines():
+            if line.startswith("statecast_slow_subscriber_skips_total"):
+                return float(line.split()[-1])
+    return 0.0
+
+
+async def test_lagging_agent_gets_its_ack_after_the_snapshot_holding_its_diff() -> None:
+    """A lagging agent skipped ahead by SNAPSHOT sees its action applied before its ACK."""
+    async with (
+        running_server(slow_high_water=64 * 1024) as server,
+        http_session() as http,
+        # max_queue=1: the client stops reading from its socket while we do not recv().
+        websockets.connect(
+            server.room_url("m-lag"), max_size=None, compression=None, max_queue=1
+        ) as ws,
+    ):
+        slow = BareClient(ws)
+        await slow.hello("agent", client="slow")
+        assert (await slow.recv())[0] == 3
+        big = "x" * (512 * 1024)
+        for aid in range(1, 101):  # bounded: the kernel's buffers fill long before this
+            body = {"client": "w", "aid": aid, "name": "patch", "args": [[0, ["big"], big]]}
+            async with http.post(f"{server.http_url}/rooms/m-lag/actions", json=body) as r:
+                assert r.status == 200
+            if await _slow_skips(http, server) >= 1:
+                break
+        else:
+            raise AssertionError("the reader never lagged")
+        await slow.send([4, 1, "patch", [[0, ["mine"], 1]]])
+        seq = None
+        while True:
+            message = await slow.recv()
+            if message[0] == 5:
+                assert seq is None or message[1] == seq + 1
+                seq = message[1]
+            elif message[0] == 3:
+                seq = message[2]
+                assert message[3]["mine"] == 1
+            else:
+                assert message[0] == 7 and message[1] == 1
+                assert seq is not None and seq >= message[2], "ACK before its effect"
+                break
