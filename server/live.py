@@ -296,7 +296,14 @@ class LiveRoom:
             if loop.time() > deadline:
                 log.info("slow consumer closed", room=self.name, conn=sub.id)
                 self.metrics.closes.labels("4008").inc()
-                await sub.conn.close(4008, "slow consumer")
+                # websockets' close() first waits for the write buffer to drain, with
+                # no time limit: a client that reads nothing would hold its session
+                # and backlog open. It gets slow_timeout to take the close frame too.
+                try:
+                    async with asyncio.timeout(self.config.slow_timeout):
+                        await sub.conn.close(4008, "slow consumer")
+                except TimeoutError:
+                    sub.conn.transport.abort()
                 return
             await asyncio.sleep(0.05)
         await self.settled()
