@@ -283,3 +283,24 @@ async def test_healthz_and_metrics(server: RunningServer) -> None:
         for name in ("statecast_actions_total", "statecast_diffs_total", "statecast_rooms"):
             assert f"\n{name}" in text, name
         assert 'statecast_actions_total{outcome="applied"} 1.0' in text
+
+
+async def test_changes_are_paged() -> None:
+    """/changes returns at most a page; 'to' names the last seq included, to continue from."""
+    async with running_server(action_rate=0) as server:
+        async with joined(server, "h-pages", client="bulk") as (c, welcome):
+            await c.send(*([4, aid, "patch", [[0, ["n"], aid]]] for aid in range(1, 1206)))
+            while (await c.recv())[:2] != [7, 1205]:
+                pass
+        async with http_session() as http:
+            base = f"{server.http_url}/rooms/h-pages/changes?epoch={welcome['epoch']}"
+            seen: list[int] = []
+            since = 0
+            while since < 1205:
+                status, _, body = await get(http, f"{base}&since={since}")
+                assert status == 200 and body["from"] == since + 1
+                page = [change["seq"] for change in body["changes"]]
+                assert page and page[-1] == body["to"]
+                seen.extend(page)
+                since = body["to"]
+            assert seen == list(range(1, 1206))

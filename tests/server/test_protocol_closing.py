@@ -46,6 +46,8 @@ CLOSE_CASES: list[tuple[str, Misbehave, int]] = [
     ("text frame", lambda c: send_raw(c, "[1, {}]"), 1003),
     ("text frame after HELLO", lambda c: _text_after_hello(c), 1003),
     ("garbage bytes", lambda c: send_raw(c, b"\xc1\xc1"), 1007),
+    ("empty binary frame", lambda c: send_raw(c, b""), 1007),
+    ("empty frame after HELLO", lambda c: after_hello(c, b""), 1007),
     ("truncated msgpack", lambda c: send_raw(c, pack(HELLO)[:-2]), 1007),
     ("not an array", lambda c: send_raw(c, pack({"v": 1})), 1007),
     ("empty array", lambda c: send_raw(c, pack([])), 1007),

@@ -296,3 +296,26 @@ async def _replay_then_live(server: RunningServer) -> None:
                     assert got == list(range(expect, last + 1))
         await flooding
     assert "replay" in results
+
+
+async def test_large_replay_spans_several_frames_in_order() -> None:
+    """A replay bigger than one write arrives as several frames, every DIFF once and in order."""
+    async with running_server(action_rate=0) as server:
+        w = Writer(server, "s-chunks")
+        for key in ("a", "b", "c"):
+            await w.patch([0, [key], "x" * 900_000])
+        for i in range(40):
+            await w.patch([0, ["n"], "y" * 10_000 + str(i)])
+        body = await room_state(server, "s-chunks")
+        async with bare(server.room_url("s-chunks")) as c:
+            welcome = await c.hello("spectator", resume=[body["epoch"], 3])
+            assert welcome["sync"] == "replay"
+            frames = 1  # WELCOME's frame, which hello() read, carries the first DIFFs
+            seqs: list[int] = []
+            while len(seqs) < 40:
+                frames += 0 if c.buffer else 1
+                message = await c.recv()
+                assert message[0] == 5
+                seqs.append(message[1])
+            assert seqs == list(range(4, 44))
+            assert frames > 1
