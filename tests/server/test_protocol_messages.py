@@ -344,3 +344,19 @@ async def test_lagging_agent_gets_its_ack_after_the_snapshot_holding_its_diff() 
                 assert message[0] == 7 and message[1] == 1
                 assert seq is not None and seq >= message[2], "ACK before its effect"
                 break
+
+
+async def test_error_with_nil_aid_is_a_non_fatal_complaint() -> None:
+    """A refused RESYNC gets ERROR [8, nil, code, message] and the connection stays open."""
+    async with (
+        running_server(action_rate=0.001, action_burst=1, rate_strikes=0) as server,
+        joined(server, "m-nil", "spectator") as (c, welcome),
+        http_session() as http,
+    ):
+        await c.send([6, welcome["epoch"], 0], [6, "other-epoch", 0])
+        kind, aid, code, message = await c.recv()
+        assert (kind, aid, code) == (8, None, "rate_limited") and isinstance(message, str)
+        body = {"client": "h", "aid": 1, "name": "patch", "args": [[0, ["a"], 1]]}
+        async with http.post(f"{server.http_url}/rooms/m-nil/actions", json=body) as r:
+            assert r.status == 200
+        assert await c.recv() == [5, 1, [[0, ["a"], 1]]]
