@@ -267,12 +267,21 @@ async def test_aids_are_per_client(server: RunningServer) -> None:
 
 
 async def test_spectator_action_is_forbidden(server: RunningServer) -> None:
-    """A spectator's ACTION gets ERROR forbidden and the connection stays open."""
-    async with joined(server, "m-forbid", "spectator") as (s, _):
+    """A spectator's ACTION gets ERROR forbidden, changes nothing, and the connection stays open."""
+    async with (
+        bystander(server, "m-forbid") as by,
+        joined(server, "m-forbid", "spectator") as (
+            s,
+            _,
+        ),
+    ):
         await s.send([4, 1, "patch", [[0, ["a"], 1]]])
         assert (await s.recv())[:3] == [8, 1, "forbidden"]
         await s.send([6, "whatever-epoch", 0])
-        assert (await s.recv())[0] == 3
+        snapshot = await s.recv()
+        assert snapshot[0] == 3 and snapshot[2:] == [0, {}]
+        assert await by.served() == 1
+        assert (await s.recv())[:2] == [5, 1]
 
 
 async def test_resync_at_head_sends_nothing_and_live_diffs_follow(server: RunningServer) -> None:
