@@ -20,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -88,10 +89,18 @@ def load_key(config: Config, environ: dict[str, str] | None = None) -> str:
 
 
 class JwtAuth:
-    def __init__(self, key: str, algorithm: str, *, public_spectators: bool = False) -> None:
+    def __init__(
+        self,
+        key: str,
+        algorithm: str,
+        *,
+        public_spectators: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.key = key
         self.algorithm = algorithm
         self.public_spectators = public_spectators
+        self.clock = clock
         self._cache: dict[str, Grant] = {}
 
     @classmethod
@@ -122,7 +131,7 @@ class JwtAuth:
         """The token's grant, or raise Unauthenticated (missing claims count as malformed)."""
         grant = self._cache.get(token)
         if grant is not None:
-            if time.time() > grant.exp + LEEWAY:
+            if self.clock() > grant.exp + LEEWAY:
                 del self._cache[token]
                 raise Unauthenticated("token expired")
             return grant

@@ -227,6 +227,18 @@ async def test_public_spectators_read_without_a_token() -> None:
 # --- keys and the token command ------------------------------------------------------------
 
 
+def test_a_remembered_token_still_expires() -> None:
+    """A token verified once (and cached) is refused once its exp has passed."""
+    now = [time.time()]
+    auth = JwtAuth(SECRET, "HS256", clock=lambda: now[0])
+    tok = token(ttl=60)
+    assert auth.authorize(tok, "game-1", "agent", None).client == "bot-1"
+    assert auth.authorize(tok, "game-1", "spectator", None).client == "bot-1"
+    now[0] += 3600
+    with pytest.raises(Unauthenticated, match="expired"):
+        auth.authorize(tok, "game-1", "agent", None)
+
+
 def test_short_or_missing_secret_is_refused_at_start() -> None:
     """--auth jwt refuses to start without a secret, or with one under 32 bytes."""
     with pytest.raises(ValueError, match="STATECAST_JWT_SECRET"):
