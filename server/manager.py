@@ -33,6 +33,7 @@ class RoomManager:
         self.metrics = metrics
         self.rooms: dict[str, LiveRoom] = {}
         self._loading: dict[str, asyncio.Task[LiveRoom | None]] = {}
+        self._creating: set[str] = set()
         self.closing = False
 
     async def get(self, name: str, *, create: bool) -> LiveRoom | None:
@@ -48,11 +49,15 @@ class RoomManager:
         if task is None:
             task = asyncio.create_task(self._load(name, create))
             self._loading[name] = task
-            task.add_done_callback(lambda _: self._loading.pop(name, None))
+            task.add_done_callback(lambda _: self._forget_load(name))
         live = await asyncio.shield(task)
         if live is None and create:
             return await self.get(name, create=True)
         return live
+
+    def _forget_load(self, name: str) -> None:
+        self._loading.pop(name, None)
+        self._creating.discard(name)
 
     async def require(self, name: str, *, create: bool) -> LiveRoom:
         live = await self.get(name, create=create)
@@ -66,8 +71,12 @@ class RoomManager:
         if record is None:
             if not create:
                 return None
-            if len(self.rooms) >= self.config.max_rooms:
+            # Rooms being created count too: loads await the store, so checking
+            # self.rooms alone let concurrent creations all pass.
+            creating = sum(1 for n in self._creating if n not in self.rooms)
+            if len(self.rooms) + creating >= self.config.max_rooms:
                 raise Rejection("too_large", "the server holds its maximum number of rooms")
+            self._creating.add(name)
             room = room_class(name)
             record = RoomRecord(
                 epoch=new_epoch(),

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -147,6 +148,21 @@ async def test_rooms_over_the_limit_are_not_created() -> None:
         assert sorted(srv.app.rooms.rooms) == ["first"]
         await one.send(patch(1, [0, ["x"], 1]))
         assert (await replies(one, 1))[0] == [7, 1, 1]
+
+
+async def test_concurrent_room_creations_respect_the_room_limit(tmp_path: Path) -> None:
+    """Many rooms created at once over a store that awaits: only max_rooms of them exist."""
+    store = f"sqlite:{tmp_path / 'rooms.db'}"
+    async with running_server(max_rooms=2, store=store) as srv, http_session() as http:
+
+        async def create(room: str) -> int:
+            body = {"client": "c", "aid": 1, "name": "patch", "args": []}
+            async with http.post(f"{srv.http_url}/rooms/{room}/actions", json=body) as resp:
+                return resp.status
+
+        statuses = await asyncio.gather(*(create(f"c{i}") for i in range(8)))
+        assert sorted(statuses) == [200, 200] + [413] * 6
+        assert len(srv.app.rooms.rooms) == 2
 
 
 # --- state size, depth, key length ---------------------------------------------------------
