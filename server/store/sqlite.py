@@ -111,11 +111,14 @@ class SQLiteStore:
         durability: str = "ack",
         retain_diffs: int = 10_000,
         busy_timeout: float = 5.0,
+        group_commit: bool = True,
     ) -> None:
         """``retain_diffs``: log entries kept at or below a checkpoint, for replay after restart.
 
         ``busy_timeout``: seconds to wait for a file another process holds.
+        ``group_commit=False`` commits every write alone (to measure what grouping buys).
         """
+        self.group_commit = group_commit
         self.path = path
         self.busy_timeout = busy_timeout
         self.durability = durability
@@ -344,7 +347,10 @@ class SQLiteStore:
         """Commit whatever is queued, one transaction per round, until the queue is empty."""
         db = self._conn()
         while self._queue:
-            group, self._queue = self._queue, []
+            if self.group_commit:
+                group, self._queue = self._queue, []
+            else:
+                group, self._queue = self._queue[:1], self._queue[1:]
             try:
                 await self._transaction(db, group)
             except Exception as exc:
