@@ -178,7 +178,7 @@ def _decode_hello(value: list[Any]) -> Hello:
         # 'v' is read, and the session answers 4000 (unsupported version).
         return Hello(v=cast(int, v), role="spectator")
     role = body.get("role")
-    _require(role in ROLES, "HELLO 'role' must be 'agent' or 'spectator'")
+    _require(type(role) is str and role in ROLES, "HELLO 'role' must be 'agent' or 'spectator'")
     token = body.get("token")
     _require(token is None or type(token) is str, "HELLO 'token' must be a str")
     client = body.get("client")
@@ -244,10 +244,10 @@ def _decode_welcome(value: list[Any]) -> Welcome:
     b = value[1]
     _require(type(b.get("epoch")) is str, "WELCOME 'epoch' must be a str")
     _require(_is_int(b.get("seq")) and b["seq"] >= 0, "WELCOME 'seq' must be an int")
-    _require(b.get("role") in ROLES, "WELCOME 'role' is unknown")
+    _require(type(b.get("role")) is str and b["role"] in ROLES, "WELCOME 'role' is unknown")
     _require(b.get("client") is None or type(b.get("client")) is str, "WELCOME 'client'")
     _require(_is_int(b.get("acked")) and b["acked"] >= 0, "WELCOME 'acked' must be an int")
-    _require(b.get("sync") in SYNC_KINDS, "WELCOME 'sync' is unknown")
+    _require(type(b.get("sync")) is str and b["sync"] in SYNC_KINDS, "WELCOME 'sync' is unknown")
     return Welcome(
         epoch=b["epoch"],
         seq=b["seq"],
