@@ -1,11 +1,184 @@
-"""``statecast bench``: the side-by-side comparison of polling, push and the floor."""
+"""``statecast bench``: the side-by-side comparison of polling, push and the floor.
+
+Examples::
+
+    statecast bench                                   # poll vs push vs floor, S = 0 and 12
+    statecast bench --spectators 0,12,100,1000 --poll-hz 1,5 --entities 0,100
+    statecast bench --modes push --ws ws://10.0.0.5:8765 --http http://10.0.0.5:8766
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import asyncio
+import datetime
+import shlex
+import sys
+from collections.abc import Callable
+from typing import Any, cast
+
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from loadtest.report import compare, machine_meta, print_tables, summarize, write_outputs
+from loadtest.runner import BenchOptions, ProgressHook, run_all
+from loadtest.scenario import MODES, Mode, Scenario, sweep
+
+
+def _list(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    def parse(text: str) -> list[Any]:
+        try:
+            values = [kind(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a list of {kind.__name__}: {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError("an empty list")
+        return values
+
+    return parse
+
+
+def _modes(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise argparse.ArgumentTypeError(f"modes are {', '.join(MODES)}; got {text!r}")
+    return modes
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    a = parser.add_argument
+    a("--modes", type=_modes, default=["poll", "push", "floor"], help="poll,push,floor")
+    a("--agents", type=int, default=8, help="agents acting in the room (each also observes)")
+    a("--rate", type=_list(float), default=[5.0], help="actions per second per agent (list)")
+    a("--spectators", type=_list(int), default=[0, 12], help="spectators besides the agents (list)")
+    a("--poll-hz", type=_list(float), default=[5.0], help="polls per second per observer (list)")
+    a("--entities", type=_list(int), default=[0], help="never-changing entries in the state (list)")
+    a("--duration", type=float, default=20.0, help="seconds measured per run")
+    a("--warmup", type=float, default=5.0, help="seconds of load before the window opens")
+    a("--drain", type=float, default=None, help="seconds observers watch after the window")
+    a("--json", dest="json_path", metavar="FILE", help="write every figure as JSON")
+    a("--report", dest="report_dir", metavar="DIR", help="write report.md and PNG plots")
+    a("--ws", dest="ws_url", metavar="URL", help="a running server's ws://HOST:PORT")
+    a("--http", dest="http_url", metavar="URL", help="a running server's http://HOST:PORT")
+    a("--server-pid", type=int, help="PID of the running server, to read its CPU and memory")
+    a("--workers", type=int, default=0, help="generator processes (0: 1 or 2 by size)")
+    a("--price-per-gb", type=float, default=0.09, help="egress price per GB for the projection")
+    a("--seed", type=int, default=1)
+    a("--no-live", dest="live", action="store_false", help="no live progress display")
+
+
+def options_from(args: argparse.Namespace, command: str) -> BenchOptions:
+    return BenchOptions(
+        modes=cast(list[Mode], args.modes),
+        agents=args.agents,
+        rates=args.rate,
+        spectators=args.spectators,
+        poll_hz=args.poll_hz,
+        entities=args.entities,
+        duration=args.duration,
+        warmup=args.warmup,
+        drain=args.drain,
+        ws_url=args.ws_url,
+        http_url=args.http_url,
+        server_pid=args.server_pid,
+        workers=args.workers,
+        price_per_gb=args.price_per_gb,
+        seed=args.seed,
+        json_path=args.json_path,
+        report_dir=args.report_dir,
+        live=args.live,
+        command=command,
+    )
+
+
+class Display:
+    """The live view: one bar for the sweep, one for the run in progress, and its counts."""
+
+    def __init__(self, console: Console, total: int) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=30),
+            TextColumn("{task.fields[phase]:<10} {task.fields[stats]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.sweep = self.progress.add_task("sweep", total=total, phase="", stats="")
+        self.current: TaskID | None = None
+        self.live = Live(self.progress, console=console, refresh_per_second=4, transient=False)
+
+    def start(self, index: int, scenario: Scenario) -> ProgressHook:
+        if self.current is not None:
+            self.progress.remove_task(self.current)
+        self.current = self.progress.add_task(scenario.label(), total=1.0, phase="", stats="")
+        task = self.current
+
+        def hook(phase: str, fraction: float, totals: dict[str, Any]) -> None:
+            stats = (
+                f"sent {totals['sent']:,}  seen {totals['seen']:,}  "
+                f"requests {totals['requests']:,}  {totals['bytes'] / 1e6:,.1f} MB"
+            )
+            self.progress.update(task, completed=fraction, phase=phase, stats=stats)
+
+        return hook
+
+    def done(self, index: int, scenario: Scenario, raw: dict[str, Any]) -> None:
+        self.progress.advance(self.sweep)
+        if "failed" in raw:
+            self.console.print(f"[red]failed[/] {scenario.label()}: {raw['failed']}")
+
+
+async def bench(options: BenchOptions, console: Console) -> int:
+    scenarios = sweep(
+        options.modes,
+        agents=options.agents,
+        rates=options.rates,
+        spectators=options.spectators,
+        poll_hz=options.poll_hz,
+        entities=options.entities,
+    )
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    meta = machine_meta(options.command, started)
+    if options.live and console.is_terminal:
+        display = Display(console, len(scenarios))
+        with display.live:
+            raws = await run_all(options, scenarios, display.start, display.done)
+    else:
+
+        def start(i: int, s: Scenario) -> None:
+            console.print(f"[{i + 1}/{len(scenarios)}] {s.label()}", highlight=False)
+
+        raws = await run_all(options, scenarios, start)
+    summaries = [summarize(raw, options.price_per_gb) for raw in raws]
+    comparison = compare(summaries)
+    print_tables(summaries, comparison, console)
+    write_outputs(summaries, raws, comparison, meta, options.json_path, options.report_dir)
+    if options.report_dir:
+        console.print(f"report: {options.report_dir}/report.md", highlight=False)
+    return 1 if any("failed" in s for s in summaries) else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    command = "statecast " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "statecast bench"
+    options = options_from(args, command)
+    console = Console()
+    if not console.is_terminal:  # a pipe or a file: do not squeeze the tables into 80 columns
+        console = Console(width=180)
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(bench(options, console))
+    return uvloop.run(bench(options, console))
 
 
 def register(sub: Any) -> None:
-    parser: argparse.ArgumentParser = sub.add_parser("bench", help="run the load harness")
-    parser.set_defaults(func=lambda args: 2)
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "bench",
+        help="run the load harness: polling against push against the floor",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=_run)

@@ -1,0 +1,676 @@
+"""From raw measurements to figures: the summary of each run, the comparisons, and the outputs.
+
+Outputs: a table in the terminal (rich), a JSON file with every figure and the
+latency histograms, and a Markdown report with PNG plots (matplotlib, the
+optional ``plot`` extra; the report says so when it is missing).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from rich.console import Console
+from rich.table import Table
+
+from loadtest.measure import Histogram
+
+MONTH_SECONDS: Final = 30 * 86400
+SATURATED_CPU: Final = 0.85  # of one core
+SATURATED_LAG_US: Final = 20_000  # p99 of the loop lag
+BUSY_POLLS: Final = 0.8
+QUIET_POLLS: Final = 0.2
+PUSH_P99_BAR: Final = 10.0
+FLAT: Final = 0.10  # bytes per update "stay where they were": within 10%
+
+
+def _ms(us: float | None) -> float | None:
+    return None if us is None else us / 1000
+
+
+def _div(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def summarize(raw: dict[str, Any], price_per_gb: float) -> dict[str, Any]:
+    """Every figure of one run, derived from what the target, generators and harness measured."""
+    sc = raw["scenario"]
+    if "failed" in raw:
+        return {"scenario": sc, "failed": raw["failed"], "warnings": [raw["failed"]]}
+    workers = raw["workers"]
+    seconds = raw["window_seconds"]
+    observers = sc["observers"]
+    latency = Histogram.merged(Histogram.from_json(w["latency"]) for w in workers)
+    first: dict[tuple[int, int], int] = {}
+    for w in workers:
+        for a, n, lat in w["first"]:
+            key = (a, n)
+            if key not in first or lat < first[key]:
+                first[key] = lat
+    first_hist = Histogram()
+    for lat in first.values():
+        first_hist.add(lat)
+    counters: dict[str, int] = {}
+    for w in workers:
+        for k, v in w["window"].get("counters", {}).items():
+            counters[k] = counters.get(k, 0) + v
+    agents = {k: sum(w["agents"][k] for w in workers) for k in ("sent", "applied", "rejected")}
+    lateness = Histogram.merged(Histogram.from_json(w["agents"]["lateness"]) for w in workers)
+    delivered = sum(w["delivered"] for w in workers)
+    coalesced = sum(w["coalesced"] for w in workers)
+    missed = sum(w["missed"] for w in workers)
+    applied = agents["applied"]
+    up, down = counters.get("up", 0), counters.get("down", 0)
+    server = raw.get("server")
+    server_cpu = server["cpu"] if server else None
+    polls = counters.get("http_get", 0)
+    wasted = counters.get("http_304", 0) + counters.get("unchanged", 0)
+    requests = polls + counters.get("http_post", 0) + counters.get("frames_up", 0)
+    gen = []
+    for w in workers:
+        lag = Histogram.from_json(w["loop_lag"])
+        win = w["window"]
+        gen.append(
+            {
+                "observers": w["observers"],
+                "cpu": _div(win.get("cpu", 0.0), win.get("wall", 0.0)),
+                "loop_lag_p99_ms": _ms(lag.percentile(99)),
+                "loop_lag_max_ms": _ms(lag.max),
+            }
+        )
+    gen_cpu = sum(w["window"].get("cpu", 0.0) for w in workers)
+    other = raw["machine"]["busy"] - (server_cpu or 0.0) - gen_cpu - raw["machine"]["harness_cpu"]
+    egress_month_gb = down / seconds * MONTH_SECONDS / 1e9 if seconds else 0.0
+    s: dict[str, Any] = {
+        "scenario": sc,
+        "window_seconds": seconds,
+        "latency_ms": {
+            "p50": _ms(latency.percentile(50)),
+            "p95": _ms(latency.percentile(95)),
+            "p99": _ms(latency.percentile(99)),
+            "max": _ms(latency.max) if latency.count else None,
+            "first_p50": _ms(first_hist.percentile(50)),
+            "samples": latency.count,
+        },
+        "updates": {
+            "sent": agents["sent"],
+            "applied": applied,
+            "rejected": agents["rejected"],
+            "expected": applied * observers,
+            "delivered": delivered,
+            "coalesced": coalesced,
+            "missed": missed,
+            "delivered_fraction": _div(delivered, applied * observers),
+        },
+        "bytes": {
+            "up": up,
+            "down": down,
+            "per_update_per_observer": _div(up + down, applied * observers),
+            "down_per_update_per_observer": _div(down, applied * observers),
+            "up_per_update_per_observer": _div(up, applied * observers),
+            "per_delivered": _div(up + down, delivered),
+        },
+        "server": {
+            "measured": server is not None,
+            "cpu_seconds": server_cpu,
+            "cpu_per_second": _div(server_cpu, seconds) if server_cpu is not None else None,
+            "cpu_per_1k_delivered": _div(server_cpu * 1000, delivered)
+            if server_cpu is not None
+            else None,
+            "rss_mb": server["rss"] / 2**20 if server else None,
+            "peak_rss_mb": server["peak_rss"] / 2**20 if server else None,
+        },
+        "requests_per_second": _div(requests, seconds),
+        "polls": {
+            "count": polls,
+            "not_modified": counters.get("http_304", 0),
+            "unchanged": counters.get("unchanged", 0),
+            "wasted_fraction": _div(wasted, polls),
+            "changed_fraction": _div(polls - wasted, polls),
+            "skipped": counters.get("polls_skipped", 0),
+            "room_changes_between_polls": sc["agents"] * sc["rate"] / sc["poll_hz"]
+            if sc["mode"] == "poll" and sc["poll_hz"]
+            else None,
+        },
+        "generators": gen,
+        "generator_cpu_per_second": _div(gen_cpu, seconds),
+        "agent_lateness_p99_ms": _ms(lateness.percentile(99)),
+        "other_cpu_per_second": _div(max(0.0, other), seconds),
+        "egress": {
+            "gb_per_month": egress_month_gb,
+            "price_per_gb": price_per_gb,
+            "cost_per_month": egress_month_gb * price_per_gb,
+        },
+        "latency_cdf_ms": [(v / 1000, f) for v, f in latency.cdf()],
+        "errors": [e for w in workers for e in w["errors"]],
+    }
+    s["warnings"] = _warnings(s, raw)
+    s["regime"] = regime(s)
+    return s
+
+
+def _warnings(s: dict[str, Any], raw: dict[str, Any]) -> list[str]:
+    out = []
+    for i, g in enumerate(s["generators"]):
+        if (g["cpu"] or 0) > SATURATED_CPU or (g["loop_lag_p99_ms"] or 0) * 1000 > SATURATED_LAG_US:
+            out.append(
+                f"generator {i} was saturated ({(g['cpu'] or 0) * 100:.0f}% of a core, loop lag "
+                f"p99 {g['loop_lag_p99_ms'] or 0:.1f} ms): its latencies include its own queueing"
+            )
+    cpu = s["server"]["cpu_per_second"]
+    if cpu is not None and cpu > SATURATED_CPU:
+        out.append(f"the target was saturated ({cpu * 100:.0f}% of a core)")
+    other = s["other_cpu_per_second"] or 0
+    if other > 0.25:
+        out.append(
+            f"the machine was busy with other work ({other:.2f} cores on average outside this run)"
+        )
+    u = s["updates"]
+    if u["rejected"]:
+        out.append(f"{u['rejected']} actions were rejected")
+    if u["missed"]:
+        out.append(f"{u['missed']} window updates never reached their observer")
+    if u["applied"] < u["sent"]:
+        out.append(f"{u['sent'] - u['applied']} actions sent in the window were not acknowledged")
+    if s["polls"]["skipped"]:
+        out.append(f"{s['polls']['skipped']} poll slots were skipped (a poll outlasted its period)")
+    if not s["server"]["measured"]:
+        out.append("the target's CPU and memory were not measured (pass --server-pid)")
+    if s["errors"]:
+        out.append(f"{len(s['errors'])} errors, first: {s['errors'][0]}")
+    return out
+
+
+def regime(s: dict[str, Any]) -> str:
+    """Which regime a run is in, in words: where polling holds up and where it does not."""
+    mode = s["scenario"]["mode"]
+    u = s["updates"]
+    if mode == "floor":
+        return "the floor: one rebroadcast per frame, no room logic at all"
+    if mode == "push":
+        return (
+            "push: each applied action reaches every observer as one small DIFF; "
+            "cost follows the changes, not the size of the state"
+        )
+    p = s["polls"]
+    changed = p["changed_fraction"] or 0.0
+    between = p["room_changes_between_polls"] or 0.0
+    lost = (u["coalesced"] / u["expected"]) if u["expected"] else 0.0
+    if changed >= BUSY_POLLS:
+        return (
+            f"busy room ({between:.1f} room changes between two polls): {changed * 100:.0f}% of "
+            f"polls brought news, so polling wastes few requests here; it pays in latency (up "
+            f"to a poll period) and in re-sending the whole state, and coalesced away "
+            f"{lost * 100:.0f}% of the updates"
+        )
+    if changed <= QUIET_POLLS:
+        return (
+            f"quiet room ({between:.2f} room changes between two polls): "
+            f"{(1 - changed) * 100:.0f}% of polls were wasted (304 or no change)"
+        )
+    return (
+        f"mixed ({between:.1f} room changes between two polls): {changed * 100:.0f}% of polls "
+        f"brought news, {lost * 100:.0f}% of updates coalesced away"
+    )
+
+
+# --- comparisons ---------------------------------------------------------------------------
+
+
+def _key(sc: dict[str, Any], *, poll: bool = True, entities: bool = True) -> tuple[Any, ...]:
+    return (
+        sc["agents"],
+        sc["rate"],
+        sc["spectators"],
+        sc["entities"] if entities else None,
+        sc["poll_hz"] if poll else None,
+    )
+
+
+def _find(
+    summaries: Sequence[dict[str, Any]], mode: str, key: tuple[Any, ...], **which: bool
+) -> dict[str, Any] | None:
+    for s in summaries:
+        sc = s["scenario"]
+        if sc["mode"] == mode and "failed" not in s and _key(sc, **which) == key:
+            return s
+    return None
+
+
+def compare(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Push against poll, push against the floor, and how each grows with the state."""
+    pairs = []
+    checks = []
+    for poll in summaries:
+        if poll["scenario"]["mode"] != "poll" or "failed" in poll:
+            continue
+        sc = poll["scenario"]
+        push = _find(summaries, "push", _key(sc, poll=False), poll=False)
+        if push is None:
+            continue
+        pl, pu = poll["latency_ms"], push["latency_ms"]
+        row: dict[str, Any] = {
+            "scenario": {k: sc[k] for k in ("agents", "rate", "spectators", "poll_hz", "entities")},
+            "p99_poll_over_push": _div(pl["p99"] or 0, pu["p99"] or 0),
+            "p50_poll_over_push": _div(pl["p50"] or 0, pu["p50"] or 0),
+            "bytes_per_update_poll_over_push": _div(
+                poll["bytes"]["per_update_per_observer"] or 0,
+                push["bytes"]["per_update_per_observer"] or 0,
+            ),
+            "bytes_per_delivered_poll_over_push": _div(
+                poll["bytes"]["per_delivered"] or 0, push["bytes"]["per_delivered"] or 0
+            ),
+            "cpu_per_delivered_poll_over_push": _div(
+                poll["server"]["cpu_per_1k_delivered"] or 0,
+                push["server"]["cpu_per_1k_delivered"] or 0,
+            ),
+        }
+        pairs.append(row)
+        where = f"S={sc['spectators']} P={sc['poll_hz']:g} rate={sc['rate']:g} E={sc['entities']}"
+        ratio = row["p99_poll_over_push"]
+        checks.append(
+            {
+                "check": f"{where}: push p99 at least {PUSH_P99_BAR:g}x below poll",
+                "passed": ratio is not None and ratio >= PUSH_P99_BAR,
+                "value": ratio,
+            }
+        )
+        for name, field in (
+            ("bytes per applied action per observer", "bytes_per_update_poll_over_push"),
+            ("bytes per delivered update", "bytes_per_delivered_poll_over_push"),
+            ("server CPU per delivered update", "cpu_per_delivered_poll_over_push"),
+        ):
+            checks.append(
+                {
+                    "check": f"{where}: push below poll in {name}",
+                    "passed": row[field] is not None and row[field] > 1,
+                    "value": row[field],
+                }
+            )
+    floors = []
+    for push in summaries:
+        if push["scenario"]["mode"] != "push" or "failed" in push:
+            continue
+        sc = push["scenario"]
+        floor = _find(
+            summaries, "floor", _key(sc, poll=False, entities=False), poll=False, entities=False
+        )
+        if floor is None:
+            continue
+        floors.append(
+            {
+                "scenario": {k: sc[k] for k in ("agents", "rate", "spectators", "entities")},
+                "p50_push_over_floor": _div(
+                    push["latency_ms"]["p50"] or 0, floor["latency_ms"]["p50"] or 0
+                ),
+                "p99_push_over_floor": _div(
+                    push["latency_ms"]["p99"] or 0, floor["latency_ms"]["p99"] or 0
+                ),
+                "bytes_push_over_floor": _div(
+                    push["bytes"]["per_update_per_observer"] or 0,
+                    floor["bytes"]["per_update_per_observer"] or 0,
+                ),
+                "cpu_push_over_floor": _div(
+                    push["server"]["cpu_per_1k_delivered"] or 0,
+                    floor["server"]["cpu_per_1k_delivered"] or 0,
+                ),
+            }
+        )
+    growth = []
+    for s in summaries:
+        sc = s["scenario"]
+        if "failed" in s or sc["mode"] == "floor" or not sc["entities"]:
+            continue
+        base_key = (sc["agents"], sc["rate"], sc["spectators"], 0, sc["poll_hz"])
+        base = _find(summaries, sc["mode"], base_key)
+        if base is None:
+            continue
+        per_update = s["bytes"]["per_update_per_observer"] or 0
+        ratio = _div(per_update, base["bytes"]["per_update_per_observer"] or 0)
+        growth.append({"mode": sc["mode"], "entities": sc["entities"], "bytes_ratio": ratio})
+        if sc["mode"] == "push":
+            checks.append(
+                {
+                    "check": f"E={sc['entities']} S={sc['spectators']}: push bytes per update "
+                    f"stay within {FLAT * 100:.0f}% of E=0",
+                    "passed": ratio is not None and abs(ratio - 1) <= FLAT,
+                    "value": ratio,
+                }
+            )
+        else:
+            checks.append(
+                {
+                    "check": f"E={sc['entities']} S={sc['spectators']} P={sc['poll_hz']:g}: "
+                    "poll bytes per update grow with the state",
+                    "passed": ratio is not None and ratio > 1 + FLAT,
+                    "value": ratio,
+                }
+            )
+    return {"push_vs_poll": pairs, "push_vs_floor": floors, "entities": growth, "checks": checks}
+
+
+# --- outputs -------------------------------------------------------------------------------
+
+
+def _f(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+LATENCY_COLUMNS = (
+    "run",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "max ms",
+    "1st p50",
+    "applied",
+    "delivered",
+    "coalesced",
+    "missed",
+)
+COST_COLUMNS = (
+    "run",
+    "B/upd/obs",
+    "B/delivered",
+    "srv CPU %",
+    "CPU s/1k",
+    "RSS MB",
+    "req/s",
+    "wasted",
+    "gen CPU %",
+    "egress GB/mo",
+    "$/mo",
+)
+
+
+def _label(sc: dict[str, Any]) -> str:
+    parts = [sc["mode"], f"S={sc['spectators']}"]
+    if sc["mode"] == "poll":
+        parts.append(f"P={sc['poll_hz']:g}")
+    if sc["rate"] != 5:
+        parts.append(f"rate={sc['rate']:g}")
+    if sc["entities"]:
+        parts.append(f"E={sc['entities']}")
+    return " ".join(parts)
+
+
+def rows(summaries: Sequence[dict[str, Any]]) -> tuple[list[list[str]], list[list[str]]]:
+    lat_rows, cost_rows = [], []
+    for s in summaries:
+        label = _label(s["scenario"])
+        if "failed" in s:
+            lat_rows.append([label, "failed", *([""] * (len(LATENCY_COLUMNS) - 2))])
+            continue
+        lat, u, b, srv = s["latency_ms"], s["updates"], s["bytes"], s["server"]
+        lat_rows.append(
+            [
+                label,
+                _f(lat["p50"]),
+                _f(lat["p95"]),
+                _f(lat["p99"]),
+                _f(lat["max"]),
+                _f(lat["first_p50"]),
+                str(u["applied"]),
+                str(u["delivered"]),
+                str(u["coalesced"]),
+                str(u["missed"]),
+            ]
+        )
+        wasted = s["polls"]["wasted_fraction"]
+        eg = s["egress"]
+        cost_rows.append(
+            [
+                label,
+                _f(b["per_update_per_observer"]),
+                _f(b["per_delivered"]),
+                _f((srv["cpu_per_second"] or 0) * 100) if srv["measured"] else "-",
+                _f(srv["cpu_per_1k_delivered"], 3),
+                _f(srv["rss_mb"]),
+                _f(s["requests_per_second"]),
+                f"{wasted * 100:.0f}%" if wasted is not None else "-",
+                _f((s["generator_cpu_per_second"] or 0) * 100),
+                _f(eg["gb_per_month"]),
+                _f(eg["cost_per_month"], 2),
+            ]
+        )
+    return lat_rows, cost_rows
+
+
+def print_tables(
+    summaries: Sequence[dict[str, Any]], comparison: dict[str, Any], console: Console
+) -> None:
+    lat_rows, cost_rows = rows(summaries)
+    for title, columns, body in (
+        ("Visibility latency (action sent -> seen) and updates", LATENCY_COLUMNS, lat_rows),
+        ("Cost per update", COST_COLUMNS, cost_rows),
+    ):
+        table = Table(title=title, title_justify="left")
+        for i, col in enumerate(columns):
+            table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
+        for row in body:
+            table.add_row(*row)
+        console.print(table)
+    for line in comparison_lines(comparison):
+        console.print(line, highlight=False)
+    for s in summaries:
+        for w in s.get("warnings", []):
+            console.print(f"[yellow]warning[/] {_label(s['scenario'])}: {w}", highlight=False)
+
+
+def comparison_lines(comparison: dict[str, Any]) -> list[str]:
+    out = []
+    for p in comparison["push_vs_poll"]:
+        sc = p["scenario"]
+        out.append(
+            f"S={sc['spectators']} P={sc['poll_hz']:g} E={sc['entities']}: poll/push "
+            f"p99 {_f(p['p99_poll_over_push'])}x, "
+            f"bytes/update {_f(p['bytes_per_update_poll_over_push'], 2)}x, "
+            f"bytes/delivered {_f(p['bytes_per_delivered_poll_over_push'], 2)}x, "
+            f"CPU/delivered {_f(p['cpu_per_delivered_poll_over_push'], 2)}x"
+        )
+    for f in comparison["push_vs_floor"]:
+        sc = f["scenario"]
+        out.append(
+            f"S={sc['spectators']} E={sc['entities']}: push/floor "
+            f"p50 {_f(f['p50_push_over_floor'], 2)}x, "
+            f"p99 {_f(f['p99_push_over_floor'], 2)}x, bytes {_f(f['bytes_push_over_floor'], 2)}x, "
+            f"CPU/delivered {_f(f['cpu_push_over_floor'], 2)}x"
+        )
+    for c in comparison["checks"]:
+        mark = "PASS" if c["passed"] else "FAIL"
+        out.append(f"{mark} {c['check']} ({_f(c['value'], 2)})")
+    return out
+
+
+def markdown_table(columns: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+METHOD = """\
+## How it was measured
+
+- **Processes.** The target (`python -m server serve --store memory`, or the
+  floor, `python -m loadtest.floor`) runs in its own process, started fresh for
+  every run; agents and observers run in one or two generator processes
+  (`python -m loadtest.worker`, uvloop); the harness only keeps time and reads
+  /proc. Everything talks over 127.0.0.1.
+- **Window.** Agents act on fixed deadlines (`start + phase + n/rate`, phases
+  random per agent) from the start of the warmup until the end of the window;
+  observers keep watching for a short drain after it. Pollers poll on a grid
+  of their own (random phase) with each poll jittered by up to ±20% of a
+  period, so polls do not line up with writes. Only actions whose
+  deadline falls inside the window count, and bytes, requests and CPU are the
+  difference between readings at its two edges.
+- **Latency.** Each action carries its send time (CLOCK_MONOTONIC, one clock for
+  every process on the machine); an observer subtracts it from the time the
+  change became visible to it: the DIFF's arrival (push, floor) or the arrival
+  of the first poll response showing that agent at that counter or later (poll).
+  "1st p50" is the median over actions of the first observer to see each one.
+- **Updates.** Every observer tracks each agent's action counter `n`: a jump
+  from `j` to `k` delivers `k` and *coalesces away* `j+1 … k-1`. `delivered +
+  coalesced + missed = observers x applied`. Polling latencies are those of the
+  delivered updates only (the coalesced ones were never seen).
+- **Bytes** are counted at the generators' sockets (every byte written to and
+  read from the transport: request and status lines, headers, WebSocket
+  handshake, frame headers and masks, pings and pongs; not TCP/IP headers).
+  "B/upd/obs" is bytes in both directions per applied action per observer;
+  "B/delivered" is the same total per update actually delivered. The poller
+  sends lean requests (Host, User-Agent, Accept, If-None-Match); a browser's
+  headers would make polling costlier still.
+- **Server CPU** is utime + stime of the target from /proc/PID/stat; RSS from
+  /proc/PID/status at the end of the window. "CPU s/1k" is target CPU seconds
+  per 1,000 delivered updates. Generator CPU is each generator's own
+  getrusage; a generator above 85% of a core or with a p99 event-loop lag above
+  20 ms is flagged as saturated.
+- **Egress** is the bytes the target sent per second, projected over 30 days
+  and priced at the given price per GB (10^9 bytes).
+"""
+
+
+def write_markdown(
+    path: Path,
+    summaries: Sequence[dict[str, Any]],
+    comparison: dict[str, Any],
+    meta: dict[str, Any],
+    plots: list[str],
+    plot_note: str | None,
+) -> None:
+    lat_rows, cost_rows = rows(summaries)
+    parts = [
+        "# statecast benchmark: polling, push and the floor",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+        f"Machine: {meta['cores']} cores, load average {meta['loadavg']} at the start; "
+        f"{meta['started']}.",
+        "",
+        "## Latency and updates",
+        "",
+        markdown_table(LATENCY_COLUMNS, lat_rows),
+        "",
+        "## Cost",
+        "",
+        markdown_table(COST_COLUMNS, cost_rows),
+        "",
+        "## Comparisons and checks",
+        "",
+        *[f"- {line}" for line in comparison_lines(comparison)],
+        "",
+        "## Regimes",
+        "",
+        *[f"- **{_label(s['scenario'])}**: {s.get('regime', s.get('failed'))}" for s in summaries],
+        "",
+    ]
+    warnings = [(s, w) for s in summaries for w in s.get("warnings", [])]
+    if warnings:
+        parts += ["## Warnings", ""]
+        parts += [f"- {_label(s['scenario'])}: {w}" for s, w in warnings]
+        parts.append("")
+    parts += ["## Plots", ""]
+    if plot_note:
+        parts += [plot_note, ""]
+    parts += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    parts += ["", METHOD]
+    path.write_text("\n".join(parts))
+
+
+def plot(summaries: Sequence[dict[str, Any]], directory: Path) -> tuple[list[str], str | None]:
+    """PNG plots; returns their paths, or a note saying why there are none."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return [], (
+            "Plots were not drawn: matplotlib is not installed "
+            "(`pip install 'statecast[plot]'`, or `.venv/bin/pip install matplotlib`)."
+        )
+    done = [s for s in summaries if "failed" not in s]
+    files: list[str] = []
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for s in done:
+        sc = s["scenario"]
+        groups.setdefault((sc["agents"], sc["rate"], sc["spectators"]), []).append(s)
+    for (agents, rate, spectators), members in groups.items():
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for s in members:
+            cdf = s["latency_cdf_ms"]
+            if cdf:
+                xs, ys = zip(*cdf, strict=True)
+                ax.step(xs, ys, where="post", label=_label(s["scenario"]))
+        ax.set_xscale("log")
+        ax.set_xlabel("visibility latency (ms, log scale)")
+        ax.set_ylabel("fraction of updates")
+        ax.set_title(f"Latency CDF: {agents} agents x {rate:g}/s, {spectators} spectators")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        name = directory / f"latency-cdf-S{spectators}-rate{rate:g}.png"
+        fig.tight_layout()
+        fig.savefig(name, dpi=110)
+        plt.close(fig)
+        files.append(str(name))
+    for field, sub, ylabel, stem in (
+        ("bytes", "per_update_per_observer", "bytes per applied action per observer", "bytes"),
+        ("server", "cpu_per_1k_delivered", "server CPU seconds per 1,000 delivered", "cpu"),
+    ):
+        labels = [_label(s["scenario"]) for s in done]
+        values = [s[field][sub] or 0.0 for s in done]
+        colors = [
+            {"poll": "tab:orange", "push": "tab:blue", "floor": "tab:gray"}[s["scenario"]["mode"]]
+            for s in done
+        ]
+        fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(done) + 2), 4))
+        ax.bar(range(len(done)), values, color=colors)
+        ax.set_xticks(range(len(done)), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.set_title(ylabel)
+        ax.grid(True, axis="y", alpha=0.3)
+        fig.tight_layout()
+        name = directory / f"{stem}-per-update.png"
+        fig.savefig(name, dpi=110)
+        plt.close(fig)
+        files.append(str(name))
+    return files, None
+
+
+def write_outputs(
+    summaries: Sequence[dict[str, Any]],
+    raws: Sequence[dict[str, Any]],
+    comparison: dict[str, Any],
+    meta: dict[str, Any],
+    json_path: str | None,
+    report_dir: str | None,
+) -> None:
+    if json_path:
+        slim = []
+        for raw in raws:
+            r = dict(raw)
+            if "workers" in r:
+                r["workers"] = [{k: v for k, v in w.items() if k != "first"} for w in r["workers"]]
+            slim.append(r)
+        document = {**meta, "summaries": summaries, "comparison": comparison, "raw": slim}
+        Path(json_path).write_text(json.dumps(document, indent=1))
+    if report_dir:
+        directory = Path(report_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        files, note = plot(summaries, directory)
+        write_markdown(directory / "report.md", summaries, comparison, meta, files, note)
+
+
+def machine_meta(command: str, started: str) -> dict[str, Any]:
+    load = os.getloadavg()
+    return {
+        "command": command,
+        "started": started,
+        "cores": os.cpu_count(),
+        "loadavg": f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+    }

@@ -1,0 +1,422 @@
+"""Running the benchmark: targets in their own processes, generators in theirs.
+
+For each scenario and mode the harness starts a fresh target — ``python -m
+server serve`` for poll and push, :mod:`loadtest.floor` for the floor — unless
+``--ws``/``--http`` name a running server, then one or two generator processes
+(:mod:`loadtest.worker`) with the agents and observers split between them. It
+never generates load itself: its own process only keeps time, reads the
+target's CPU and memory from /proc at the edges of the window, and draws the
+live display.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import sys
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from loadtest.measure import ProcSample, machine_busy, read_proc, self_cpu
+from loadtest.scenario import Mode, Scenario, Timeline, WorkerPlan, entity_ops, now_us
+
+STDOUT_LIMIT = 64 << 20
+START_TIMEOUT = 30.0
+ROOM_CONNECTIONS_SPARE = 100
+
+
+@dataclass
+class BenchOptions:
+    modes: list[Mode] = field(default_factory=lambda: ["poll", "push", "floor"])
+    agents: int = 8
+    rates: list[float] = field(default_factory=lambda: [5.0])
+    spectators: list[int] = field(default_factory=lambda: [0, 12])
+    poll_hz: list[float] = field(default_factory=lambda: [5.0])
+    entities: list[int] = field(default_factory=lambda: [0])
+    duration: float = 20.0
+    warmup: float = 5.0
+    drain: float | None = None
+    ws_url: str | None = None
+    http_url: str | None = None
+    server_pid: int | None = None
+    workers: int = 0
+    price_per_gb: float = 0.09
+    seed: int = 1
+    json_path: str | None = None
+    report_dir: str | None = None
+    live: bool = True
+    command: str = ""
+
+
+class BenchError(Exception):
+    pass
+
+
+# --- targets -------------------------------------------------------------------------------
+
+
+class Target:
+    """The process under load: a statecast server, the floor, or an external server."""
+
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+        self.pid: int | None = None
+        self.ws_url = ""
+        self.http_url = ""
+        self.external = False
+        self.log: deque[str] = deque(maxlen=50)
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start_server(self, scenario: Scenario, options: BenchOptions) -> None:
+        if options.ws_url or options.http_url:
+            self.external = True
+            self.ws_url = (options.ws_url or "").rstrip("/")
+            self.http_url = (options.http_url or "").rstrip("/")
+            self.pid = options.server_pid
+            if scenario.mode == "push" and not self.ws_url:
+                raise BenchError("push against a running server needs --ws")
+            if not self.http_url:
+                raise BenchError("a running server needs --http (rooms are set up over HTTP)")
+            return
+        args = [
+            "-m", "server", "serve",
+            "--store", "memory",
+            "--port", "0",
+            "--http-port", "0",
+            "--log-format", "json",
+            "--max-room-connections", str(scenario.observers + ROOM_CONNECTIONS_SPARE),
+            "--max-connections", str(scenario.observers + 10 * ROOM_CONNECTIONS_SPARE),
+        ]  # fmt: skip
+        if scenario.rate * 2 > 50:
+            args += ["--action-rate", str(scenario.rate * 2), "--action-burst", "200"]
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            limit=STDOUT_LIMIT,
+        )
+        self.pid = self.proc.pid
+        assert self.proc.stderr is not None
+        serving = await self._wait_for(self.proc.stderr, lambda d: d.get("event") == "serving")
+        self.ws_url = str(serving["ws"]).removesuffix("/rooms/{room}")
+        self.http_url = str(serving["http"])
+        self._reader = asyncio.create_task(self._drain(self.proc.stderr))
+        await self._healthy()
+
+    async def start_floor(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "loadtest.floor",
+            "--port",
+            "0",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        self.pid = self.proc.pid
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        listening = await self._wait_for(self.proc.stdout, lambda d: "port" in d)
+        self.ws_url = f"ws://127.0.0.1:{listening['port']}"
+        self._reader = asyncio.create_task(self._drain(self.proc.stderr))
+
+    async def _wait_for(
+        self, stream: asyncio.StreamReader, match: Callable[[dict[str, Any]], bool]
+    ) -> dict[str, Any]:
+        async def scan() -> dict[str, Any]:
+            while True:
+                line = await stream.readline()
+                if not line:
+                    raise BenchError("the target exited: " + " | ".join(self.log))
+                text = line.decode(errors="replace").strip()
+                self.log.append(text)
+                with contextlib.suppress(ValueError):
+                    data = json.loads(text)
+                    if isinstance(data, dict) and match(data):
+                        return data
+
+        try:
+            return await asyncio.wait_for(scan(), START_TIMEOUT)
+        except TimeoutError:
+            raise BenchError("the target did not start in time: " + " | ".join(self.log)) from None
+
+    async def _drain(self, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            self.log.append(line.decode(errors="replace").strip())
+
+    async def _healthy(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=2)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            for _ in range(int(START_TIMEOUT * 10)):
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(f"{self.http_url}/healthz") as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.1)
+        raise BenchError("the server never answered /healthz")
+
+    def sample(self) -> ProcSample | None:
+        return read_proc(self.pid) if self.pid is not None else None
+
+    async def stop(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+
+async def set_up_room(http_url: str, room: str, entities: int) -> None:
+    """Create the room with its never-changing entities (``world``) before the run."""
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for aid, ops in enumerate(entity_ops(entities), start=1):
+            body = {"client": "bench-setup", "aid": aid, "name": "patch", "args": ops}
+            async with session.post(f"{http_url}/rooms/{room}/actions", json=body) as response:
+                if response.status != 200:
+                    text = await response.text()
+                    raise BenchError(f"setting up room {room}: HTTP {response.status} {text}")
+
+
+# --- generators ----------------------------------------------------------------------------
+
+
+class WorkerProcess:
+    def __init__(self, plan: WorkerPlan, on_progress: Callable[[dict[str, Any]], None]) -> None:
+        self.plan = plan
+        self.on_progress = on_progress
+        self.proc: asyncio.subprocess.Process | None = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.result: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.stderr: deque[str] = deque(maxlen=30)
+        for fut in (self.ready, self.result):  # a failure is read once, whichever is awaited
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "loadtest.worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            limit=STDOUT_LIMIT,
+        )
+        self._tasks = [
+            asyncio.create_task(self._read_stdout()),
+            asyncio.create_task(self._read_stderr()),
+        ]
+        await self.send(self.plan.to_json())
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(message) + "\n").encode())
+        await self.proc.stdin.drain()
+
+    def _settle(self, error: str) -> None:
+        for fut in (self.ready, self.result):
+            if not fut.done():
+                fut.set_exception(BenchError(error))
+
+    async def _read_stdout(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            message = json.loads(line)
+            kind = message.get("type")
+            if kind == "ready" and not self.ready.done():
+                self.ready.set_result(None)
+            elif kind == "progress":
+                self.on_progress(message)
+            elif kind == "result" and not self.result.done():
+                self.result.set_result(message)
+            elif kind == "failed":
+                self._settle(f"generator {self.plan.index}: {message.get('error')}")
+        await self.proc.wait()
+        self._settle(
+            f"generator {self.plan.index} exited ({self.proc.returncode}): "
+            + " | ".join(self.stderr)
+        )
+
+    async def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            self.stderr.append(line.decode(errors="replace").rstrip())
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, BenchError, ValueError):
+                await asyncio.wait_for(task, 5)
+
+
+def split(scenario: Scenario, workers: int) -> list[tuple[list[int], list[int]]]:
+    """(agents, spectators) per generator: all agents in the first, observers balanced."""
+    if workers <= 0:
+        workers = 1 if scenario.observers <= 40 else 2
+    shares: list[tuple[list[int], list[int]]] = [([], []) for _ in range(workers)]
+    shares[0][0].extend(range(scenario.agents))
+    for s in range(scenario.spectators):
+        least = min(shares, key=lambda share: len(share[0]) + len(share[1]))
+        least[1].append(s)
+    return [share for share in shares if share[0] or share[1]]
+
+
+# --- one run -------------------------------------------------------------------------------
+
+
+ProgressHook = Callable[[str, float, dict[str, Any]], None]
+
+
+def drain_seconds(scenario: Scenario, options: BenchOptions) -> float:
+    if options.drain is not None:
+        return options.drain
+    return max(1.0, 2.0 / scenario.poll_hz) if scenario.mode == "poll" else 1.0
+
+
+async def run_one(
+    scenario: Scenario, options: BenchOptions, seed: int, hook: ProgressHook | None = None
+) -> dict[str, Any]:
+    """Run one mode of one scenario against a fresh target; return the raw measurements."""
+    room = f"bench-{secrets.token_hex(4)}"
+    target = Target()
+    workers: list[WorkerProcess] = []
+    latest: dict[int, dict[str, Any]] = {}
+    phase = "starting"
+    timeline: Timeline | None = None
+
+    def report(fraction: float) -> None:
+        if hook is not None:
+            totals = {
+                k: sum(p.get(k, 0) for p in latest.values())
+                for k in ("sent", "seen", "requests", "bytes")
+            }
+            hook(phase, fraction, totals)
+
+    def on_progress(message: dict[str, Any]) -> None:
+        latest[int(message["worker"])] = message
+        if timeline is not None:
+            span = timeline.end - timeline.start
+            report(min(1.0, max(0.0, (now_us() - timeline.start) / span)))
+
+    try:
+        report(0.0)
+        if scenario.mode == "floor":
+            await target.start_floor()
+        else:
+            await target.start_server(scenario, options)
+            await set_up_room(target.http_url, room, scenario.entities)
+        phase = "connecting"
+        report(0.0)
+        for index, (agents, spectators) in enumerate(split(scenario, options.workers)):
+            plan = WorkerPlan(
+                index=index,
+                mode=scenario.mode,
+                room=room,
+                ws_url=target.ws_url,
+                http_url=target.http_url,
+                agents=agents,
+                spectators=spectators,
+                agent_count=scenario.agents,
+                rate=scenario.rate,
+                poll_hz=scenario.poll_hz,
+                seed=seed * 100 + index,
+            )
+            workers.append(WorkerProcess(plan, on_progress))
+        await asyncio.gather(*(w.start() for w in workers))
+        await asyncio.wait_for(asyncio.gather(*(w.ready for w in workers)), 120)
+        timeline = Timeline.plan(
+            begin=now_us() + 300_000,
+            warmup=options.warmup,
+            duration=options.duration,
+            drain=drain_seconds(scenario, options),
+            rate=scenario.rate,
+            agents=scenario.agents,
+            seed=seed,
+        )
+        await asyncio.gather(*(w.send({"timeline": timeline.to_json()}) for w in workers))
+        phase = "warmup"
+        samples: dict[str, dict[str, Any]] = {}
+        for mark, phase_after in (("t0", "measuring"), ("t1", "draining")):
+            await asyncio.sleep(max(0.0, (getattr(timeline, mark) - now_us()) / 1e6))
+            samples[mark] = {
+                "target": target.sample(),
+                "busy": machine_busy(),
+                "harness": self_cpu(),
+                "clock": now_us(),
+            }
+            phase = phase_after
+        results = await asyncio.wait_for(
+            asyncio.gather(*(w.result for w in workers)),
+            (timeline.end - now_us()) / 1e6 + 60,
+        )
+        phase = "done"
+        report(1.0)
+    finally:
+        for w in workers:
+            await w.stop()
+        await target.stop()
+    before, after = samples["t0"], samples["t1"]
+    server: dict[str, Any] | None = None
+    if before["target"] is not None and after["target"] is not None:
+        server = {
+            "cpu": after["target"].cpu - before["target"].cpu,
+            "rss": after["target"].rss,
+            "peak_rss": after["target"].peak_rss,
+        }
+    return {
+        "scenario": scenario.to_json(),
+        "room": room,
+        "target": {
+            "kind": "floor" if scenario.mode == "floor" else "statecast",
+            "external": target.external,
+            "pid_measured": server is not None,
+        },
+        "timeline": timeline.to_json(),
+        "window_seconds": (after["clock"] - before["clock"]) / 1e6,
+        "server": server,
+        "machine": {
+            "busy": after["busy"] - before["busy"],
+            "harness_cpu": after["harness"] - before["harness"],
+            "cores": os.cpu_count() or 1,
+        },
+        "workers": results,
+    }
+
+
+async def run_all(
+    options: BenchOptions,
+    scenarios: list[Scenario],
+    on_start: Callable[[int, Scenario], ProgressHook | None] | None = None,
+    on_done: Callable[[int, Scenario, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    runs = []
+    for i, scenario in enumerate(scenarios):
+        hook = on_start(i, scenario) if on_start is not None else None
+        try:
+            raw = await run_one(scenario, options, options.seed + i, hook)
+        except Exception as exc:  # one failed run is reported, the sweep goes on
+            raw = {"scenario": scenario.to_json(), "failed": f"{type(exc).__name__}: {exc}"}
+        runs.append(raw)
+        if on_done is not None:
+            on_done(i, scenario, raw)
+    return runs

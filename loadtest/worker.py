@@ -1,0 +1,212 @@
+"""A load-generator process: ``python -m loadtest.worker``, driven over stdin and stdout.
+
+The harness writes one JSON line with the :class:`~loadtest.scenario.WorkerPlan`;
+the worker opens every connection of its share of agents and observers and
+answers ``{"type": "ready"}``. The harness then writes the
+:class:`~loadtest.scenario.Timeline` (the same one to every worker); the worker
+runs it on its own uvloop, reporting ``progress`` lines twice a second, and
+ends with one ``result`` line. Counters, its own CPU and its event loop's lag
+are snapshotted at ``t0`` and ``t1`` by timers on the shared monotonic clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from typing import Any
+
+from loadtest.agents import Agent, AgentStats, FloorAgent, PollAgent, PushAgent
+from loadtest.measure import Counters, LoopLag, self_cpu
+from loadtest.observers import FloorObserver, Observer, PollObserver, PushObserver, Tally
+from loadtest.scenario import Timeline, WorkerPlan, agent_name, now_us
+
+CONNECT_TIMEOUT = 30.0
+CONNECT_CONCURRENCY = 50
+
+
+def emit(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+async def read_line() -> dict[str, Any]:
+    line = await asyncio.to_thread(sys.stdin.readline)
+    if not line:
+        raise SystemExit(1)
+    data: dict[str, Any] = json.loads(line)
+    return data
+
+
+class Worker:
+    def __init__(self, plan: WorkerPlan) -> None:
+        self.plan = plan
+        self.counters = Counters()
+        self.tally = Tally(plan.agent_count)
+        self.stats = AgentStats()
+        self.observers: list[Observer] = []
+        self.agents: list[Agent] = []
+        self.lag = LoopLag()
+        self.marks: dict[str, dict[str, Any]] = {}
+
+    def build(self) -> None:
+        p = self.plan
+        ws_url = f"{p.ws_url.rstrip('/')}/rooms/{p.room}"
+        for a in p.agents:
+            seed = p.seed * 1000 + a
+            if p.mode == "push":
+                conn = PushObserver(ws_url, "agent", agent_name(a), self.tally)
+                self.observers.append(conn)
+                self.agents.append(PushAgent(a, self.stats, seed, conn))
+            elif p.mode == "floor":
+                floor = FloorObserver(ws_url, self.tally)
+                self.observers.append(floor)
+                self.agents.append(FloorAgent(a, self.stats, seed, floor))
+            else:
+                self.observers.append(
+                    PollObserver(p.http_url, p.room, p.poll_hz, self.tally, self.counters, seed)
+                )
+                self.agents.append(
+                    PollAgent(a, self.stats, seed, p.http_url, p.room, self.counters)
+                )
+        for s in p.spectators:
+            seed = p.seed * 1000 + 500 + s
+            if p.mode == "push":
+                self.observers.append(PushObserver(ws_url, "spectator", None, self.tally))
+            elif p.mode == "floor":
+                self.observers.append(FloorObserver(ws_url, self.tally))
+            else:
+                self.observers.append(
+                    PollObserver(p.http_url, p.room, p.poll_hz, self.tally, self.counters, seed)
+                )
+
+    async def connect(self) -> None:
+        gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+        async def one(observer: Observer) -> None:
+            async with gate:
+                await observer.connect(self.counters, CONNECT_TIMEOUT)
+
+        await asyncio.gather(*(one(o) for o in self.observers))
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = {
+            "counters": self.counters.snapshot(),
+            "cpu": self_cpu(),
+            "wall": time.monotonic(),
+        }
+        self.lag.recording = name == "t0"
+
+    async def run(self, timeline: Timeline) -> None:
+        loop = asyncio.get_running_loop()
+        self.tally.set_timeline(timeline)
+        # loop.time() is time.monotonic(): CLOCK_MONOTONIC, like the timeline.
+        offset = loop.time() - now_us() / 1e6
+        loop.call_at(timeline.t0 / 1e6 + offset, self.mark, "t0")
+        loop.call_at(timeline.t1 / 1e6 + offset, self.mark, "t1")
+        self.lag.start()
+        tasks = [asyncio.create_task(agent.run(timeline)) for agent in self.agents]
+        pollers = [o for o in self.observers if isinstance(o, PollObserver)]
+        tasks += [asyncio.create_task(o.run(timeline)) for o in pollers]
+        progress = asyncio.create_task(self.progress())
+        try:
+            await asyncio.sleep(max(0.0, (timeline.end - now_us()) / 1e6))
+        finally:
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    exc = task.exception()
+                    self.stats.errors.append(f"{type(exc).__name__}: {exc}")
+                task.cancel()
+            progress.cancel()
+            await asyncio.gather(*tasks, progress, return_exceptions=True)
+            await self.lag.stop()
+
+    async def progress(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            c = self.counters
+            emit(
+                {
+                    "type": "progress",
+                    "worker": self.plan.index,
+                    "sent": self.stats.sent_total,
+                    "seen": self.tally.seen,
+                    "requests": c.http_get + c.http_post + c.frames_up,
+                    "bytes": c.up + c.down,
+                    "cpu": self_cpu(),
+                }
+            )
+
+    async def close(self) -> None:
+        async def one(o: Observer) -> None:
+            with contextlib.suppress(Exception):
+                await o.close()
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(one(o) for o in self.observers)), 5.0)
+        for agent in self.agents:
+            if isinstance(agent, PollAgent):
+                await agent.close()
+
+    def result(self) -> dict[str, Any]:
+        t0, t1 = self.marks.get("t0"), self.marks.get("t1")
+        errors = [o.error for o in self.observers if o.error is not None]
+        window: dict[str, Any] = {}
+        if t0 is not None and t1 is not None:
+            wall = t1["wall"] - t0["wall"]
+            window = {
+                "counters": Counters.delta(t1["counters"], t0["counters"]),
+                "cpu": t1["cpu"] - t0["cpu"],
+                "wall": wall,
+            }
+        else:
+            errors.append("the window marks did not fire")
+        return {
+            "type": "result",
+            "worker": self.plan.index,
+            "observers": len(self.observers),
+            "window": window,
+            "delivered": self.tally.delivered,
+            "coalesced": self.tally.coalesced,
+            "missed": sum(o.view.missed() for o in self.observers),
+            "latency": self.tally.latency.to_json(),
+            "first": [[a, n, lat] for (a, n), lat in self.tally.first.items()],
+            "agents": self.stats.to_json(),
+            "loop_lag": self.lag.hist.to_json(),
+            "errors": (errors + self.stats.errors)[:20],
+        }
+
+
+async def main() -> None:
+    plan = WorkerPlan.from_json(await read_line())
+    worker = Worker(plan)
+    worker.build()
+    try:
+        await worker.connect()
+    except Exception as exc:
+        emit({"type": "failed", "error": f"connecting: {type(exc).__name__}: {exc}"})
+        await worker.close()
+        return
+    emit({"type": "ready", "worker": plan.index})
+    go = await read_line()
+    timeline = Timeline.from_json(go["timeline"])
+    try:
+        await worker.run(timeline)
+    finally:
+        await worker.close()
+    emit(worker.result())
+
+
+def run() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+
+
+if __name__ == "__main__":
+    run()

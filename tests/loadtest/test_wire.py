@@ -1,0 +1,42 @@
+"""The generators' counted sockets against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from loadtest.measure import Counters
+from loadtest.wire import HttpConnection, open_websocket
+from tests.helpers import TIMEOUT, RunningServer
+
+
+async def test_http_connection_polls_with_etag_and_counts_every_byte(server: RunningServer) -> None:
+    """A POST creates the room, a GET returns it with an ETag, the same GET again is a 304."""
+    counters = Counters()
+    http = HttpConnection(server.http_url, counters)
+    body = json.dumps({"client": "c", "aid": 1, "name": "patch", "args": [[0, ["k"], 1]]})
+    status, _, answer = await http.request("POST", "/rooms/w/actions", [], body.encode())
+    assert status == 200 and json.loads(answer) == {"seq": 1}
+    status, headers, answer = await http.request("GET", "/rooms/w/state")
+    assert status == 200 and json.loads(answer)["state"] == {"k": 1}
+    etag = headers["etag"]
+    sent, received = counters.up, counters.down
+    status, _, answer = await http.request("GET", "/rooms/w/state", [("If-None-Match", etag)])
+    assert status == 304 and answer == b""
+    assert counters.up - sent > len("GET /rooms/w/state HTTP/1.1\r\n")
+    assert counters.down - received > len("HTTP/1.1 304 Not Modified\r\n")
+    http.close()
+
+
+async def test_counted_websocket_counts_handshake_and_frames(server: RunningServer) -> None:
+    """Handshake bytes count both ways, and a binary message reaches the callback synchronously."""
+    counters = Counters()
+    ws = await open_websocket(server.room_url("w"), counters, TIMEOUT)
+    assert counters.up > 100 and counters.down > 100  # the HTTP upgrade, both ways
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+    ws.on_message = got.put_nowait
+    ws.send_now(b"\x92\x01\x82\xa1v\x01\xa4role\xa9spectator")  # HELLO as a spectator
+    welcome = await asyncio.wait_for(got.get(), TIMEOUT)
+    assert welcome[:2] == b"\x92\x02"
+    assert counters.frames_up == 1 and counters.frames_down >= 1
+    await ws.close()
