@@ -136,7 +136,12 @@ class Session:
         except ProtocolViolation as exc:
             metrics.closes.labels(str(exc.close_code)).inc()
             log.info("closing", code=exc.close_code, reason=exc.reason)
-            await self.conn.close(exc.close_code, exc.reason[:120])
+            # close() first drains the write buffer, without a time limit.
+            try:
+                async with asyncio.timeout(config.slow_timeout):
+                    await self.conn.close(exc.close_code, exc.reason[:120])
+            except TimeoutError:
+                self.conn.transport.abort()
         except RoomFailed:
             await self.conn.close(1011, "room failed")
         except ConnectionClosed:
@@ -182,6 +187,12 @@ class Session:
                 refusal = self.limiter.check()
                 if refusal is not None:
                     sub.send(codec.encode(Error(None, "rate_limited", refusal)))
+                    continue
+                if sub.backlog() > self.app.config.slow_high_water and sub in room.members:
+                    # Asking again while earlier answers still wait unread: a slow
+                    # consumer. The SNAPSHOT it gets once drained answers this RESYNC;
+                    # answering each would queue a snapshot per tiny message.
+                    room._lag(sub)
                     continue
                 await room.resync(sub, message.epoch, message.seq)
             else:

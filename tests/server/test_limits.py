@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,44 @@ async def test_http_actions_over_the_rate_get_429() -> None:
         body = {"client": "d", "aid": 1, "name": "patch", "args": []}
         async with http.post(url, json=body) as resp:
             assert resp.status == 200
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (bounded by TIMEOUT) for a condition on the server's side."""
+    for _ in range(int(TIMEOUT * 2 / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+async def test_resyncs_from_a_client_that_does_not_read_do_not_pile_up() -> None:
+    """RESYNCs asked while earlier answers wait unread are not each answered with a SNAPSHOT."""
+    async with running_server(action_rate=0, slow_high_water=64 * 1024) as srv:
+        async with agent(srv, "big", "writer") as writer:
+            for aid in (1, 2):
+                await writer.send(patch(aid, [0, [f"k{aid}"], "x" * 600_000]))
+                await writer.recv_type(7)
+        host, port = srv.ws_url.split("//", 1)[1].rsplit(":", 1)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        url = srv.room_url("big")
+        async with websockets.connect(url, sock=sock, max_size=None, max_queue=1) as ws:
+            client = BareClient(ws)
+            await client.send([1, {"v": 1, "role": "agent", "client": "reader"}])
+            for _ in range(40):  # a stale epoch: each would be answered with a whole SNAPSHOT
+                await client.send([6, "AAAAAAAA", 0])
+            await client.send(patch(1, [0, ["done"], True]))
+            live = srv.app.rooms.rooms["big"]
+            await until(lambda: live.head == 3)  # every RESYNC before it has been handled
+            snapshots = 0
+            while (message := await client.recv())[0] != 7:
+                snapshots += message[0] == 3
+        assert srv.app.metrics.slow_skips._value.get() >= 1
+        assert 1 <= snapshots < 30, snapshots
+        await still_served(srv, "big")
 
 
 # --- connections and rooms -----------------------------------------------------------------
