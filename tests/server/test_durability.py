@@ -296,6 +296,24 @@ async def test_graceful_shutdown_under_load_applies_only_what_it_records(tmp_pat
         await check_room(second, agents)
 
 
+async def test_http_action_after_rooms_closed_is_refused_not_lost(tmp_path: Path) -> None:
+    """Once shutdown has closed the rooms, an HTTP action gets 503 and is not applied."""
+    db = f"sqlite:{tmp_path}/x.db"
+    async with running_server(store=db) as server, http_session() as http:
+        url = f"{server.http_url}/rooms/{ROOM}/actions"
+        action = {"client": "h", "aid": 1, "name": "patch", "args": [[0, ["a"], 1]]}
+        async with http.post(url, json=action) as response:
+            assert response.status == 200
+        await server.app.rooms.close()  # the step of App.stop before the listeners close
+        async with http.post(url, json={**action, "aid": 2}) as response:
+            assert response.status == 503
+    async with running_server(store=db) as server:
+        body = await get_json(f"{server.http_url}/rooms/{ROOM}/state")
+        assert body["state"] == {"a": 1} and body["seq"] == 1
+        client = await get_json(f"{server.http_url}/rooms/{ROOM}/clients/h")
+        assert client["acked"] == 1
+
+
 async def test_async_durability_flushes_on_sigterm_and_changes_epoch_after_kill_9(
     tmp_path: Path,
 ) -> None:
