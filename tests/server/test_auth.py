@@ -180,6 +180,18 @@ async def test_http_reads_need_a_token(path: str) -> None:
                 assert resp.status in (200, 410)
 
 
+async def test_http_auth_is_checked_before_the_room_is_looked_up() -> None:
+    """An unknown room answers 401/403 like a known one, so tokens are needed to probe names."""
+    async with jwt_server() as srv, http_session() as http:
+        url = f"{srv.http_url}/rooms/game-nope/state"
+        async with http.get(url) as resp:
+            assert resp.status == 401
+        async with http.get(url, headers=bearer(token(rooms=["lobby"]))) as resp:
+            assert resp.status == 403
+        async with http.get(url, headers=bearer(token())) as resp:
+            assert resp.status == 404 and (await resp.json())["code"] == "no_such_room"
+
+
 async def test_http_action_needs_an_agent_token_and_acts_as_its_subject() -> None:
     """POST /actions: 401 without a token, 403 for a spectator token; the client id is sub."""
     async with jwt_server() as srv, http_session() as http:
@@ -320,6 +332,26 @@ def test_token_command_mints_a_token_the_server_accepts() -> None:
     assert 7190 <= claims["exp"] - time.time() <= 7210
     auth = JwtAuth(SECRET, "HS256")
     assert auth.authorize(minted, "lobby", "agent", None).client == "bot-3"
+
+
+def test_token_command_signs_rs256_with_a_private_key(tmp_path: Path) -> None:
+    """`statecast token --algorithm RS256 --private-key` mints what the public key verifies."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (tmp_path / "signer.pem").write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    args = ["--sub", "k", "--role", "agent", "--rooms", "r", "--algorithm", "RS256"]
+    done = run_token_cli(*args, "--private-key", str(tmp_path / "signer.pem"), secret=None)
+    assert done.returncode == 0, done.stderr
+    auth = JwtAuth(public.decode(), "RS256")
+    assert auth.authorize(done.stdout.strip(), "r", "agent", None).client == "k"
 
 
 def test_token_command_without_a_secret_fails_cleanly() -> None:
