@@ -381,3 +381,41 @@ def test_server_frame_limit_is_optional() -> None:
     assert codec.decode_server_frame(frame) == [Ack(1, 2)]
     with pytest.raises(MessageTooLarge):
         codec.decode_server_frame(frame, max_bytes=1)
+
+
+FIELD_NAMES = ["v", "role", "token", "client", "resume", "epoch", "seq", "acked", "sync", "x"]
+
+wild_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.sampled_from(["agent", "spectator", "snapshot", "replay", "current", "abcdefgh"])
+    | st.binary(max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.sampled_from(FIELD_NAMES), children, max_size=4)
+    ),
+    max_leaves=8,
+)
+
+shaped_messages = st.builds(
+    lambda kind, body, rest: [kind, body, *rest],
+    st.integers(0, 9),
+    st.dictionaries(st.sampled_from(FIELD_NAMES), wild_values, max_size=7)
+    | st.fixed_dictionaries(
+        {"v": st.just(1)}, optional={k: wild_values for k in FIELD_NAMES if k != "v"}
+    )
+    | wild_values,
+    st.lists(wild_values, max_size=3),
+)
+
+
+@settings(max_examples=400)
+@given(st.lists(shaped_messages, min_size=1, max_size=3))
+def test_decoders_survive_message_shaped_junk(messages: list[Any]) -> None:
+    """Arrays shaped like messages, with fields of any type, decode or raise the two errors only."""
+    data = pack(*messages)
+    for decode in (codec.decode_client_frame, codec.decode_server_frame):
+        with contextlib.suppress(MalformedMessage, MessageTooLarge):
+            decode(data)
