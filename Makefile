@@ -30,8 +30,9 @@ pytest: install
 
 test: lint typecheck pytest
 
+# The reference comparison: poll vs push vs floor at S = 0 and 12, P = 5 (about 2.5 minutes).
 bench: install
-	$(BIN)/statecast bench --modes poll,push,floor --spectators 0,12 --poll-hz 5 --duration 20 --warmup 5 --json bench-results.json --report bench-report
+	$(BIN)/statecast bench --modes poll,push,floor --agents 8 --rate 5 --spectators 0,12 --poll-hz 5 --duration 15 --warmup 3 --json bench-results.json --report bench-report
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -504,7 +504,8 @@ METHOD = """\
   /proc. Everything talks over 127.0.0.1.
 - **Window.** Agents act on fixed deadlines (`start + phase + n/rate`, phases
   random per agent) from the start of the warmup until the end of the window;
-  observers keep watching for a short drain after it. Pollers poll on a grid
+  observers keep watching for a short drain after it, and longer (up to
+  15 s) until they have seen every update of the window. Pollers poll on a grid
   of their own (random phase) with each poll jittered by up to ±20% of a
   period, so polls do not line up with writes. Only actions whose
   deadline falls inside the window count, and bytes, requests and CPU are the

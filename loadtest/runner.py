@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from loadtest.measure import ProcSample, machine_busy, read_proc, self_cpu
+from loadtest.observers import CATCH_UP_US
 from loadtest.scenario import Mode, Scenario, Timeline, WorkerPlan, entity_ops, now_us
 
 STDOUT_LIMIT = 64 << 20
@@ -367,7 +368,7 @@ async def run_one(
             phase = phase_after
         results = await asyncio.wait_for(
             asyncio.gather(*(w.result for w in workers)),
-            (timeline.end - now_us()) / 1e6 + 60,
+            (timeline.end - now_us()) / 1e6 + CATCH_UP_US / 1e6 + 60,
         )
         phase = "done"
         report(1.0)

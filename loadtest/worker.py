@@ -20,7 +20,14 @@ from typing import Any
 
 from loadtest.agents import Agent, AgentStats, FloorAgent, PollAgent, PushAgent
 from loadtest.measure import Counters, LoopLag, self_cpu
-from loadtest.observers import FloorObserver, Observer, PollObserver, PushObserver, Tally
+from loadtest.observers import (
+    CATCH_UP_US,
+    FloorObserver,
+    Observer,
+    PollObserver,
+    PushObserver,
+    Tally,
+)
 from loadtest.scenario import Timeline, WorkerPlan, agent_name, now_us
 
 CONNECT_TIMEOUT = 30.0
@@ -113,6 +120,13 @@ class Worker:
         progress = asyncio.create_task(self.progress())
         try:
             await asyncio.sleep(max(0.0, (timeline.end - now_us()) / 1e6))
+            # Catch up: every update of the window seen, every action answered, or give up.
+            for _ in range(CATCH_UP_US // 100_000):
+                if all(t.done() for t in tasks) and not any(
+                    o.view.missed() for o in self.observers
+                ):
+                    break
+                await asyncio.sleep(0.1)
         finally:
             for task in tasks:
                 if task.done() and not task.cancelled() and task.exception() is not None:
