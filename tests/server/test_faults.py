@@ -69,7 +69,7 @@ async def test_clients_converge_exactly_once_through_faults() -> None:
     """Through cuts, delays and stalls all clients converge gap-free; each action counts once."""
     plan = FaultPlan(cut_probability=0.9, cut_after=(40, 2_500))
     async with (
-        running_server() as server,
+        running_server(action_rate=1e9, action_burst=1_000_000_000) as server,
         FaultProxy(ws_port(server), seed=1729, plan=plan) as proxy,
         http_session() as http,
     ):

@@ -125,8 +125,7 @@ async def drain_until_closed(ws: ClientConnection) -> list[Any]:
 
 
 async def test_stalled_subscriber_is_bounded_then_skipped_ahead_by_snapshot() -> None:
-    """A non-reading subscriber's buffer stays bounded, others get every diff, and on reading
-    again it gets a SNAPSHOT at the head and then live diffs."""
+    """A stalled subscriber's backlog is bounded; reading again gets a head SNAPSHOT, then DIFFs."""
     async with (
         running_server(
             slow_high_water=HIGH_WATER, slow_timeout=TIMEOUT * 6, **fast_limits()
