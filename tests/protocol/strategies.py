@@ -34,6 +34,23 @@ values: st.SearchStrategy[Any] = st.recursive(
 
 documents: st.SearchStrategy[dict[str, Any]] = st.dictionaries(keys, values, max_size=5)
 
+#: Field names of the message maps, so fuzzed maps hit the decoders' checks.
+FIELD_NAMES = ["v", "role", "token", "client", "resume", "epoch", "seq", "acked", "sync", "x"]
+
+wild_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.sampled_from(["agent", "spectator", "snapshot", "replay", "current", "abcdefgh"])
+    | st.binary(max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.sampled_from(FIELD_NAMES), children, max_size=4)
+    ),
+    max_leaves=8,
+)
+
 
 def same(a: Any, b: Any) -> bool:
     """Equal with types: 1, 1.0 and True differ, as they do on the wire."""

@@ -24,7 +24,15 @@ from protocol.messages import (
     Snapshot,
     Welcome,
 )
-from tests.protocol.strategies import MAX_SAFE_INT, documents, keys, same, values
+from tests.protocol.strategies import (
+    FIELD_NAMES,
+    MAX_SAFE_INT,
+    documents,
+    keys,
+    same,
+    values,
+    wild_values,
+)
 
 
 def pack(*values: Any) -> bytes:
@@ -382,22 +390,6 @@ def test_server_frame_limit_is_optional() -> None:
     with pytest.raises(MessageTooLarge):
         codec.decode_server_frame(frame, max_bytes=1)
 
-
-FIELD_NAMES = ["v", "role", "token", "client", "resume", "epoch", "seq", "acked", "sync", "x"]
-
-wild_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.floats()
-    | st.sampled_from(["agent", "spectator", "snapshot", "replay", "current", "abcdefgh"])
-    | st.binary(max_size=3),
-    lambda children: (
-        st.lists(children, max_size=3)
-        | st.dictionaries(st.sampled_from(FIELD_NAMES), children, max_size=4)
-    ),
-    max_leaves=8,
-)
 
 shaped_messages = st.builds(
     lambda kind, body, rest: [kind, body, *rest],

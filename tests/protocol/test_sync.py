@@ -33,7 +33,7 @@ from protocol.sync import (
     Welcomed,
     replay_frames,
 )
-from tests.protocol.strategies import RefError, doc_and_ops, ref_apply, same
+from tests.protocol.strategies import RefError, doc_and_ops, ref_apply, same, wild_values
 
 EPOCH = "epoch-0001"
 
@@ -361,3 +361,55 @@ def test_reconnect_resends_exactly_the_actions_above_acked(n: int, data: st.Data
     assert events[1:] == [ActionAcked(a, None) for a in pending if a <= acked]
     assert sync.pending == [a for a in pending if a > acked]
     assert sync.act("patch", []) == n + 1
+
+
+def _server_messages() -> st.SearchStrategy[list[Any]]:
+    welcome_body = st.fixed_dictionaries(
+        {
+            "epoch": st.sampled_from([EPOCH, "other-epoch"]),
+            "seq": st.integers(0, 3),
+            "role": st.sampled_from(["agent", "spectator"]),
+            "client": st.none() | st.just("c1"),
+            "acked": st.integers(0, 3),
+            "sync": st.sampled_from(["snapshot", "replay", "current"]),
+        }
+    )
+    op = st.lists(wild_values, max_size=3) | st.builds(
+        lambda k, p, v: [k, p, v],
+        st.integers(0, 3),
+        st.lists(st.sampled_from(["a", "b"]) | st.integers(-1, 2), max_size=3),
+        wild_values,
+    )
+    return st.one_of(
+        st.builds(lambda b: [2, b], welcome_body),
+        st.builds(
+            lambda e, s, state: [3, e, s, state],
+            st.sampled_from([EPOCH, "other-epoch"]),
+            st.integers(0, 5),
+            st.dictionaries(st.sampled_from(["a", "b"]), wild_values, max_size=2),
+        ),
+        st.builds(lambda s, o: [5, s, o], st.integers(0, 6), st.lists(op, max_size=3)),
+        st.builds(lambda a, s: [7, a, s], st.integers(0, 5), st.none() | st.integers(0, 5)),
+        st.builds(lambda a: [8, a, "invalid", "m"], st.none() | st.integers(0, 5)),
+        st.builds(lambda x: [99, x], wild_values),
+    )
+
+
+@settings(max_examples=300)
+@given(st.data(), st.booleans())
+def test_any_server_message_sequence_raises_only_malformed(
+    data: st.DataObject, agent: bool
+) -> None:
+    """Whatever a server sends, in any order, the machine raises MalformedMessage or goes on."""
+    sync = ClientSync("agent" if agent else "spectator", client="c1")
+    sync.connect()
+    for message in data.draw(st.lists(_server_messages(), max_size=8)):
+        try:
+            sync.receive_frame(msgpack.packb(message, use_bin_type=True))
+        except MalformedMessage:
+            return
+        if agent and sync.welcomed:
+            sync.act("patch", [])
+        for frame in sync.data_to_send():
+            codec.decode_client_frame(frame)  # whatever it sends is well-formed
+        sync.events_received()
