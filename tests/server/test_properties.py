@@ -11,12 +11,17 @@ reconnects and resumes by itself. At the end:
   frames, before the client's own duplicate and gap handling can hide anything;
 * every action took effect exactly once: each token appears once in the log, and
   the log holds nothing else.
+
+A second property drives the built-in document room with random patches aimed at
+its state and checks every verdict (ACK or ERROR ``invalid``) and the final state
+against the independent reference model of tests/protocol/strategies.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +30,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol.client import RoomClient, connect
+from protocol.errors import Rejection
 from tests.helpers import TIMEOUT, http_session, running_server
+from tests.protocol.strategies import RefError, op_for, ref_apply, ref_apply_all, same
 
 AGENTS = 3
 ROOM = "props"
@@ -151,3 +158,58 @@ def test_random_actions_and_drops_converge_exactly_once(plan: list[list[Move]]) 
 def test_converges_when_resumes_need_snapshots(plan: list[list[Move]]) -> None:
     """With only 2 diffs held, resumes fall back to SNAPSHOT; the same guarantees hold."""
     asyncio.run(asyncio.wait_for(scenario(plan, history_diffs=2), TIMEOUT * 6))
+
+
+async def patch_scenario(patches: list[list[list[Any]]]) -> None:
+    """Send each patch; the server's verdicts and state must match the reference model."""
+    async with running_server(action_rate=0) as server:
+        url = server.room_url("model")
+        async with connect(url, client="modeller") as agent:
+            model: dict[str, Any] = {}
+            head = 0
+            for ops in patches:
+                try:
+                    expected: dict[str, Any] | None = ref_apply_all(model, ops)
+                except RefError:
+                    expected = None
+                try:
+                    seq = await agent.act("patch", ops)
+                except Rejection as exc:
+                    assert expected is None, (ops, exc)
+                    assert exc.code == "invalid"
+                    continue
+                assert expected is not None, ops
+                model = expected
+                head = head + 1 if ops else head
+                assert seq == head
+            await asyncio.wait_for(agent.wait_for_seq(head), TIMEOUT)
+            assert same(agent.state, model)
+            async with connect(url, role="spectator") as fresh:
+                assert fresh.seq == head
+                assert same(fresh.state, model)
+
+
+@st.composite
+def patch_lists(draw: st.DrawFn) -> list[list[list[Any]]]:
+    """Patches of 0-3 ops, each aimed at the model state the earlier patches lead to."""
+    model: dict[str, Any] = {}
+    patches = []
+    for _ in range(draw(st.integers(1, 12))):
+        ops = []
+        current = model
+        for _ in range(draw(st.integers(0, 3))):
+            op = draw(op_for(current))
+            ops.append(op)
+            with contextlib.suppress(RefError):
+                current = ref_apply(current, op)
+        patches.append(ops)
+        with contextlib.suppress(RefError):
+            model = ref_apply_all(model, ops)
+    return patches
+
+
+@SETTINGS
+@given(patch_lists())
+def test_document_room_matches_the_reference_model(patches: list[list[list[Any]]]) -> None:
+    """The live document room applies or rejects each patch as the reference model does."""
+    asyncio.run(asyncio.wait_for(patch_scenario(patches), TIMEOUT * 6))
