@@ -7,6 +7,7 @@ see its DIFF and ACK: one client's mistake never costs another its service.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -228,3 +229,23 @@ async def test_bad_action_gets_error_not_close(
         async with http_session() as http:
             state = (await get_json(http, f"{server.http_url}/rooms/errors/state"))["state"]
             assert state == {"n": 1, "l": [1], "bystander": {"b": 2}}
+
+
+async def test_no_such_room_closes_4004_when_rooms_are_not_created_on_join() -> None:
+    """With create_rooms off, a HELLO for a room that does not exist closes with 4004."""
+    async with running_server(create_rooms=False) as server, bare(server.room_url("none")) as c:
+        await c.send(HELLO)
+        assert await c.closed() == 4004
+
+
+async def test_shutdown_closes_every_client_with_1001() -> None:
+    """A server shutting down closes its connections with 1001 (reconnect and resume)."""
+    async with (
+        running_server() as server,
+        joined(server, "bye", client="a") as (agent, _),
+        joined(server, "bye", "spectator") as (spectator, _),
+    ):
+        stopping = asyncio.create_task(server.app.stop())
+        assert await agent.closed() == 1001
+        assert await spectator.closed() == 1001
+        await stopping
