@@ -369,3 +369,26 @@ async def test_error_with_nil_aid_is_a_non_fatal_complaint() -> None:
         async with http.post(f"{server.http_url}/rooms/m-nil/actions", json=body) as r:
             assert r.status == 200
         assert await c.recv() == [5, 1, [[0, ["a"], 1]]]
+
+
+async def test_deflate_and_plain_clients_share_a_room() -> None:
+    """With compression on, deflate and plain connections both get every DIFF and ACK."""
+    async with (
+        running_server(compression=True) as server,
+        websockets.connect(server.room_url("m-deflate"), compression="deflate") as w1,
+        websockets.connect(server.room_url("m-deflate"), compression=None) as w2,
+    ):
+        assert w1.protocol.extensions and not w2.protocol.extensions
+        deflated, plain = BareClient(w1), BareClient(w2)
+        for client, name in ((deflated, "d"), (plain, "p")):
+            await client.hello("agent", client=name)
+            assert (await client.recv())[0] == 3
+        big = [[0, ["x"], "y" * 10_000]]
+        await deflated.send([4, 1, "patch", big])
+        assert await deflated.recv() == [5, 1, big]
+        assert await deflated.recv() == [7, 1, 1]
+        assert await plain.recv() == [5, 1, big]
+        await plain.send([4, 1, "patch", [[1, ["x"]]]])
+        assert await deflated.recv() == [5, 2, [[1, ["x"]]]]
+        assert await plain.recv() == [5, 2, [[1, ["x"]]]]
+        assert await plain.recv() == [7, 1, 2]
