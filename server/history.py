@@ -59,8 +59,10 @@ class History:
             self._start += 1
             self._first_seq += 1
         if self._start > 1024 and self._start * 2 > len(self._entries):
+            # Rebase the running totals: size_after() reads 0 before the first kept entry.
+            base = self._ends[self._start - 1]
             self._entries = self._entries[self._start :]
-            self._ends = self._ends[self._start :]
+            self._ends = [end - base for end in self._ends[self._start :]]
             self._start = 0
 
     def holds_after(self, seq: int) -> bool:

@@ -319,3 +319,27 @@ async def test_large_replay_spans_several_frames_in_order() -> None:
                 seqs.append(message[1])
             assert seqs == list(range(4, 44))
             assert frames > 1
+
+
+async def test_resume_at_oldest_replays_across_history_compaction() -> None:
+    """Resuming at `oldest` replays while diffs are small, also as the history compacts itself."""
+    async with (
+        running_server(action_rate=0, history_diffs=10) as server,
+        joined(server, "s-compact", client="bulk") as (agent, welcome),
+        http_session() as http,
+    ):
+        epoch = welcome["epoch"]
+        await agent.send([4, 1, "patch", [[0, ["big"], "x" * 20_000]]])
+        await agent.send(*([4, aid, "patch", [[0, ["n"], aid]]] for aid in range(2, 1030)))
+        while (await agent.recv())[:2] != [7, 1029]:
+            pass
+        for aid in range(1030, 1046):  # the history compacts somewhere in here
+            await agent.send([4, aid, "patch", [[0, ["n"], aid]]])
+            while (await agent.recv())[:2] != [7, aid]:
+                pass
+            head = await get_json(http, f"{server.http_url}/rooms/s-compact/head")
+            assert head["seq"] == aid and head["oldest"] == aid - 10
+            async with resumed(server, "s-compact", [epoch, head["oldest"]]) as (c, w):
+                assert w["sync"] == "replay", aid
+                seqs = [(await c.recv())[1] for _ in range(10)]
+                assert seqs == list(range(aid - 9, aid + 1))
