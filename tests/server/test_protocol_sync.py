@@ -343,3 +343,28 @@ async def test_resume_at_oldest_replays_across_history_compaction() -> None:
                 assert w["sync"] == "replay", aid
                 seqs = [(await c.recv())[1] for _ in range(10)]
                 assert seqs == list(range(aid - 9, aid + 1))
+
+
+@pytest.mark.parametrize(("shift", "expected"), [(0, "snapshot"), (-1, "replay"), (1, "snapshot")])
+async def test_replay_needs_strictly_fewer_bytes_than_the_snapshot(
+    server: RunningServer, shift: int, expected: str
+) -> None:
+    """At equal sizes the server sends the SNAPSHOT; one byte fewer for the replay, it replays."""
+    room = f"s-exact{shift}"
+    w = Writer(server, room)
+    await w.patch([0, ["big"], "x" * 300])
+    epoch = (await room_state(server, room))["epoch"]
+
+    def sizes(n: int) -> tuple[int, int]:
+        ops = [[0, ["s"], "y" * n]]
+        replay = packed_len([5, 2, ops]) + packed_len([5, 3, ops])
+        snapshot = packed_len([3, epoch, 3, {"big": "x" * 300, "s": "y" * n}])
+        return replay, snapshot
+
+    n = next(n for n in range(1, 2000) if sizes(n)[0] == sizes(n)[1]) + shift
+    for _ in range(2):
+        await w.patch([0, ["s"], "y" * n])
+    replay, snapshot = sizes(n)
+    assert (replay < snapshot) == (expected == "replay")
+    async with resumed(server, room, [epoch, 1]) as (_, welcome):
+        assert welcome["sync"] == expected, (replay, snapshot)
