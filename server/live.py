@@ -99,6 +99,7 @@ class LiveRoom:
         self.members: dict[Subscriber, None] = {}
         self.connections = 0
         self.failed: BaseException | None = None
+        self.lost_writes = False  # async durability: published diffs the store did not keep
         self._applied = head
         self._since_checkpoint = 0
         self._inbox: list[Request] = []
@@ -216,6 +217,7 @@ class LiveRoom:
         exc = None if task.cancelled() else task.exception()
         if exc is not None and self.failed is None:
             log.error("store write failed after publish", room=self.name, error=repr(exc))
+            self.lost_writes = True
             self._fail(exc, [])
 
     def _publish(

@@ -35,6 +35,7 @@ class RoomManager:
         self._loading: dict[str, asyncio.Task[LiveRoom | None]] = {}
         self._creating: set[str] = set()
         self.closing = False
+        self._lost: set[str] = set()  # rooms whose published history the store lost
 
     async def get(self, name: str, *, create: bool) -> LiveRoom | None:
         """The live room ``name``, loaded from the store or created if asked; None if absent."""
@@ -45,6 +46,8 @@ class RoomManager:
             return live
         if live is not None:
             del self.rooms[name]
+            if live.lost_writes:
+                self._lost.add(name)
         task = self._loading.get(name)
         if task is None:
             task = asyncio.create_task(self._load(name, create))
@@ -68,6 +71,12 @@ class RoomManager:
     async def _load(self, name: str, create: bool) -> LiveRoom | None:
         room_class = self.room_types.for_room(name)
         record = await self.store.load(name)
+        if record is not None and name in self._lost:
+            # Clients saw diffs the store lost: the history cannot continue on this epoch.
+            record.epoch = new_epoch()
+            await self.store.create(name, record)
+            self._lost.discard(name)
+            log.warning("room starts a new epoch after a lost write", room=name, epoch=record.epoch)
         if record is None:
             if not create:
                 return None

@@ -29,8 +29,8 @@ Epochs: with ``--durability async`` the server publishes diffs before they are
 committed, so a crash can lose diffs that clients saw. The store records, while
 open, that such a run is in progress; if it finds that mark at the next start
 (the run never closed cleanly), it gives every room a new epoch, so no
-``(epoch, seq)`` can name two different states. A failed append in that mode
-does the same for its room at its next load.
+``(epoch, seq)`` can name two different states. (A failed write in that mode,
+with the server still running, is handled by the room manager the same way.)
 """
 
 from __future__ import annotations
@@ -129,7 +129,6 @@ class SQLiteStore:
         self._ids: dict[str, int] = {}
         self._queue: list[_Write] = []
         self._writer: asyncio.Task[None] | None = None
-        self._stale: set[str] = set()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -215,11 +214,6 @@ class SQLiteStore:
             return None
         room_id, epoch, type_name, checkpoint_seq, state = rows[0]
         self._ids[room] = room_id
-        if room in self._stale:
-            epoch = new_epoch()
-            await self._submit(room, run=_set_epoch(room_id, epoch))
-            self._stale.discard(room)
-            log.warning("room starts a new epoch after a lost write", room=room, epoch=epoch)
         acked = await db.execute_fetchall(
             "SELECT client, aid FROM acked WHERE room = ?", (room_id,)
         )
@@ -288,13 +282,7 @@ class SQLiteStore:
                 write.diffs.append((change.seq, change.diff))
             if change.client is not None:
                 write.acked[change.client] = change.aid
-        try:
-            await self._enqueue(write)
-        except Exception:
-            if self.durability == "async":
-                # The server published this batch before writing it: its history is lost.
-                self._stale.add(room)
-            raise
+        await self._enqueue(write)
 
     async def checkpoint(self, room: str, seq: int, state: bytes, acked: dict[str, int]) -> None:
         room_id = await self._room_id(room)
@@ -401,13 +389,6 @@ async def _flush_rows(
     if acked:
         await db.executemany(_UPSERT_ACKED, acked)
         acked.clear()
-
-
-def _set_epoch(room_id: int, epoch: str) -> Callable[[Db], Awaitable[None]]:
-    async def run(db: Db) -> None:
-        await db.execute("UPDATE rooms SET epoch = ? WHERE id = ?", (epoch, room_id))
-
-    return run
 
 
 def _settle(group: list[_Write], exc: BaseException | None) -> None:

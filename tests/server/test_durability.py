@@ -13,13 +13,17 @@ import contextlib
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import websockets
 
+from server.app import App
+from server.config import Config
+from server.store.base import StoredChange
+from server.store.sqlite import SQLiteStore
 from tests.helpers import TIMEOUT, BareClient, bare, http_session, running_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -341,3 +345,43 @@ async def test_async_durability_flushes_on_sigterm_and_changes_epoch_after_kill_
         async with bare(third.room_url()) as ws:
             welcome = await ws.hello("spectator", resume=[epoch, body["seq"]])
             assert welcome["sync"] == "snapshot" and welcome["epoch"] == body["epoch"]
+
+
+class FailingStore(SQLiteStore):
+    """A SQLite store whose appends fail while ``broken`` is set (a full disk, say)."""
+
+    broken = False
+
+    async def append(self, room: str, changes: Sequence[StoredChange]) -> None:
+        if self.broken:
+            self.broken = False
+            raise OSError("disk full")
+        await super().append(room, changes)
+
+
+async def test_async_write_failure_fails_the_room_and_reloads_it_on_a_new_epoch(
+    tmp_path: Path,
+) -> None:
+    """Async mode: a lost write closes the room's clients with 1011; it returns on a new epoch."""
+    store = FailingStore(str(tmp_path / "x.db"), durability="async")
+    config = Config(host="127.0.0.1", port=0, http_port=0, durability="async", store="memory")
+    app = App(config, store=store)
+    ports = await app.start()
+    url = f"ws://127.0.0.1:{ports.ws}/rooms/{ROOM}"
+    try:
+        async with bare(url) as ws:
+            welcome = await ws.hello("agent", client="c")
+            await ws.recv_type(3)
+            await ws.send([4, 1, "patch", [[0, ["a"], 1]]])
+            assert await ws.recv_type(7) == [7, 1, 1]
+            await app.rooms.drain()
+            store.broken = True
+            await ws.send([4, 2, "patch", [[0, ["a"], 2]]])
+            assert await ws.closed() == 1011
+        async with bare(url) as ws:
+            again = await ws.hello("agent", client="c", resume=[welcome["epoch"], 2])
+            assert again["epoch"] != welcome["epoch"] and again["sync"] == "snapshot"
+            assert again["seq"] == 1 and again["acked"] == 1
+            assert (await ws.recv())[3] == {"a": 1}
+    finally:
+        await app.stop()
