@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from protocol.client import RoomClient
 from protocol.digest import state_digest
@@ -65,11 +68,16 @@ def ws_port(server: RunningServer) -> int:
     return int(server.ws_url.rsplit(":", 1)[1])
 
 
-async def test_clients_converge_exactly_once_through_faults() -> None:
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+async def test_clients_converge_exactly_once_through_faults(store: str, tmp_path: Path) -> None:
     """Through cuts, delays and stalls all clients converge gap-free; each action counts once."""
     plan = FaultPlan(cut_probability=0.9, cut_after=(40, 2_500))
     async with (
-        running_server(action_rate=1e9, action_burst=1_000_000_000) as server,
+        running_server(
+            store="memory" if store == "memory" else f"sqlite:{tmp_path / 'faults.db'}",
+            action_rate=1e9,
+            action_burst=1_000_000_000,
+        ) as server,
         FaultProxy(ws_port(server), seed=1729, plan=plan) as proxy,
         http_session() as http,
     ):
