@@ -72,11 +72,7 @@ class RoomManager:
         room_class = self.room_types.for_room(name)
         record = await self.store.load(name)
         if record is not None and name in self._lost:
-            # Clients saw diffs the store lost: the history cannot continue on this epoch.
-            record.epoch = new_epoch()
-            await self.store.create(name, record)
-            self._lost.discard(name)
-            log.warning("room starts a new epoch after a lost write", room=name, epoch=record.epoch)
+            await self._new_epoch(name, record)
         if record is None:
             if not create:
                 return None
@@ -139,12 +135,28 @@ class RoomManager:
     async def drain(self) -> None:
         await asyncio.gather(*(room.drain() for room in self.rooms.values()))
 
+    async def _new_epoch(self, name: str, record: RoomRecord) -> None:
+        """Clients saw diffs the store lost: the history cannot continue on this epoch."""
+        record.epoch = new_epoch()
+        await self.store.create(name, record)
+        self._lost.discard(name)
+        log.warning("room starts a new epoch after a lost write", room=name, epoch=record.epoch)
+
     async def close(self) -> None:
         self.closing = True  # a late HTTP action must not load a room the store will not see
         for name, room in list(self.rooms.items()):
+            if room.lost_writes:
+                self._lost.add(name)
             try:
                 await room.close()
             except Exception:
                 log.exception("room close failed", room=name)
+        for name in list(self._lost):  # not reloaded since: the next run must not resume them
+            try:
+                record = await self.store.load(name)
+                if record is not None:
+                    await self._new_epoch(name, record)
+            except Exception:
+                log.exception("could not start a new epoch", room=name)
         self.rooms.clear()
         self.metrics.rooms.set(0)

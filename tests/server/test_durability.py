@@ -385,3 +385,24 @@ async def test_async_write_failure_fails_the_room_and_reloads_it_on_a_new_epoch(
             assert (await ws.recv())[3] == {"a": 1}
     finally:
         await app.stop()
+
+
+async def test_async_write_failure_then_clean_stop_still_changes_the_epoch(tmp_path: Path) -> None:
+    """Async mode: a room that lost a write and was never reloaded restarts on a new epoch."""
+    db = tmp_path / "x.db"
+    store = FailingStore(str(db), durability="async")
+    config = Config(host="127.0.0.1", port=0, http_port=0, durability="async", store="memory")
+    app = App(config, store=store)
+    ports = await app.start()
+    try:
+        async with bare(f"ws://127.0.0.1:{ports.ws}/rooms/{ROOM}") as ws:
+            welcome = await ws.hello("agent", client="c")
+            await ws.recv_type(3)
+            store.broken = True
+            await ws.send([4, 1, "patch", [[0, ["a"], 1]]])
+            assert await ws.closed() == 1011
+    finally:
+        await app.stop()
+    async with running_server(store=f"sqlite:{db}") as server:
+        body = await get_json(f"{server.http_url}/rooms/{ROOM}/state")
+        assert body["epoch"] != welcome["epoch"] and body["seq"] == 0 and body["state"] == {}
