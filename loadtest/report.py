@@ -25,6 +25,7 @@ SATURATED_LAG_US: Final = 20_000  # p99 of the loop lag
 BUSY_POLLS: Final = 0.8
 QUIET_POLLS: Final = 0.2
 PUSH_P99_BAR: Final = 10.0
+REFERENCE: Final = (8, 5.0, 12, 5.0)  # agents, rate, spectators, poll Hz: the 100 rps case
 FLAT: Final = 0.10  # bytes per update "stay where they were": within 10%
 
 
@@ -268,7 +269,12 @@ def compare(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 poll["server"]["cpu_per_1k_delivered"] or 0,
                 push["server"]["cpu_per_1k_delivered"] or 0,
             ),
+            "poll_coalesced_fraction": _div(
+                poll["updates"]["coalesced"], poll["updates"]["expected"]
+            )
+            or 0.0,
         }
+        reference = (sc["agents"], sc["rate"], sc["spectators"], sc["poll_hz"]) == REFERENCE
         pairs.append(row)
         where = f"S={sc['spectators']} P={sc['poll_hz']:g} rate={sc['rate']:g} E={sc['entities']}"
         ratio = row["p99_poll_over_push"]
@@ -277,6 +283,8 @@ def compare(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 "check": f"{where}: push p99 at least {PUSH_P99_BAR:g}x below poll",
                 "passed": ratio is not None and ratio >= PUSH_P99_BAR,
                 "value": ratio,
+                # The bar is set for the 100 rps case; elsewhere the line informs.
+                "bar": reference,
             }
         )
         for name, field in (
@@ -289,6 +297,7 @@ def compare(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
                     "check": f"{where}: push below poll in {name}",
                     "passed": row[field] is not None and row[field] > 1,
                     "value": row[field],
+                    "bar": reference,
                 }
             )
     floors = []
@@ -467,23 +476,29 @@ def comparison_lines(comparison: dict[str, Any]) -> list[str]:
     out = []
     for p in comparison["push_vs_poll"]:
         sc = p["scenario"]
-        out.append(
-            f"S={sc['spectators']} P={sc['poll_hz']:g} E={sc['entities']}: poll/push "
-            f"p99 {_f(p['p99_poll_over_push'])}x, "
+        line = (
+            f"S={sc['spectators']} rate={sc['rate']:g} P={sc['poll_hz']:g} E={sc['entities']}: "
+            f"poll/push p99 {_f(p['p99_poll_over_push'])}x, "
             f"bytes/update {_f(p['bytes_per_update_poll_over_push'], 2)}x, "
             f"bytes/delivered {_f(p['bytes_per_delivered_poll_over_push'], 2)}x, "
             f"CPU/delivered {_f(p['cpu_per_delivered_poll_over_push'], 2)}x"
         )
+        if (p["bytes_per_update_poll_over_push"] or 0) < 1:
+            line += (
+                f" -- polling sends fewer bytes per applied action here only because it never "
+                f"shows {p['poll_coalesced_fraction'] * 100:.0f}% of them"
+            )
+        out.append(line)
     for f in comparison["push_vs_floor"]:
         sc = f["scenario"]
         out.append(
-            f"S={sc['spectators']} E={sc['entities']}: push/floor "
+            f"S={sc['spectators']} rate={sc['rate']:g} E={sc['entities']}: push/floor "
             f"p50 {_f(f['p50_push_over_floor'], 2)}x, "
             f"p99 {_f(f['p99_push_over_floor'], 2)}x, bytes {_f(f['bytes_push_over_floor'], 2)}x, "
             f"CPU/delivered {_f(f['cpu_push_over_floor'], 2)}x"
         )
     for c in comparison["checks"]:
-        mark = "PASS" if c["passed"] else "FAIL"
+        mark = "PASS" if c["passed"] else "FAIL" if c.get("bar", True) else "below (info)"
         out.append(f"{mark} {c['check']} ({_f(c['value'], 2)})")
     return out
 

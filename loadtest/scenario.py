@@ -55,10 +55,6 @@ class Scenario:
         """Changes per second in the room."""
         return self.agents * self.rate
 
-    def group(self) -> tuple[int, float, int, float, int]:
-        """What modes are compared on: everything but the mode."""
-        return (self.agents, self.rate, self.spectators, self.poll_hz, self.entities)
-
     def label(self) -> str:
         parts = [f"S={self.spectators}", f"rate={self.rate:g}"]
         if self.mode == "poll":

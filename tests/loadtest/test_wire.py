@@ -6,6 +6,7 @@ import asyncio
 import json
 
 from loadtest.measure import Counters
+from loadtest.runner import set_up_room
 from loadtest.wire import HttpConnection, open_websocket
 from tests.helpers import TIMEOUT, RunningServer
 
@@ -40,3 +41,16 @@ async def test_counted_websocket_counts_handshake_and_frames(server: RunningServ
     assert welcome[:2] == b"\x92\x02"
     assert counters.frames_up == 1 and counters.frames_down >= 1
     await ws.close()
+
+
+async def test_entities_are_set_up_as_a_world_that_polling_pays_for(server: RunningServer) -> None:
+    """--entities N puts N never-changing entries under 'world' before the run."""
+    await set_up_room(server.http_url, "world", 1500)
+    counters = Counters()
+    http = HttpConnection(server.http_url, counters)
+    status, _, answer = await http.request("GET", "/rooms/world/state")
+    assert status == 200
+    world = json.loads(answer)["state"]["world"]
+    assert len(world) == 1500 and world["e1499"]["hp"] == 100
+    assert counters.down > 1500 * 30  # every poll carries the whole world
+    http.close()
