@@ -634,9 +634,9 @@ def plot(summaries: Sequence[dict[str, Any]], directory: Path) -> tuple[list[str
         fig.savefig(name, dpi=110)
         plt.close(fig)
         files.append(str(name))
-    for field, sub, ylabel, stem in (
-        ("bytes", "per_update_per_observer", "bytes per applied action per observer", "bytes"),
-        ("server", "cpu_per_1k_delivered", "server CPU seconds per 1,000 delivered", "cpu"),
+    for field, sub, title, ylabel, stem in (
+        ("bytes", "per_update_per_observer", "Bytes per applied action per observer", "B", "bytes"),
+        ("server", "cpu_per_1k_delivered", "Server CPU per 1,000 delivered updates", "s", "cpu"),
     ):
         labels = [_label(s["scenario"]) for s in done]
         values = [s[field][sub] or 0.0 for s in done]
@@ -645,10 +645,15 @@ def plot(summaries: Sequence[dict[str, Any]], directory: Path) -> tuple[list[str
             for s in done
         ]
         fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(done) + 2), 4))
-        ax.bar(range(len(done)), values, color=colors)
+        bars = ax.bar(range(len(done)), values, color=colors)
+        ax.bar_label(bars, fmt="%.3g", fontsize=7)
+        positive = [v for v in values if v > 0]
+        if positive and max(positive) > 20 * min(positive):
+            ax.set_yscale("log")
+            title += " (log scale)"
         ax.set_xticks(range(len(done)), labels, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(ylabel)
-        ax.set_title(ylabel)
+        ax.set_title(title)
         ax.grid(True, axis="y", alpha=0.3)
         fig.tight_layout()
         name = directory / f"{stem}-per-update.png"

@@ -84,3 +84,4 @@ def test_comparisons_and_report_are_written(bench_output: dict[str, Any]) -> Non
     report = Path(bench_output["dir"]) / "report" / "report.md"
     text = report.read_text()
     assert "## Latency and updates" in text and "## How it was measured" in text
+    assert "![" in text or "matplotlib is not installed" in text  # plots, or why there are none
