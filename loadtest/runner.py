@@ -88,19 +88,28 @@ class Target:
                 raise BenchError("a running server needs --http (rooms are set up over HTTP)")
             return
         args = [
-            "-m", "server", "serve",
             "--store", "memory",
-            "--port", "0",
-            "--http-port", "0",
-            "--log-format", "json",
             "--max-room-connections", str(scenario.observers + ROOM_CONNECTIONS_SPARE),
             "--max-connections", str(scenario.observers + 10 * ROOM_CONNECTIONS_SPARE),
         ]  # fmt: skip
         if scenario.rate * 2 > 50:
             args += ["--action-rate", str(scenario.rate * 2), "--action-burst", "200"]
+        await self.start_statecast(args)
+
+    async def start_statecast(self, serve_args: list[str]) -> None:
+        """Start ``statecast serve`` on free loopback ports with extra flags; wait until healthy."""
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            *args,
+            "-m",
+            "server",
+            "serve",
+            "--port",
+            "0",
+            "--http-port",
+            "0",
+            "--log-format",
+            "json",
+            *serve_args,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,

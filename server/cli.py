@@ -48,10 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(serve)
     serve.set_defaults(func=_serve)
     from loadtest.cli import register as register_bench
+    from loadtest.throughput import register as register_bench_actions
     from server.token_cli import register as register_token
 
     register_token(sub)
     register_bench(sub)
+    register_bench_actions(sub)
     return parser
 
 

@@ -180,7 +180,7 @@ def describe(config: Config) -> Sequence[tuple[str, str, str, str]]:
             default = ()
         rows.append(
             (
-                "--" + f.name.replace("_", "-"),
+                "--room-type" if f.name == "room_types" else "--" + f.name.replace("_", "-"),
                 env_name(f.name),
                 repr(default),
                 _HELP.get(f.name, ""),
