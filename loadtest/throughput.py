@@ -124,6 +124,8 @@ def _csv(kind: Any) -> Any:
 
 def _main(args: argparse.Namespace) -> int:
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)
     with contextlib.suppress(ImportError):
         import uvloop
 
