@@ -274,14 +274,14 @@ class LiveRoom:
             else:
                 sub.send(b"".join((shared, *own)))
         for sub in lagging:
-            self._lag(sub)
+            self.skip_ahead(sub)
         n = len(self.members)
         self.metrics.frames_sent.inc(n)
         self.metrics.bytes_sent.inc(len(shared) * n)
 
     # --- slow subscribers ----------------------------------------------------------------
 
-    def _lag(self, sub: Subscriber) -> None:
+    def skip_ahead(self, sub: Subscriber) -> None:
         sub.lagging = True
         self.members.pop(sub, None)
         self.metrics.slow_skips.inc()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -192,7 +191,7 @@ class Session:
                     # Asking again while earlier answers still wait unread: a slow
                     # consumer. The SNAPSHOT it gets once drained answers this RESYNC;
                     # answering each would queue a snapshot per tiny message.
-                    room._lag(sub)
+                    room.skip_ahead(sub)
                     continue
                 await room.resync(sub, message.epoch, message.seq)
             else:
@@ -222,6 +221,3 @@ class _Refused(ProtocolViolation):
     """A limit refuses the join; the client should back off and try again."""
 
     close_code = 1013
-
-
-Handler = Callable[[ServerConnection], Awaitable[None]]
