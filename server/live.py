@@ -207,6 +207,8 @@ class LiveRoom:
         if len(self._unwritten) > MAX_UNWRITTEN:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._write_chain)
+            if self.failed is not None:  # that write failed: this batch must not be answered
+                raise RoomFailed(str(self.failed))
 
     async def _write_behind(self) -> None:
         while self._unwritten:
@@ -215,9 +217,13 @@ class LiveRoom:
 
     def _written(self, task: asyncio.Task[None]) -> None:
         exc = None if task.cancelled() else task.exception()
-        if exc is not None and self.failed is None:
+        if exc is None:
+            return
+        # Even when the room already failed (the next batch can find the failed write
+        # before this callback runs): clients saw diffs the store lost, so a new epoch.
+        self.lost_writes = True
+        if self.failed is None:
             log.error("store write failed after publish", room=self.name, error=repr(exc))
-            self.lost_writes = True
             self._fail(exc, [])
 
     def _publish(
@@ -308,7 +314,12 @@ class LiveRoom:
                     sub.conn.transport.abort()
                 return
             await asyncio.sleep(0.05)
-        await self.settled()
+        try:
+            await self.settled()
+        except RoomFailed:
+            # _fail closed the members; a lagging subscriber is not one of them.
+            await sub.conn.close(1011, "room failed")
+            return
         held, sub.held = sub.held, []
         if not sub.open or not sub.lagging:
             return
@@ -461,6 +472,7 @@ class LiveRoom:
 
     def _fail(self, exc: BaseException, batch: list[Request]) -> None:
         self.failed = exc
+        self._wake.set()  # the worker, if it waits for work, sees the failure and ends
         for req in batch + self._inbox:
             if isinstance(req.reply, asyncio.Future) and not req.reply.done():
                 req.reply.set_exception(RoomFailed(str(exc)))

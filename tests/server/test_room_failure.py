@@ -1,0 +1,153 @@
+"""A room whose store fails: every subscriber is told, nothing is acknowledged after the
+failure is known, the room returns on a new epoch when published writes were lost, and
+no task of the failed room is left behind.
+
+The store here is the memory store with a gate: its next append can be held (so a test
+can line up what happens while the write is in flight) and then fail, as a stalled disk
+that fills up would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+
+import server.live
+from server.app import App
+from server.config import Config
+from server.live import LiveRoom, Request, RoomFailed
+from server.store.base import StoredChange
+from server.store.memory import MemoryStore
+from tests.helpers import TIMEOUT, bare, http_session
+
+ROOM = "failing"
+
+
+class GatedStore(MemoryStore):
+    """A memory store whose next append, once ``hold`` is set, waits for ``release`` and fails."""
+
+    durable = True  # so that --durability async writes behind, as with SQLite
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def append(self, room: str, changes: Sequence[StoredChange]) -> None:
+        if self.hold:
+            self.hold = False
+            self.entered.set()
+            await self.release.wait()
+            raise OSError("disk full")
+        await super().append(room, changes)
+
+
+@contextlib.asynccontextmanager
+async def serving(store: GatedStore, **settings: Any) -> AsyncIterator[tuple[App, str, str]]:
+    """(app, WebSocket room URL, HTTP base URL) of a server on ``store``."""
+    config = Config(host="127.0.0.1", port=0, http_port=0, store="memory", **settings)
+    app = App(config, store=store)
+    ports = await app.start()
+    try:
+        yield app, f"ws://127.0.0.1:{ports.ws}/rooms/{ROOM}", f"http://127.0.0.1:{ports.http}"
+    finally:
+        await app.stop()
+
+
+def live_room(app: App) -> LiveRoom:
+    return app.rooms.rooms[ROOM]
+
+
+async def test_lagging_subscriber_of_a_failed_room_is_closed_1011() -> None:
+    """A subscriber waiting for its catch-up SNAPSHOT when the room fails is closed with 1011."""
+    store = GatedStore()
+    async with (
+        serving(store, durability="ack") as (app, url, _),
+        bare(url) as agent,
+        bare(url) as watcher,
+    ):
+        await agent.hello("agent", client="a")
+        await agent.recv_type(3)
+        await watcher.hello("spectator")
+        await watcher.recv_type(3)
+        live = live_room(app)
+        store.hold = True
+        await agent.send([4, 1, "patch", [[0, ["x"], 1]]])
+        await asyncio.wait_for(store.entered.wait(), TIMEOUT)
+        (sub,) = [s for s in live.members if s.role == "spectator"]
+        live.skip_ahead(sub)  # as a backlog past the high-water mark would
+        store.release.set()
+        assert await agent.closed() == 1011
+        assert await watcher.closed() == 1011
+
+
+async def test_write_failure_found_by_the_next_batch_still_starts_a_new_epoch() -> None:
+    """Async mode: a lost write that the next batch notices first still gives a new epoch."""
+    store = GatedStore()
+    async with serving(store, durability="async") as (app, url, http_url):
+        async with bare(url) as agent:
+            welcome = await agent.hello("agent", client="a")
+            await agent.recv_type(3)
+            live = live_room(app)
+            store.hold = True
+            await agent.send([4, 1, "patch", [[0, ["x"], 1]]])
+            assert await agent.recv_type(7) == [7, 1, 1]  # published ahead of the write
+            await asyncio.wait_for(store.entered.wait(), TIMEOUT)
+            # The failing write and the next batch become ready in the same pass, the write first.
+            reply: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+            store.release.set()
+            live.submit(Request("b", 1, "patch", [[0, ["y"], 1]], reply, time.perf_counter()))
+            with pytest.raises(RoomFailed):
+                await asyncio.wait_for(reply, TIMEOUT)
+            assert await agent.closed() == 1011
+        async with http_session() as http, http.get(f"{http_url}/rooms/{ROOM}/state") as resp:
+            body = await resp.json()
+        assert body["epoch"] != welcome["epoch"] and body["seq"] == 0 and body["state"] == {}
+
+
+async def test_room_failed_by_its_write_behind_stops_its_worker() -> None:
+    """Async mode: a room failed by a write behind its publish ends its worker task."""
+    store = GatedStore()
+    async with serving(store, durability="async") as (app, url, _):
+        async with bare(url) as agent:
+            await agent.hello("agent", client="a")
+            await agent.recv_type(3)
+            live = live_room(app)
+            store.hold = True
+            await agent.send([4, 1, "patch", [[0, ["x"], 1]]])
+            await asyncio.wait_for(store.entered.wait(), TIMEOUT)
+            store.release.set()
+            assert await agent.closed() == 1011
+        assert live.failed is not None
+        worker = live._worker
+        await asyncio.wait_for(asyncio.shield(worker), TIMEOUT)
+
+
+async def test_action_waiting_on_a_write_that_fails_is_refused_not_acknowledged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Async mode: a batch that waited for the writer gets 503 when that write failed."""
+    monkeypatch.setattr(server.live, "MAX_UNWRITTEN", 0)  # every batch waits for its write
+    store = GatedStore()
+    async with serving(store, durability="async") as (_, url, http_url), http_session() as http:
+        async with bare(url) as agent:
+            await agent.hello("agent", client="a")
+            await agent.recv_type(3)
+        store.hold = True
+        post = asyncio.create_task(
+            http.post(
+                f"{http_url}/rooms/{ROOM}/actions",
+                json={"client": "h", "aid": 1, "name": "patch", "args": [[0, ["x"], 1]]},
+            )
+        )
+        await asyncio.wait_for(store.entered.wait(), TIMEOUT)
+        store.release.set()
+        async with await asyncio.wait_for(post, TIMEOUT) as resp:
+            assert resp.status == 503, await resp.text()
+            assert (await resp.json())["code"] == "unavailable"
