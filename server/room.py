@@ -104,12 +104,22 @@ class ActionContext:
         limit = self.max_key_length
         if limit is not None and len(encoded) > limit:  # else no key can be that long
             _check_key_lengths(op, limit)
+        delta = 0
         if self.size_budget is not None:
             delta = size_change(self.state, op, len(encoded))
             if delta > 0 and self.size_delta + delta > self.size_budget:
                 raise Rejection("too_large", "the room's state would exceed its size limit")
-            self.size_delta += delta
-        ops.apply_op(self.state, op, self._undo)
+        mark = len(self._undo)
+        try:
+            ops.apply_op(self.state, op, self._undo)
+        except BaseException:
+            # A set can create maps on its path and then fail: undo this op alone, so
+            # that a handler which catches the refusal and goes on leaves no trace of it.
+            partial = self._undo[mark:]
+            del self._undo[mark:]
+            ops.rollback(partial)
+            raise
+        self.size_delta += delta
         self.encoded_ops.append(encoded)
 
     def rollback(self) -> None:

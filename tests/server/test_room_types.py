@@ -1,0 +1,42 @@
+"""Room types beyond the built-in document room: what a handler may rely on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from protocol.errors import Rejection
+from server.room import ActionContext, Room, action
+from tests.helpers import bare, http_session, running_server
+
+ROOM = "fallback-1"
+
+
+class FallbackRoom(Room):
+    """A handler that tries a change and, when the room refuses it, makes another instead."""
+
+    @action("try")
+    def try_(self, ctx: ActionContext, args: Any) -> None:
+        try:
+            ctx.set(["a", 0], 1)  # creates map "a" on its way, then an int cannot index it
+        except Rejection:
+            ctx.set(["b"], 1)
+
+
+async def test_refused_op_that_a_handler_catches_leaves_no_trace() -> None:
+    """An op refused part way is undone at once: a handler that goes on publishes its state."""
+    spec = f"fallback-*={__name__}:FallbackRoom"
+    async with running_server(room_types=(spec,)) as server, bare(server.room_url(ROOM)) as agent:
+        await agent.hello("agent", client="a")
+        await agent.recv_type(3)
+        await agent.send([4, 1, "try", None])
+        assert await agent.recv() == [5, 1, [[0, ["b"], 1]]]
+        assert await agent.recv() == [7, 1, 1]
+        async with (
+            http_session() as http,
+            http.get(f"{server.http_url}/rooms/{ROOM}/state") as resp,
+        ):
+            assert (await resp.json())["state"] == {"b": 1}
+        room = server.app.rooms.rooms[ROOM].room
+        assert room.state_bytes == len(msgpack.packb(room.state, use_bin_type=True))
