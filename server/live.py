@@ -380,7 +380,9 @@ class LiveRoom:
     async def join(self, sub: Subscriber, resume: tuple[str, int] | None) -> Welcome:
         await self.settled()
         sync = self.plan_sync(resume)
-        acked = self.acked.get(sub.client, 0) if sub.role == "agent" and sub.client else 0
+        acked = 0
+        if sub.role == "agent" and sub.client is not None:  # "" is a client id too
+            acked = self.acked.get(sub.client, 0)
         welcome = Welcome(self.epoch, self.head, sub.role, sub.client, acked, sync)  # type: ignore[arg-type]
         since = resume[1] if resume is not None else 0
         for payload in self._catch_up(sync, since, codec.encode(welcome)):

@@ -195,6 +195,16 @@ async def test_agent_resume_reports_acked(server: RunningServer) -> None:
         assert again["acked"] == 3 and again["sync"] in ("replay", "snapshot")
 
 
+async def test_empty_client_id_gets_its_acked(server: RunningServer) -> None:
+    """An agent whose client id is the empty string is told its acked like any other."""
+    async with joined(server, "s-acked-empty", client="") as (c, _):
+        await c.send([4, 1, "patch", [[0, ["a"], 1]]])
+        assert await c.recv_type(7) == [7, 1, 1]
+    async with bare(server.room_url("s-acked-empty")) as c:
+        again = await c.hello("agent", client="")
+        assert again["client"] == "" and again["acked"] == 1
+
+
 # --- RESYNC -----------------------------------------------------------------------------------
 
 
