@@ -142,12 +142,13 @@ class HttpListener:
         since_text = request.query.get("since")
         if not epoch or since_text is None:
             return error(400, "invalid", "epoch and since are required")
+        # Decimal digits only: int() would also take "+1", " 1", "1_0" and non-ASCII digits.
+        if not (since_text.isascii() and since_text.isdigit()):
+            return error(400, "invalid", "since must be an integer >= 0")
         try:
             since = int(since_text)
-        except ValueError:
-            return error(400, "invalid", "since must be an integer")
-        if since < 0:
-            return error(400, "invalid", "since must be >= 0")
+        except ValueError:  # past int()'s limit on digits
+            return error(400, "invalid", "since is too long")
         live = await self._room(request)
         await live.settled()
         if epoch != live.epoch or since > live.head or since < live.oldest:

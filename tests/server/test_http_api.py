@@ -191,6 +191,10 @@ async def test_changes_gone() -> None:
         "?epoch=abcdefgh&since=x",
         "?epoch=abcdefgh&since=-1",
         "?epoch=abcdefgh&since=1.5",
+        "?epoch=abcdefgh&since=0_0",
+        "?epoch=abcdefgh&since=%2B0",
+        "?epoch=abcdefgh&since=%200",
+        "?epoch=abcdefgh&since=" + "9" * 5000,
     ],
 )
 async def test_changes_bad_params_are_400(server: RunningServer, query: str) -> None:
