@@ -172,14 +172,14 @@ class HttpListener:
             return response
         try:
             body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8, too many digits
             return error(400, "invalid", "the body must be JSON")
         if type(body) is not dict:
             return error(400, "invalid", "the body must be a JSON object")
         client, aid, name = body.get("client"), body.get("aid"), body.get("name")
         if token_client is not None and self.app.config.auth != "none":
             client = token_client
-        if type(client) is not str or not client:
+        if type(client) is not str or not client or not _utf8(client):
             return error(400, "invalid", "client must be a non-empty string")
         if type(aid) is not int or not 1 <= aid <= MAX_SAFE_INT:
             return error(400, "invalid", "aid must be an integer >= 1")
@@ -218,6 +218,16 @@ class HttpListener:
         return web.Response(
             body=self.app.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
         )
+
+
+def _utf8(text: str) -> bool:
+    """False for text UTF-8 cannot encode: JSON's lone surrogates ("\\ud800"), which no store
+    can hold (a client id is stored with its last aid)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _dumps(obj: Any) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -240,6 +241,7 @@ async def test_post_action_exactly_once(server: RunningServer) -> None:
         ({"client": "p", "aid": 1, "name": 5, "args": []}, "invalid"),
         ([1, 2], "invalid"),
         ("not json", "invalid"),
+        ('{"client": "p", "aid": 1' + "0" * 5000 + "}", "invalid"),  # past int()'s digit limit
     ],
 )
 async def test_post_action_errors(server: RunningServer, body: Any, code: str) -> None:
@@ -248,6 +250,19 @@ async def test_post_action_errors(server: RunningServer, body: Any, code: str) -
         status, answer = await post_action(http, server, "h-post-err", body)
         assert status == {"invalid": 400, "unknown_action": 400, "too_large": 413}[code]
         assert answer["code"] == code and isinstance(answer["message"], str)
+
+
+async def test_client_id_that_is_not_utf8_is_400_and_the_room_serves_on(tmp_path: Path) -> None:
+    """A client id with a lone surrogate (JSON "\\ud800") is 400; it never reaches the store."""
+    async with (
+        running_server(store=f"sqlite:{tmp_path / 'x.db'}") as server,
+        http_session() as http,
+    ):
+        bad = r'{"client": "\ud800", "aid": 1, "name": "patch", "args": []}'
+        status, answer = await post_action(http, server, "h-utf8", bad)
+        assert status == 400 and answer["code"] == "invalid"
+        good = {"client": "ok", "aid": 1, "name": "patch", "args": [[0, ["a"], 1]]}
+        assert await post_action(http, server, "h-utf8", good) == (200, {"seq": 1})
 
 
 async def test_rejected_http_action_counts_as_processed(server: RunningServer) -> None:
