@@ -14,6 +14,7 @@ SNAPSHOT once it drains (PROTOCOL.md, "Sync and reconnection").
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
@@ -24,6 +25,19 @@ from websockets.protocol import State
 from protocol.messages import Role
 
 _conn_ids = itertools.count(1)
+
+
+async def close_or_abort(conn: ServerConnection, code: int, reason: str, timeout: float) -> None:
+    """Close with ``code``, or abort if the peer has not taken the close frame within ``timeout``.
+
+    websockets' close() first waits for the write buffer to drain, with no time limit: a
+    client that reads nothing would hold its session and its backlog open.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await conn.close(code, reason)
+    except TimeoutError:
+        conn.transport.abort()
 
 
 def frame_binary(payload: bytes) -> bytes:

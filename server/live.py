@@ -40,7 +40,7 @@ from protocol.digest import state_digest
 from protocol.errors import Rejection
 from protocol.messages import Ack, Error, Welcome
 from server.config import Config
-from server.fanout import Subscriber, frame_binary
+from server.fanout import Subscriber, close_or_abort, frame_binary
 from server.history import History
 from server.metrics import Metrics
 from server.room import Room
@@ -304,21 +304,15 @@ class LiveRoom:
             if loop.time() > deadline:
                 log.info("slow consumer closed", room=self.name, conn=sub.id)
                 self.metrics.closes.labels("4008").inc()
-                # websockets' close() first waits for the write buffer to drain, with
-                # no time limit: a client that reads nothing would hold its session
-                # and backlog open. It gets slow_timeout to take the close frame too.
-                try:
-                    async with asyncio.timeout(self.config.slow_timeout):
-                        await sub.conn.close(4008, "slow consumer")
-                except TimeoutError:
-                    sub.conn.transport.abort()
+                # It gets slow_timeout to take the close frame too.
+                await close_or_abort(sub.conn, 4008, "slow consumer", self.config.slow_timeout)
                 return
             await asyncio.sleep(0.05)
         try:
             await self.settled()
         except RoomFailed:
             # _fail closed the members; a lagging subscriber is not one of them.
-            await sub.conn.close(1011, "room failed")
+            await close_or_abort(sub.conn, 1011, "room failed", self.config.slow_timeout)
             return
         held, sub.held = sub.held, []
         if not sub.open or not sub.lagging:
@@ -480,7 +474,8 @@ class LiveRoom:
                 req.reply.set_exception(RoomFailed(str(exc)))
         self._inbox.clear()
         for sub in list(self.members):
-            task = asyncio.create_task(sub.conn.close(1011, "room failed"))
+            closing = close_or_abort(sub.conn, 1011, "room failed", self.config.slow_timeout)
+            task = asyncio.create_task(closing)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self.members.clear()

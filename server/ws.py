@@ -22,7 +22,7 @@ from protocol.errors import (
     Rejection,
 )
 from protocol.messages import PROTOCOL_VERSION, Action, Error, Hello, Resync
-from server.fanout import Subscriber
+from server.fanout import Subscriber, close_or_abort
 from server.live import LiveRoom, RoomFailed
 from server.live import Request as ActionRequest
 
@@ -135,14 +135,9 @@ class Session:
         except ProtocolViolation as exc:
             metrics.closes.labels(str(exc.close_code)).inc()
             log.info("closing", code=exc.close_code, reason=exc.reason)
-            # close() first drains the write buffer, without a time limit.
-            try:
-                async with asyncio.timeout(config.slow_timeout):
-                    await self.conn.close(exc.close_code, exc.reason[:120])
-            except TimeoutError:
-                self.conn.transport.abort()
+            await close_or_abort(self.conn, exc.close_code, exc.reason[:120], config.slow_timeout)
         except RoomFailed:
-            await self.conn.close(1011, "room failed")
+            await close_or_abort(self.conn, 1011, "room failed", config.slow_timeout)
         except ConnectionClosed:
             pass
         finally:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
+from websockets.protocol import State
 
 import server.live
 from server.app import App
@@ -23,7 +24,17 @@ from server.config import Config
 from server.live import LiveRoom, Request, RoomFailed
 from server.store.base import StoredChange
 from server.store.memory import MemoryStore
-from tests.helpers import TIMEOUT, bare, http_session
+from tests.helpers import TIMEOUT, BareClient, RunningServer, bare, http_session
+from tests.server.test_slow_subscriber import (
+    BLOB,
+    HIGH_WATER,
+    MAX_ACTIONS,
+    eventually,
+    fast_limits,
+    server_side,
+    stalled_client,
+)
+from tests.server.test_slow_subscriber import ROOM as SLOW_ROOM
 
 ROOM = "failing"
 
@@ -151,3 +162,34 @@ async def test_action_waiting_on_a_write_that_fails_is_refused_not_acknowledged(
         async with await asyncio.wait_for(post, TIMEOUT) as resp:
             assert resp.status == 503, await resp.text()
             assert (await resp.json())["code"] == "unavailable"
+
+
+async def test_failed_room_releases_a_member_that_stopped_reading() -> None:
+    """A member whose write buffer is full when the room fails is cut off, not held open."""
+    store = GatedStore()
+    settings = {"slow_high_water": HIGH_WATER, "slow_timeout": 0.2 * TIMEOUT / 5, **fast_limits()}
+    async with serving(store, durability="ack", ping_interval=0, **settings) as (app, _, http):
+        assert app.ports is not None
+        server = RunningServer(app, f"ws://127.0.0.1:{app.ports.ws}", http)
+        async with stalled_client(server) as slow_ws, bare(server.room_url(SLOW_ROOM)) as agent:
+            slow = BareClient(slow_ws)
+            await slow.hello("spectator")
+            await slow.recv()
+            await agent.hello("agent", client="pusher")
+            await agent.recv_type(3)
+            slow_conn = server_side(server, slow_ws)
+            live = app.rooms.rooms[SLOW_ROOM]
+            aid = 0
+            # Fill its buffer past the high-water mark, short of the next pass that would skip it.
+            while slow_conn.transport.get_write_buffer_size() <= HIGH_WATER:
+                aid += 1
+                assert aid < MAX_ACTIONS, "the slow client's buffer never filled"
+                await agent.send([4, aid, "patch", [[0, ["k"], str(aid % 10) * BLOB]]])
+                await agent.recv_type(7)
+            assert any(sub.conn is slow_conn for sub in live.members)
+            store.hold = True
+            await agent.send([4, aid + 1, "patch", [[0, ["n"], 1]]])
+            await asyncio.wait_for(store.entered.wait(), TIMEOUT)
+            store.release.set()
+            assert await agent.closed() == 1011
+            await eventually(lambda: slow_conn.state is State.CLOSED)
