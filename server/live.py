@@ -457,14 +457,16 @@ class LiveRoom:
         self._since_checkpoint = 0
 
     async def close(self) -> None:
-        await self.drain()
-        if self.failed is None:
-            await self.checkpoint()
-        self._worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._worker
-        for task in list(self._tasks):
-            task.cancel()
+        try:
+            await self.drain()
+            if self.failed is None:
+                await self.checkpoint()
+        finally:  # a failed checkpoint must not leave the worker and its tasks running
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            for task in list(self._tasks):
+                task.cancel()
 
     def _fail(self, exc: BaseException, batch: list[Request]) -> None:
         self.failed = exc

@@ -49,6 +49,7 @@ class GatedStore(MemoryStore):
         self.hold = False
         self.entered = asyncio.Event()
         self.release = asyncio.Event()
+        self.fail_checkpoint = False
 
     async def append(self, room: str, changes: Sequence[StoredChange]) -> None:
         if self.hold:
@@ -57,6 +58,11 @@ class GatedStore(MemoryStore):
             await self.release.wait()
             raise OSError("disk full")
         await super().append(room, changes)
+
+    async def checkpoint(self, room: str, seq: int, state: bytes, acked: dict[str, int]) -> None:
+        if self.fail_checkpoint:
+            raise OSError("disk full")
+        await super().checkpoint(room, seq, state, acked)
 
 
 @contextlib.asynccontextmanager
@@ -193,3 +199,15 @@ async def test_failed_room_releases_a_member_that_stopped_reading() -> None:
             store.release.set()
             assert await agent.closed() == 1011
             await eventually(lambda: slow_conn.state is State.CLOSED)
+
+
+async def test_room_whose_last_checkpoint_fails_still_stops_its_worker() -> None:
+    """Shutdown: a room whose final checkpoint fails still ends its worker task."""
+    store = GatedStore()
+    async with serving(store, durability="ack") as (app, url, _):
+        async with bare(url) as agent:
+            await agent.hello("agent", client="a")
+            await agent.recv_type(3)
+        live = live_room(app)
+        store.fail_checkpoint = True
+    assert live._worker.done()
