@@ -99,7 +99,10 @@ class BareClient:
 
 @contextlib.asynccontextmanager
 async def bare(url: str) -> AsyncIterator[BareClient]:
-    async with websockets.connect(url, max_size=None, compression=None) as ws:
+    # max_queue=None: websockets stops reading the socket once max_queue frames wait
+    # unread and resumes only on recv(), so a client that stops reading and then closes
+    # would miss the server's close frame and hang for close_timeout (10 s).
+    async with websockets.connect(url, max_size=None, compression=None, max_queue=None) as ws:
         yield BareClient(ws)
 
 
