@@ -100,7 +100,10 @@ class ActionContext:
 
     def record(self, op: ops.Op) -> None:
         """Apply and record an op already checked by :func:`protocol.ops.parse_op`."""
-        encoded = codec.encode_op(op)  # before a later op can change the value it placed
+        try:
+            encoded = codec.encode_op(op)  # before a later op can change the value it placed
+        except UnicodeEncodeError:  # JSON over HTTP can carry "\\ud800"; msgpack cannot
+            raise Rejection("invalid", "a string that UTF-8 cannot encode") from None
         limit = self.max_key_length
         if limit is not None and len(encoded) > limit:  # else no key can be that long
             _check_key_lengths(op, limit)

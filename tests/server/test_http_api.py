@@ -265,6 +265,15 @@ async def test_client_id_that_is_not_utf8_is_400_and_the_room_serves_on(tmp_path
         assert await post_action(http, server, "h-utf8", good) == (200, {"seq": 1})
 
 
+async def test_value_that_is_not_utf8_is_invalid_not_a_room_failure(server: RunningServer) -> None:
+    """A patch value with a lone surrogate (JSON "\\ud800") is 400 invalid for that reason."""
+    async with http_session() as http:
+        bad = r'{"client": "u", "aid": 1, "name": "patch", "args": [[0, ["a"], "\ud800"]]}'
+        status, answer = await post_action(http, server, "h-utf8-value", bad)
+        assert status == 400 and answer["code"] == "invalid"
+        assert "UTF-8" in answer["message"], answer
+
+
 async def test_rejected_http_action_counts_as_processed(server: RunningServer) -> None:
     """A rejected aid is processed: re-posting it answers {seq: null}, and acked moves."""
     async with http_session() as http:
