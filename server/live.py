@@ -268,7 +268,6 @@ class LiveRoom:
         frame = frame_binary(shared)
         high_water = self.config.slow_high_water
         lagging: list[Subscriber] = []
-        written = 0
         for sub in self.members:
             if sub.backlog() > high_water:
                 lagging.append(sub)
@@ -276,7 +275,6 @@ class LiveRoom:
             own = extras.pop(sub, None)
             if own is None:
                 sub.send_shared(frame, shared)
-                written += 1
             else:
                 sub.send(b"".join((shared, *own)))
         for sub in lagging:
