@@ -106,7 +106,7 @@ class StateReplaced:
 
 @dataclass(frozen=True, slots=True)
 class Changed:
-    """A DIFF was applied; ``state`` is the client's state after it."""
+    """A DIFF was applied; the client's state is now at ``seq``."""
 
     seq: int
     ops: list[Any]
