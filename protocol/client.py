@@ -12,7 +12,7 @@ Usage::
     async with connect("ws://127.0.0.1:8765/rooms/lobby", client="bot-1") as room:
         seq = await room.act("patch", [[0, ["score"], 1]])
         async for change in room.changes():
-            print(change.seq, room.state)
+            render(room.state)
 """
 
 from __future__ import annotations

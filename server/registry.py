@@ -21,7 +21,10 @@ def load_room_class(spec: str) -> type[Room]:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"room type {spec!r} is not of the form module:Class")
-    obj = getattr(importlib.import_module(module_name), attr)
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"room type {spec!r} cannot be loaded: {exc}") from None
     if not (isinstance(obj, type) and issubclass(obj, Room)):
         raise ValueError(f"{spec} is not a subclass of server.room.Room")
     return obj

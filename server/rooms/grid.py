@@ -36,6 +36,7 @@ class GridRoom(Room):
         return any(a["x"] == x and a["y"] == y for a in self.state["agents"].values())
 
     def _check_cell(self, x: Any, y: Any) -> None:
+        """Raise unless (x, y) is a free cell on the board."""
         if type(x) is not int or type(y) is not int:
             raise Rejection("invalid", "x and y must be ints")
         if not (0 <= x < self.width and 0 <= y < self.height):
@@ -57,14 +58,13 @@ class GridRoom(Room):
             cell = next(free, None)
             if cell is None:
                 raise Rejection("conflict", "the board is full")
-            x, y = cell
+            target: tuple[Any, Any] = cell
         elif type(args) is dict:
-            self._check_cell(args.get("x"), args.get("y"))
-            x, y = args["x"], args["y"]
+            target = (args.get("x"), args.get("y"))
         else:
             raise Rejection("invalid", "join takes {x, y} or nil")
-        self._check_cell(x, y)
-        ctx.set(["agents", ctx.client], {"x": x, "y": y})
+        self._check_cell(*target)
+        ctx.set(["agents", ctx.client], {"x": target[0], "y": target[1]})
 
     @action("move")
     def move(self, ctx: ActionContext, args: Any) -> None:
