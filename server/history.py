@@ -33,10 +33,6 @@ class History:
         return len(self._entries) - self._start
 
     @property
-    def nbytes(self) -> int:
-        return self._bytes
-
-    @property
     def oldest_seq(self) -> int | None:
         return self._first_seq if len(self) else None
 
