@@ -98,47 +98,50 @@ class Target:
 
     async def start_statecast(self, serve_args: list[str]) -> None:
         """Start ``statecast serve`` on free loopback ports with extra flags; wait until healthy."""
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "server",
-            "serve",
-            "--port",
-            "0",
-            "--http-port",
-            "0",
-            "--log-format",
-            "json",
-            *serve_args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            limit=STDOUT_LIMIT,
-        )
-        self.pid = self.proc.pid
-        assert self.proc.stderr is not None
-        serving = await self._wait_for(self.proc.stderr, lambda d: d.get("event") == "serving")
+        serving = await self._spawn(
+            ["server", "serve", "--port", "0", "--http-port", "0", "--log-format", "json",
+             *serve_args],
+            lambda d: d.get("event") == "serving",
+            announces_on_stdout=False,
+        )  # fmt: skip
         self.ws_url = str(serving["ws"]).removesuffix("/rooms/{room}")
         self.http_url = str(serving["http"])
-        self._reader = asyncio.create_task(self._drain(self.proc.stderr))
         await self._healthy()
 
     async def start_floor(self) -> None:
+        listening = await self._spawn(
+            ["loadtest.floor", "--port", "0"], lambda d: "port" in d, announces_on_stdout=True
+        )
+        self.ws_url = f"ws://127.0.0.1:{listening['port']}"
+
+    async def _spawn(
+        self,
+        module_args: list[str],
+        match: Callable[[dict[str, Any]], bool],
+        *,
+        announces_on_stdout: bool,
+    ) -> dict[str, Any]:
+        """Run ``python -m MODULE_ARGS``; return the JSON line it announces itself with.
+
+        stderr is read for the whole run (kept for error messages), so a chatty
+        target never blocks on a full pipe.
+        """
+        pipe, devnull = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "loadtest.floor",
-            "--port",
-            "0",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            *module_args,
+            stdin=devnull,
+            stdout=pipe if announces_on_stdout else devnull,
+            stderr=pipe,
+            limit=STDOUT_LIMIT,
         )
         self.pid = self.proc.pid
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        listening = await self._wait_for(self.proc.stdout, lambda d: "port" in d)
-        self.ws_url = f"ws://127.0.0.1:{listening['port']}"
+        stream = self.proc.stdout if announces_on_stdout else self.proc.stderr
+        assert stream is not None and self.proc.stderr is not None
+        found = await self._wait_for(stream, match)
         self._reader = asyncio.create_task(self._drain(self.proc.stderr))
+        return found
 
     async def _wait_for(
         self, stream: asyncio.StreamReader, match: Callable[[dict[str, Any]], bool]

@@ -69,22 +69,16 @@ class Subscriber:
     def backlog(self) -> int:
         return int(self.transport.get_write_buffer_size())
 
-    def send(self, payload: bytes) -> None:
-        """Write one frame holding ``payload`` (one or more encoded messages)."""
-        if self.conn.protocol.state is not State.OPEN:
-            return
-        if self.plain:
-            self.transport.write(frame_binary(payload))
-        else:
-            self.conn.protocol.send_binary(payload)
-            self.conn.send_data()
+    def send(self, payload: bytes, frame: bytes | None = None) -> None:
+        """Write one frame holding ``payload`` (one or more encoded messages).
 
-    def send_shared(self, frame: bytes, payload: bytes) -> None:
-        """Write a frame built once for everyone (``payload`` for non-plain connections)."""
+        ``frame`` is that frame already built, when the same bytes go to every
+        subscriber; a connection with an extension negotiated frames ``payload`` itself.
+        """
         if self.conn.protocol.state is not State.OPEN:
             return
         if self.plain:
-            self.transport.write(frame)
+            self.transport.write(frame if frame is not None else frame_binary(payload))
         else:
             self.conn.protocol.send_binary(payload)
             self.conn.send_data()

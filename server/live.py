@@ -274,7 +274,7 @@ class LiveRoom:
                 continue
             own = extras.pop(sub, None)
             if own is None:
-                sub.send_shared(frame, shared)
+                sub.send(shared, frame)
             else:
                 sub.send(b"".join((shared, *own)))
         for sub in lagging:

@@ -112,6 +112,18 @@ async def push_until_skipped(
     raise AssertionError(f"no skip after {MAX_ACTIONS} actions")
 
 
+async def join_and_stall(
+    server: RunningServer, slow_ws: ClientConnection, agent: BareClient
+) -> None:
+    """The stalled client joins as a spectator, then the agent pushes until it is skipped."""
+    slow = BareClient(slow_ws)
+    await slow.hello("spectator")
+    await slow.recv()
+    await agent.hello("agent", client="pusher")
+    await agent.recv_type(3)
+    await push_until_skipped(server, agent, server_side(server, slow_ws))
+
+
 async def drain_until_closed(ws: ClientConnection) -> list[Any]:
     """Read every message the slow client is owed, until the server closes it."""
     messages: list[Any] = []
@@ -184,12 +196,7 @@ async def test_subscriber_that_never_drains_is_closed_4008() -> None:
         stalled_client(server) as slow_ws,
         bare(server.room_url(ROOM)) as agent,
     ):
-        slow = BareClient(slow_ws)
-        await slow.hello("spectator")
-        await slow.recv()
-        await agent.hello("agent", client="pusher")
-        await agent.recv_type(3)
-        await push_until_skipped(server, agent, server_side(server, slow_ws))
+        await join_and_stall(server, slow_ws, agent)
         await eventually(lambda: metric(server, "statecast_closes_total", {"code": "4008"}) >= 1)
         messages = await drain_until_closed(slow_ws)
         assert slow_ws.close_code == 4008
@@ -211,12 +218,7 @@ async def test_dead_reader_connection_is_released() -> None:
         stalled_client(server) as slow_ws,
         bare(server.room_url(ROOM)) as agent,
     ):
-        slow = BareClient(slow_ws)
-        await slow.hello("spectator")
-        await slow.recv()
-        await agent.hello("agent", client="pusher")
-        await agent.recv_type(3)
-        await push_until_skipped(server, agent, server_side(server, slow_ws))
+        await join_and_stall(server, slow_ws, agent)
         live = server.app.rooms.rooms[ROOM]
         await eventually(lambda: live.connections == 1, TIMEOUT * 3)
         assert metric(server, "statecast_closes_total", {"code": "4008"}) == 1
