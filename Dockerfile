@@ -11,6 +11,7 @@ COPY pyproject.toml README.md Makefile ./
 COPY protocol/ protocol/
 COPY server/ server/
 COPY loadtest/ loadtest/
+COPY src/ src/
 RUN make install VENV=/opt/venv EXTRAS=plot && mkdir -p /app/data && chown -R statecast /app
 
 USER statecast

@@ -14,12 +14,12 @@ import json
 import random
 from typing import Any
 
-from loadtest.measure import Counters, Histogram
-from loadtest.observers import FloorObserver, PushObserver
-from loadtest.scenario import Timeline, agent_name, now_us, position_ops
-from loadtest.wire import HttpConnection
-from protocol import codec
-from protocol.sync import ActionAcked, ActionRejected
+from statecast.loadtest.measure import Counters, Histogram
+from statecast.loadtest.observers import FloorObserver, PushObserver
+from statecast.loadtest.scenario import Timeline, agent_name, now_us, position_ops
+from statecast.loadtest.wire import HttpConnection
+from statecast.protocol import codec
+from statecast.protocol.sync import ActionAcked, ActionRejected
 
 
 class AgentStats:

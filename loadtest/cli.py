@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from loadtest.report import compare, machine_meta, print_tables, summarize, write_outputs
-from loadtest.runner import BenchOptions, ProgressHook, run_all
-from loadtest.scenario import MODES, Mode, Scenario, sweep
+from statecast.loadtest.report import compare, machine_meta, print_tables, summarize, write_outputs
+from statecast.loadtest.runner import BenchOptions, ProgressHook, run_all
+from statecast.loadtest.scenario import MODES, Mode, Scenario, sweep
 
 
 def _list(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:

@@ -6,7 +6,7 @@ server hands each one to every open connection with ``websockets.broadcast``.
 Whatever statecast's push costs above this is the price of being a room.
 It runs on uvloop with the same ping and size settings as the server.
 
-``python -m loadtest.floor --port 0`` prints ``{"port": N}`` once it listens.
+``python -m statecast.loadtest.floor --port 0`` prints ``{"port": N}`` once it listens.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ async def serve_floor(host: str, port: int, ping_interval: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.floor", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m statecast.loadtest.floor", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--ping-interval", type=float, default=20.0)

@@ -5,18 +5,18 @@ it next sees agent ``a`` at ``n`` it has *delivered* that update (latency: now
 minus the send time the action carries) and *coalesced away* every counter
 between the two that it never saw, which is how polling loses the intermediate
 positions of a busy room. Only actions whose deadline lies in the measured
-window count (see :mod:`loadtest.scenario`), so the three counts add up exactly:
+window count (see :mod:`statecast.loadtest.scenario`), so the three counts add up exactly:
 ``delivered + coalesced + missed == observers * actions in the window``.
 
 The three kinds differ only in how the state reaches them:
 
 * :class:`PushObserver` drives the project's own client state machine,
-  :class:`~protocol.sync.ClientSync`, over a WebSocket: HELLO, WELCOME, SNAPSHOT,
+  :class:`~statecast.protocol.sync.ClientSync`, over a WebSocket: HELLO, WELCOME, SNAPSHOT,
   then a DIFF per applied action.
 * :class:`PollObserver` GETs ``/rooms/{room}/state`` at a fixed rate with
   ``If-None-Match``, its phase jittered so polls do not line up with writes.
-* :class:`FloorObserver` reads the bare broadcast of :mod:`loadtest.floor`:
-  the DIFF-shaped frames agents send, decoded with :mod:`protocol.codec`.
+* :class:`FloorObserver` reads the bare broadcast of :mod:`statecast.loadtest.floor`:
+  the DIFF-shaped frames agents send, decoded with :mod:`statecast.protocol.codec`.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ import json
 import random
 from typing import Any
 
-from loadtest.measure import Counters, Histogram
-from loadtest.scenario import Timeline, agent_index, now_us
-from loadtest.wire import CountedWebSocket, HttpConnection, open_websocket
-from protocol import codec
-from protocol.messages import Diff
-from protocol.sync import (
+from statecast.loadtest.measure import Counters, Histogram
+from statecast.loadtest.scenario import Timeline, agent_index, now_us
+from statecast.loadtest.wire import CountedWebSocket, HttpConnection, open_websocket
+from statecast.protocol import codec
+from statecast.protocol.messages import Diff
+from statecast.protocol.sync import (
     ActionAcked,
     ActionRejected,
     Changed,

@@ -17,7 +17,7 @@ from typing import Any, Final
 from rich.console import Console
 from rich.table import Table
 
-from loadtest.measure import Histogram
+from statecast.loadtest.measure import Histogram
 
 MONTH_SECONDS: Final = 30 * 86400
 SATURATED_CPU: Final = 0.85  # of one core
@@ -512,10 +512,10 @@ def markdown_table(columns: Sequence[str], body: Sequence[Sequence[str]]) -> str
 METHOD = """\
 ## How it was measured
 
-- **Processes.** The target (`python -m server serve --store memory`, or the
-  floor, `python -m loadtest.floor`) runs in its own process, started fresh for
+- **Processes.** The target (`python -m statecast.server serve --store memory`, or the
+  floor, `python -m statecast.loadtest.floor`) runs in its own process, started fresh for
   every run; agents and observers run in one or two generator processes
-  (`python -m loadtest.worker`, uvloop); the harness only keeps time and reads
+  (`python -m statecast.loadtest.worker`, uvloop); the harness only keeps time and reads
   /proc. Everything talks over 127.0.0.1.
 - **Window.** Agents act on fixed deadlines (`start + phase + n/rate`, phases
   random per agent) from the start of the warmup until the end of the window;

@@ -1,9 +1,9 @@
 """Running the benchmark: targets in their own processes, generators in theirs.
 
 For each scenario and mode the harness starts a fresh target — ``python -m
-server serve`` for poll and push, :mod:`loadtest.floor` for the floor — unless
+server serve`` for poll and push, :mod:`statecast.loadtest.floor` for the floor — unless
 ``--ws``/``--http`` name a running server, then one or two generator processes
-(:mod:`loadtest.worker`) with the agents and observers split between them. It
+(:mod:`statecast.loadtest.worker`) with the agents and observers split between them. It
 never generates load itself: its own process only keeps time, reads the
 target's CPU and memory from /proc at the edges of the window, and draws the
 live display.
@@ -25,9 +25,9 @@ from typing import Any
 
 import aiohttp
 
-from loadtest.measure import ProcSample, machine_busy, read_proc, self_cpu
-from loadtest.observers import CATCH_UP_US
-from loadtest.scenario import Mode, Scenario, Timeline, WorkerPlan, entity_ops, now_us
+from statecast.loadtest.measure import ProcSample, machine_busy, read_proc, self_cpu
+from statecast.loadtest.observers import CATCH_UP_US
+from statecast.loadtest.scenario import Mode, Scenario, Timeline, WorkerPlan, entity_ops, now_us
 
 STDOUT_LIMIT = 64 << 20
 START_TIMEOUT = 30.0
@@ -110,7 +110,9 @@ class Target:
 
     async def start_floor(self) -> None:
         listening = await self._spawn(
-            ["loadtest.floor", "--port", "0"], lambda d: "port" in d, announces_on_stdout=True
+            ["statecast.loadtest.floor", "--port", "0"],
+            lambda d: "port" in d,
+            announces_on_stdout=True,
         )
         self.ws_url = f"ws://127.0.0.1:{listening['port']}"
 
@@ -227,7 +229,7 @@ class WorkerProcess:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "loadtest.worker",
+            "statecast.loadtest.worker",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

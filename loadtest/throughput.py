@@ -24,9 +24,9 @@ import websockets
 from rich.console import Console
 from rich.table import Table
 
-from loadtest.runner import Target
-from protocol import codec
-from protocol.messages import Ack, Action, Error, Hello
+from statecast.loadtest.runner import Target
+from statecast.protocol import codec
+from statecast.protocol.messages import Ack, Action, Error, Hello
 
 
 @dataclass

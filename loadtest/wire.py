@@ -30,7 +30,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.frames import Frame, Opcode
 
-from loadtest.measure import Counters
+from statecast.loadtest.measure import Counters
 
 USER_AGENT = "statecast-bench/0.1"
 

@@ -1,9 +1,9 @@
-"""A load-generator process: ``python -m loadtest.worker``, driven over stdin and stdout.
+"""A load-generator process: ``python -m statecast.loadtest.worker``, driven over stdin and stdout.
 
-The harness writes one JSON line with the :class:`~loadtest.scenario.WorkerPlan`;
+The harness writes one JSON line with the :class:`~statecast.loadtest.scenario.WorkerPlan`;
 the worker opens every connection of its share of agents and observers and
 answers ``{"type": "ready"}``. The harness then writes the
-:class:`~loadtest.scenario.Timeline` (the same one to every worker); the worker
+:class:`~statecast.loadtest.scenario.Timeline` (the same one to every worker); the worker
 runs it on its own uvloop, reporting ``progress`` lines twice a second, and
 ends with one ``result`` line. Counters, its own CPU and its event loop's lag
 are snapshotted at ``t0`` and ``t1`` by timers on the shared monotonic clock.
@@ -18,9 +18,9 @@ import sys
 import time
 from typing import Any
 
-from loadtest.agents import Agent, AgentStats, FloorAgent, PollAgent, PushAgent
-from loadtest.measure import Counters, LoopLag, self_cpu
-from loadtest.observers import (
+from statecast.loadtest.agents import Agent, AgentStats, FloorAgent, PollAgent, PushAgent
+from statecast.loadtest.measure import Counters, LoopLag, self_cpu
+from statecast.loadtest.observers import (
     CATCH_UP_US,
     FloorObserver,
     Observer,
@@ -28,7 +28,7 @@ from loadtest.observers import (
     PushObserver,
     Tally,
 )
-from loadtest.scenario import Timeline, WorkerPlan, agent_name, now_us
+from statecast.loadtest.scenario import Timeline, WorkerPlan, agent_name, now_us
 
 CONNECT_TIMEOUT = 30.0
 CONNECT_CONCURRENCY = 50

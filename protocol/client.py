@@ -1,4 +1,4 @@
-"""The asyncio client: a :class:`~protocol.sync.ClientSync` driven over websockets.
+"""The asyncio client: a :class:`~statecast.protocol.sync.ClientSync` driven over websockets.
 
 This is the only module in protocol/ that does I/O, and nothing else in
 protocol/ imports it. It owns one background task per room that connects,
@@ -27,15 +27,15 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from protocol.errors import (
+from statecast.protocol.errors import (
     RETRYABLE_CLOSE_CODES,
     MalformedMessage,
     Rejection,
     ServerClosed,
     StatecastError,
 )
-from protocol.messages import Role
-from protocol.sync import (
+from statecast.protocol.messages import Role
+from statecast.protocol.sync import (
     ActionAcked,
     ActionRejected,
     Changed,

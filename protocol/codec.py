@@ -8,7 +8,7 @@ of its messages counted. Checking whole frames is also cheaper than it sounds:
 decoding is a single pass of msgpack's C unpacker.
 
 The server side is strict about what it accepts from clients (exact array
-lengths, exact field types) and raises :class:`~protocol.errors.MalformedMessage`
+lengths, exact field types) and raises :class:`~statecast.protocol.errors.MalformedMessage`
 (close 1007) for anything else. ACTION args are the one exception: they are any
 msgpack value, because they are validated by the room, which answers bad args
 with ERROR ``invalid`` rather than a close, so the decoder must let maps with
@@ -26,8 +26,8 @@ from typing import Any, Final, cast
 
 import msgpack
 
-from protocol.errors import MalformedMessage, MessageTooLarge
-from protocol.messages import (
+from statecast.protocol.errors import MalformedMessage, MessageTooLarge
+from statecast.protocol.messages import (
     ACK,
     ACTION,
     DIFF,
@@ -53,7 +53,7 @@ from protocol.messages import (
     SyncKind,
     Welcome,
 )
-from protocol.ops import MAX_SAFE_INT
+from statecast.protocol.ops import MAX_SAFE_INT
 
 DEFAULT_MAX_MESSAGE_BYTES: Final = 1 << 20
 

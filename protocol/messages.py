@@ -1,7 +1,7 @@
 """The messages of the statecast wire protocol, version 1 (PROTOCOL.md, "Messages").
 
 Each message is a msgpack array whose first element is its int type. The
-classes here are plain values; :mod:`protocol.codec` turns bytes into them
+classes here are plain values; :mod:`statecast.protocol.codec` turns bytes into them
 (checking every shape) and them into bytes.
 """
 

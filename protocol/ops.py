@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any, Final, TypeAlias
 
-from protocol.errors import Rejection
+from statecast.protocol.errors import Rejection
 
 SET: Final = 0
 DEL: Final = 1

@@ -47,9 +47,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
-from protocol import codec, ops
-from protocol.errors import MalformedMessage, OutOfOrder, Rejection
-from protocol.messages import (
+from statecast.protocol import codec, ops
+from statecast.protocol.errors import MalformedMessage, OutOfOrder, Rejection
+from statecast.protocol.messages import (
     PROTOCOL_VERSION,
     Ack,
     Action,

@@ -13,15 +13,15 @@ from dataclasses import dataclass
 
 import structlog
 
-from server.auth import Authenticator, NoAuth
-from server.config import Config
-from server.http import HttpListener
-from server.limits import TokenBucket
-from server.manager import RoomManager
-from server.metrics import Metrics
-from server.registry import RoomTypes
-from server.store import Store, open_store
-from server.ws import WebSocketListener
+from statecast.server.auth import Authenticator, NoAuth
+from statecast.server.config import Config
+from statecast.server.http import HttpListener
+from statecast.server.limits import TokenBucket
+from statecast.server.manager import RoomManager
+from statecast.server.metrics import Metrics
+from statecast.server.registry import RoomTypes
+from statecast.server.store import Store, open_store
+from statecast.server.ws import WebSocketListener
 
 log = structlog.get_logger()
 
@@ -34,7 +34,7 @@ class Ports:
 
 def build_authenticator(config: Config) -> Authenticator:
     if config.auth == "jwt":
-        from server.jwt_auth import JwtAuth
+        from statecast.server.jwt_auth import JwtAuth
 
         auth: Authenticator = JwtAuth.from_config(config)
         return auth

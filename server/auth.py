@@ -1,7 +1,7 @@
 """Who may join which room in which role.
 
 ``--auth none`` trusts the HELLO's claims (local development; the server warns
-at start). ``--auth jwt`` is implemented in :mod:`server.jwt_auth`.
+at start). ``--auth jwt`` is implemented in :mod:`statecast.server.jwt_auth`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
-from protocol.messages import Role
+from statecast.protocol.messages import Role
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,12 +7,12 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from server.config import add_arguments, load_config
+from statecast.server.config import add_arguments, load_config
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from server.app import App
-    from server.logging import configure_logging
+    from statecast.server.app import App
+    from statecast.server.logging import configure_logging
 
     try:
         config = load_config(args)
@@ -47,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the server")
     add_arguments(serve)
     serve.set_defaults(func=_serve)
-    from loadtest.cli import register as register_bench
-    from loadtest.throughput import register as register_bench_actions
-    from server.token_cli import register as register_token
+    from statecast.loadtest.cli import register as register_bench
+    from statecast.loadtest.throughput import register as register_bench_actions
+    from statecast.server.token_cli import register as register_token
 
     register_token(sub)
     register_bench(sub)

@@ -22,7 +22,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
-from protocol.messages import Role
+from statecast.protocol.messages import Role
 
 _conn_ids = itertools.count(1)
 

@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from protocol.errors import ProtocolViolation, Rejection
-from protocol.ops import MAX_SAFE_INT
-from server.limits import TokenBucket
-from server.live import LiveRoom, Request, RoomFailed
-from server.ws import ROOM_PATH
+from statecast.protocol.errors import ProtocolViolation, Rejection
+from statecast.protocol.ops import MAX_SAFE_INT
+from statecast.server.limits import TokenBucket
+from statecast.server.live import LiveRoom, Request, RoomFailed
+from statecast.server.ws import ROOM_PATH
 
 if TYPE_CHECKING:
-    from server.app import App
+    from statecast.server.app import App
 
 log = structlog.get_logger()
 

@@ -27,10 +27,10 @@ from typing import Any, Final
 
 import jwt
 
-from protocol.errors import NotPermitted, Unauthenticated
-from protocol.messages import ROLES, Role
-from server.auth import Identity
-from server.config import Config
+from statecast.protocol.errors import NotPermitted, Unauthenticated
+from statecast.protocol.messages import ROLES, Role
+from statecast.server.auth import Identity
+from statecast.server.config import Config
 
 #: Seconds of clock difference tolerated on ``exp`` (and ``nbf``/``iat`` when present).
 LEEWAY: Final = 10.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Final
 
-from protocol.errors import RateLimitExceeded
+from statecast.protocol.errors import RateLimitExceeded
 
 #: Strikes fade over this many seconds: a client is closed when it is refused
 #: more than ``strikes`` times in about this long, or keeps being refused faster

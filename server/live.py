@@ -35,16 +35,16 @@ from typing import Any
 import msgpack
 import structlog
 
-from protocol import codec
-from protocol.digest import state_digest
-from protocol.errors import Rejection
-from protocol.messages import Ack, Error, Welcome
-from server.config import Config
-from server.fanout import Subscriber, close_or_abort, frame_binary
-from server.history import History
-from server.metrics import Metrics
-from server.room import Room
-from server.store.base import Store, StoredChange
+from statecast.protocol import codec
+from statecast.protocol.digest import state_digest
+from statecast.protocol.errors import Rejection
+from statecast.protocol.messages import Ack, Error, Welcome
+from statecast.server.config import Config
+from statecast.server.fanout import Subscriber, close_or_abort, frame_binary
+from statecast.server.history import History
+from statecast.server.metrics import Metrics
+from statecast.server.room import Room
+from statecast.server.store.base import Store, StoredChange
 
 log = structlog.get_logger()
 

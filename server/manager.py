@@ -8,14 +8,14 @@ import secrets
 import msgpack
 import structlog
 
-from protocol import ops
-from protocol.errors import NoSuchRoom, Rejection
-from server.config import Config
-from server.history import History
-from server.live import LiveRoom, RoomFailed
-from server.metrics import Metrics
-from server.registry import RoomTypes
-from server.store.base import RoomRecord, Store
+from statecast.protocol import ops
+from statecast.protocol.errors import NoSuchRoom, Rejection
+from statecast.server.config import Config
+from statecast.server.history import History
+from statecast.server.live import LiveRoom, RoomFailed
+from statecast.server.metrics import Metrics
+from statecast.server.registry import RoomTypes
+from statecast.server.store.base import RoomRecord, Store
 
 log = structlog.get_logger()
 

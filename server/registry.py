@@ -1,9 +1,9 @@
 """Which room type serves which room name.
 
 Patterns are shell globs (``fnmatch``) tried in the order given; a room no
-pattern claims is a :class:`~server.rooms.document.DocumentRoom`. On the command
-line: ``--room-type 'grid-*=server.rooms.grid:GridRoom'`` (repeatable), or
-``STATECAST_ROOM_TYPES='grid-*=server.rooms.grid:GridRoom,...'``.
+pattern claims is a :class:`~statecast.server.rooms.document.DocumentRoom`. On the command
+line: ``--room-type 'grid-*=statecast.server.rooms.grid:GridRoom'`` (repeatable), or
+``STATECAST_ROOM_TYPES='grid-*=statecast.server.rooms.grid:GridRoom,...'``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import fnmatch
 import importlib
 from collections.abc import Iterable
 
-from server.room import Room
-from server.rooms.document import DocumentRoom
+from statecast.server.room import Room
+from statecast.server.rooms.document import DocumentRoom
 
 
 def load_room_class(spec: str) -> type[Room]:
@@ -26,7 +26,7 @@ def load_room_class(spec: str) -> type[Room]:
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"room type {spec!r} cannot be loaded: {exc}") from None
     if not (isinstance(obj, type) and issubclass(obj, Room)):
-        raise ValueError(f"{spec} is not a subclass of server.room.Room")
+        raise ValueError(f"{spec} is not a subclass of statecast.server.room.Room")
     return obj
 
 

@@ -35,8 +35,8 @@ from typing import Any, ClassVar, Final, TypeVar
 
 import msgpack
 
-from protocol import codec, ops
-from protocol.errors import Rejection
+from statecast.protocol import codec, ops
+from statecast.protocol.errors import Rejection
 
 HandlerT = TypeVar("HandlerT", bound=Callable[..., None])
 
@@ -99,7 +99,7 @@ class ActionContext:
         self.record([ops.INS, p, ops.clone_value(value, self.max_depth - len(p))])
 
     def record(self, op: ops.Op) -> None:
-        """Apply and record an op already checked by :func:`protocol.ops.parse_op`."""
+        """Apply and record an op already checked by :func:`statecast.protocol.ops.parse_op`."""
         try:
             encoded = codec.encode_op(op)  # before a later op can change the value it placed
         except UnicodeEncodeError:  # JSON over HTTP can carry "\\ud800"; msgpack cannot

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, cast
 
-from protocol.messages import ROLES, Role
-from server.jwt_auth import HMAC_ALGORITHMS, KEY_ALGORITHMS, MIN_SECRET_BYTES, mint
+from statecast.protocol.messages import ROLES, Role
+from statecast.server.jwt_auth import HMAC_ALGORITHMS, KEY_ALGORITHMS, MIN_SECRET_BYTES, mint
 
 _TTL = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}

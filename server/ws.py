@@ -14,20 +14,20 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from protocol import codec
-from protocol.errors import (
+from statecast.protocol import codec
+from statecast.protocol.errors import (
     MalformedMessage,
     OutOfOrder,
     ProtocolViolation,
     Rejection,
 )
-from protocol.messages import PROTOCOL_VERSION, Action, Error, Hello, Resync
-from server.fanout import Subscriber, close_or_abort
-from server.live import LiveRoom, RoomFailed
-from server.live import Request as ActionRequest
+from statecast.protocol.messages import PROTOCOL_VERSION, Action, Error, Hello, Resync
+from statecast.server.fanout import Subscriber, close_or_abort
+from statecast.server.live import LiveRoom, RoomFailed
+from statecast.server.live import Request as ActionRequest
 
 if TYPE_CHECKING:
-    from server.app import App
+    from statecast.server.app import App
 
 log = structlog.get_logger()
 

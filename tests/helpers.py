@@ -19,8 +19,8 @@ import msgpack
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from server.app import App
-from server.config import Config
+from statecast.server.app import App
+from statecast.server.config import Config
 
 SCALE = float(os.environ.get("STATECAST_TEST_TIMEOUT_SCALE", "1"))
 TIMEOUT = 5.0 * SCALE

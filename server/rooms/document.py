@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocol import ops
-from server.room import ActionContext, Room, action
+from statecast.protocol import ops
+from statecast.server.room import ActionContext, Room, action
 
 
 class DocumentRoom(Room):

@@ -12,15 +12,15 @@ Actions (from agents only):
   bad direction, ``conflict`` into an occupied cell.
 * ``leave``: remove the acting agent.
 
-Register it with ``--room-type 'grid-*=server.rooms.grid:GridRoom'``.
+Register it with ``--room-type 'grid-*=statecast.server.rooms.grid:GridRoom'``.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from protocol.errors import Rejection
-from server.room import ActionContext, Room, action
+from statecast.protocol.errors import Rejection
+from statecast.server.room import ActionContext, Room, action
 
 STEPS: dict[str, tuple[int, int]] = {"n": (0, -1), "s": (0, 1), "e": (1, 0), "w": (-1, 0)}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.store.base import RoomRecord, Store, StoredChange
+from statecast.server.store.base import RoomRecord, Store, StoredChange
 
 
 def open_store(url: str, *, durability: str = "ack") -> Store:
@@ -13,11 +13,11 @@ def open_store(url: str, *, durability: str = "ack") -> Store:
     starts every room on a new epoch (diffs that clients saw may be lost).
     """
     if url == "memory":
-        from server.store.memory import MemoryStore
+        from statecast.server.store.memory import MemoryStore
 
         return MemoryStore()
     if url.startswith("sqlite:"):
-        from server.store.sqlite import SQLiteStore
+        from statecast.server.store.sqlite import SQLiteStore
 
         store: Store = SQLiteStore(url.removeprefix("sqlite:"), durability=durability)
         return store

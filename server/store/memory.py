@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from server.store.base import RoomRecord, StoredChange
+from statecast.server.store.base import RoomRecord, StoredChange
 
 
 class MemoryStore:

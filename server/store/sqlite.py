@@ -45,7 +45,7 @@ from typing import Any
 import aiosqlite
 import structlog
 
-from server.store.base import RoomRecord, StoredChange
+from statecast.server.store.base import RoomRecord, StoredChange
 
 log = structlog.get_logger()
 

@@ -7,12 +7,12 @@ Not collected by pytest (no ``test_`` prefix); run by hand from the repository r
 
 Each input is one WebSocket frame payload, fed three ways:
 
-* :func:`protocol.codec.decode_client_frame` (what the server does with every
-  frame) may only raise :class:`~protocol.errors.MalformedMessage` or
-  :class:`~protocol.errors.MessageTooLarge`, and what it accepts must survive
+* :func:`statecast.protocol.codec.decode_client_frame` (what the server does with every
+  frame) may only raise :class:`~statecast.protocol.errors.MalformedMessage` or
+  :class:`~statecast.protocol.errors.MessageTooLarge`, and what it accepts must survive
   an encode/decode round trip unchanged;
-* :func:`protocol.codec.decode_server_frame` may only raise MalformedMessage;
-* a :class:`~protocol.sync.ClientSync` that has joined (WELCOME + SNAPSHOT)
+* :func:`statecast.protocol.codec.decode_server_frame` may only raise MalformedMessage;
+* a :class:`~statecast.protocol.sync.ClientSync` that has joined (WELCOME + SNAPSHOT)
   and is fed the frame may only raise MalformedMessage, whatever DIFF, ACK or
   SNAPSHOT the frame claims to hold.
 
@@ -29,10 +29,10 @@ import atheris
 import msgpack
 
 with atheris.instrument_imports():
-    from protocol import codec
-    from protocol.errors import MalformedMessage, MessageTooLarge
-    from protocol.messages import Action, Hello, Resync, Snapshot, Welcome
-    from protocol.sync import ClientSync
+    from statecast.protocol import codec
+    from statecast.protocol.errors import MalformedMessage, MessageTooLarge
+    from statecast.protocol.messages import Action, Hello, Resync, Snapshot, Welcome
+    from statecast.protocol.sync import ClientSync
 
 MAX_BYTES = 64 * 1024
 

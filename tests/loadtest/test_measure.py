@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import random
 
-from loadtest.measure import Histogram, bucket_bounds, bucket_of
-from loadtest.observers import Tally, View
-from loadtest.report import regime
-from loadtest.scenario import Scenario, Timeline, sweep
+from statecast.loadtest.measure import Histogram, bucket_bounds, bucket_of
+from statecast.loadtest.observers import Tally, View
+from statecast.loadtest.report import regime
+from statecast.loadtest.scenario import Scenario, Timeline, sweep
 
 
 def test_every_value_falls_inside_its_bucket() -> None:

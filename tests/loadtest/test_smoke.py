@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from server.cli import main
+from statecast.server.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-from loadtest.measure import Counters
-from loadtest.runner import set_up_room
-from loadtest.wire import HttpConnection, open_websocket
+from statecast.loadtest.measure import Counters
+from statecast.loadtest.runner import set_up_room
+from statecast.loadtest.wire import HttpConnection, open_websocket
 from tests.helpers import TIMEOUT, RunningServer
 
 

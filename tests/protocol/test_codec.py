@@ -1,4 +1,4 @@
-"""protocol.codec and protocol.messages: frames to messages and back (no sockets)."""
+"""statecast.protocol.codec and .messages: frames to messages and back (no sockets)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import codec
-from protocol.errors import MalformedMessage, MessageTooLarge
-from protocol.messages import (
+from statecast.protocol import codec
+from statecast.protocol.errors import MalformedMessage, MessageTooLarge
+from statecast.protocol.messages import (
     Ack,
     Action,
     Diff,

@@ -1,4 +1,4 @@
-"""protocol.digest against RFC 8785's own examples, and the error tree's hints (no sockets)."""
+"""statecast.protocol.digest against RFC 8785's examples, and the error hints (no sockets)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from protocol import errors
-from protocol.digest import canonical_json, state_digest
+from statecast.protocol import errors
+from statecast.protocol.digest import canonical_json, state_digest
 
 # RFC 8785, section 3.2.2 ("Serialization of Primitive Data Types"): input and canonical output.
 RFC8785_INPUT = {

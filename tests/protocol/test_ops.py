@@ -1,4 +1,4 @@
-"""protocol.ops: values, paths, op parsing and all-or-nothing application (no sockets)."""
+"""statecast.protocol.ops: values, paths, op parsing and all-or-nothing application (no sockets)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import ops
-from protocol.errors import Rejection
+from statecast.protocol import ops
+from statecast.protocol.errors import Rejection
 from tests.protocol.strategies import (
     RefError,
     doc_and_ops,

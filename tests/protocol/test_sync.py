@@ -1,4 +1,4 @@
-"""protocol.sync: the client state machine, fed frames by hand (no sockets)."""
+"""statecast.protocol.sync: the client state machine, fed frames by hand (no sockets)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import codec
-from protocol.errors import MalformedMessage, OutOfOrder
-from protocol.messages import (
+from statecast.protocol import codec
+from statecast.protocol.errors import MalformedMessage, OutOfOrder
+from statecast.protocol.messages import (
     Ack,
     Action,
     Diff,
@@ -22,7 +22,7 @@ from protocol.messages import (
     Snapshot,
     Welcome,
 )
-from protocol.sync import (
+from statecast.protocol.sync import (
     ActionAcked,
     ActionRejected,
     Changed,

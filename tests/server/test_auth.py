@@ -18,9 +18,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from protocol.errors import Unauthenticated
-from server.config import Config
-from server.jwt_auth import JwtAuth, load_key
+from statecast.protocol.errors import Unauthenticated
+from statecast.server.config import Config
+from statecast.server.jwt_auth import JwtAuth, load_key
 from tests.helpers import TIMEOUT, RunningServer, bare, http_session, running_server
 
 SECRET = "statecast-test-secret-0123456789abcdef"
@@ -292,7 +292,17 @@ def test_serve_without_a_key_exits_with_a_message(tmp_path: Path) -> None:
         (["--jwt-algorithm", "RS256", "--jwt-public-key", str(tmp_path / "nope.pem")], "key"),
     ):
         done = subprocess.run(
-            [sys.executable, "-m", "server", "serve", "--auth", "jwt", "--port", "0", *extra],
+            [
+                sys.executable,
+                "-m",
+                "statecast.server",
+                "serve",
+                "--auth",
+                "jwt",
+                "--port",
+                "0",
+                *extra,
+            ],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -308,7 +318,7 @@ def run_token_cli(*args: str, secret: str | None = SECRET) -> subprocess.Complet
     if secret is not None:
         env["STATECAST_JWT_SECRET"] = secret
     return subprocess.run(
-        [sys.executable, "-m", "server", "token", *args],
+        [sys.executable, "-m", "statecast.server", "token", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -1,6 +1,6 @@
 """Durable rooms: a real server process on SQLite, killed (-9) or stopped (SIGTERM), restarted.
 
-Each test runs ``python -m server serve --store sqlite:...`` as a subprocess on
+Each test runs ``python -m statecast.server serve --store sqlite:...`` as a subprocess on
 free ports (port 0; the ports are read from its JSON ``serving`` log line),
 drives it with bare WebSocket agents, stops it, starts a new process on the
 same file and checks what the protocol promises across restarts.
@@ -20,10 +20,10 @@ from typing import Any
 
 import websockets
 
-from server.app import App
-from server.config import Config
-from server.store.base import StoredChange
-from server.store.sqlite import SQLiteStore
+from statecast.server.app import App
+from statecast.server.config import Config
+from statecast.server.store.base import StoredChange
+from statecast.server.store.sqlite import SQLiteStore
 from tests.helpers import TIMEOUT, BareClient, bare, http_session, running_server
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,6 +1,6 @@
 """Agents and spectators behind a fault-injecting proxy still converge, exactly once.
 
-Every client uses the project's own client (:class:`protocol.client.RoomClient`),
+Every client uses the project's own client (:class:`statecast.protocol.client.RoomClient`),
 which reconnects with backoff, resumes by ``(epoch, seq)`` and re-sends its
 un-acked actions with their original aids. The proxy cuts connections at
 random byte offsets, delays chunks and stalls reads; the run is bounded by a
@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from protocol.client import RoomClient
-from protocol.digest import state_digest
-from protocol.sync import Changed, StateReplaced
+from statecast.protocol.client import RoomClient
+from statecast.protocol.digest import state_digest
+from statecast.protocol.sync import Changed, StateReplaced
 from tests.faultproxy import FaultPlan, FaultProxy
 from tests.helpers import TIMEOUT, RunningServer, http_session, running_server
 

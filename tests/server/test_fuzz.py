@@ -24,8 +24,8 @@ import websockets
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from protocol import codec
-from protocol.errors import MalformedMessage
+from statecast.protocol import codec
+from statecast.protocol.errors import MalformedMessage
 from tests.helpers import TIMEOUT, BareClient, RunningServer, bare, pack, running_server
 
 ROOM = "fuzz"

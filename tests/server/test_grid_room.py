@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from server.registry import RoomTypes
-from server.rooms.document import DocumentRoom
-from server.rooms.grid import GridRoom
+from statecast.server.registry import RoomTypes
+from statecast.server.rooms.document import DocumentRoom
+from statecast.server.rooms.grid import GridRoom
 from tests.helpers import BareClient, bare, running_server
 
-GRID = ("grid-*=server.rooms.grid:GridRoom",)
+GRID = ("grid-*=statecast.server.rooms.grid:GridRoom",)
 
 
 async def _agent(client: BareClient, name: str) -> None:
@@ -69,11 +69,11 @@ async def test_only_matching_rooms_get_the_registered_type() -> None:
 
 def test_bad_room_type_spec_is_refused() -> None:
     """A malformed or unloadable --room-type is a ValueError, and serve exits 2 with it."""
-    for spec in ("nopattern", "x=no.such.module:Room", "x=server.rooms.grid:Nope"):
+    for spec in ("nopattern", "x=no.such.module:Room", "x=statecast.server.rooms.grid:Nope"):
         with pytest.raises(ValueError):
             RoomTypes.parse([spec])
     result = subprocess.run(
-        [sys.executable, "-m", "server", "serve", "--store", "memory", "--port", "0",
+        [sys.executable, "-m", "statecast.server", "serve", "--store", "memory", "--port", "0",
          "--http-port", "0", "--room-type", "x=no.such.module:Room"],
         capture_output=True,
         text=True,

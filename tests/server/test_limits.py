@@ -15,8 +15,8 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from protocol.errors import Rejection
-from server.rooms.document import DocumentRoom
+from statecast.protocol.errors import Rejection
+from statecast.server.rooms.document import DocumentRoom
 from tests.helpers import TIMEOUT, BareClient, RunningServer, bare, http_session, running_server
 
 

@@ -1,6 +1,6 @@
 """Property test against a live server: agents act and drop their connections at random points.
 
-Three agents and a spectator use the project's own client (protocol.client.connect).
+Three agents and a spectator use the project's own client (statecast.protocol.client.connect).
 Hypothesis chooses rounds of concurrent moves: an agent acts (each action appends a
 unique token to the list at ``["log"]``), or a client's connection is cut and it
 reconnects and resumes by itself. At the end:
@@ -29,8 +29,8 @@ import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol.client import RoomClient, connect
-from protocol.errors import Rejection
+from statecast.protocol.client import RoomClient, connect
+from statecast.protocol.errors import Rejection
 from tests.helpers import TIMEOUT, http_session, running_server
 from tests.protocol.strategies import RefError, op_for, ref_apply, ref_apply_all, same
 

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from websockets.protocol import State
 
-import server.live
-from server.app import App
-from server.config import Config
-from server.live import LiveRoom, Request, RoomFailed
-from server.store.base import StoredChange
-from server.store.memory import MemoryStore
+import statecast.server.live
+from statecast.server.app import App
+from statecast.server.config import Config
+from statecast.server.live import LiveRoom, Request, RoomFailed
+from statecast.server.store.base import StoredChange
+from statecast.server.store.memory import MemoryStore
 from tests.helpers import TIMEOUT, BareClient, RunningServer, bare, http_session
 from tests.server.test_slow_subscriber import (
     BLOB,
@@ -150,7 +150,9 @@ async def test_action_waiting_on_a_write_that_fails_is_refused_not_acknowledged(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Async mode: a batch that waited for the writer gets 503 when that write failed."""
-    monkeypatch.setattr(server.live, "MAX_UNWRITTEN", 0)  # every batch waits for its write
+    monkeypatch.setattr(
+        statecast.server.live, "MAX_UNWRITTEN", 0
+    )  # every batch waits for its write
     store = GatedStore()
     async with serving(store, durability="async") as (_, url, http_url), http_session() as http:
         async with bare(url) as agent:

@@ -6,8 +6,8 @@ from typing import Any
 
 import msgpack
 
-from protocol.errors import Rejection
-from server.room import ActionContext, Room, action
+from statecast.protocol.errors import Rejection
+from statecast.server.room import ActionContext, Room, action
 from tests.helpers import bare, http_session, running_server
 
 ROOM = "fallback-1"

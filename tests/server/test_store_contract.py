@@ -15,11 +15,11 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from protocol import codec
-from server.store import Store, open_store
-from server.store.base import RoomRecord, StoredChange
-from server.store.memory import MemoryStore
-from server.store.sqlite import SQLiteStore
+from statecast.protocol import codec
+from statecast.server.store import Store, open_store
+from statecast.server.store.base import RoomRecord, StoredChange
+from statecast.server.store.memory import MemoryStore
+from statecast.server.store.sqlite import SQLiteStore
 
 Factory = Callable[[], Store]
 
@@ -51,7 +51,7 @@ async def store(factory: Factory) -> Store:
 def record(epoch: str = "epoch-0001", state: object = None) -> RoomRecord:
     return RoomRecord(
         epoch=epoch,
-        type_name="server.rooms.document:DocumentRoom",
+        type_name="statecast.server.rooms.document:DocumentRoom",
         checkpoint_seq=0,
         checkpoint_state=msgpack.packb(state if state is not None else {}),
     )

@@ -1,0 +1,18 @@
+"""statecast: authoritative-state rooms over WebSocket.
+
+The public API, in one import::
+
+    from statecast import connect, Room, action, ActionContext, Rejection
+
+``connect`` is the asyncio client (agents and spectators); ``Room``,
+``action`` and ``ActionContext`` write room types; ``Rejection`` is what a
+handler raises to refuse an action and what ``act()`` raises when the room
+refuses one. The packages below (``statecast.protocol``, ``statecast.server``,
+``statecast.loadtest``) hold the rest.
+"""
+
+from statecast.protocol.client import RoomClient, connect
+from statecast.protocol.errors import Rejection
+from statecast.server.room import ActionContext, Room, action
+
+__all__ = ["ActionContext", "Rejection", "Room", "RoomClient", "action", "connect"]

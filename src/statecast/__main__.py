@@ -1,0 +1,3 @@
+from statecast.server.cli import main
+
+raise SystemExit(main())
