@@ -37,7 +37,7 @@ from websockets.uri import parse_uri
 
 from statecast.loadtest.measure import Counters
 from statecast.loadtest.observers import PollObserver, Tally
-from statecast.loadtest.scenario import now_us
+from statecast.loadtest.scenario import Timeline, now_us
 from statecast.loadtest.wire import USER_AGENT
 from statecast.protocol import codec
 from statecast.protocol.messages import Diff, Hello, Snapshot, Welcome
@@ -310,14 +310,25 @@ class DrainedPoller(PollObserver):
         super().__init__(http_url, room, hz, tally, counters, seed)
         self.seen: Seen = []
 
+        self.final_after = 0  # a poll sent after this instant sees every action of the window
+        self.final = False
+
     def caught_up(self) -> bool:
-        return True  # it cannot tell; the first poll due after the drain sees every action
+        """It cannot count what it missed; a poll sent after the drain began sees it all."""
+        return self.final
+
+    async def run(self, timeline: Timeline) -> None:
+        self.final_after = timeline.end
+        await super().run(timeline)
 
     async def poll(self) -> None:
         headers = [("Accept", "application/json")]
         if self.etag is not None:
             headers.append(("If-None-Match", self.etag))
+        sent = now_us()
         status, response_headers, _ = await self.http.request("GET", self.path, headers)
+        if sent >= self.final_after and status in (200, 304):
+            self.final = True
         c = self.counters
         c.http_get += 1
         if status == 304:

@@ -236,6 +236,10 @@ class WorkerProcess:
             fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._tasks: list[asyncio.Task[None]] = []
 
+    @property
+    def drain_only(self) -> bool:
+        return not self.plan.agents and self.plan.sampled == 0
+
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -428,9 +432,14 @@ async def run_one(
                 "clock": now_us(),
             }
             phase = phase_after
+        wait = (timeline.end - now_us()) / 1e6 + CATCH_UP_US / 1e6 + 60
+        sampling = [w for w in workers if not w.drain_only]
+        await asyncio.wait_for(asyncio.gather(*(w.result for w in sampling)), wait)
+        # The sample has everything: the drained connections were sent the same, so they
+        # read what is left and report.
+        await asyncio.gather(*(w.send({"finish": True}) for w in workers if w.drain_only))
         results = await asyncio.wait_for(
-            asyncio.gather(*(w.result for w in workers)),
-            (timeline.end - now_us()) / 1e6 + CATCH_UP_US / 1e6 + 60,
+            asyncio.gather(*(w.result for w in workers)), CATCH_UP_US / 1e6 + 60
         )
         phase = "done"
         report(1.0)

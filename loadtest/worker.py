@@ -63,6 +63,11 @@ class Worker:
         self.marks: dict[str, dict[str, Any]] = {}
 
     @property
+    def drain_only(self) -> bool:
+        """No agent and no sampled observer: only drained connections."""
+        return not self.plan.agents and self.plan.sampled == 0
+
+    @property
     def ws_url(self) -> str:
         return f"{self.plan.ws_url.rstrip('/')}/rooms/{self.plan.room}"
 
@@ -150,6 +155,11 @@ class Worker:
                 ):
                     break
                 await asyncio.sleep(0.1)
+            if self.drain_only:
+                # Drained sockets cannot tell when they have everything: the harness says
+                # so once the sampled observers, served in the same passes, have caught up.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(read_line(), CATCH_UP_US / 1e6 + 30)
             draining.cancel()
             await asyncio.gather(draining, return_exceptions=True)
             await self.drainer.settle()
