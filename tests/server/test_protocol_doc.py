@@ -11,9 +11,13 @@ out of the document and check that
   one) draws server frames that are byte for byte the documented ones (the
   live epoch swapped back).
 
-So the example cannot drift from the server or from itself. To record it
-afresh against a real server, run ``python -m tests.server.test_protocol_doc``
-and paste the output over §13's frame blocks.
+So the example cannot drift from the server or from itself. Alongside, every
+section number cited in the code, the tests and the document must be a heading
+of the document, so a renumbering cannot leave a citation pointing nowhere.
+
+To record the example
+afresh against a real server, run ``python -m tests.server.test_protocol_doc --write``
+from the repository root: it rewrites §13's frame blocks in place.
 """
 
 from __future__ import annotations
@@ -327,6 +331,24 @@ def test_example_names_the_websocket_header_of_the_first_server_frame() -> None:
     size = len(doc_frames(text)[1].payload)
     assert size < 126  # a one-byte length
     assert (int(match.group(1)), int(match.group(2), 16)) == (size, size)
+
+
+def test_every_cited_section_exists() -> None:
+    """Every "§N" or "§N.M" cited in the code, the tests or the document is a heading of it."""
+    text = DOC.read_text()
+    headings = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", text, re.MULTILINE))
+    root = DOC.parents[1]
+    sources = [
+        DOC,
+        *(p for d in ("protocol", "server", "loadtest", "tests") for p in (root / d).rglob("*.py")),
+    ]
+    cited = {
+        (source.relative_to(root).as_posix(), section)
+        for source in sources
+        for section in re.findall(r"§(\d+(?:\.\d+)?)", source.read_text())
+    }
+    assert {section for _, section in cited} >= {"5.2", "6.2", "8.1", "13"}, "citations are found"
+    assert sorted((src, sec) for src, sec in cited if sec not in headings) == []
 
 
 async def test_example_session_replays_against_a_real_server() -> None:
