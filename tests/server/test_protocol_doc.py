@@ -15,9 +15,9 @@ So the example cannot drift from the server or from itself. Alongside, every
 section number cited in the code, the tests and the document must be a heading
 of the document, so a renumbering cannot leave a citation pointing nowhere.
 
-To record the example
-afresh against a real server, run ``python -m tests.server.test_protocol_doc --write``
-from the repository root: it rewrites §13's frame blocks in place.
+To record the example afresh against a real server, run
+``python -m tests.server.test_protocol_doc --write`` from the repository root:
+it rewrites §13's frame blocks in place.
 """
 
 from __future__ import annotations
