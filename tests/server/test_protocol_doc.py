@@ -35,6 +35,7 @@ from typing import Any
 
 import websockets
 
+from statecast.protocol.ops import apply_wire_ops
 from tests.helpers import TIMEOUT, RunningServer, http_session, pack, running_server, unpack
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
@@ -349,6 +350,23 @@ def test_every_cited_section_exists() -> None:
     }
     assert {section for _, section in cited} >= {"5.2", "6.2", "8.1", "13"}, "citations are found"
     assert sorted((src, sec) for src, sec in cited if sec not in headings) == []
+
+
+def test_example_states_the_sizes_that_chose_replay() -> None:
+    """§13.3 (§6.2): the replayed DIFF and the SNAPSHOT it beat have the sizes stated."""
+    text = DOC.read_text()
+    match = re.search(
+        r"DIFF \((\d+) bytes\) is smaller than a SNAPSHOT at\s+seq 2 \((\d+) bytes", text
+    )
+    assert match, "§13.3 states the sizes"
+    frames = doc_frames(text)
+    state: dict[str, Any] = {}
+    for diff_message in (frames[3].messages[0], frames[5].messages[1]):
+        apply_wire_ops(state, diff_message[2])
+    diff = pack(frames[5].messages[1])
+    snapshot = pack([3, doc_epoch(frames), 2, state])
+    assert (int(match.group(1)), int(match.group(2))) == (len(diff), len(snapshot))
+    assert len(diff) < len(snapshot)
 
 
 async def test_example_session_replays_against_a_real_server() -> None:
