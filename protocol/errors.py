@@ -16,7 +16,7 @@ that closes a socket or answers an HTTP request only reads a hint::
     ├── Rejection                the room refused an action: ERROR, the socket stays open
     └── ServerClosed             the server ended the connection (seen by clients)
 
-A :class:`ProtocolViolation` carries the close code that PROTOCOL.md names; a
+A :class:`ProtocolViolation` carries the close code that docs/protocol.md §8.1 names; a
 :class:`Rejection` carries its ERROR code and the HTTP status that the HTTP side
 answers with.
 """
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Final
 
-#: ERROR codes (PROTOCOL.md, "Messages") and the HTTP status each maps to.
+#: ERROR codes (docs/protocol.md §5.9) and the HTTP status each maps to.
 ERROR_HTTP_STATUS: Final[dict[str, int]] = {
     "invalid": 400,
     "unknown_action": 400,
@@ -110,5 +110,5 @@ class ServerClosed(StatecastError):
         self.reason = reason
 
 
-#: Close codes after which a client should reconnect and resume (PROTOCOL.md, "Closing").
+#: Close codes after which a client should reconnect and resume (docs/protocol.md §8).
 RETRYABLE_CLOSE_CODES: Final[frozenset[int]] = frozenset({1001, 1006, 1011, 1012, 1013, 4008, 4029})
