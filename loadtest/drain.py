@@ -264,16 +264,24 @@ class Drainer:
         self.poller.register(drained.fileno, select.EPOLLIN)
 
     async def once(self) -> int:
-        """Read every socket that has data, DRAIN_CHUNK per loop turn; return how many."""
+        """Read every socket that has data, DRAIN_CHUNK per loop turn; return the frames read.
+
+        Only binary frames count: pings keep arriving on an idle connection.
+        """
         ready = self.poller.poll(0, max(1, len(self.sockets)))
         sockets = self.sockets
+        frames = 0
         for k in range(0, len(ready), DRAIN_CHUNK):
             for fd, _ in ready[k : k + DRAIN_CHUNK]:
                 drained = sockets.get(fd)
-                if drained is not None and not drained.read():
+                if drained is None:
+                    continue
+                before = drained.frames
+                if not drained.read():
                     self._drop(drained)
+                frames += drained.frames - before
             await asyncio.sleep(0)
-        return len(ready)
+        return frames
 
     def _drop(self, drained: DrainedSocket) -> None:
         self.poller.unregister(drained.fileno)
@@ -288,7 +296,7 @@ class Drainer:
             await asyncio.sleep(DRAIN_INTERVAL)
 
     async def settle(self, quiet: float = 0.3, limit: float = 5.0) -> None:
-        """Read until nothing has arrived for ``quiet`` seconds (at most ``limit``)."""
+        """Read until no frame has arrived for ``quiet`` seconds (at most ``limit``)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         idle_since = loop.time()
