@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import select
 import socket
+import sys
 from typing import Any
 
 from websockets.client import ClientProtocol
@@ -37,7 +38,7 @@ from websockets.uri import parse_uri
 
 from statecast.loadtest.measure import Counters
 from statecast.loadtest.observers import PollObserver, Tally
-from statecast.loadtest.scenario import Timeline, now_us
+from statecast.loadtest.scenario import now_us
 from statecast.loadtest.wire import USER_AGENT
 from statecast.protocol import codec
 from statecast.protocol.messages import Diff, Hello, Snapshot, Welcome
@@ -317,17 +318,14 @@ class DrainedPoller(PollObserver):
     ) -> None:
         super().__init__(http_url, room, hz, tally, counters, seed)
         self.seen: Seen = []
-
-        self.final_after = 0  # a poll sent after this instant sees every action of the window
+        # Set by its worker once the state holds every action of the window (the sample
+        # has seen them all): a poll sent after it is this poller's last.
+        self.final_after = sys.maxsize
         self.final = False
 
     def caught_up(self) -> bool:
-        """It cannot count what it missed; a poll sent after the drain began sees it all."""
+        """It cannot count what it missed: it polls until a poll sent after final_after."""
         return self.final
-
-    async def run(self, timeline: Timeline) -> None:
-        self.final_after = timeline.end
-        await super().run(timeline)
 
     async def poll(self) -> None:
         headers = [("Accept", "application/json")]
