@@ -44,6 +44,7 @@ class Config:
     max_connections: int = 10_000
     max_room_connections: int = 1_000
     max_rooms: int = 10_000
+    idle_unload: float = 300.0
     max_state_bytes: int = 8 << 20
     max_key_length: int = 1024
     http_max_body: int = 1 << 20
@@ -91,7 +92,9 @@ _HELP: dict[str, str] = {
     "rate_strikes": "refusals within about a second that close 4029 (0: never close)",
     "max_connections": "WebSocket connections in total",
     "max_room_connections": "WebSocket connections per room",
-    "max_rooms": "rooms held at once",
+    "max_rooms": "rooms held in memory at once (idle rooms unload, see --idle-unload)",
+    "idle_unload": "seconds a room with no connection and no request stays in memory before "
+    "it is checkpointed and unloaded (0: never)",
     "max_state_bytes": "encoded size a room's state may reach (too_large)",
     "max_key_length": "longest map key or path segment, in characters (too_large)",
     "http_max_body": "largest HTTP request body",

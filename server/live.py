@@ -3,16 +3,24 @@ actions (server/writer.py)."""
 
 from __future__ import annotations
 
+import time
+
 from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.writer import Request, RoomWriter
 
 
 class LiveRoom:
-    __slots__ = ("feed", "writer")
+    __slots__ = ("feed", "last_active", "writer")
 
     def __init__(self, feed: RoomFeed, writer: RoomWriter) -> None:
         self.feed = feed
         self.writer = writer
+        #: When a request last reached the room or a connection left it (monotonic
+        #: clock); the manager unloads a room idle past --idle-unload.
+        self.last_active = time.monotonic()
+
+    def touch(self) -> None:
+        self.last_active = time.monotonic()
 
     @property
     def name(self) -> str:

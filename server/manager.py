@@ -1,9 +1,18 @@
-"""Rooms in memory: loading from the store, creating on first join, closing."""
+"""Rooms in memory: loading from the store, creating on first join, unloading when idle.
+
+A room is held while it has connections or sees requests. Once it has had no
+connection and no request for ``--idle-unload`` seconds it is unloaded: its
+writer drains and checkpoints, and the memory is freed. The next request loads
+it again from the store (same epoch and seq; replay from the store's log). So a
+long-running server's memory follows its active rooms, and ``--max-rooms``
+counts rooms held, not rooms ever created.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 
 import msgpack
 import structlog
@@ -38,6 +47,8 @@ class RoomManager:
         self._creating: set[str] = set()
         self.closing = False
         self._lost: set[str] = set()  # rooms whose published history the store lost
+        self._unloading: dict[str, asyncio.Task[None]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def get(self, name: str, *, create: bool) -> LiveRoom | None:
         """The live room ``name``, loaded from the store or created if asked; None if absent."""
@@ -45,7 +56,13 @@ class RoomManager:
             raise RoomFailed("the server is shutting down")
         live = self.rooms.get(name)
         if live is not None and live.failed is None:
+            live.touch()
             return live
+        unloading = self._unloading.get(name)
+        if unloading is not None and not unloading.done():
+            # Its checkpoint must be written before it loads again.
+            await asyncio.shield(unloading)
+            return await self.get(name, create=create)
         if live is not None:
             del self.rooms[name]
             if live.writer.lost_writes:
@@ -120,6 +137,8 @@ class RoomManager:
         live = LiveRoom(feed, writer)
         self.rooms[name] = live
         self.metrics.rooms.set(len(self.rooms))
+        if self._sweeper is None and self.config.idle_unload > 0:
+            self._sweeper = asyncio.create_task(self._sweep(), name="idle rooms")
         return live
 
     async def _log_tail(self, name: str, checkpoint_seq: int) -> list[tuple[int, bytes]]:
@@ -135,6 +154,35 @@ class RoomManager:
             start -= 1
         return tail[start:]
 
+    async def _sweep(self) -> None:
+        """Unload rooms idle for ``--idle-unload`` seconds, checking a few times per period."""
+        idle = self.config.idle_unload
+        while not self.closing:
+            await asyncio.sleep(min(idle / 4, 5.0))
+            now = time.monotonic()
+            for name, live in list(self.rooms.items()):
+                if live.feed.connections == 0 and now - live.last_active >= idle:
+                    self._unload(name, live)
+
+    def _unload(self, name: str, live: LiveRoom) -> None:
+        # Out of self.rooms at once (synchronously), so no request can reach it any more;
+        # get() waits for the task before loading the room again.
+        del self.rooms[name]
+        self.metrics.rooms.set(len(self.rooms))
+        if live.writer.lost_writes:
+            self._lost.add(name)
+        task = asyncio.create_task(self._close_room(name, live, "idle"))
+        self._unloading[name] = task
+        task.add_done_callback(lambda _: self._unloading.pop(name, None))
+
+    async def _close_room(self, name: str, live: LiveRoom, why: str) -> None:
+        try:
+            await live.close()
+        except Exception:
+            log.exception("room close failed", room=name)
+        else:
+            log.info("room unloaded", room=name, why=why, seq=live.feed.head)
+
     async def drain(self) -> None:
         await asyncio.gather(*(room.drain() for room in self.rooms.values()))
 
@@ -147,6 +195,9 @@ class RoomManager:
 
     async def close(self) -> None:
         self.closing = True  # a late HTTP action must not load a room the store will not see
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await asyncio.gather(*self._unloading.values(), return_exceptions=True)
         for name, room in list(self.rooms.items()):
             if room.writer.lost_writes:
                 self._lost.add(name)
