@@ -43,6 +43,7 @@ from statecast.server.config import Config
 from statecast.server.fanout import Subscriber, close_or_abort, frame_binary
 from statecast.server.history import History
 from statecast.server.metrics import Metrics
+from statecast.server.presence import Hook, Presence
 from statecast.server.room import Room
 from statecast.server.store.base import Store, StoredChange
 
@@ -62,6 +63,14 @@ class Request:
     args: Any
     reply: Subscriber | asyncio.Future[int | None]
     received: float
+
+
+@dataclass(slots=True)
+class HookRequest:
+    """A presence hook waiting in a room's inbox: run in order with actions."""
+
+    client: str
+    hook: Hook
 
 
 class RoomFailed(Exception):
@@ -102,7 +111,7 @@ class LiveRoom:
         self.lost_writes = False  # async durability: published diffs the store did not keep
         self._applied = head
         self._since_checkpoint = 0
-        self._inbox: list[Request] = []
+        self._inbox: list[Request | HookRequest] = []
         self._wake = asyncio.Event()
         self._busy = False
         self._idle = asyncio.Event()
@@ -114,6 +123,10 @@ class LiveRoom:
         self._unwritten: list[StoredChange] = []
         self._write_chain: asyncio.Task[None] | None = None
         self._worker = asyncio.create_task(self._work(), name=f"room {name}")
+        self.presence = Presence(config.leave_grace, self._submit_hook)
+        self.presence.seed(room.present_agents())
+        #: Client ids the room may record for exactly-once (0: no limit; see may_record).
+        self.max_clients = config.max_room_clients if config.auth == "none" else 0
 
     # --- actions -------------------------------------------------------------------------
 
@@ -122,6 +135,28 @@ class LiveRoom:
             raise RoomFailed(str(self.failed))
         self._inbox.append(request)
         self._wake.set()
+
+    def _submit_hook(self, client: str, hook: Hook) -> None:
+        if self.failed is None:  # else the reloaded room seeds its presence afresh
+            self._inbox.append(HookRequest(client, hook))
+            self._wake.set()
+
+    def may_record(self, client: str) -> bool:
+        """Whether the room can remember ``client``'s aids (``--max-room-clients``)."""
+        return not self.max_clients or client in self.acked or len(self.acked) < self.max_clients
+
+    @property
+    def idle(self) -> bool:
+        """Nothing connected, queued, in flight or within a leave grace: safe to unload."""
+        chain = self._write_chain
+        return (
+            self.connections == 0
+            and not self.members
+            and not self._inbox
+            and not self._busy
+            and not self.presence.joined
+            and (chain is None or chain.done())
+        )
 
     async def _work(self) -> None:
         while True:
@@ -146,14 +181,25 @@ class LiveRoom:
             # Let joins and reads that waited for the publish run before the next batch.
             await asyncio.sleep(0)
 
-    async def _process(self, batch: list[Request]) -> None:
+    async def _process(self, batch: list[Request | HookRequest]) -> None:
         changes: list[StoredChange] = []
         outcomes: list[tuple[Request, int | None, Rejection | None]] = []
         diffs: list[tuple[int, bytes]] = []
         for req in batch:
+            if type(req) is HookRequest:
+                encoded_hook = self._run_hook(req)
+                if encoded_hook is not None:
+                    diffs.append((self._applied, encoded_hook))
+                    changes.append(StoredChange(self._applied, encoded_hook, None, 0))
+                continue
+            assert type(req) is Request
             if req.aid <= self.acked.get(req.client, 0):
                 outcomes.append((req, None, None))
                 self.metrics.actions.labels("duplicate").inc()
+                continue
+            if self.max_clients and not self.may_record(req.client):
+                refusal = f"the room records at most {self.max_clients} client ids: reuse one"
+                outcomes.append((req, None, Rejection("forbidden", refusal)))
                 continue
             self.acked[req.client] = req.aid
             try:
@@ -185,6 +231,19 @@ class LiveRoom:
             self._since_checkpoint += len(diffs)
             if self._since_checkpoint >= self.config.checkpoint_every:
                 await self._write_checkpoint()  # the worker: settled() would wait on itself
+
+    def _run_hook(self, req: HookRequest) -> bytes | None:
+        """Run a presence hook; its DIFF if it changed anything. A hook that raises changes
+        nothing and is logged: presence must not take the room down."""
+        try:
+            parts = self.room.run_hook(req.client, req.hook)
+        except Exception:
+            log.exception("room hook raised", room=self.name, hook=req.hook, client=req.client)
+            return None
+        if not parts:
+            return None
+        self._applied += 1
+        return codec.encode_diff_parts(self._applied, parts)
 
     async def _persist(self, changes: list[StoredChange]) -> None:
         if self.config.durability == "ack" or not self.store.durable:
@@ -460,17 +519,23 @@ class LiveRoom:
             if self.failed is None:
                 await self.checkpoint()
         finally:  # a failed checkpoint must not leave the worker and its tasks running
+            self.presence.close()
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             for task in list(self._tasks):
                 task.cancel()
 
-    def _fail(self, exc: BaseException, batch: list[Request]) -> None:
+    def _fail(self, exc: BaseException, batch: list[Request | HookRequest]) -> None:
         self.failed = exc
         self._wake.set()  # the worker, if it waits for work, sees the failure and ends
+        self.presence.close()
         for req in batch + self._inbox:
-            if isinstance(req.reply, asyncio.Future) and not req.reply.done():
+            if (
+                isinstance(req, Request)
+                and isinstance(req.reply, asyncio.Future)
+                and not req.reply.done()
+            ):
                 req.reply.set_exception(RoomFailed(str(exc)))
         self._inbox.clear()
         for sub in list(self.members):

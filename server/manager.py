@@ -1,8 +1,16 @@
-"""Rooms in memory: loading from the store, creating on first join, closing."""
+"""Rooms in memory: loading from the store, creating on first join, unloading, closing.
+
+At most ``--max-rooms`` rooms are held. A room needed past that makes space by
+unloading the least recently used idle one (no connections, no agent within
+its leave grace, nothing queued): it is checkpointed and dropped, and loads
+from the store again on its next use. Only when every held room is busy is a
+new room refused.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 
 import msgpack
@@ -36,6 +44,7 @@ class RoomManager:
         self._creating: set[str] = set()
         self.closing = False
         self._lost: set[str] = set()  # rooms whose published history the store lost
+        self._unloading: dict[str, asyncio.Task[None]] = {}
 
     async def get(self, name: str, *, create: bool) -> LiveRoom | None:
         """The live room ``name``, loaded from the store or created if asked; None if absent."""
@@ -43,6 +52,7 @@ class RoomManager:
             raise RoomFailed("the server is shutting down")
         live = self.rooms.get(name)
         if live is not None and live.failed is None:
+            self.rooms[name] = self.rooms.pop(name)  # most recently used last
             return live
         if live is not None:
             del self.rooms[name]
@@ -70,6 +80,9 @@ class RoomManager:
 
     async def _load(self, name: str, create: bool) -> LiveRoom | None:
         room_class = self.room_types.for_room(name)
+        unloading = self._unloading.get(name)
+        if unloading is not None:  # its last checkpoint must be in the store first
+            await asyncio.shield(unloading)
         record = await self.store.load(name)
         if record is not None and name in self._lost:
             await self._new_epoch(name, record)
@@ -79,8 +92,8 @@ class RoomManager:
             # Rooms being created count too: loads await the store, so checking
             # self.rooms alone let concurrent creations all pass.
             creating = sum(1 for n in self._creating if n not in self.rooms)
-            if len(self.rooms) + creating >= self.config.max_rooms:
-                raise Rejection("too_large", "the server holds its maximum number of rooms")
+            if len(self.rooms) + creating >= self.config.max_rooms and not self._unload_idle():
+                raise Rejection("too_large", "the server holds its maximum number of busy rooms")
             self._creating.add(name)
             room = room_class(name)
             record = RoomRecord(
@@ -92,6 +105,8 @@ class RoomManager:
             await self.store.create(name, record)
             log.info("room created", room=name, epoch=record.epoch, type=record.type_name)
         else:
+            if len(self.rooms) >= self.config.max_rooms:
+                self._unload_idle()  # a stored room always loads; it only makes space if it can
             room = room_class(name, msgpack.unpackb(record.checkpoint_state, raw=False))
         history = History(self.config.history_diffs, self.config.history_bytes)
         tail = await self._log_tail(name, record.checkpoint_seq)
@@ -132,6 +147,30 @@ class RoomManager:
             start -= 1
         return tail[start:]
 
+    def _unload_idle(self) -> bool:
+        """Start unloading the least recently used idle room; False if every room is busy."""
+        for name, live in self.rooms.items():
+            if live.idle and name not in self._loading:
+                del self.rooms[name]
+                self.metrics.rooms.set(len(self.rooms))
+                task = asyncio.create_task(self._unload(name, live))
+                self._unloading[name] = task
+                task.add_done_callback(functools.partial(self._forget_unload, name))
+                return True
+        return False
+
+    def _forget_unload(self, name: str, _: object) -> None:
+        self._unloading.pop(name, None)
+
+    async def _unload(self, name: str, live: LiveRoom) -> None:
+        try:
+            await live.close()
+            log.info("room unloaded", room=name, seq=live.head)
+        except Exception:
+            log.exception("room unload failed", room=name)
+            if live.lost_writes:
+                self._lost.add(name)
+
     async def drain(self) -> None:
         await asyncio.gather(*(room.drain() for room in self.rooms.values()))
 
@@ -144,6 +183,7 @@ class RoomManager:
 
     async def close(self) -> None:
         self.closing = True  # a late HTTP action must not load a room the store will not see
+        await asyncio.gather(*self._unloading.values(), return_exceptions=True)
         for name, room in list(self.rooms.items()):
             if room.lost_writes:
                 self._lost.add(name)
