@@ -19,11 +19,13 @@ import structlog
 from statecast.protocol import ops
 from statecast.protocol.errors import NoSuchRoom, Rejection
 from statecast.server.config import Config
+from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.history import History
-from statecast.server.live import LiveRoom, RoomFailed
+from statecast.server.live import LiveRoom
 from statecast.server.metrics import Metrics
 from statecast.server.registry import RoomTypes
 from statecast.server.store.base import RoomRecord, Store
+from statecast.server.writer import RoomWriter
 
 log = structlog.get_logger()
 
@@ -56,7 +58,7 @@ class RoomManager:
             return live
         if live is not None:
             del self.rooms[name]
-            if live.lost_writes:
+            if live.writer.lost_writes:
                 self._lost.add(name)
         task = self._loading.get(name)
         if task is None:
@@ -119,17 +121,18 @@ class RoomManager:
                 raise RuntimeError(f"room {name}: log entry {seq} holds diff {diff_seq}")
             ops.apply_wire_ops(room.state, diff_ops, room.max_depth)
             history.append(seq, encoded)
-        live = LiveRoom(
+        feed = RoomFeed(
             name,
-            room,
+            room.state,
             epoch=record.epoch,
             head=record.head,
             acked=dict(record.acked),
             history=history,
-            store=self.store,
             config=self.config,
             metrics=self.metrics,
         )
+        writer = RoomWriter(feed, room, store=self.store, config=self.config, metrics=self.metrics)
+        live = LiveRoom(feed, writer)
         self.rooms[name] = live
         self.metrics.rooms.set(len(self.rooms))
         return live
@@ -165,10 +168,10 @@ class RoomManager:
     async def _unload(self, name: str, live: LiveRoom) -> None:
         try:
             await live.close()
-            log.info("room unloaded", room=name, seq=live.head)
+            log.info("room unloaded", room=name, seq=live.feed.head)
         except Exception:
             log.exception("room unload failed", room=name)
-            if live.lost_writes:
+            if live.writer.lost_writes:
                 self._lost.add(name)
 
     async def drain(self) -> None:
@@ -185,7 +188,7 @@ class RoomManager:
         self.closing = True  # a late HTTP action must not load a room the store will not see
         await asyncio.gather(*self._unloading.values(), return_exceptions=True)
         for name, room in list(self.rooms.items()):
-            if room.lost_writes:
+            if room.writer.lost_writes:
                 self._lost.add(name)
             try:
                 await room.close()

@@ -156,8 +156,8 @@ class Session:
             if self._expiry is not None:
                 self._expiry.cancel()
             if self.room is not None and self.sub is not None:
-                self.room.leave(self.sub)
-                self.room.connections -= 1
+                self.room.feed.leave(self.sub)
+                self.room.feed.connections -= 1
                 if self._present:
                     self.room.presence.depart(self.sub)
 
@@ -181,22 +181,22 @@ class Session:
         client = identity.client if identity.role == "agent" else None
         taking_over = client is not None and client in room.presence.connected
         cap = config.max_room_connections
-        if cap and room.connections >= cap and not taking_over:
+        if cap and room.feed.connections >= cap and not taking_over:
             raise _Refused("the room holds its maximum number of connections")
         if client is not None and config.auth == "none" and not room.may_record(client):
             raise NotPermitted(
                 f"the room records at most {config.max_room_clients} client ids: reuse one"
             )
         self.room = room
-        room.connections += 1
+        room.feed.connections += 1
         self.sub = sub = Subscriber(self.conn, identity.role, identity.client)
-        welcome = await room.join(sub, hello.resume)
+        welcome = await room.feed.join(sub, hello.resume)
         structlog.contextvars.bind_contextvars(conn=sub.id)
         log.debug("joined", role=identity.role, client=identity.client, sync=welcome.sync)
         older = room.presence.arrive(sub)
         self._present = True
         if older is not None:
-            room.leave(older)  # no more DIFFs for it
+            room.feed.leave(older)  # no more DIFFs for it
             log.warning("client id taken over", client=client, older=older.id)
             self.app.ws.close_later(older.conn, 4009, "another connection took over this client id")
         if identity.expires is not None:
@@ -219,13 +219,13 @@ class Session:
                 if refusal is not None:
                     sub.send(codec.encode(Error(None, "rate_limited", refusal)))
                     continue
-                if sub.backlog() > self.app.config.slow_high_water and sub in room.members:
+                if sub.backlog() > self.app.config.slow_high_water and sub in room.feed.members:
                     # Asking again while earlier answers still wait unread: a slow
                     # consumer. The SNAPSHOT it gets once drained answers this RESYNC;
                     # answering each would queue a snapshot per tiny message.
-                    room.skip_ahead(sub)
+                    room.feed.skip_ahead(sub)
                     continue
-                await room.resync(sub, message.epoch, message.seq)
+                await room.feed.resync(sub, message.epoch, message.seq)
             else:
                 raise OutOfOrder("HELLO twice")
 

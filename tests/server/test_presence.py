@@ -73,7 +73,7 @@ async def test_joins_and_leaves_are_diffs_spectators_see_live_and_on_resume() ->
                 assert await spec.recv() == [5, 4, [[1, ["presence", "b"]]]]
             assert await spec.recv() == [5, 5, [[1, ["presence", "a"]]]]
         live = srv.app.rooms.rooms["p"]
-        assert live.room.state == {"doc": "x" * 400, "presence": {}}
+        assert live.feed.state == {"doc": "x" * 400, "presence": {}}
         async with bare(url) as again:
             welcome = await again.hello("spectator", resume=[epoch, 2])
             assert welcome["sync"] == "replay"
@@ -83,7 +83,7 @@ async def test_joins_and_leaves_are_diffs_spectators_see_live_and_on_resume() ->
                 [5, 5, [[1, ["presence", "a"]]]],
             ]
             assert live.presence.spectators == 1  # counted, never a DIFF
-            assert live.head == 5
+            assert live.feed.head == 5
 
 
 async def test_presence_is_durable_and_agents_not_back_after_a_restart_leave(
@@ -102,7 +102,7 @@ async def test_presence_is_durable_and_agents_not_back_after_a_restart_leave(
         assert welcome["seq"] == 2
         await _join(b, client="b")  # back (within the grace): neither a leave nor a join
         assert await spec.recv() == [5, 3, [[1, ["presence", "a"]]]]
-        assert srv.app.rooms.rooms["p"].room.state == {"presence": {"b": True}}
+        assert srv.app.rooms.rooms["p"].feed.state == {"presence": {"b": True}}
 
 
 async def test_a_hook_that_raises_changes_nothing_and_the_room_keeps_serving() -> None:
@@ -130,7 +130,7 @@ async def test_a_hook_that_raises_changes_nothing_and_the_room_keeps_serving() -
                     await _join(later, client="later")
                     assert await spec.recv() == [5, 3, [[0, ["here", "later"], True]]]
             here = {"good-1": True, "later": True}
-            assert live.room.state == {"note": "still here", "here": here}
+            assert live.feed.state == {"note": "still here", "here": here}
             raised = [e for e in logs if e["event"] == "room hook raised"]
             assert {(e["hook"], e["client"]) for e in raised} >= {
                 ("join", "bad-1"),
@@ -167,7 +167,7 @@ async def test_past_the_grace_an_agent_leaves_and_its_grid_piece_is_removed() ->
                 assert await _reply(a, 1) == [7, 1, 1]
             assert await spec.recv() == [5, 1, [[0, ["agents", "a"], {"x": 2, "y": 3}]]]
             assert await spec.recv() == [5, 2, [[1, ["agents", "a"]]]]
-            assert srv.app.rooms.rooms["grid-1"].room.state["agents"] == {}
+            assert srv.app.rooms.rooms["grid-1"].feed.state["agents"] == {}
 
 
 async def test_a_second_connection_with_one_agent_id_takes_over_with_4009() -> None:
@@ -197,7 +197,7 @@ async def test_the_python_client_raises_a_clear_error_on_4009_and_stays_down() -
             with pytest.raises(ClientIdTakenOver, match="client id 'bot-1'"):
                 await asyncio.wait_for(room.act("patch", [[0, ["n"], 1]]), TIMEOUT)
             assert room.connections == 1
-            assert "n" not in srv.app.rooms.rooms["p"].room.state
+            assert "n" not in srv.app.rooms.rooms["p"].feed.state
 
 
 async def test_http_actions_are_not_presence() -> None:
@@ -211,7 +211,7 @@ async def test_http_actions_are_not_presence() -> None:
         async with http.post(url, json=body) as resp:
             assert resp.status == 403
             assert (await resp.json())["code"] == "forbidden"
-        assert srv.app.rooms.rooms["p"].room.state == {"n": 1}
+        assert srv.app.rooms.rooms["p"].feed.state == {"n": 1}
 
 
 async def test_the_document_room_without_the_flag_records_no_presence() -> None:
