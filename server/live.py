@@ -14,7 +14,8 @@ class LiveRoom:
     def __init__(self, feed: RoomFeed, writer: RoomWriter) -> None:
         self.feed = feed
         self.writer = writer
-        self.presence = Presence(writer.config.leave_grace, writer.submit_hook)
+        hooks = writer.room.has_presence_hooks()
+        self.presence = Presence(writer.config.leave_grace, writer.submit_hook, hooks=hooks)
         self.presence.seed(writer.room.present_agents())
 
     @property

@@ -26,9 +26,13 @@ Hook = Literal["join", "leave"]
 
 
 class Presence:
-    def __init__(self, grace: float, enqueue: Callable[[str, Hook], None]) -> None:
+    def __init__(
+        self, grace: float, enqueue: Callable[[str, Hook], None], *, hooks: bool = True
+    ) -> None:
         self.grace = grace
         self.enqueue = enqueue
+        #: False when the room type has no hooks: then only connections are tracked.
+        self.hooks = hooks
         #: The live connection of each agent client id.
         self.connected: dict[str, Subscriber] = {}
         #: Agents whose on_join has been queued and whose on_leave has not.
@@ -38,6 +42,8 @@ class Presence:
 
     def seed(self, agents: Iterable[str]) -> None:
         """Agents the loaded state records as present: each gets the grace to reconnect."""
+        if not self.hooks:
+            return
         for client in agents:
             if client not in self.joined:
                 self.joined.add(client)
@@ -56,7 +62,7 @@ class Presence:
         timer = self._timers.pop(client, None)
         if timer is not None:
             timer.cancel()  # back within the grace
-        elif client not in self.joined:
+        elif self.hooks and client not in self.joined:
             self.joined.add(client)
             self.enqueue(client, "join")
         return None
@@ -69,7 +75,8 @@ class Presence:
         if self.connected.get(sub.client) is not sub:
             return  # taken over: the newer connection is the agent now
         del self.connected[sub.client]
-        self._start_grace(sub.client)
+        if sub.client in self.joined:
+            self._start_grace(sub.client)
 
     def is_current(self, sub: Subscriber) -> bool:
         """Whether ``sub`` is still its agent's live connection (not taken over)."""

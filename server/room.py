@@ -265,6 +265,11 @@ class Room:
     def on_leave(self, ctx: ActionContext) -> None:
         """An agent (``ctx.client``) left and did not come back within the leave grace."""
 
+    @classmethod
+    def has_presence_hooks(cls) -> bool:
+        """Whether this type overrides a hook (if not, the server tracks no joins or leaves)."""
+        return cls.on_join is not Room.on_join or cls.on_leave is not Room.on_leave
+
     def present_agents(self) -> Iterable[str]:
         """The agents this room's state records as present.
 

@@ -17,7 +17,15 @@ from websockets.exceptions import InvalidStatus
 
 from statecast.protocol.errors import Rejection
 from statecast.server.rooms.document import DocumentRoom
-from tests.helpers import TIMEOUT, BareClient, RunningServer, bare, http_session, running_server
+from tests.helpers import (
+    TIMEOUT,
+    BareClient,
+    RunningServer,
+    bare,
+    eventually,
+    http_session,
+    running_server,
+)
 
 
 @contextlib.asynccontextmanager
@@ -175,7 +183,7 @@ async def test_connections_over_the_room_limit_close_1013() -> None:
 
 
 async def test_rooms_over_the_limit_are_not_created() -> None:
-    """Past max_rooms a new room is refused (WS 1013, HTTP 413 too_large); held rooms work."""
+    """Past max_rooms of busy rooms a new one is refused (WS 1013, HTTP 413); held rooms work."""
     async with running_server(max_rooms=1) as srv, agent(srv, "first", "one") as one:
         async with bare(srv.room_url("second")) as extra:
             await extra.send([1, {"v": 1, "role": "agent"}])
@@ -200,8 +208,29 @@ async def test_concurrent_room_creations_respect_the_room_limit(tmp_path: Path) 
                 return resp.status
 
         statuses = await asyncio.gather(*(create(f"c{i}") for i in range(8)))
-        assert sorted(statuses) == [200, 200] + [413] * 6
-        assert len(srv.app.rooms.rooms) == 2
+        # A room whose action is done is idle and makes space: how many fit depends on timing.
+        assert statuses.count(200) >= 2 and set(statuses) <= {200, 413}
+        assert len(srv.app.rooms.rooms) <= 2
+
+
+async def test_idle_rooms_unload_to_make_space_and_load_again() -> None:
+    """At max_rooms the least recently used idle room is unloaded; it loads back as it was."""
+    async with running_server(max_rooms=2) as srv, http_session() as http:
+        for room in ("r1", "r2"):
+            async with agent(srv, room, "a") as ws:
+                await ws.send(patch(1, [0, ["name"], room]))
+                assert (await replies(ws, 1))[0] == [7, 1, 1]
+        async with agent(srv, "r3", "a") as ws:
+            await eventually(lambda: "r1" not in srv.app.rooms.rooms)
+            assert set(srv.app.rooms.rooms) == {"r2", "r3"}
+            async with http.get(f"{srv.http_url}/rooms/r1/state") as resp:
+                assert (await resp.json())["state"] == {"name": "r1"}
+            assert set(srv.app.rooms.rooms) == {"r3", "r1"}  # r2 made space; r3 is busy
+            async with bare(srv.room_url("r2")) as again:
+                welcome = await again.hello("agent", client="a")
+                assert (welcome["seq"], welcome["acked"]) == (1, 1)
+            await ws.send(patch(1, [0, ["x"], 1]))
+            assert (await replies(ws, 1))[0] == [7, 1, 1]
 
 
 # --- state size, depth, key length ---------------------------------------------------------
