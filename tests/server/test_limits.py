@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import resource
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ import websockets
 from websockets.exceptions import InvalidStatus
 
 from statecast.protocol.errors import Rejection
+from statecast.server.limits import FD_RESERVE
 from statecast.server.rooms.document import DocumentRoom
 from tests.helpers import (
     TIMEOUT,
@@ -415,3 +419,22 @@ async def test_slow_websocket_handshake_is_cut_off() -> None:
         slow = asyncio.create_task(_dribble_until_closed(srv.ws_url, request))
         await still_served(srv)
         assert b"101" not in await slow
+
+
+def test_the_open_file_limit_is_raised_to_the_hard_limit_at_start() -> None:
+    """A low soft limit is raised to the hard one; a hard limit too low is warned about."""
+    code = (
+        "import resource\n"
+        "from statecast.server.limits import raise_open_file_limit\n"
+        "raise_open_file_limit(10000)\n"
+        "print('limits', *resource.getrlimit(resource.RLIMIT_NOFILE))\n"
+    )
+    current = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    for hard in {min(current, 20_000), min(current, 2_000)}:
+        warned = hard < 10_000 + FD_RESERVE
+        shell = f'ulimit -Sn 256 && ulimit -Hn {hard} && exec {sys.executable} -c "$0"'
+        result = subprocess.run(
+            ["sh", "-c", shell, code], capture_output=True, text=True, timeout=30, check=True
+        )
+        assert f"limits {hard} {hard}" in result.stdout
+        assert ("open-file limit is below --max-connections" in result.stdout) is warned
