@@ -37,6 +37,7 @@ from statecast.protocol.messages import Ack, Error
 from statecast.server.config import Config
 from statecast.server.fanout import Subscriber
 from statecast.server.feed import RoomFailed, RoomFeed
+from statecast.server.history import MIN_HISTORY_BYTES
 from statecast.server.metrics import Metrics
 from statecast.server.presence import Hook
 from statecast.server.room import Room
@@ -266,6 +267,8 @@ class RoomWriter:
                 else:
                     req.reply.set_result(seq)
         self.feed.publish(diffs, extras)
+        if diffs and self.room.max_state_bytes is not None:  # state_bytes is kept up to date
+            self.feed.history.trim_to(max(MIN_HISTORY_BYTES, self.room.state_bytes))
         now = time.perf_counter()
         for req, _, _ in outcomes:
             self.metrics.fanout_latency.observe(now - req.received)

@@ -19,6 +19,7 @@ import websockets
 from websockets.exceptions import InvalidStatus
 
 from statecast.protocol.errors import Rejection
+from statecast.server.history import MIN_HISTORY_BYTES
 from statecast.server.limits import FD_RESERVE
 from statecast.server.rooms.document import DocumentRoom
 from tests.helpers import (
@@ -419,6 +420,23 @@ async def test_slow_websocket_handshake_is_cut_off() -> None:
         slow = asyncio.create_task(_dribble_until_closed(srv.ws_url, request))
         await still_served(srv)
         assert b"101" not in await slow
+
+
+async def test_a_small_room_holds_about_its_state_size_of_history() -> None:
+    """Diffs older than a SNAPSHOT's worth are dropped: a resume from before gets a SNAPSHOT."""
+    async with running_server(action_rate=0) as srv, agent(srv, "small", "a") as ws:
+        epoch = srv.app.rooms.rooms["small"].feed.epoch
+        await ws.send(*(patch(aid, [0, ["v"], f"{aid:040}"]) for aid in range(1, 2001)))
+        assert (await replies(ws, 2000))[-1] == [7, 2000, 2000]  # 2,000 diffs, ~110 KB
+        feed = srv.app.rooms.rooms["small"].feed
+        assert feed.oldest > 0 and feed.history.size_after(feed.oldest) <= MIN_HISTORY_BYTES
+        async with bare(srv.room_url("small")) as late:
+            assert (await late.hello("spectator", resume=[epoch, 1]))["sync"] == "snapshot"
+        async with (
+            http_session() as http,
+            http.get(f"{srv.http_url}/rooms/small/changes?epoch={epoch}&since=1") as resp,
+        ):
+            assert resp.status == 410
 
 
 def test_the_open_file_limit_is_raised_to_the_hard_limit_at_start() -> None:
