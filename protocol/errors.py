@@ -17,7 +17,7 @@ that closes a socket or answers an HTTP request only reads a hint::
     └── ServerClosed             the server ended the connection (seen by clients)
         └── ClientIdTakenOver    4009: another connection uses this agent's client id
 
-A :class:`ProtocolViolation` carries the close code that PROTOCOL.md names; a
+A :class:`ProtocolViolation` carries the close code that docs/protocol.md §8.1 names; a
 :class:`Rejection` carries its ERROR code and the HTTP status that the HTTP side
 answers with.
 """
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Final
 
-#: ERROR codes (PROTOCOL.md, "Messages") and the HTTP status each maps to.
+#: ERROR codes (docs/protocol.md §5.9) and the HTTP status each maps to.
 ERROR_HTTP_STATUS: Final[dict[str, int]] = {
     "invalid": 400,
     "unknown_action": 400,
@@ -130,5 +130,5 @@ class ClientIdTakenOver(ServerClosed):
         )
 
 
-#: Close codes after which a client should reconnect and resume (PROTOCOL.md, "Closing").
+#: Close codes after which a client should reconnect and resume (docs/protocol.md §8).
 RETRYABLE_CLOSE_CODES: Final[frozenset[int]] = frozenset({1001, 1006, 1011, 1012, 1013, 4008, 4029})

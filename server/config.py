@@ -54,7 +54,7 @@ class Config:
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < 64 * 1024:
-            raise ValueError("max_message_bytes may not be below 64 KiB (PROTOCOL.md)")
+            raise ValueError("max_message_bytes may not be below 64 KiB (docs/protocol.md §4.3)")
         if self.durability not in ("ack", "async"):
             raise ValueError("durability is 'ack' or 'async'")
         if self.auth not in ("none", "jwt"):

@@ -4,7 +4,7 @@ The room's state learns about presence only through the room type's
 ``on_join`` / ``on_leave`` hooks, which the room's worker runs in order with
 actions: this module decides *when* a hook is due and hands it to ``enqueue``.
 
-* One live connection per agent client id (PROTOCOL.md, close 4009): a HELLO
+* One live connection per agent client id (docs/protocol.md §8.5, close 4009): a HELLO
   for an id that is connected takes over; the caller closes the older
   connection with 4009. A takeover is neither a leave nor a join.
 * An agent whose connection ends has ``grace`` seconds to come back; a

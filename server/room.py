@@ -219,7 +219,7 @@ def _check_key_lengths(op: ops.Op, limit: int) -> None:
 class Room:
     """Base of every room type. One instance per live room; it owns the state."""
 
-    #: Levels of nesting allowed in the state and in paths (PROTOCOL.md: default 64).
+    #: Levels of nesting allowed in the state and in paths (docs/protocol.md §3.4: default 64).
     max_depth: int = ops.DEFAULT_MAX_DEPTH
     #: Longest map key or path segment, in characters (None: unlimited).
     max_key_length: int | None = None

@@ -1,7 +1,7 @@
 """Test helpers: a real server on loopback, and a bare client built from websockets + msgpack.
 
 The bare client deliberately does not use protocol/: the protocol tests speak
-PROTOCOL.md's bytes directly, so the server and the project's own client cannot
+docs/protocol.md's bytes directly, so the server and the project's own client cannot
 agree on a mistake.
 """
 
@@ -60,7 +60,7 @@ def unpack(frame: bytes) -> list[Any]:
 
 
 class BareClient:
-    """PROTOCOL.md spoken by hand: send msgpack arrays, read them back message by message."""
+    """docs/protocol.md spoken by hand: send msgpack arrays, read them back message by message."""
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws

@@ -1,4 +1,4 @@
-"""The built-in document room (PROTOCOL.md, "The built-in room")."""
+"""The built-in document room (docs/protocol.md §9.1)."""
 
 from __future__ import annotations
 

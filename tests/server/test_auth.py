@@ -1,4 +1,7 @@
-"""--auth jwt over WebSocket and HTTP, --public-spectators, and `statecast token`."""
+"""--auth jwt over WebSocket and HTTP, --public-spectators, and `statecast token`.
+
+Conformance: docs/protocol.md §11 (tokens), §10.10, and the closes 4001 and 4003 of §8.1.
+"""
 
 from __future__ import annotations
 

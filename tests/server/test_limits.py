@@ -1,4 +1,7 @@
-"""Limits: each refuses with a clear error, changes nothing, and leaves other clients served."""
+"""Limits: each refuses with a clear error, changes nothing, and leaves other clients served.
+
+Conformance: docs/protocol.md §12, and §4.3 (1009), §8.3 (1013) and §10.9 (413, 429, 408).
+"""
 
 from __future__ import annotations
 
