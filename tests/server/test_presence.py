@@ -13,7 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from statecast.protocol.client import connect
-from statecast.protocol.errors import ClientIdTakenOver, Rejection
+from statecast.protocol.errors import ClientIdTakenOver, Rejection, ServerClosed
 from statecast.server.room import ActionContext, Room, action
 from statecast.server.rooms.document import PresenceDocumentRoom
 from tests.helpers import TIMEOUT, BareClient, bare, eventually, http_session, running_server
@@ -188,6 +188,18 @@ async def test_a_second_connection_with_one_agent_id_takes_over_with_4009() -> N
             assert await spec.recv() == [5, 2, [[0, ["n"], 1]]]  # no leave, no join
 
 
+async def test_a_takeover_is_not_refused_by_the_room_connection_limit() -> None:
+    """An agent replacing its own connection in a full room takes over instead of 1013."""
+    async with running_server(max_room_connections=1) as srv:
+        url = srv.room_url("p")
+        async with bare(url) as first, bare(url) as second, bare(url) as third:
+            await _join(first, client="bot-1")
+            await _join(second, client="bot-1")
+            assert await first.closed() == 4009
+            await third.send([1, {"v": 1, "role": "agent", "client": "bot-2"}])
+            assert await third.closed() == 1013
+
+
 async def test_the_python_client_raises_a_clear_error_on_4009_and_stays_down() -> None:
     """connect() with a taken-over id fails with ClientIdTakenOver and does not reconnect."""
     async with running_server() as srv:
@@ -271,6 +283,21 @@ async def test_a_client_with_a_token_callable_resumes_after_expiry() -> None:
         assert await room.act("patch", [[0, ["n"], 2]]) == 2
         assert (room.epoch, room.seq, room.state) == (epoch, 2, {"n": 2})
         assert len(issued) == 2
+
+
+async def test_a_token_callable_that_gives_a_refused_token_is_not_retried() -> None:
+    """A 4001 at HELLO (no WELCOME yet) ends the client: a fresh token did not help."""
+    calls: list[int] = []
+
+    def expired() -> str:
+        calls.append(1)
+        return _token("a", -3600)
+
+    async with running_server(auth="jwt", jwt_secret=SECRET) as srv:
+        with pytest.raises(ServerClosed) as closed:
+            async with connect(srv.room_url("p"), token=expired):
+                pass
+        assert closed.value.code == 4001 and len(calls) == 1
 
 
 # --- defaults and bounds ---------------------------------------------------------------------
