@@ -13,6 +13,7 @@ from aiohttp import web
 from statecast.protocol.errors import ProtocolViolation, Rejection
 from statecast.protocol.ops import MAX_SAFE_INT
 from statecast.server.limits import TokenBucket
+from statecast.server.listing import Listing
 from statecast.server.live import LiveRoom, Request, RoomFailed
 from statecast.server.ws import ROOM_PATH
 
@@ -54,6 +55,9 @@ class HttpListener:
         r.add_get(f"/rooms/{{room:{_ROOM}}}/changes", self.changes)
         r.add_post(f"/rooms/{{room:{_ROOM}}}/actions", self.actions)
         r.add_get(f"/rooms/{{room:{_ROOM}}}/clients/{{client}}", self.client)
+        self.listing = Listing(app)
+        r.add_get("/rooms", self.listing.rooms)
+        r.add_get(f"/rooms/{{room:{_ROOM}}}", self.listing.room)
         r.add_get("/healthz", self.healthz)
         r.add_get("/metrics", self.metrics)
         self.web.middlewares.append(self._errors)

@@ -44,6 +44,7 @@ from statecast.server.fanout import Subscriber, close_or_abort, frame_binary
 from statecast.server.history import History
 from statecast.server.metrics import Metrics
 from statecast.server.room import Room
+from statecast.server.roster import Roster
 from statecast.server.store.base import Store, StoredChange
 
 log = structlog.get_logger()
@@ -98,6 +99,7 @@ class LiveRoom:
         self.metrics = metrics
         self.members: dict[Subscriber, None] = {}
         self.connections = 0
+        self.roster = Roster()
         self.failed: BaseException | None = None
         self.lost_writes = False  # async durability: published diffs the store did not keep
         self._applied = head

@@ -144,6 +144,7 @@ class Session:
             if self.room is not None and self.sub is not None:
                 self.room.leave(self.sub)
                 self.room.connections -= 1
+                self.room.roster.remove(self.sub.role, self.sub.client)
 
     def _role(self) -> str:
         return self.sub.role if self.sub is not None else "none"
@@ -166,6 +167,7 @@ class Session:
         self.room = room
         room.connections += 1
         self.sub = Subscriber(self.conn, identity.role, identity.client)
+        room.roster.add(identity.role, identity.client)
         welcome = await room.join(self.sub, hello.resume)
         structlog.contextvars.bind_contextvars(conn=self.sub.id)
         log.debug("joined", role=identity.role, client=identity.client, sync=welcome.sync)
