@@ -15,6 +15,7 @@ from statecast.protocol.ops import MAX_SAFE_INT
 from statecast.server.limits import TokenBucket
 from statecast.server.listing import Listing
 from statecast.server.live import LiveRoom, Request, RoomFailed
+from statecast.server.pages import Pages
 from statecast.server.ws import ROOM_PATH
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class HttpListener:
         self.listing = Listing(app)
         r.add_get("/rooms", self.listing.rooms)
         r.add_get(f"/rooms/{{room:{_ROOM}}}", self.listing.room)
+        Pages(app).add_routes(r, _ROOM)
         r.add_get("/healthz", self.healthz)
         r.add_get("/metrics", self.metrics)
         self.web.middlewares.append(self._errors)
