@@ -20,7 +20,6 @@ from aiohttp import web
 
 from statecast.protocol.errors import NoSuchRoom, Rejection
 from statecast.server.live import LiveRoom
-from statecast.server.room import Room
 from statecast.server.store.base import RoomSummary
 
 if TYPE_CHECKING:
@@ -58,15 +57,15 @@ class Listing:
             "spectators": 0,
         }
 
-    @staticmethod
-    def live_row(live: LiveRoom) -> dict[str, Any]:
+    def live_row(self, live: LiveRoom) -> dict[str, Any]:
+        feed = live.feed
         return {
-            "room": live.name,
-            "type": type_name(type(live.room)),
-            "epoch": live.epoch,
-            "seq": live.head,
-            "agents": live.roster.agents,
-            "spectators": live.roster.spectators,
+            "room": feed.name,
+            "type": type_name(self.app.room_types.for_room(feed.name)),
+            "epoch": feed.epoch,
+            "seq": feed.head,
+            "agents": feed.roster.agents,
+            "spectators": feed.roster.spectators,
         }
 
     async def page(
@@ -103,12 +102,10 @@ class Listing:
         live = self.app.rooms.rooms.get(name)
         if live is not None and live.failed is None:
             body = self.live_row(live)
-            room_class: type[Room] = type(live.room)
         else:
             summary = await self.app.store.room_summary(name)
             if summary is None:
                 raise NoSuchRoom(f"no room {name!r}")
             body = self.row(summary)
-            room_class = self.app.room_types.for_room(name)
-        body["actions"] = room_class.action_names()
+        body["actions"] = self.app.room_types.for_room(name).action_names()
         return web.json_response(body)
