@@ -47,6 +47,7 @@ class Config:
     max_room_connections: int = 0
     max_room_clients: int = 10_000
     max_rooms: int = 10_000
+    idle_unload: float = 300.0
     max_state_bytes: int = 8 << 20
     max_key_length: int = 1024
     http_max_body: int = 1 << 20
@@ -99,7 +100,10 @@ _HELP: dict[str, str] = {
     "max_room_connections": "WebSocket connections per room (0: bounded only by --max-connections)",
     "max_room_clients": "client ids a room records for exactly-once under --auth none "
     "(0: unlimited)",
-    "max_rooms": "rooms held at once",
+    "max_rooms": "rooms held in memory at once (idle rooms unload, see --idle-unload; at the "
+    "limit the least recently used idle room unloads)",
+    "idle_unload": "seconds a room with no connection and no request stays in memory before "
+    "it is checkpointed and unloaded (0: never)",
     "max_state_bytes": "encoded size a room's state may reach (too_large)",
     "max_key_length": "longest map key or path segment, in characters (too_large)",
     "http_max_body": "largest HTTP request body",

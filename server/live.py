@@ -3,13 +3,15 @@ actions (server/writer.py), and who is connected to it here (server/presence.py)
 
 from __future__ import annotations
 
+import time
+
 from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.presence import Presence
 from statecast.server.writer import Request, RoomWriter
 
 
 class LiveRoom:
-    __slots__ = ("feed", "presence", "writer")
+    __slots__ = ("feed", "last_active", "presence", "writer")
 
     def __init__(self, feed: RoomFeed, writer: RoomWriter) -> None:
         self.feed = feed
@@ -17,6 +19,12 @@ class LiveRoom:
         hooks = writer.room.has_presence_hooks()
         self.presence = Presence(writer.config.leave_grace, writer.submit_hook, hooks=hooks)
         self.presence.seed(writer.room.present_agents())
+        #: When a request last reached the room or a connection left it (monotonic
+        #: clock); the manager unloads a room idle past --idle-unload.
+        self.last_active = time.monotonic()
+
+    def touch(self) -> None:
+        self.last_active = time.monotonic()
 
     @property
     def name(self) -> str:

@@ -1,17 +1,23 @@
-"""Rooms in memory: loading from the store, creating on first join, unloading, closing.
+"""Rooms in memory: loading from the store, creating on first join, unloading when idle.
 
-At most ``--max-rooms`` rooms are held. A room needed past that makes space by
-unloading the least recently used idle one (no connections, no agent within
-its leave grace, nothing queued): it is checkpointed and dropped, and loads
-from the store again on its next use. Only when every held room is busy is a
-new room refused.
+A room is held while it has connections or sees requests. Once it has had no
+connection and no request for ``--idle-unload`` seconds it is unloaded: its
+writer drains and checkpoints, and the memory is freed. The next request loads
+it again from the store (same epoch and seq; replay from the store's log). So a
+long-running server's memory follows its active rooms, and ``--max-rooms``
+counts rooms held, not rooms ever created. A room needed past ``--max-rooms``
+makes space at once by unloading the least recently used idle room; only when
+every held room is busy is a new room refused.
+
+A room with an agent inside its leave grace is not idle: unloading it would put
+off that agent's ``on_leave`` until the room's next load.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import secrets
+import time
 
 import msgpack
 import structlog
@@ -47,6 +53,7 @@ class RoomManager:
         self.closing = False
         self._lost: set[str] = set()  # rooms whose published history the store lost
         self._unloading: dict[str, asyncio.Task[None]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def get(self, name: str, *, create: bool) -> LiveRoom | None:
         """The live room ``name``, loaded from the store or created if asked; None if absent."""
@@ -54,8 +61,13 @@ class RoomManager:
             raise RoomFailed("the server is shutting down")
         live = self.rooms.get(name)
         if live is not None and live.failed is None:
-            self.rooms[name] = self.rooms.pop(name)  # most recently used last
+            live.touch()
             return live
+        unloading = self._unloading.get(name)
+        if unloading is not None and not unloading.done():
+            # Its checkpoint must be written before it loads again.
+            await asyncio.shield(unloading)
+            return await self.get(name, create=create)
         if live is not None:
             del self.rooms[name]
             if live.writer.lost_writes:
@@ -82,9 +94,6 @@ class RoomManager:
 
     async def _load(self, name: str, create: bool) -> LiveRoom | None:
         room_class = self.room_types.for_room(name)
-        unloading = self._unloading.get(name)
-        if unloading is not None:  # its last checkpoint must be in the store first
-            await asyncio.shield(unloading)
         record = await self.store.load(name)
         if record is not None and name in self._lost:
             await self._new_epoch(name, record)
@@ -135,6 +144,8 @@ class RoomManager:
         live = LiveRoom(feed, writer)
         self.rooms[name] = live
         self.metrics.rooms.set(len(self.rooms))
+        if self._sweeper is None and self.config.idle_unload > 0:
+            self._sweeper = asyncio.create_task(self._sweep(), name="idle rooms")
         return live
 
     async def _log_tail(self, name: str, checkpoint_seq: int) -> list[tuple[int, bytes]]:
@@ -150,29 +161,43 @@ class RoomManager:
             start -= 1
         return tail[start:]
 
+    async def _sweep(self) -> None:
+        """Unload rooms idle for ``--idle-unload`` seconds, checking a few times per period."""
+        idle = self.config.idle_unload
+        while not self.closing:
+            await asyncio.sleep(min(idle / 4, 5.0))
+            now = time.monotonic()
+            for name, live in list(self.rooms.items()):
+                if live.idle and now - live.last_active >= idle:
+                    self._unload(name, live)
+
     def _unload_idle(self) -> bool:
-        """Start unloading the least recently used idle room; False if every room is busy."""
-        for name, live in self.rooms.items():
-            if live.idle and name not in self._loading:
-                del self.rooms[name]
-                self.metrics.rooms.set(len(self.rooms))
-                task = asyncio.create_task(self._unload(name, live))
-                self._unloading[name] = task
-                task.add_done_callback(functools.partial(self._forget_unload, name))
-                return True
-        return False
+        """Unload the least recently used idle room; False if every held room is busy."""
+        idle = [(live.last_active, name) for name, live in self.rooms.items() if live.idle]
+        if not idle:
+            return False
+        _, name = min(idle)
+        self._unload(name, self.rooms[name])
+        return True
 
-    def _forget_unload(self, name: str, _: object) -> None:
-        self._unloading.pop(name, None)
+    def _unload(self, name: str, live: LiveRoom) -> None:
+        # Out of self.rooms at once (synchronously), so no request can reach it any more;
+        # get() waits for the task before loading the room again.
+        del self.rooms[name]
+        self.metrics.rooms.set(len(self.rooms))
+        if live.writer.lost_writes:
+            self._lost.add(name)
+        task = asyncio.create_task(self._close_room(name, live, "idle"))
+        self._unloading[name] = task
+        task.add_done_callback(lambda _: self._unloading.pop(name, None))
 
-    async def _unload(self, name: str, live: LiveRoom) -> None:
+    async def _close_room(self, name: str, live: LiveRoom, why: str) -> None:
         try:
             await live.close()
-            log.info("room unloaded", room=name, seq=live.feed.head)
         except Exception:
-            log.exception("room unload failed", room=name)
-            if live.writer.lost_writes:
-                self._lost.add(name)
+            log.exception("room close failed", room=name)
+        else:
+            log.info("room unloaded", room=name, why=why, seq=live.feed.head)
 
     async def drain(self) -> None:
         await asyncio.gather(*(room.drain() for room in self.rooms.values()))
@@ -186,6 +211,8 @@ class RoomManager:
 
     async def close(self) -> None:
         self.closing = True  # a late HTTP action must not load a room the store will not see
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         await asyncio.gather(*self._unloading.values(), return_exceptions=True)
         for name, room in list(self.rooms.items()):
             if room.writer.lost_writes:

@@ -16,6 +16,14 @@ diff costs O(size of the change), never a comparison of whole states. A handler
 that raises leaves the state exactly as it was: every op keeps an undo entry
 and the runner rolls them back.
 
+A ``set`` to the value already there changes nothing, so it records nothing
+(:func:`unchanged`): an action whose ops all change nothing yields no diff, no
+new seq and no new ETag, and is ACKed with the head. "The value already there"
+means equal as msgpack values: types compare exactly (``1``, ``1.0`` and
+``True`` differ, and so do ``0.0`` and ``-0.0``), and maps compare as maps, so
+a set that only reorders a map's keys is dropped too and the state keeps the
+key order it had. The check costs O(size of the value set), like encoding it.
+
 Size limits are kept in O(change) too. A room knows the encoded size of its
 state (measured exactly when it is loaded, and again at every checkpoint, which
 encodes the state anyway) and each op moves that figure by what it adds minus
@@ -37,6 +45,7 @@ id, is neither a leave nor a join. Spectators never run hooks.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Final, Literal, TypeVar
 
@@ -107,6 +116,8 @@ class ActionContext:
 
     def record(self, op: ops.Op) -> None:
         """Apply and record an op already checked by :func:`statecast.protocol.ops.parse_op`."""
+        if op[0] == ops.SET and unchanged(self.state, op[1], op[2]):
+            return  # a set to the value already there: no op, so no diff wakes anyone
         try:
             encoded = codec.encode_op(op)  # before a later op can change the value it placed
         except UnicodeEncodeError:  # JSON over HTTP can carry "\\ud800"; msgpack cannot
@@ -136,6 +147,48 @@ class ActionContext:
         ops.rollback(self._undo)
         self.encoded_ops.clear()
         self.size_delta = 0
+
+
+def unchanged(state: dict[str, Any], path: list[Any], value: Any) -> bool:
+    """True if ``path`` already holds ``value`` as the same msgpack value (see the module doc)."""
+    node: Any = state
+    for seg in path:
+        if type(node) is dict and type(seg) is str:
+            node = node.get(seg, _MISSING)
+            if node is _MISSING:
+                return False
+        elif type(node) is list and type(seg) is int and 0 <= seg < len(node):
+            node = node[seg]
+        else:
+            return False
+    # Python's == (in C) settles every real change fast: values that differ under it
+    # differ as msgpack values too. Only values it calls equal need the typed check.
+    return bool(node == value) and same_value(node, value)
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal as msgpack values: exact types, floats by sign too, maps in any key order.
+
+    Python's ``==`` would call ``1 == 1.0 == True`` and ``0.0 == -0.0``, which
+    encode differently. Stops at the first difference, so it costs at most the
+    size of the smaller value.
+    """
+    t = type(a)
+    if t is not type(b):
+        return False
+    if t is dict:
+        if len(a) != len(b):
+            return False
+        for k, v in a.items():
+            w = b.get(k, _MISSING)
+            if w is _MISSING or not same_value(v, w):
+                return False
+        return True
+    if t is list:
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+    if t is float:
+        return bool(a == b and math.copysign(1.0, a) == math.copysign(1.0, b))
+    return bool(a == b)
 
 
 def _packed_len(value: Any) -> int:

@@ -160,6 +160,7 @@ class Session:
                 self.room.feed.connections -= 1
                 if self._present:
                     self.room.presence.depart(self.sub)
+                self.room.touch()
 
     def _role(self) -> str:
         return self.sub.role if self.sub is not None else "none"
