@@ -78,6 +78,12 @@ class Presence:
         if sub.client in self.joined:
             self._start_grace(sub.client)
 
+    @property
+    def agents(self) -> list[str]:
+        """The agents present here, sorted: for a room type with hooks, those joined (an
+        agent inside its leave grace included); otherwise those connected."""
+        return sorted(self.joined if self.hooks else self.connected)
+
     def is_current(self, sub: Subscriber) -> bool:
         """Whether ``sub`` is still its agent's live connection (not taken over)."""
         return sub.client is not None and self.connected.get(sub.client) is sub
