@@ -100,10 +100,9 @@ _HELP: dict[str, str] = {
     "max_room_connections": "WebSocket connections per room (0: bounded only by --max-connections)",
     "max_room_clients": "client ids a room records for exactly-once under --auth none "
     "(0: unlimited)",
-    "max_rooms": "rooms held in memory at once (idle rooms unload, see --idle-unload; at the "
-    "limit the least recently used idle room unloads)",
-    "idle_unload": "seconds a room with no connection and no request stays in memory before "
-    "it is checkpointed and unloaded (0: never)",
+    "max_rooms": "rooms held in memory at once (idle rooms unload, see --idle-unload)",
+    "idle_unload": "seconds an idle room (no connection, no request) stays in memory before "
+    "it is checkpointed and unloaded (0: only when --max-rooms needs the space)",
     "max_state_bytes": "encoded size a room's state may reach (too_large)",
     "max_key_length": "longest map key or path segment, in characters (too_large)",
     "http_max_body": "largest HTTP request body",

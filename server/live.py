@@ -20,7 +20,7 @@ class LiveRoom:
         self.presence = Presence(writer.config.leave_grace, writer.submit_hook, hooks=hooks)
         self.presence.seed(writer.room.present_agents())
         #: When a request last reached the room or a connection left it (monotonic
-        #: clock); the manager unloads a room idle past --idle-unload.
+        #: clock); the manager unloads a room idle for --idle-unload seconds.
         self.last_active = time.monotonic()
 
     def touch(self) -> None:

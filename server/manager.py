@@ -1,21 +1,18 @@
-"""Rooms in memory: loading from the store, creating on first join, unloading when idle.
+"""Rooms in memory: loading from the store, creating on first join, unloading, closing.
 
-A room is held while it has connections or sees requests. Once it has had no
-connection and no request for ``--idle-unload`` seconds it is unloaded: its
-writer drains and checkpoints, and the memory is freed. The next request loads
-it again from the store (same epoch and seq; replay from the store's log). So a
-long-running server's memory follows its active rooms, and ``--max-rooms``
-counts rooms held, not rooms ever created. A room needed past ``--max-rooms``
-makes space at once by unloading the least recently used idle room; only when
-every held room is busy is a new room refused.
-
-A room with an agent inside its leave grace is not idle: unloading it would put
-off that agent's ``on_leave`` until the room's next load.
+A room is idle when nothing is connected, queued or within a leave grace. An
+idle room is unloaded (checkpointed, its memory freed) once it has had no
+request for ``--idle-unload`` seconds, so a long-running server's memory follows
+its active rooms. At most ``--max-rooms`` rooms are held: a room needed past that
+makes space by unloading the least recently used idle one at once. Only when
+every held room is busy is a new room refused. An unloaded room loads from the
+store again on its next use, on the same epoch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import time
 
@@ -61,13 +58,9 @@ class RoomManager:
             raise RoomFailed("the server is shutting down")
         live = self.rooms.get(name)
         if live is not None and live.failed is None:
+            self.rooms[name] = self.rooms.pop(name)  # most recently used last
             live.touch()
             return live
-        unloading = self._unloading.get(name)
-        if unloading is not None and not unloading.done():
-            # Its checkpoint must be written before it loads again.
-            await asyncio.shield(unloading)
-            return await self.get(name, create=create)
         if live is not None:
             del self.rooms[name]
             if live.writer.lost_writes:
@@ -94,6 +87,9 @@ class RoomManager:
 
     async def _load(self, name: str, create: bool) -> LiveRoom | None:
         room_class = self.room_types.for_room(name)
+        unloading = self._unloading.get(name)
+        if unloading is not None:  # its last checkpoint must be in the store first
+            await asyncio.shield(unloading)
         record = await self.store.load(name)
         if record is not None and name in self._lost:
             await self._new_epoch(name, record)
@@ -162,42 +158,43 @@ class RoomManager:
         return tail[start:]
 
     async def _sweep(self) -> None:
-        """Unload rooms idle for ``--idle-unload`` seconds, checking a few times per period."""
+        """Unload the rooms idle for ``--idle-unload`` seconds, looking a few times a period."""
         idle = self.config.idle_unload
         while not self.closing:
             await asyncio.sleep(min(idle / 4, 5.0))
             now = time.monotonic()
             for name, live in list(self.rooms.items()):
-                if live.idle and now - live.last_active >= idle:
-                    self._unload(name, live)
+                if live.idle and now - live.last_active >= idle and name not in self._loading:
+                    self._start_unload(name, live)
 
     def _unload_idle(self) -> bool:
-        """Unload the least recently used idle room; False if every held room is busy."""
-        idle = [(live.last_active, name) for name, live in self.rooms.items() if live.idle]
-        if not idle:
-            return False
-        _, name = min(idle)
-        self._unload(name, self.rooms[name])
-        return True
+        """Start unloading the least recently used idle room; False if every room is busy."""
+        for name, live in self.rooms.items():
+            if live.idle and name not in self._loading:
+                self._start_unload(name, live)
+                return True
+        return False
 
-    def _unload(self, name: str, live: LiveRoom) -> None:
-        # Out of self.rooms at once (synchronously), so no request can reach it any more;
-        # get() waits for the task before loading the room again.
+    def _start_unload(self, name: str, live: LiveRoom) -> None:
+        # Out of self.rooms at once (synchronously), so no request reaches it any more;
+        # _load waits for the task before it loads the room again.
         del self.rooms[name]
         self.metrics.rooms.set(len(self.rooms))
-        if live.writer.lost_writes:
-            self._lost.add(name)
-        task = asyncio.create_task(self._close_room(name, live, "idle"))
+        task = asyncio.create_task(self._unload(name, live))
         self._unloading[name] = task
-        task.add_done_callback(lambda _: self._unloading.pop(name, None))
+        task.add_done_callback(functools.partial(self._forget_unload, name))
 
-    async def _close_room(self, name: str, live: LiveRoom, why: str) -> None:
+    def _forget_unload(self, name: str, _: object) -> None:
+        self._unloading.pop(name, None)
+
+    async def _unload(self, name: str, live: LiveRoom) -> None:
         try:
             await live.close()
+            log.info("room unloaded", room=name, seq=live.feed.head)
         except Exception:
-            log.exception("room close failed", room=name)
-        else:
-            log.info("room unloaded", room=name, why=why, seq=live.feed.head)
+            log.exception("room unload failed", room=name)
+            if live.writer.lost_writes:
+                self._lost.add(name)
 
     async def drain(self) -> None:
         await asyncio.gather(*(room.drain() for room in self.rooms.values()))

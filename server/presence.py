@@ -40,6 +40,11 @@ class Presence:
         self.spectators = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
+    @property
+    def agents(self) -> list[str]:
+        """The agents present: connected, or (with hooks) joined and within their leave grace."""
+        return sorted(self.connected.keys() | self.joined)
+
     def seed(self, agents: Iterable[str]) -> None:
         """Agents the loaded state records as present: each gets the grace to reconnect."""
         if not self.hooks:
@@ -77,12 +82,6 @@ class Presence:
         del self.connected[sub.client]
         if sub.client in self.joined:
             self._start_grace(sub.client)
-
-    @property
-    def agents(self) -> list[str]:
-        """The agents present here, sorted: for a room type with hooks, those joined (an
-        agent inside its leave grace included); otherwise those connected."""
-        return sorted(self.joined if self.hooks else self.connected)
 
     def is_current(self, sub: Subscriber) -> bool:
         """Whether ``sub`` is still its agent's live connection (not taken over)."""

@@ -158,9 +158,9 @@ class Session:
             if self.room is not None and self.sub is not None:
                 self.room.feed.leave(self.sub)
                 self.room.feed.connections -= 1
+                self.room.touch()
                 if self._present:
                     self.room.presence.depart(self.sub)
-                self.room.touch()
 
     def _role(self) -> str:
         return self.sub.role if self.sub is not None else "none"
