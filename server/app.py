@@ -46,7 +46,14 @@ class App:
         self.config = config
         self.metrics = Metrics()
         self.store = (
-            store if store is not None else open_store(config.store, durability=config.durability)
+            store
+            if store is not None
+            else open_store(
+                config.store,
+                durability=config.durability,
+                retain_diffs=config.history_diffs,
+                wait_replicas=config.wait_replicas,
+            )
         )
         self.room_types = RoomTypes.parse(config.room_types)
         self.auth = build_authenticator(config)

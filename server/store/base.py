@@ -50,6 +50,18 @@ class RoomRecord:
         return self.diffs[-1][0] if self.diffs else self.checkpoint_seq
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be reached now; nothing of the failed call is known to have landed."""
+
+
+class Fenced(Exception):
+    """A write refused because another node now owns the room (or the log moved on)."""
+
+
+class RoomLost(Exception):
+    """The store no longer has the room's keys (restarted empty, or evicted)."""
+
+
 class Store(Protocol):
     #: True when ``append`` returns only once the batch is durable on disk.
     durable: bool
