@@ -11,11 +11,13 @@ import structlog
 from statecast.protocol import ops
 from statecast.protocol.errors import NoSuchRoom, Rejection
 from statecast.server.config import Config
+from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.history import History
-from statecast.server.live import LiveRoom, RoomFailed
+from statecast.server.live import LiveRoom
 from statecast.server.metrics import Metrics
 from statecast.server.registry import RoomTypes
 from statecast.server.store.base import RoomRecord, Store
+from statecast.server.writer import RoomWriter
 
 log = structlog.get_logger()
 
@@ -46,7 +48,7 @@ class RoomManager:
             return live
         if live is not None:
             del self.rooms[name]
-            if live.lost_writes:
+            if live.writer.lost_writes:
                 self._lost.add(name)
         task = self._loading.get(name)
         if task is None:
@@ -104,17 +106,18 @@ class RoomManager:
                 raise RuntimeError(f"room {name}: log entry {seq} holds diff {diff_seq}")
             ops.apply_wire_ops(room.state, diff_ops, room.max_depth)
             history.append(seq, encoded)
-        live = LiveRoom(
+        feed = RoomFeed(
             name,
-            room,
+            room.state,
             epoch=record.epoch,
             head=record.head,
             acked=dict(record.acked),
             history=history,
-            store=self.store,
             config=self.config,
             metrics=self.metrics,
         )
+        writer = RoomWriter(feed, room, store=self.store, config=self.config, metrics=self.metrics)
+        live = LiveRoom(feed, writer)
         self.rooms[name] = live
         self.metrics.rooms.set(len(self.rooms))
         return live
@@ -145,7 +148,7 @@ class RoomManager:
     async def close(self) -> None:
         self.closing = True  # a late HTTP action must not load a room the store will not see
         for name, room in list(self.rooms.items()):
-            if room.lost_writes:
+            if room.writer.lost_writes:
                 self._lost.add(name)
             try:
                 await room.close()

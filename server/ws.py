@@ -142,8 +142,8 @@ class Session:
             pass
         finally:
             if self.room is not None and self.sub is not None:
-                self.room.leave(self.sub)
-                self.room.connections -= 1
+                self.room.feed.leave(self.sub)
+                self.room.feed.connections -= 1
 
     def _role(self) -> str:
         return self.sub.role if self.sub is not None else "none"
@@ -161,12 +161,12 @@ class Session:
             room = await self.app.rooms.require(self.room_name, create=self.app.config.create_rooms)
         except Rejection as exc:
             raise _Refused(exc.message) from None
-        if room.connections >= self.app.config.max_room_connections:
+        if room.feed.connections >= self.app.config.max_room_connections:
             raise _Refused("the room holds its maximum number of connections")
         self.room = room
-        room.connections += 1
+        room.feed.connections += 1
         self.sub = Subscriber(self.conn, identity.role, identity.client)
-        welcome = await room.join(self.sub, hello.resume)
+        welcome = await room.feed.join(self.sub, hello.resume)
         structlog.contextvars.bind_contextvars(conn=self.sub.id)
         log.debug("joined", role=identity.role, client=identity.client, sync=welcome.sync)
 
@@ -182,13 +182,13 @@ class Session:
                 if refusal is not None:
                     sub.send(codec.encode(Error(None, "rate_limited", refusal)))
                     continue
-                if sub.backlog() > self.app.config.slow_high_water and sub in room.members:
+                if sub.backlog() > self.app.config.slow_high_water and sub in room.feed.members:
                     # Asking again while earlier answers still wait unread: a slow
                     # consumer. The SNAPSHOT it gets once drained answers this RESYNC;
                     # answering each would queue a snapshot per tiny message.
-                    room.skip_ahead(sub)
+                    room.feed.skip_ahead(sub)
                     continue
-                await room.resync(sub, message.epoch, message.seq)
+                await room.feed.resync(sub, message.epoch, message.seq)
             else:
                 raise OutOfOrder("HELLO twice")
 

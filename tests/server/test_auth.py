@@ -104,7 +104,7 @@ async def test_agent_acts_as_its_token_subject() -> None:
         await ws.recv_type(3)
         await ws.send([4, 1, "patch", [[0, ["x"], 1]]])
         assert await ws.recv_type(7) == [7, 1, 1]
-        assert srv.app.rooms.rooms["game-1"].acked == {"bot-7": 1}
+        assert srv.app.rooms.rooms["game-1"].feed.acked == {"bot-7": 1}
 
 
 async def test_agent_token_may_spectate_but_a_spectator_cannot_act() -> None:
@@ -115,7 +115,7 @@ async def test_agent_token_may_spectate_but_a_spectator_cannot_act() -> None:
         await ws.recv_type(3)
         await ws.send([4, 1, "patch", [[0, ["x"], 1]]])
         assert (await ws.recv_type(8))[:3] == [8, 1, "forbidden"]
-        assert srv.app.rooms.rooms["game-1"].head == 0
+        assert srv.app.rooms.rooms["game-1"].feed.head == 0
 
 
 async def test_resume_is_checked_like_any_hello() -> None:

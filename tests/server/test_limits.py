@@ -137,7 +137,7 @@ async def test_resyncs_from_a_client_that_does_not_read_do_not_pile_up() -> None
                 await client.send([6, "AAAAAAAA", 0])
             await client.send(patch(1, [0, ["done"], True]))
             live = srv.app.rooms.rooms["big"]
-            await until(lambda: live.head == 3)  # every RESYNC before it has been handled
+            await until(lambda: live.feed.head == 3)  # every RESYNC before it has been handled
             snapshots = 0
             while (message := await client.recv())[0] != 7:
                 snapshots += message[0] == 3
@@ -171,7 +171,7 @@ async def test_connections_over_the_room_limit_close_1013() -> None:
         await still_served(srv, "other")
         await one.send(patch(1, [0, ["x"], 1]))
         assert (await replies(one, 1))[0] == [7, 1, 1]
-        assert srv.app.rooms.rooms["full"].connections == 1
+        assert srv.app.rooms.rooms["full"].feed.connections == 1
 
 
 async def test_rooms_over_the_limit_are_not_created() -> None:
@@ -226,7 +226,7 @@ async def test_state_size_limit_rejects_growth_and_allows_shrinking() -> None:
         await ws.send(patch(3, [0, ["big"], "small"]), patch(4, [0, ["more"], "y" * 1500]))
         assert [m[:2] for m in await replies(ws, 2)] == [[7, 3], [7, 4]]
         live = srv.app.rooms.rooms["s"]
-        assert live.room.state_bytes == len(msgpack.packb(live.room.state))
+        assert live.writer.room.state_bytes == len(msgpack.packb(live.writer.room.state))
 
 
 async def test_path_depth_and_key_length_limits() -> None:
