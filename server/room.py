@@ -252,8 +252,14 @@ class Room:
     def action_names(cls) -> list[str]:
         return sorted(cls._handlers)
 
-    def run_action(self, client: str, name: str, args: Any) -> list[bytes]:
-        """Run one action all or nothing; return its encoded ops or raise Rejection."""
+    def run_action(
+        self, client: str, name: str, args: Any, undo: list[ops.Undo] | None = None
+    ) -> list[bytes]:
+        """Run one action all or nothing; return its encoded ops or raise Rejection.
+
+        ``undo``, if given, receives the applied action's undo entries, so a whole
+        batch can be rolled back when its write to the store does not happen.
+        """
         attr = self._handlers.get(name)
         if attr is None:
             raise Rejection("unknown_action", f"room type {type(self).__name__} has no {name!r}")
@@ -275,4 +281,6 @@ class Room:
             ctx.rollback()
             raise
         self.state_bytes += ctx.size_delta
+        if undo is not None:
+            undo.extend(ctx._undo)
         return ctx.encoded_ops
