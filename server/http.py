@@ -12,9 +12,11 @@ from aiohttp import web
 
 from statecast.protocol.errors import ProtocolViolation, Rejection
 from statecast.protocol.ops import MAX_SAFE_INT
+from statecast.server.cluster.forwarding import OutcomeUnknown
 from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.limits import TokenBucket
 from statecast.server.live import LiveRoom, Request
+from statecast.server.store.base import StoreUnavailable
 from statecast.server.ws import ROOM_PATH
 
 if TYPE_CHECKING:
@@ -98,6 +100,14 @@ class HttpListener:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="statecast"'
         except RoomFailed as exc:
             response = error(503, "unavailable", str(exc))
+        except StoreUnavailable as exc:
+            response = error(503, "unavailable", str(exc))
+        except OutcomeUnknown as exc:
+            response = error(
+                504,
+                "timeout",
+                f"{exc}: GET /rooms/{{room}}/clients/{{client}} tells whether it was processed",
+            )
         self.app.metrics.http_requests.labels(name, str(response.status)).inc()
         return response
 
@@ -216,6 +226,9 @@ class HttpListener:
     async def healthz(self, request: web.Request) -> web.StreamResponse:
         if not self.app.ready:
             return error(503, "starting", "not ready")
+        cluster = self.app.cluster
+        if cluster is not None and not await cluster.store.ping():
+            return error(503, "degraded", "redis is unreachable: actions are refused meanwhile")
         return web.json_response({"status": "ok", "rooms": len(self.app.rooms.rooms)})
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:

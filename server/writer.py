@@ -427,6 +427,13 @@ class RoomWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
 
+    def stop(self) -> list[Request]:
+        """Stop writing (the lease is lost or handed over); returns the unanswered actions."""
+        self.stopped = True
+        self._wake.set()
+        unanswered, self._inbox = self._inbox, []
+        return unanswered
+
     def _refused(self, exc: Fenced, requests: list[Request]) -> None:
         """Another process owns the room: stop now, hand the unanswered actions over."""
         log.warning(

@@ -91,6 +91,15 @@ class WebSocketListener:
         finally:
             self.open -= 1
 
+    async def close_all(self, code: int, reason: str) -> None:
+        """Close every connection with ``code`` (each gets the close timeout to take it)."""
+        if self.server is None:
+            return
+        timeout = min(self.app.config.slow_timeout, 5.0)
+        await asyncio.gather(
+            *(close_or_abort(conn, code, reason, timeout) for conn in self.server.connections)
+        )
+
     def close(self) -> None:
         if self.server is not None:
             self.server.close(close_connections=True)

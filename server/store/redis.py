@@ -222,6 +222,10 @@ class RedisStore:
         aid = await self._call(lambda: self.redis.hget(_key(room, "acked"), client))
         return int(aid) if aid is not None else 0
 
+    async def all_acked(self, room: str) -> dict[str, int]:
+        acked = await self._call(lambda: self.redis.hgetall(_key(room, "acked")))
+        return {c.decode(): int(a) for c, a in acked.items()}
+
     async def diffs_after(self, room: str, seq: int) -> list[tuple[int, bytes]]:
         entries = await self._call(lambda: self.redis.xrange(_key(room, "log"), f"{seq + 1}-0"))
         return [(_seq(eid), bytes(fields[b"d"])) for eid, fields in entries]
