@@ -120,11 +120,6 @@ class Roamer:
         await self._flush()
         return await waiter
 
-    async def wait_for(self, seq: int, epoch: str | None = None, timeout: float = 20) -> None:
-        async with asyncio.timeout(timeout):
-            while self.sync.seq < seq or (epoch is not None and self.sync.epoch != epoch):
-                await asyncio.sleep(0.01)
-
     async def close(self) -> None:
         self._stopping = True
         if self._ws is not None:

@@ -30,7 +30,7 @@ class Node:
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in close())
             prefix=f"statecast-{name}-", suffix=".log", delete=False
         )
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: asyncio.subprocess.Process | None = None
 
     @property
     def ws_url(self) -> str:
@@ -61,11 +61,13 @@ class Node:
             *self.flags,
         ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.process = await asyncio.create_subprocess_exec(
+            *args, stdout=self.log, stderr=subprocess.STDOUT, env=env
+        )
         deadline = asyncio.get_running_loop().time() + 20 * SCALE
         async with aiohttp.ClientSession() as session:
             while True:
-                if self.process.poll() is not None:
+                if self.process.returncode is not None:
                     raise RuntimeError(f"node {self.name} exited at start:\n{self.output()}")
                 with contextlib.suppress(aiohttp.ClientError):
                     async with session.get(f"{self.http_url}/healthz") as response:
@@ -81,16 +83,12 @@ class Node:
 
     async def wait(self, timeout: float = 20.0) -> int:
         assert self.process is not None
-        process = self.process
-        async with asyncio.timeout(timeout * SCALE):
-            while process.poll() is None:
-                await asyncio.sleep(0.02)
-        return int(process.returncode)
+        return await asyncio.wait_for(self.process.wait(), timeout * SCALE)
 
     async def stop(self) -> None:
         """SIGTERM (graceful), then SIGKILL if it has not exited within its grace time."""
         process = self.process
-        if process is None or process.poll() is not None:
+        if process is None or process.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGCONT)  # a paused node cannot handle SIGTERM
@@ -100,7 +98,7 @@ class Node:
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGKILL)
-            process.wait(10)
+            await process.wait()
 
     def output(self) -> str:
         self.log.flush()
