@@ -106,6 +106,7 @@ class App:
         await self.rooms.drain()
         if self.cluster is not None:
             await self.cluster.hand_over()
+            log.info("rooms handed over: closing connections with 1012")
             await self.ws.close_all(1012, "this node is leaving: resume on another")
         self.ws.close()
         await self.ws.wait_closed()

@@ -297,7 +297,10 @@ class RoomWriter:
                 size_delta = self.room.state_bytes - size_before
                 self.room.state_bytes, self._applied = size_before, applied_before
                 if isinstance(exc, StoreUnavailable):
-                    self.suspended = _Pending(changes, diffs, outcomes, size_delta)
+                    if not exc.sent:  # certainly not written: answer now, nothing waits
+                        self._answer([(req, None, UNAVAILABLE) for req, _, _ in outcomes])
+                    else:
+                        self.suspended = _Pending(changes, diffs, outcomes, size_delta)
                 raise
         await self._after_write(diffs, outcomes)
 

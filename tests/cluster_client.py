@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from statecast.protocol import codec
 from statecast.protocol.digest import state_digest
 from statecast.protocol.messages import Diff, Role
-from statecast.protocol.sync import ActionAcked, ActionRejected, ClientSync
+from statecast.protocol.sync import ActionAcked, ActionRejected, ClientSync, Welcomed
 
 
 class Roamer:
@@ -28,6 +28,8 @@ class Roamer:
         self.closes: list[int] = []
         self.gaps: list[tuple[int, int]] = []
         self.epochs: list[str] = []
+        #: The ``sync`` of every WELCOME: how each (re)connection caught up.
+        self.syncs: list[str] = []
         self.outcomes: dict[int, tuple[str, Any]] = {}
         self.connections = 0
         self._ws: Any = None
@@ -91,7 +93,9 @@ class Roamer:
 
     def _dispatch(self) -> None:
         for event in self.sync.events_received():
-            if isinstance(event, ActionAcked):
+            if isinstance(event, Welcomed):
+                self.syncs.append(event.welcome.sync)
+            elif isinstance(event, ActionAcked):
                 self._settle(event.aid, ("ack", event.seq))
             elif isinstance(event, ActionRejected):
                 self._settle(event.aid, ("error", event.code))

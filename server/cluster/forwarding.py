@@ -10,10 +10,13 @@ never processed). The owner runs it like any other action and publishes
 channel after the batch's diffs, and the answer reaches the agent only once this
 node's feed has published the diff it names (DIFF before ACK on every connection).
 
-An answer that never comes (the owner died after taking the action) leaves the
-outcome unknown: a WebSocket agent is closed with 1011 and learns what was
-processed from WELCOME's ``acked`` when it resumes; an HTTP agent gets 504
-``timeout`` and reads ``GET /rooms/{room}/clients/{client}``.
+An answer that does not come (the owner died after taking the action) is asked
+for again: the action is sent once more when a new owner announces itself, and
+every lease TTL until then. Sending it twice is safe: the owner remembers each
+client's last processed aid, so one it already processed is answered ACK nil.
+After ANSWER_TRIES the outcome counts as unknown: a WebSocket agent is closed with
+1011 and learns what was processed from WELCOME's ``acked`` when it resumes; an
+HTTP agent gets 504 ``timeout`` and reads ``GET /rooms/{room}/clients/{client}``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
     from statecast.server.live import LiveRoom
 
 log = structlog.get_logger()
+
+ANSWER_TRIES = 5
 
 
 class OutcomeUnknown(Exception):
@@ -87,15 +92,25 @@ class Forwarder:
         self.lease_ttl = lease_ttl
         self.take_over = take_over
         self.slow_timeout = slow_timeout
-        #: How long to wait for an owner's answer before the outcome counts as unknown.
-        self.answer_timeout = max(5.0, 3 * lease_ttl)
+        #: How long to wait for an owner's answer before sending the action again.
+        self.answer_timeout = max(1.0, 1.5 * lease_ttl)
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[LiveRoom, Request, asyncio.TimerHandle | None]] = {}
+        self._tries: dict[int, int] = {}
 
     def forward(self, live: LiveRoom, req: Request) -> None:
         request_id = next(self._ids)
         self._pending[request_id] = (live, req, None)
+        self._tries[request_id] = 1
         live.feed.spawn(self._send(live, req, request_id))
+
+    def reforward(self, live: LiveRoom) -> None:
+        """A new owner announced itself: send it every action still waiting for an answer."""
+        for request_id, (other, req, timer) in list(self._pending.items()):
+            if other is live and timer is not None:
+                timer.cancel()
+                self._pending[request_id] = (live, req, None)
+                live.feed.spawn(self._send(live, req, request_id))
 
     async def _send(self, live: LiveRoom, req: Request, request_id: int) -> None:
         loop = asyncio.get_running_loop()
@@ -132,6 +147,7 @@ class Forwarder:
         self, request_id: int, epoch: str | None, seq: int | None, rejection: Rejection | None
     ) -> None:
         entry = self._pending.pop(request_id, None)
+        self._tries.pop(request_id, None)
         if entry is None:
             return
         live, req, timer = entry
@@ -152,6 +168,20 @@ class Forwarder:
         follower.answer(epoch, seq, deliver)
 
     def _timed_out(self, request_id: int) -> None:
+        entry = self._pending.get(request_id)
+        if entry is None:
+            return
+        live, req, _ = entry
+        tries = self._tries.get(request_id, ANSWER_TRIES)
+        if tries < ANSWER_TRIES:
+            self._tries[request_id] = tries + 1
+            self._pending[request_id] = (live, req, None)
+            live.feed.spawn(self._send(live, req, request_id))
+            return
+        self._give_up(request_id)
+
+    def _give_up(self, request_id: int) -> None:
+        self._tries.pop(request_id, None)
         entry = self._pending.pop(request_id, None)
         if entry is None:
             return
@@ -165,11 +195,25 @@ class Forwarder:
         elif isinstance(req.reply, asyncio.Future) and not req.reply.done():
             req.reply.set_exception(OutcomeUnknown("the room's owner did not answer"))
 
+    def resubmit(self, live: LiveRoom) -> None:
+        """This node now owns the room: actions still waiting for the old owner run here.
+
+        One the old owner did process was logged with its aid, so it is answered as a
+        duplicate (ACK nil) rather than applied twice.
+        """
+        assert live.writer is not None
+        for request_id, (other, req, timer) in list(self._pending.items()):
+            if other is live and timer is not None:
+                timer.cancel()
+                del self._pending[request_id]
+                self._tries.pop(request_id, None)
+                live.writer.submit(req)
+
     def fail_all(self, live: LiveRoom) -> None:
         """The room is closing here: its waiting forwarded actions are left unknown."""
         for request_id, (other, _, _) in list(self._pending.items()):
             if other is live:
-                self._timed_out(request_id)
+                self._give_up(request_id)
 
 
 def _deliver(req: Request, seq: int | None, rejection: Rejection | None) -> None:

@@ -46,7 +46,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 
+#: Notices on a room's feed channel, besides batches: [notice, node].
 RELEASED = "released"
+TAKEN = "taken"
+HAND_OVER_TIMEOUT = 5.0
 
 
 class ClusterNode:
@@ -78,7 +81,9 @@ class ClusterNode:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._check
         await self.leases.close()
-        await self.bus.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2):
+                await self.bus.close()
 
     # --- loading -------------------------------------------------------------------------
 
@@ -167,6 +172,9 @@ class ClusterNode:
                 if payload[1] != self.node_id:
                     live.feed.spawn(self.take_over(live))
                 return
+            if payload[0] == TAKEN:
+                self.forwarder.reforward(live)
+                return
             live.follower.on_batch(payload)
         elif kind == "in":
             node, request_id, client, aid, name, args = decode_action(data)
@@ -230,6 +238,9 @@ class ClusterNode:
             live.follower = None
         await self._unlisten(feed_channel(name))
         await self._listen(inbox_channel(name), "in", name)
+        self.forwarder.resubmit(live)
+        with contextlib.suppress(StoreUnavailable):  # followers re-send what waits for an answer
+            await self.store.publish(feed_channel(name), _notice(TAKEN, self.node_id))
         log.info("room taken over", room=name, epoch=feed.epoch, head=feed.head)
         return True
 
@@ -334,15 +345,20 @@ class ClusterNode:
                 continue
             assert live.writer is not None
             try:
-                await live.writer.close()
-                live.writer.stop()
-                await self.leases.release(live.name, _released(self.node_id))
+                async with asyncio.timeout(HAND_OVER_TIMEOUT):
+                    await live.writer.close()
+                    self._hand_on(live, live.writer.stop())
+                    await self.leases.release(live.name, _released(self.node_id))
             except Exception:
-                log.exception("hand-over failed", room=live.name)
+                log.exception("hand-over failed: the lease will expire", room=live.name)
+
+
+def _notice(kind: str, node: str) -> bytes:
+    return bytes(msgpack.packb([kind, node], use_bin_type=True))
 
 
 def _released(node: str) -> bytes:
-    return bytes(msgpack.packb([RELEASED, node], use_bin_type=True))
+    return _notice(RELEASED, node)
 
 
 def _new_epoch() -> str:

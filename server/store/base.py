@@ -51,7 +51,16 @@ class RoomRecord:
 
 
 class StoreUnavailable(Exception):
-    """The store cannot be reached now; nothing of the failed call is known to have landed."""
+    """The store cannot be reached now.
+
+    ``sent`` is False when no attempt of the call reached the store (every one
+    failed to connect): then it certainly did not happen. When True, a write
+    may or may not have landed.
+    """
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class Fenced(Exception):

@@ -38,7 +38,7 @@ import msgpack
 import structlog
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -54,6 +54,7 @@ from statecast.server.store.base import (
 log = structlog.get_logger()
 
 ROOMS_INDEX = "sc:rooms"
+ATTEMPTS = 3
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -84,6 +85,8 @@ class _Held:
     epoch: str
     head: int
     token: int | None = None
+    #: (what, batch id) of an append whose outcome is unknown: its retry reuses the id.
+    unsure: tuple[Any, str] | None = None
 
 
 class RedisStore:
@@ -125,8 +128,9 @@ class RedisStore:
             self.url,
             socket_timeout=self.timeout,
             socket_connect_timeout=self.timeout,
-            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.3), 2),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            # Retried here (_attempts), where a call that never connected is told apart
+            # from one that may have run: only the first kind is certainly not written.
+            retry=Retry(NoBackoff(), 0),
             client_name=f"statecast-{self.node_id}",
         )
         for name in ("append", "create", "checkpoint", "acquire", "renew", "release"):
@@ -155,16 +159,29 @@ class RedisStore:
             return False
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        try:
-            return await self._scripts[name](keys=keys, args=args)
-        except _UNREACHABLE as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        script = self._scripts[name]
+        return await self._call(lambda: script(keys=keys, args=args))
 
     async def _call(self, fn: Callable[[], Awaitable[Any]]) -> Any:
-        try:
-            return await fn()
-        except _UNREACHABLE as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        """Run ``fn`` with up to ATTEMPTS tries while Redis is unreachable.
+
+        Every script is safe to run again: an append names its batch and the head
+        it expects, so a retry of one that had landed is recognised, not doubled.
+        """
+        sent = False
+        for attempt in range(ATTEMPTS):
+            try:
+                return await fn()
+            except _UNREACHABLE as exc:
+                sent = sent or not _at_connect(exc)
+                # Idle pooled connections are as dead as this one: drop them, so the next
+                # call connects afresh and a refusal is known never to have been sent.
+                with contextlib.suppress(Exception):
+                    await self.redis.connection_pool.disconnect(inuse_connections=False)
+                if attempt == ATTEMPTS - 1:
+                    raise StoreUnavailable(f"redis: {exc}", sent=sent) from exc
+                await asyncio.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -291,11 +308,16 @@ class RedisStore:
             [held.epoch, held.head, last, b"".join(d for _, d in diffs), acked],
             use_bin_type=True,
         )
+        what = (held.epoch, held.head, tuple((c.seq, c.client, c.aid) for c in changes))
+        if held.unsure is not None and held.unsure[0] == what:
+            batch_id = held.unsure[1]
+        else:
+            batch_id = f"{self.node_id}:{next(self._batches)}"
         args: list[Any] = [
             self._token(room),
             held.epoch,
             held.head,
-            f"{self.node_id}:{next(self._batches)}",
+            batch_id,
             feed_channel(room),
             batch,
             len(diffs),
@@ -306,7 +328,12 @@ class RedisStore:
         for client, aid in acked.items():
             args += [client, aid]
         keys = self._room_keys(room)[:4]
-        code, head = await self._run("append", keys, args)
+        try:
+            code, head = await self._run("append", keys, args)
+        except StoreUnavailable as exc:
+            held.unsure = (what, batch_id) if exc.sent else None
+            raise
+        held.unsure = None
         code = int(code)
         if code == -1:
             raise RoomLost(f"room {room}: its keys are gone from redis")
@@ -484,6 +511,11 @@ class Bus:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()
         await self._redis.aclose()
+
+
+def _at_connect(exc: BaseException) -> bool:
+    """Whether the error came from opening the connection (so nothing was sent on it)."""
+    return isinstance(exc, RedisConnectionError) and "connecting to" in str(exc)
 
 
 def _seq(entry_id: bytes) -> int:
