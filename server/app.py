@@ -17,10 +17,11 @@ from statecast.server.auth import Authenticator, NoAuth
 from statecast.server.cluster.node import ClusterNode
 from statecast.server.config import Config
 from statecast.server.http import HttpListener
-from statecast.server.limits import TokenBucket
+from statecast.server.limits import TokenBucket, raise_open_file_limit
 from statecast.server.manager import RoomManager
 from statecast.server.metrics import Metrics
 from statecast.server.registry import RoomTypes
+from statecast.server.rooms.document import DocumentRoom, PresenceDocumentRoom
 from statecast.server.store import Store, open_store
 from statecast.server.store.redis import RedisStore
 from statecast.server.ws import WebSocketListener
@@ -57,7 +58,8 @@ class App:
                 wait_replicas=config.wait_replicas,
             )
         )
-        self.room_types = RoomTypes.parse(config.room_types)
+        default = PresenceDocumentRoom if config.document_presence else DocumentRoom
+        self.room_types = RoomTypes.parse(config.room_types, default)
         self.auth = build_authenticator(config)
         self.rooms = RoomManager(config, self.store, self.room_types, self.metrics)
         self.cluster: ClusterNode | None = None
@@ -74,6 +76,7 @@ class App:
         return TokenBucket(c.action_rate, c.action_burst, c.rate_strikes)
 
     async def start(self) -> Ports:
+        raise_open_file_limit(self.config.max_connections)
         if self.config.auth == "none":
             log.warning("auth is off: every client may join any room in any role (--auth none)")
         await self.store.open()

@@ -12,10 +12,13 @@ from aiohttp import web
 
 from statecast.protocol.errors import ProtocolViolation, Rejection
 from statecast.protocol.ops import MAX_SAFE_INT
+from statecast.server.auth import MAX_CLIENT_ID_LENGTH
 from statecast.server.cluster.forwarding import OutcomeUnknown
 from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.limits import TokenBucket
+from statecast.server.listing import Listing
 from statecast.server.live import LiveRoom, Request
+from statecast.server.pages import Pages
 from statecast.server.store.base import StoreUnavailable
 from statecast.server.ws import ROOM_PATH
 
@@ -57,6 +60,10 @@ class HttpListener:
         r.add_get(f"/rooms/{{room:{_ROOM}}}/changes", self.changes)
         r.add_post(f"/rooms/{{room:{_ROOM}}}/actions", self.actions)
         r.add_get(f"/rooms/{{room:{_ROOM}}}/clients/{{client}}", self.client)
+        self.listing = Listing(app)
+        r.add_get("/rooms", self.listing.rooms)
+        r.add_get(f"/rooms/{{room:{_ROOM}}}", self.listing.room)
+        Pages(app).add_routes(r, _ROOM)
         r.add_get("/healthz", self.healthz)
         r.add_get("/metrics", self.metrics)
         self.web.middlewares.append(self._errors)
@@ -195,6 +202,9 @@ class HttpListener:
             client = token_client
         if type(client) is not str or not client or not _utf8(client):
             return error(400, "invalid", "client must be a non-empty string")
+        if len(client) > MAX_CLIENT_ID_LENGTH:
+            longest = MAX_CLIENT_ID_LENGTH
+            return error(400, "invalid", f"client ids are at most {longest} characters")
         if type(aid) is not int or not 1 <= aid <= MAX_SAFE_INT:
             return error(400, "invalid", "aid must be an integer >= 1")
         if type(name) is not str:

@@ -1,9 +1,20 @@
-"""Rooms in memory: loading from the store, creating on first join, closing."""
+"""Rooms in memory: loading from the store, creating on first join, unloading, closing.
+
+A room is idle when nothing is connected, queued or within a leave grace. An
+idle room is unloaded (checkpointed, its memory freed) once it has had no
+request for ``--idle-unload`` seconds, so a long-running server's memory follows
+its active rooms. At most ``--max-rooms`` rooms are held: a room needed past that
+makes space by unloading the least recently used idle one at once. Only when
+every held room is busy is a new room refused. An unloaded room loads from the
+store again on its next use, on the same epoch.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
+import time
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -43,6 +54,8 @@ class RoomManager:
         self._creating: set[str] = set()
         self.closing = False
         self._lost: set[str] = set()  # rooms whose published history the store lost
+        self._unloading: dict[str, asyncio.Task[None]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         #: Set by the app when the store is shared by a cluster (server/cluster/node.py).
         self.cluster: ClusterNode | None = None
 
@@ -52,6 +65,8 @@ class RoomManager:
             raise RoomFailed("the server is shutting down")
         live = self.rooms.get(name)
         if live is not None and live.failed is None:
+            self.rooms[name] = self.rooms.pop(name)  # most recently used last
+            live.touch()
             return live
         if live is not None:
             del self.rooms[name]
@@ -78,6 +93,9 @@ class RoomManager:
         return live
 
     async def _load(self, name: str, create: bool) -> LiveRoom | None:
+        unloading = self._unloading.get(name)
+        if unloading is not None:  # its last checkpoint must be in the store first
+            await asyncio.shield(unloading)
         if self.cluster is not None:
             return await self.cluster.load(name, create)
         record = await self.store.load(name)
@@ -89,17 +107,24 @@ class RoomManager:
             record = self.new_record(name)
             await self.store.create(name, record)
             log.info("room created", room=name, epoch=record.epoch, type=record.type_name)
+        else:
+            self.make_space()
         room, history = await self.rebuild(name, record)
         feed = self.make_feed(name, room.state, record, history)
         return self.hold(LiveRoom(feed, self.make_writer(feed, room)))
 
+    def make_space(self) -> None:
+        """A stored room always loads; past --max-rooms it only makes space if it can."""
+        if len(self.rooms) >= self.config.max_rooms:
+            self._unload_idle()
+
     def new_record(self, name: str) -> RoomRecord:
-        """The record of a room about to be created; refused past --max-rooms."""
+        """The record of a room about to be created; refused past --max-rooms of busy rooms."""
         # Rooms being created count too: loads await the store, so checking
         # self.rooms alone let concurrent creations all pass.
         creating = sum(1 for n in self._creating if n not in self.rooms)
-        if len(self.rooms) + creating >= self.config.max_rooms:
-            raise Rejection("too_large", "the server holds its maximum number of rooms")
+        if len(self.rooms) + creating >= self.config.max_rooms and not self._unload_idle():
+            raise Rejection("too_large", "the server holds its maximum number of busy rooms")
         self._creating.add(name)
         room_class = self.room_types.for_room(name)
         room = room_class(name)
@@ -151,6 +176,8 @@ class RoomManager:
     def hold(self, live: LiveRoom) -> LiveRoom:
         self.rooms[live.name] = live
         self.metrics.rooms.set(len(self.rooms))
+        if self._sweeper is None and self.config.idle_unload > 0:
+            self._sweeper = asyncio.create_task(self._sweep(), name="idle rooms")
         return live
 
     async def _log_tail(self, name: str, checkpoint_seq: int) -> list[tuple[int, bytes]]:
@@ -166,6 +193,47 @@ class RoomManager:
             start -= 1
         return tail[start:]
 
+    async def _sweep(self) -> None:
+        """Unload the rooms idle for ``--idle-unload`` seconds, looking a few times a period."""
+        idle = self.config.idle_unload
+        while not self.closing:
+            await asyncio.sleep(min(idle / 4, 5.0))
+            now = time.monotonic()
+            for name, live in list(self.rooms.items()):
+                if live.idle and now - live.last_active >= idle and name not in self._loading:
+                    self._start_unload(name, live)
+
+    def _unload_idle(self) -> bool:
+        """Start unloading the least recently used idle room; False if every room is busy."""
+        for name, live in self.rooms.items():
+            if live.idle and name not in self._loading:
+                self._start_unload(name, live)
+                return True
+        return False
+
+    def _start_unload(self, name: str, live: LiveRoom) -> None:
+        # Out of self.rooms at once (synchronously), so no request reaches it any more;
+        # _load waits for the task before it loads the room again.
+        del self.rooms[name]
+        self.metrics.rooms.set(len(self.rooms))
+        task = asyncio.create_task(self._unload(name, live))
+        self._unloading[name] = task
+        task.add_done_callback(functools.partial(self._forget_unload, name))
+
+    def _forget_unload(self, name: str, _: object) -> None:
+        self._unloading.pop(name, None)
+
+    async def _unload(self, name: str, live: LiveRoom) -> None:
+        try:
+            await live.close()
+            if self.cluster is not None:
+                await self.cluster.unloaded(live)  # lease released, channels left
+            log.info("room unloaded", room=name, seq=live.feed.head)
+        except Exception:
+            log.exception("room unload failed", room=name)
+            if live.writer is not None and live.writer.lost_writes:
+                self._lost.add(name)
+
     async def drain(self) -> None:
         await asyncio.gather(*(room.drain() for room in self.rooms.values()))
 
@@ -178,6 +246,9 @@ class RoomManager:
 
     async def close(self) -> None:
         self.closing = True  # a late HTTP action must not load a room the store will not see
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await asyncio.gather(*self._unloading.values(), return_exceptions=True)
         for name, room in list(self.rooms.items()):
             if room.writer is not None and room.writer.lost_writes:
                 self._lost.add(name)

@@ -15,14 +15,19 @@ So when actions arrive faster than one pass completes, the next pass carries
 all of them: one write per subscriber per pass, not per diff, and no added
 delay when the room is idle.
 
+Presence hooks (``on_join`` / ``on_leave``) queue in the same inbox and run in
+the same pass, in order with actions: their ops become ordinary diffs, stored
+and published like an action's, with no client aid recorded.
+
 A batch whose write does not happen is rolled back (every applied op keeps an
 undo entry), so the state goes back to the published head and readers never
 see what the store does not hold. Then, by what the store said:
 
-* unreachable (:class:`StoreUnavailable`): the writer retries the same write
-  (a retried write that had landed is recognised, not doubled) and answers new
-  actions ``unavailable`` meanwhile; once it lands, the batch is re-applied and
-  published as usual;
+* unreachable (:class:`StoreUnavailable`): when the write certainly never reached
+  the store, the batch's actions are answered ``unavailable``; when it may have,
+  the writer retries the same write (a retry of one that had landed is
+  recognised, not doubled), answers new actions ``unavailable`` meanwhile, and
+  once it lands re-applies the batch and publishes it as usual;
 * refused (:class:`Fenced`: another process owns the room now): the writer stops
   at once and hands its unanswered actions to ``hooks.refused``;
 * the room's keys are gone (:class:`RoomLost`): ``hooks.keys_lost`` writes the
@@ -46,7 +51,9 @@ from statecast.protocol.messages import Ack, Error
 from statecast.server.config import Config
 from statecast.server.fanout import Subscriber
 from statecast.server.feed import RoomFailed, RoomFeed
+from statecast.server.history import MIN_HISTORY_BYTES
 from statecast.server.metrics import Metrics
+from statecast.server.presence import Hook
 from statecast.server.room import Room
 from statecast.server.store.base import (
     Fenced,
@@ -82,6 +89,14 @@ class Request:
     received: float
 
 
+@dataclass(slots=True)
+class HookRequest:
+    """A presence hook waiting in a room's inbox."""
+
+    client: str
+    hook: Hook
+
+
 Outcome = tuple[Request, int | None, Rejection | None]
 UNAVAILABLE = Rejection("unavailable", "the room's store cannot be reached: send it again later")
 
@@ -92,7 +107,7 @@ class WriterHooks(Protocol):
     def answer_remote(self, writer: RoomWriter, outcomes: list[Outcome]) -> None:
         """Send forwarded actions' outcomes back to the nodes they came from."""
 
-    def refused(self, writer: RoomWriter, requests: list[Request]) -> None:
+    def refused(self, writer: RoomWriter, requests: list[Request | HookRequest]) -> None:
         """Another node owns the room now: stop acting for it; ``requests`` are unanswered."""
 
     async def keys_lost(self, writer: RoomWriter) -> None:
@@ -101,7 +116,7 @@ class WriterHooks(Protocol):
 
 @dataclass(slots=True)
 class _Pending:
-    """A batch applied and then rolled back because its write did not happen."""
+    """A batch applied and then rolled back because its write may not have happened."""
 
     changes: list[StoredChange]
     diffs: list[tuple[int, bytes]]
@@ -138,7 +153,9 @@ class RoomWriter:
         self.stopped = False
         self._applied = feed.head
         self._since_checkpoint = 0
-        self._inbox: list[Request] = []
+        self._inbox: list[Request | HookRequest] = []
+        #: Client ids the room may record for exactly-once (0: no limit): --auth none only.
+        self.max_clients = config.max_room_clients if config.auth == "none" else 0
         self._wake = asyncio.Event()
         self._busy = False
         self._unwritten: list[StoredChange] = []
@@ -157,6 +174,27 @@ class RoomWriter:
             return
         self._inbox.append(request)
         self._wake.set()
+
+    def submit_hook(self, client: str, hook: Hook) -> None:
+        if self.feed.failed is None:  # else the reloaded room seeds its presence afresh
+            self._inbox.append(HookRequest(client, hook))
+            self._wake.set()
+
+    def may_record(self, client: str) -> bool:
+        """Whether the room can remember ``client``'s aids (``--max-room-clients``)."""
+        acked = self.feed.acked
+        return not self.max_clients or client in acked or len(acked) < self.max_clients
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or being written."""
+        chain = self._write_chain
+        return (
+            not self._inbox
+            and not self._busy
+            and self.suspended is None
+            and (chain is None or chain.done())
+        )
 
     async def _work(self) -> None:
         while True:
@@ -182,9 +220,7 @@ class RoomWriter:
                 self._inbox[:0] = batch  # rolled back: it runs again on the new epoch
                 self._wake.set()
             except StoreUnavailable as exc:
-                log.warning(
-                    "store unreachable: the room waits for it", room=self.name, error=str(exc)
-                )
+                log.warning("store unreachable", room=self.name, error=str(exc))
             except Exception as exc:
                 log.exception("room failed", room=self.name)
                 self._fail(exc, batch)
@@ -201,7 +237,7 @@ class RoomWriter:
         """Write the rolled-back batch until the store answers; False if the writer must end."""
         pending = self.suspended
         assert pending is not None
-        unanswered = [req for req, _, _ in pending.outcomes]
+        unanswered: list[Request | HookRequest] = [req for req, _, _ in pending.outcomes]
         while True:
             await asyncio.sleep(RETRY_INTERVAL)
             if self.feed.failed is not None or self.stopped:
@@ -246,7 +282,7 @@ class RoomWriter:
         if pending.diffs:
             self._applied = pending.diffs[-1][0]
 
-    async def _process(self, batch: list[Request]) -> None:
+    async def _process(self, batch: list[Request | HookRequest]) -> None:
         acked = self.feed.acked
         changes: list[StoredChange] = []
         outcomes: list[Outcome] = []
@@ -255,9 +291,20 @@ class RoomWriter:
         acked_before: dict[str, int] = {}
         applied_before, size_before = self._applied, self.room.state_bytes
         for req in batch:
+            if type(req) is HookRequest:
+                hook_diff = self._run_hook(req, undo)
+                if hook_diff is not None:
+                    diffs.append((self._applied, hook_diff))
+                    changes.append(StoredChange(self._applied, hook_diff, None, 0))
+                continue
+            assert type(req) is Request
             if req.aid <= acked.get(req.client, 0):
                 outcomes.append((req, None, None))
                 self.metrics.actions.labels("duplicate").inc()
+                continue
+            if self.max_clients and not self.may_record(req.client):
+                refusal = f"the room records at most {self.max_clients} client ids: reuse one"
+                outcomes.append((req, None, Rejection("forbidden", refusal)))
                 continue
             acked_before.setdefault(req.client, acked.get(req.client, 0))
             acked[req.client] = req.aid
@@ -314,6 +361,19 @@ class RoomWriter:
                 except (StoreUnavailable, Fenced, RoomLost) as exc:
                     # The log still holds every diff: the next period tries again.
                     log.info("checkpoint skipped", room=self.name, error=str(exc))
+
+    def _run_hook(self, req: HookRequest, undo: list[ops.Undo]) -> bytes | None:
+        """The hook's DIFF, if it changed anything. A hook that raises changes nothing and is
+        logged: presence must not take the room down."""
+        try:
+            parts = self.room.run_hook(req.client, req.hook, undo)
+        except Exception:
+            log.exception("room hook raised", room=self.name, hook=req.hook, client=req.client)
+            return None
+        if not parts:
+            return None
+        self._applied += 1
+        return codec.encode_diff_parts(self._applied, parts)
 
     async def _persist(self, changes: list[StoredChange]) -> None:
         if self.config.durability == "ack" or not self.store.durable:
@@ -391,6 +451,8 @@ class RoomWriter:
         self.feed.publish(diffs, extras)
         if remote and self.hooks is not None:
             self.hooks.answer_remote(self, remote)
+        if diffs and self.room.max_state_bytes is not None:  # state_bytes is kept up to date
+            self.feed.history.trim_to(max(MIN_HISTORY_BYTES, self.room.state_bytes))
         now = time.perf_counter()
         for req, _, _ in outcomes:
             self.metrics.fanout_latency.observe(now - req.received)
@@ -430,15 +492,15 @@ class RoomWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
 
-    def stop(self) -> list[Request]:
-        """Stop writing (the lease is lost or handed over); returns the unanswered actions."""
+    def stop(self) -> list[Request | HookRequest]:
+        """Stop writing (the lease is lost or handed over); returns the unanswered requests."""
         self.stopped = True
         self._wake.set()
         unanswered, self._inbox = self._inbox, []
         return unanswered
 
-    def _refused(self, exc: Fenced, requests: list[Request]) -> None:
-        """Another process owns the room: stop now, hand the unanswered actions over."""
+    def _refused(self, exc: Fenced, requests: list[Request | HookRequest]) -> None:
+        """Another process owns the room: stop now, hand the unanswered requests over."""
         log.warning(
             "write refused: this process stops writing for the room",
             room=self.name,
@@ -451,16 +513,20 @@ class RoomWriter:
             return
         self.hooks.refused(self, unanswered)
 
-    def _fail(self, exc: BaseException, batch: list[Request]) -> None:
+    def _fail(self, exc: BaseException, batch: list[Request | HookRequest]) -> None:
         self.feed.fail(exc)
         self._wake.set()  # the worker, if it waits for work, sees the failure and ends
         for req in batch + self._inbox:
-            if isinstance(req.reply, asyncio.Future) and not req.reply.done():
+            if (
+                isinstance(req, Request)
+                and isinstance(req.reply, asyncio.Future)
+                and not req.reply.done()
+            ):
                 req.reply.set_exception(RoomFailed(str(exc)))
         remote: list[Outcome] = [
             (req, None, UNAVAILABLE)
             for req in batch + self._inbox
-            if isinstance(req.reply, RemoteReply)
+            if isinstance(req, Request) and isinstance(req.reply, RemoteReply)
         ]
         if remote and self.hooks is not None:
             self.hooks.answer_remote(self, remote)

@@ -39,7 +39,14 @@ from statecast.server.store.redis import (
     inbox_channel,
     node_channel,
 )
-from statecast.server.writer import UNAVAILABLE, Outcome, RemoteReply, Request, RoomWriter
+from statecast.server.writer import (
+    UNAVAILABLE,
+    HookRequest,
+    Outcome,
+    RemoteReply,
+    Request,
+    RoomWriter,
+)
 
 if TYPE_CHECKING:
     from statecast.server.manager import RoomManager
@@ -134,7 +141,9 @@ class ClusterNode:
         room, history = await manager.rebuild(name, record)
         feed = manager.make_feed(name, room.state, record, history)
         follower = Follower(feed, self.store, self._rebuild)
-        live = LiveRoom(feed, None, follower=follower, forward=self.forward)
+        live = LiveRoom(
+            feed, None, follower=follower, forward=self.forward, grace=self.config.leave_grace
+        )
         manager.hold(live)
         follower.repair_soon()  # batches published while the record was read
         log.info("following room", room=name, epoch=record.epoch, head=record.head)
@@ -266,9 +275,14 @@ class ClusterNode:
             self._become_follower(live)
             self._hand_on(live, unanswered)
 
-    def _hand_on(self, live: LiveRoom, requests: list[Request]) -> None:
-        """Actions this node took as owner and did not answer: on to the new owner."""
+    def _hand_on(self, live: LiveRoom, requests: list[Request | HookRequest]) -> None:
+        """Actions this node took as owner and did not answer: on to the new owner.
+
+        Presence hooks are not handed on: the new owner runs the hooks of its own members.
+        """
         for req in requests:
+            if not isinstance(req, Request):
+                continue
             if isinstance(req.reply, RemoteReply):
                 self._publish_answers("", [(req, None, UNAVAILABLE)])
             else:
@@ -288,7 +302,7 @@ class ClusterNode:
             task = asyncio.ensure_future(publish(channel, data))
             task.add_done_callback(lambda _: None)
 
-    def refused(self, writer: RoomWriter, requests: list[Request]) -> None:
+    def refused(self, writer: RoomWriter, requests: list[Request | HookRequest]) -> None:
         live = self.manager.rooms.get(writer.name)
         if live is None or live.writer is not writer:
             return
@@ -337,6 +351,18 @@ class ClusterNode:
                     await live.follower.repair()
 
     # --- leaving -------------------------------------------------------------------------
+
+    async def unloaded(self, live: LiveRoom) -> None:
+        """An idle room left memory (its writer checkpointed it): give up its lease and
+        channels, so whichever node needs it next owns it."""
+        name = live.name
+        self.forwarder.fail_all(live)
+        with contextlib.suppress(StoreUnavailable):
+            if live.writer is not None and name in self.leases.owned:
+                await self.leases.release(name, _released(self.node_id))
+            await self._unlisten(inbox_channel(name))
+            await self._unlisten(feed_channel(name))
+        self.leases.drop(name)
 
     async def hand_over(self) -> None:
         """Graceful stop: checkpoint and release every owned room so followers take over now."""

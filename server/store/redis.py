@@ -47,6 +47,7 @@ from statecast.server.store.base import (
     Fenced,
     RoomLost,
     RoomRecord,
+    RoomSummary,
     StoredChange,
     StoreUnavailable,
 )
@@ -189,13 +190,33 @@ class RedisStore:
         names = await self._call(lambda: self.redis.zrangebylex(ROOMS_INDEX, "-", "+"))
         return [n.decode() for n in names]
 
-    async def rooms_page(self, after: str | None, limit: int) -> list[str]:
-        """Up to ``limit`` room names above ``after``, in name order: O(log n + limit)."""
+    async def list_rooms(self, after: str | None, limit: int) -> list[RoomSummary]:
+        """The index read from ``after`` (ZRANGEBYLEX), then each room's meta: O(log n + limit)."""
         low = "-" if after is None else f"({after}"
         names = await self._call(
             lambda: self.redis.zrangebylex(ROOMS_INDEX, low, "+", start=0, num=limit)
         )
-        return [n.decode() for n in names]
+        rooms = [n.decode() for n in names]
+
+        async def metas() -> list[Any]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for room in rooms:
+                    pipe.hmget(_key(room, "meta"), ["type", "epoch", "head"])
+                return list(await pipe.execute())
+
+        out = []
+        for room, (type_name, epoch, head) in zip(rooms, await self._call(metas), strict=True):
+            if epoch is not None:  # indexed, its keys since lost: not a stored room
+                out.append(RoomSummary(room, type_name.decode(), epoch.decode(), int(head)))
+        return out
+
+    async def room_summary(self, room: str) -> RoomSummary | None:
+        type_name, epoch, head = await self._call(
+            lambda: self.redis.hmget(_key(room, "meta"), ["type", "epoch", "head"])
+        )
+        if epoch is None:
+            return None
+        return RoomSummary(room, type_name.decode(), epoch.decode(), int(head))
 
     async def load(self, room: str) -> RoomRecord | None:
         async def read() -> list[Any]:
