@@ -55,6 +55,8 @@ class Config:
     # cluster (a redis:// store)
     lease_ttl: float = 3.0
     wait_replicas: int = 0
+    workers: int = 1
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < 64 * 1024:
@@ -63,6 +65,8 @@ class Config:
             raise ValueError("durability is 'ack' or 'async'")
         if self.auth not in ("none", "jwt"):
             raise ValueError("auth is 'none' or 'jwt'")
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
         if self.lease_ttl <= 0:
             raise ValueError("lease_ttl must be above 0")
 
@@ -115,6 +119,9 @@ _HELP: dict[str, str] = {
     "http_idle_timeout": "seconds an idle HTTP keep-alive connection stays open",
     "lease_ttl": "seconds a room's owner lease lasts in Redis (renewed every third of it); "
     "an owner that dies is replaced within about this long",
+    "workers": "server processes sharing the ports (SO_REUSEPORT); above 1 needs a redis:// "
+    "store; a worker that dies is restarted",
+    "reuse_port": "bind with SO_REUSEPORT so several processes share the ports (--workers sets it)",
     "wait_replicas": "with Redis: WAIT until this many replicas have each batch before ACK "
     "(0: ACK once the primary ran the write)",
 }

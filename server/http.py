@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -77,7 +78,9 @@ class HttpListener:
             shutdown_timeout=2.0,
         )
         await self.runner.setup()
-        site = web.TCPSite(self.runner, config.host, config.http_port)
+        site = web.TCPSite(
+            self.runner, config.host, config.http_port, reuse_port=config.reuse_port or None
+        )
         await site.start()
         server: Any = site._server
         return int(server.sockets[0].getsockname()[1])
@@ -239,7 +242,8 @@ class HttpListener:
         cluster = self.app.cluster
         if cluster is not None and not await cluster.store.ping():
             return error(503, "degraded", "redis is unreachable: actions are refused meanwhile")
-        return web.json_response({"status": "ok", "rooms": len(self.app.rooms.rooms)})
+        body = {"status": "ok", "rooms": len(self.app.rooms.rooms), "pid": os.getpid()}
+        return web.json_response(body)
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         return web.Response(

@@ -76,6 +76,7 @@ class WebSocketListener:
             # websockets' own flow control would pause on 32 KiB; statecast's
             # fan-out never awaits a subscriber and bounds backlogs itself.
             write_limit=config.slow_high_water,
+            reuse_port=config.reuse_port or None,
         )
         sockname = next(iter(self.server.sockets)).getsockname()
         return int(sockname[1])
