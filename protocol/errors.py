@@ -34,6 +34,7 @@ ERROR_HTTP_STATUS: Final[dict[str, int]] = {
     "conflict": 409,
     "too_large": 413,
     "rate_limited": 429,
+    "unavailable": 503,
 }
 
 ERROR_CODES: Final[frozenset[str]] = frozenset(ERROR_HTTP_STATUS)

@@ -52,6 +52,11 @@ class Config:
     max_key_length: int = 1024
     http_max_body: int = 1 << 20
     http_idle_timeout: float = 75.0
+    # cluster (a redis:// store)
+    lease_ttl: float = 3.0
+    wait_replicas: int = 0
+    workers: int = 1
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < 64 * 1024:
@@ -60,13 +65,18 @@ class Config:
             raise ValueError("durability is 'ack' or 'async'")
         if self.auth not in ("none", "jwt"):
             raise ValueError("auth is 'none' or 'jwt'")
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if self.lease_ttl <= 0:
+            raise ValueError("lease_ttl must be above 0")
 
 
 _HELP: dict[str, str] = {
     "host": "address both listeners bind",
     "port": "WebSocket port",
     "http_port": "HTTP port (state, changefeed, actions, /healthz, /metrics)",
-    "store": "memory | sqlite:PATH",
+    "store": "memory | sqlite:PATH | redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for TLS): "
+    "every server on one Redis is one cluster",
     "durability": "ack: ACK once the diff is committed; async: publish and ACK before the "
     "commit (lower latency; a crash loses the last actions and rooms start a new epoch)",
     "checkpoint_every": "diffs between state checkpoints in the store",
@@ -107,6 +117,13 @@ _HELP: dict[str, str] = {
     "max_key_length": "longest map key or path segment, in characters (too_large)",
     "http_max_body": "largest HTTP request body",
     "http_idle_timeout": "seconds an idle HTTP keep-alive connection stays open",
+    "lease_ttl": "seconds a room's owner lease lasts in Redis (renewed every third of it); "
+    "an owner that dies is replaced within about this long",
+    "workers": "server processes sharing the ports (SO_REUSEPORT); above 1 needs a redis:// "
+    "store; a worker that dies is restarted",
+    "reuse_port": "bind with SO_REUSEPORT so several processes share the ports (--workers sets it)",
+    "wait_replicas": "with Redis: WAIT until this many replicas have each batch before ACK "
+    "(0: ACK once the primary ran the write)",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -13,11 +14,13 @@ from aiohttp import web
 from statecast.protocol.errors import ProtocolViolation, Rejection
 from statecast.protocol.ops import MAX_SAFE_INT
 from statecast.server.auth import MAX_CLIENT_ID_LENGTH
+from statecast.server.cluster.forwarding import OutcomeUnknown
 from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.limits import TokenBucket
 from statecast.server.listing import Listing
 from statecast.server.live import LiveRoom, Request
 from statecast.server.pages import Pages
+from statecast.server.store.base import StoreUnavailable
 from statecast.server.ws import ROOM_PATH
 
 if TYPE_CHECKING:
@@ -75,7 +78,9 @@ class HttpListener:
             shutdown_timeout=2.0,
         )
         await self.runner.setup()
-        site = web.TCPSite(self.runner, config.host, config.http_port)
+        site = web.TCPSite(
+            self.runner, config.host, config.http_port, reuse_port=config.reuse_port or None
+        )
         await site.start()
         server: Any = site._server
         return int(server.sockets[0].getsockname()[1])
@@ -105,6 +110,14 @@ class HttpListener:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="statecast"'
         except RoomFailed as exc:
             response = error(503, "unavailable", str(exc))
+        except StoreUnavailable as exc:
+            response = error(503, "unavailable", str(exc))
+        except OutcomeUnknown as exc:
+            response = error(
+                504,
+                "timeout",
+                f"{exc}: GET /rooms/{{room}}/clients/{{client}} tells whether it was processed",
+            )
         self.app.metrics.http_requests.labels(name, str(response.status)).inc()
         return response
 
@@ -226,7 +239,11 @@ class HttpListener:
     async def healthz(self, request: web.Request) -> web.StreamResponse:
         if not self.app.ready:
             return error(503, "starting", "not ready")
-        return web.json_response({"status": "ok", "rooms": len(self.app.rooms.rooms)})
+        cluster = self.app.cluster
+        if cluster is not None and not await cluster.store.ping():
+            return error(503, "degraded", "redis is unreachable: actions are refused meanwhile")
+        body = {"status": "ok", "rooms": len(self.app.rooms.rooms), "pid": os.getpid()}
+        return web.json_response(body)
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         return web.Response(

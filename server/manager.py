@@ -16,6 +16,7 @@ import collections
 import functools
 import secrets
 import time
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import structlog
@@ -28,8 +29,12 @@ from statecast.server.history import History
 from statecast.server.live import LiveRoom
 from statecast.server.metrics import Metrics
 from statecast.server.registry import RoomTypes
+from statecast.server.room import Room
 from statecast.server.store.base import RoomRecord, Store
-from statecast.server.writer import RoomWriter
+from statecast.server.writer import RoomWriter, WriterHooks
+
+if TYPE_CHECKING:
+    from statecast.server.cluster.node import ClusterNode
 
 log = structlog.get_logger()
 
@@ -53,6 +58,8 @@ class RoomManager:
         self._unloading: dict[str, asyncio.Task[None]] = {}
         self._waiters: collections.Counter[str] = collections.Counter()
         self._sweeper: asyncio.Task[None] | None = None
+        #: Set by the app when the store is shared by a cluster (server/cluster/node.py).
+        self.cluster: ClusterNode | None = None
 
     async def get(self, name: str, *, create: bool) -> LiveRoom | None:
         """The live room ``name``, loaded from the store or created if asked; None if absent."""
@@ -65,7 +72,7 @@ class RoomManager:
             return live
         if live is not None:
             del self.rooms[name]
-            if live.writer.lost_writes:
+            if live.writer is not None and live.writer.lost_writes:
                 self._lost.add(name)
         task = self._loading.get(name)
         if task is None:
@@ -96,35 +103,52 @@ class RoomManager:
         return live
 
     async def _load(self, name: str, create: bool) -> LiveRoom | None:
-        room_class = self.room_types.for_room(name)
         unloading = self._unloading.get(name)
         if unloading is not None:  # its last checkpoint must be in the store first
             await asyncio.shield(unloading)
+        if self.cluster is not None:
+            return await self.cluster.load(name, create)
         record = await self.store.load(name)
         if record is not None and name in self._lost:
             await self._new_epoch(name, record)
         if record is None:
             if not create:
                 return None
-            # Rooms being created count too: loads await the store, so checking
-            # self.rooms alone let concurrent creations all pass.
-            creating = sum(1 for n in self._creating if n not in self.rooms)
-            if len(self.rooms) + creating >= self.config.max_rooms and not self._unload_idle():
-                raise Rejection("too_large", "the server holds its maximum number of busy rooms")
-            self._creating.add(name)
-            room = room_class(name)
-            record = RoomRecord(
-                epoch=new_epoch(),
-                type_name=f"{room_class.__module__}:{room_class.__qualname__}",
-                checkpoint_seq=0,
-                checkpoint_state=msgpack.packb(room.state, use_bin_type=True),
-            )
+            record = self.new_record(name)
             await self.store.create(name, record)
             log.info("room created", room=name, epoch=record.epoch, type=record.type_name)
         else:
-            if len(self.rooms) >= self.config.max_rooms:
-                self._unload_idle()  # a stored room always loads; it only makes space if it can
-            room = room_class(name, msgpack.unpackb(record.checkpoint_state, raw=False))
+            self.make_space()
+        room, history = await self.rebuild(name, record)
+        feed = self.make_feed(name, room.state, record, history)
+        return self.hold(LiveRoom(feed, self.make_writer(feed, room)))
+
+    def make_space(self) -> None:
+        """A stored room always loads; past --max-rooms it only makes space if it can."""
+        if len(self.rooms) >= self.config.max_rooms:
+            self._unload_idle()
+
+    def new_record(self, name: str) -> RoomRecord:
+        """The record of a room about to be created; refused past --max-rooms of busy rooms."""
+        # Rooms being created count too: loads await the store, so checking
+        # self.rooms alone let concurrent creations all pass.
+        creating = sum(1 for n in self._creating if n not in self.rooms)
+        if len(self.rooms) + creating >= self.config.max_rooms and not self._unload_idle():
+            raise Rejection("too_large", "the server holds its maximum number of busy rooms")
+        self._creating.add(name)
+        room_class = self.room_types.for_room(name)
+        room = room_class(name)
+        return RoomRecord(
+            epoch=new_epoch(),
+            type_name=f"{room_class.__module__}:{room_class.__qualname__}",
+            checkpoint_seq=0,
+            checkpoint_state=msgpack.packb(room.state, use_bin_type=True),
+        )
+
+    async def rebuild(self, name: str, record: RoomRecord) -> tuple[Room, History]:
+        """The room at the record's head (checkpoint, then the log) and its replay history."""
+        room_class = self.room_types.for_room(name)
+        room = room_class(name, msgpack.unpackb(record.checkpoint_state, raw=False))
         history = History(self.config.history_diffs, self.config.history_bytes)
         tail = await self._log_tail(name, record.checkpoint_seq)
         history.reset(tail[0][0] - 1 if tail else record.checkpoint_seq)
@@ -136,9 +160,14 @@ class RoomManager:
                 raise RuntimeError(f"room {name}: log entry {seq} holds diff {diff_seq}")
             ops.apply_wire_ops(room.state, diff_ops, room.max_depth)
             history.append(seq, encoded)
-        feed = RoomFeed(
+        return room, history
+
+    def make_feed(
+        self, name: str, state: dict[str, Any], record: RoomRecord, history: History
+    ) -> RoomFeed:
+        return RoomFeed(
             name,
-            room.state,
+            state,
             epoch=record.epoch,
             head=record.head,
             acked=dict(record.acked),
@@ -146,9 +175,16 @@ class RoomManager:
             config=self.config,
             metrics=self.metrics,
         )
-        writer = RoomWriter(feed, room, store=self.store, config=self.config, metrics=self.metrics)
-        live = LiveRoom(feed, writer)
-        self.rooms[name] = live
+
+    def make_writer(
+        self, feed: RoomFeed, room: Room, hooks: WriterHooks | None = None
+    ) -> RoomWriter:
+        return RoomWriter(
+            feed, room, store=self.store, config=self.config, metrics=self.metrics, hooks=hooks
+        )
+
+    def hold(self, live: LiveRoom) -> LiveRoom:
+        self.rooms[live.name] = live
         self.metrics.rooms.set(len(self.rooms))
         if self._sweeper is None and self.config.idle_unload > 0:
             self._sweeper = asyncio.create_task(self._sweep(), name="idle rooms")
@@ -204,10 +240,12 @@ class RoomManager:
     async def _unload(self, name: str, live: LiveRoom) -> None:
         try:
             await live.close()
+            if self.cluster is not None:
+                await self.cluster.unloaded(live)  # lease released, channels left
             log.info("room unloaded", room=name, seq=live.feed.head)
         except Exception:
             log.exception("room unload failed", room=name)
-            if live.writer.lost_writes:
+            if live.writer is not None and live.writer.lost_writes:
                 self._lost.add(name)
 
     async def drain(self) -> None:
@@ -226,7 +264,7 @@ class RoomManager:
             self._sweeper.cancel()
         await asyncio.gather(*self._unloading.values(), return_exceptions=True)
         for name, room in list(self.rooms.items()):
-            if room.writer.lost_writes:
+            if room.writer is not None and room.writer.lost_writes:
                 self._lost.add(name)
             try:
                 await room.close()

@@ -332,18 +332,32 @@ class Room:
         """
         return ()
 
-    def run_action(self, client: str, name: str, args: Any) -> list[bytes]:
-        """Run one action all or nothing; return its encoded ops or raise Rejection."""
+    def run_action(
+        self, client: str, name: str, args: Any, undo: list[ops.Undo] | None = None
+    ) -> list[bytes]:
+        """Run one action all or nothing; return its encoded ops or raise Rejection.
+
+        ``undo``, if given, receives the applied action's undo entries, so a whole
+        batch can be rolled back when its write to the store does not happen.
+        """
         attr = self._handlers.get(name)
         if attr is None:
             raise Rejection("unknown_action", f"room type {type(self).__name__} has no {name!r}")
-        return self._run(client, getattr(self, attr), args)
+        return self._run(undo, client, getattr(self, attr), args)
 
-    def run_hook(self, client: str, hook: Literal["join", "leave"]) -> list[bytes]:
+    def run_hook(
+        self, client: str, hook: Literal["join", "leave"], undo: list[ops.Undo] | None = None
+    ) -> list[bytes]:
         """Run :meth:`on_join` or :meth:`on_leave` all or nothing; return its encoded ops."""
-        return self._run(client, self.on_join if hook == "join" else self.on_leave)
+        return self._run(undo, client, self.on_join if hook == "join" else self.on_leave)
 
-    def _run(self, client: str, handler: Callable[..., None], *args: Any) -> list[bytes]:
+    def _run(
+        self,
+        undo: list[ops.Undo] | None,
+        client: str,
+        handler: Callable[..., None],
+        *args: Any,
+    ) -> list[bytes]:
         budget = None
         if self.max_state_bytes is not None:
             budget = self.max_state_bytes - self.state_bytes
@@ -362,4 +376,6 @@ class Room:
             ctx.rollback()
             raise
         self.state_bytes += ctx.size_delta
+        if undo is not None:
+            undo.extend(ctx._undo)
         return ctx.encoded_ops

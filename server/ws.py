@@ -76,6 +76,7 @@ class WebSocketListener:
             # websockets' own flow control would pause on 32 KiB; statecast's
             # fan-out never awaits a subscriber and bounds backlogs itself.
             write_limit=config.slow_high_water,
+            reuse_port=config.reuse_port or None,
         )
         sockname = next(iter(self.server.sockets)).getsockname()
         return int(sockname[1])
@@ -100,6 +101,15 @@ class WebSocketListener:
             await Session(self.app, conn, room).run()
         finally:
             self.open -= 1
+
+    async def close_all(self, code: int, reason: str) -> None:
+        """Close every connection with ``code`` (each gets the close timeout to take it)."""
+        if self.server is None:
+            return
+        timeout = min(self.app.config.slow_timeout, 5.0)
+        await asyncio.gather(
+            *(close_or_abort(conn, code, reason, timeout) for conn in self.server.connections)
+        )
 
     def close(self) -> None:
         if self.server is not None:

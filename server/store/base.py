@@ -63,6 +63,27 @@ class RoomSummary:
     """The head: the highest seq stored (a diff in the log, else the checkpoint's)."""
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be reached now.
+
+    ``sent`` is False when no attempt of the call reached the store (every one
+    failed to connect): then it certainly did not happen. When True, a write
+    may or may not have landed.
+    """
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class Fenced(Exception):
+    """A write refused because another node now owns the room (or the log moved on)."""
+
+
+class RoomLost(Exception):
+    """The store no longer has the room's keys (restarted empty, or evicted)."""
+
+
 class Store(Protocol):
     #: True when ``append`` returns only once the batch is durable on disk.
     durable: bool
