@@ -46,7 +46,7 @@ function tick(now) {
 requestAnimationFrame(tick);
 
 // --- rendering, coalesced to one per frame -----------------------------------------
-const dirty = { tree: null, paths: [], log: [], status: true, full: true };
+const dirty = { paths: [], log: [], full: true };
 let scheduled = false;
 function invalidate() {
   if (scheduled) return;
@@ -80,14 +80,8 @@ async function main() {
 
   const room = connect(wsUrl, { role: "spectator", token: token ?? undefined });
   measure.room = room;
-  room.on("status", () => {
-    dirty.status = true;
-    invalidate();
-  });
-  room.on("welcome", () => {
-    dirty.status = true;
-    invalidate();
-  });
+  room.on("status", invalidate);
+  room.on("welcome", invalidate);
   room.on("snapshot", (_state, _epoch, seq) => {
     measure.snapshots.push(seq);
     dirty.full = true;
@@ -103,7 +97,6 @@ async function main() {
   room.on("error", (err) => {
     if (room.status === "closed") {
       showNotice(`Closed by the server (${room.closeCode}): ${err.message}`);
-      dirty.status = true;
       invalidate();
     }
   });
@@ -125,7 +118,6 @@ function sampleRates(room) {
   const s = room.stats;
   samples.push({ now, diffs: s.diffs, bytes: s.bytes });
   while (samples.length > 2 && samples[0].now < now - 2000) samples.shift();
-  dirty.status = true;
   invalidate();
 }
 
@@ -353,7 +345,7 @@ function render() {
   const room = measure.room;
   if (!room) return;
   measure.renders += 1;
-  if (dirty.status) renderStatus(room);
+  renderStatus(room);
   if (dirty.full || dirty.paths.length) {
     renderTree(room, dirty.full, dirty.paths);
     if (board.enabled) renderBoard(room.state);
@@ -362,7 +354,6 @@ function render() {
     renderLog(dirty.log);
     dirty.log = [];
   }
-  dirty.status = false;
   dirty.full = false;
   dirty.paths = [];
 }
