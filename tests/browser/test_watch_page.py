@@ -274,9 +274,9 @@ async def test_spectators_cannot_act_and_a_token_for_another_room_is_refused(pag
 
 async def http_json_auth(srv: RunningServer, room: str, tok: str) -> Any:
     headers = {"Authorization": f"Bearer {tok}"}
-    async with http_session() as http:
-        async with http.get(f"{srv.http_url}/rooms/{room}/state", headers=headers) as resp:
-            return await resp.json()
+    url = f"{srv.http_url}/rooms/{room}/state"
+    async with http_session() as http, http.get(url, headers=headers) as resp:
+        return await resp.json()
 
 
 async def test_a_busy_room_keeps_the_frame_rate(page: Page, server: RunningServer) -> None:
