@@ -287,6 +287,7 @@ export class Room {
     }
     sync.receive(m);
     for (const event of sync.takeEvents()) this._event(event, size);
+    if (sync.stateKind === "resyncing" || sync.stateKind === "live") this._setStatus(sync.stateKind);
   }
 
   _event(event, size) {
@@ -297,21 +298,18 @@ export class Room {
         this._attempt = 0;
         if (this._welcomes++ > 0) this.reconnects += 1;
         this._readyResolve(w);
-        this._emit("welcome", w);
-        if (w.sync !== "snapshot") this._setStatus("live");
-        else this._setStatus("syncing");
+        this._setStatus(w.sync === "snapshot" ? "syncing" : "live");
         this._changed();
+        this._emit("welcome", w);
         break;
       }
       case "snapshot":
         this._watchers.after(this.state);
-        this._setStatus("live");
         this._changed();
         this._emit("snapshot", event.state, event.epoch, event.seq);
         break;
       case "change":
         this._watchers.after(this.state);
-        if (this.status !== "live") this._setStatus("live");
         this._changed();
         this._emit("change", event.ops, event.seq, size);
         break;
@@ -330,7 +328,6 @@ export class Room {
       default:
         break;
     }
-    if (this._sync.stateKind === "resyncing" && this.status !== "resyncing") this._setStatus("resyncing");
   }
 
   _flush() {
