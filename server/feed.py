@@ -4,7 +4,7 @@ The feed keeps a copy of the state at the published head, the recent history
 (the exact encoded DIFFs), each client's last processed aid, and the members.
 It publishes batches of diffs to the members (one frame per subscriber per
 batch, the same bytes for all), brings joining and resyncing subscribers up to
-date (docs/protocol.md, "Sync and reconnection"), skips slow ones ahead with a
+date (docs/protocol.md §6), skips slow ones ahead with a
 SNAPSHOT, and answers the HTTP reads.
 
 It never runs an action. Where the diffs come from is the business of its
@@ -36,7 +36,6 @@ from statecast.server.config import Config
 from statecast.server.fanout import Subscriber, close_or_abort, frame_binary
 from statecast.server.history import History
 from statecast.server.metrics import Metrics
-from statecast.server.roster import Roster
 
 log = structlog.get_logger()
 
@@ -73,7 +72,6 @@ class RoomFeed:
         self.members: dict[Subscriber, None] = {}
         self.connections = 0
         #: Who is connected (agents by client id, spectators counted), for the room listing.
-        self.roster = Roster()
         self.failed: BaseException | None = None
         self._busy = False
         self._idle = asyncio.Event()
@@ -190,7 +188,7 @@ class RoomFeed:
         return self._snapshot[1]
 
     def plan_sync(self, resume: tuple[str, int] | None) -> str:
-        """docs/protocol.md: current at the head; replay when held and smaller; else snapshot."""
+        """docs/protocol.md §6.2: current at the head; replay if held and smaller; else snapshot."""
         if resume is None:
             return "snapshot"
         epoch, seq = resume

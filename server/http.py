@@ -12,6 +12,7 @@ from aiohttp import web
 
 from statecast.protocol.errors import ProtocolViolation, Rejection
 from statecast.protocol.ops import MAX_SAFE_INT
+from statecast.server.auth import MAX_CLIENT_ID_LENGTH
 from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.limits import TokenBucket
 from statecast.server.listing import Listing
@@ -191,6 +192,9 @@ class HttpListener:
             client = token_client
         if type(client) is not str or not client or not _utf8(client):
             return error(400, "invalid", "client must be a non-empty string")
+        if len(client) > MAX_CLIENT_ID_LENGTH:
+            longest = MAX_CLIENT_ID_LENGTH
+            return error(400, "invalid", f"client ids are at most {longest} characters")
         if type(aid) is not int or not 1 <= aid <= MAX_SAFE_INT:
             return error(400, "invalid", "aid must be an integer >= 1")
         if type(name) is not str:

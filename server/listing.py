@@ -64,8 +64,8 @@ class Listing:
             "type": type_name(self.app.room_types.for_room(feed.name)),
             "epoch": feed.epoch,
             "seq": feed.head,
-            "agents": feed.roster.agents,
-            "spectators": feed.roster.spectators,
+            "agents": live.presence.agents,
+            "spectators": live.presence.spectators,
         }
 
     async def page(

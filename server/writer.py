@@ -14,6 +14,10 @@ single worker task takes everything queued as one batch and:
 So when actions arrive faster than one pass completes, the next pass carries
 all of them: one write per subscriber per pass, not per diff, and no added
 delay when the room is idle.
+
+Presence hooks (``on_join`` / ``on_leave``) queue in the same inbox and run in
+the same pass, in order with actions: their ops become ordinary diffs, stored
+and published like an action's, with no client aid recorded.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from statecast.protocol.messages import Ack, Error
 from statecast.server.config import Config
 from statecast.server.fanout import Subscriber
 from statecast.server.feed import RoomFailed, RoomFeed
+from statecast.server.history import MIN_HISTORY_BYTES
 from statecast.server.metrics import Metrics
+from statecast.server.presence import Hook
 from statecast.server.room import Room
 from statecast.server.store.base import Store, StoredChange
 
@@ -52,6 +58,14 @@ class Request:
     args: Any
     reply: Subscriber | asyncio.Future[int | None]
     received: float
+
+
+@dataclass(slots=True)
+class HookRequest:
+    """A presence hook waiting in a room's inbox."""
+
+    client: str
+    hook: Hook
 
 
 Outcome = tuple[Request, int | None, Rejection | None]
@@ -74,7 +88,9 @@ class RoomWriter:
         self.lost_writes = False  # async durability: published diffs the store did not keep
         self._applied = feed.head
         self._since_checkpoint = 0
-        self._inbox: list[Request] = []
+        self._inbox: list[Request | HookRequest] = []
+        #: Client ids the room may record for exactly-once (0: no limit): --auth none only.
+        self.max_clients = config.max_room_clients if config.auth == "none" else 0
         self._wake = asyncio.Event()
         self._busy = False
         self._unwritten: list[StoredChange] = []
@@ -90,6 +106,22 @@ class RoomWriter:
             raise RoomFailed(str(self.feed.failed))
         self._inbox.append(request)
         self._wake.set()
+
+    def submit_hook(self, client: str, hook: Hook) -> None:
+        if self.feed.failed is None:  # else the reloaded room seeds its presence afresh
+            self._inbox.append(HookRequest(client, hook))
+            self._wake.set()
+
+    def may_record(self, client: str) -> bool:
+        """Whether the room can remember ``client``'s aids (``--max-room-clients``)."""
+        acked = self.feed.acked
+        return not self.max_clients or client in acked or len(acked) < self.max_clients
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or being written."""
+        chain = self._write_chain
+        return not self._inbox and not self._busy and (chain is None or chain.done())
 
     async def _work(self) -> None:
         while True:
@@ -114,15 +146,26 @@ class RoomWriter:
             # Let joins and reads that waited for the publish run before the next batch.
             await asyncio.sleep(0)
 
-    async def _process(self, batch: list[Request]) -> None:
+    async def _process(self, batch: list[Request | HookRequest]) -> None:
         acked = self.feed.acked
         changes: list[StoredChange] = []
         outcomes: list[Outcome] = []
         diffs: list[tuple[int, bytes]] = []
         for req in batch:
+            if type(req) is HookRequest:
+                hook_diff = self._run_hook(req)
+                if hook_diff is not None:
+                    diffs.append((self._applied, hook_diff))
+                    changes.append(StoredChange(self._applied, hook_diff, None, 0))
+                continue
+            assert type(req) is Request
             if req.aid <= acked.get(req.client, 0):
                 outcomes.append((req, None, None))
                 self.metrics.actions.labels("duplicate").inc()
+                continue
+            if self.max_clients and not self.may_record(req.client):
+                refusal = f"the room records at most {self.max_clients} client ids: reuse one"
+                outcomes.append((req, None, Rejection("forbidden", refusal)))
                 continue
             acked[req.client] = req.aid
             try:
@@ -154,6 +197,19 @@ class RoomWriter:
             self._since_checkpoint += len(diffs)
             if self._since_checkpoint >= self.config.checkpoint_every:
                 await self._write_checkpoint()  # the worker: settled() would wait on itself
+
+    def _run_hook(self, req: HookRequest) -> bytes | None:
+        """The hook's DIFF, if it changed anything. A hook that raises changes nothing and is
+        logged: presence must not take the room down."""
+        try:
+            parts = self.room.run_hook(req.client, req.hook)
+        except Exception:
+            log.exception("room hook raised", room=self.name, hook=req.hook, client=req.client)
+            return None
+        if not parts:
+            return None
+        self._applied += 1
+        return codec.encode_diff_parts(self._applied, parts)
 
     async def _persist(self, changes: list[StoredChange]) -> None:
         if self.config.durability == "ack" or not self.store.durable:
@@ -211,6 +267,8 @@ class RoomWriter:
                 else:
                     req.reply.set_result(seq)
         self.feed.publish(diffs, extras)
+        if diffs and self.room.max_state_bytes is not None:  # state_bytes is kept up to date
+            self.feed.history.trim_to(max(MIN_HISTORY_BYTES, self.room.state_bytes))
         now = time.perf_counter()
         for req, _, _ in outcomes:
             self.metrics.fanout_latency.observe(now - req.received)
@@ -250,10 +308,14 @@ class RoomWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
 
-    def _fail(self, exc: BaseException, batch: list[Request]) -> None:
+    def _fail(self, exc: BaseException, batch: list[Request | HookRequest]) -> None:
         self.feed.fail(exc)
         self._wake.set()  # the worker, if it waits for work, sees the failure and ends
         for req in batch + self._inbox:
-            if isinstance(req.reply, asyncio.Future) and not req.reply.done():
+            if (
+                isinstance(req, Request)
+                and isinstance(req.reply, asyncio.Future)
+                and not req.reply.done()
+            ):
                 req.reply.set_exception(RoomFailed(str(exc)))
         self._inbox.clear()

@@ -2,11 +2,12 @@
 
 Each example opens a real connection, sends what Hypothesis drew (before or
 after HELLO) and checks the server's answer against an oracle written from
-PROTOCOL.md alone, not from protocol/codec.py: 1007 for anything that is not a
-msgpack stream of well-formed client messages (checked whole, before 4000),
-4000 for a well-formed message out of order, 1003 for text, and for ACTIONs
-with bad args an ERROR, never a close. Throughout, an observer agent connected
-to the same room must keep acting and receiving every DIFF in order.
+docs/protocol.md alone (§4.2, §4.6, §5.5, §8.1), not from protocol/codec.py:
+1007 for anything that is not a msgpack stream of well-formed client messages
+(checked whole, before 4000), 4000 for a well-formed message out of order, 1003
+for text, and for ACTIONs with bad args an ERROR, never a close. Throughout, an
+observer agent connected to the same room must keep acting and receiving every
+DIFF in order.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ FUZZ_SETTINGS = settings(
 _ids = itertools.count(1)
 
 
-# --- the oracle: PROTOCOL.md's client message forms ----------------------------------------
+# --- the oracle: docs/protocol.md's client message forms (§5.1) -----------------------------
 
 MALFORMED, OUT_OF_ORDER, OK = "malformed", "out_of_order", "ok"
 

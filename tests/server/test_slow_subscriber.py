@@ -6,7 +6,7 @@ its TCP window closes and the server's write buffer for it is all that can
 grow. The server must stop writing diffs to it past ``slow_high_water``, keep
 every other subscriber on the live diff stream, and then either bring it back
 with one SNAPSHOT at the head once it drains, or close it with 4008 after
-``slow_timeout``.
+``slow_timeout``. Conformance: docs/protocol.md §6.5.
 """
 
 from __future__ import annotations
