@@ -8,6 +8,8 @@ import { changedPath } from "/static/watch.js";
 
 const LOG_ROWS = 200;
 const TREE_CHILDREN = 200;
+const MAX_PATHS = 64; // changed paths per frame beyond which the tree is redrawn whole
+const MAX_APPLIED = 200_000;
 const GRID_TYPE = /:GridRoom$/;
 
 const $ = (id) => document.getElementById(id);
@@ -89,7 +91,13 @@ async function main() {
   });
   room.on("change", (ops, seq, bytes) => {
     measure.applied.push(seq);
+    if (measure.applied.length > MAX_APPLIED) measure.applied.splice(0, MAX_APPLIED / 2);
     if (!dirty.full) for (const op of ops) dirty.paths.push(changedPath(op));
+    // No frame for a while (a hidden tab): redraw whole instead of queueing every path.
+    if (dirty.paths.length > MAX_PATHS) {
+      dirty.full = true;
+      dirty.paths = [];
+    }
     dirty.log.push({ seq, ops, bytes });
     if (dirty.log.length > LOG_ROWS) dirty.log.splice(0, dirty.log.length - LOG_ROWS);
     invalidate();
@@ -236,10 +244,9 @@ function renderTree(room, full, paths) {
   const tree = $("tree");
   const state = room.state;
   if (state === null) return;
-  if (full || paths.length > 64) {
+  if (full) {
     nodes.clear();
     tree.replaceChildren(buildNode(null, state, []));
-    if (!full) flashAll(paths);
     return;
   }
   // Rebuild the container of each changed path (its parent), once per frame.
