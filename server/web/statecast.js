@@ -382,7 +382,7 @@ export class Room {
 
   _schedule(code) {
     if (this._stopped) return;
-    this._setStatus("reconnecting");
+    this._setStatus(this._welcomes === 0 ? "connecting" : "reconnecting");
     this._attempt += 1;
     const { baseDelay, maxDelay } = this._delays;
     const delay = code === 1012 ? 0 : Math.random() * Math.min(maxDelay, baseDelay * 2 ** this._attempt);

@@ -28,15 +28,20 @@ def test_committed_vectors_equal_what_protocol_generates() -> None:
     assert committed == vectors.render(), "tests/js/vectors.json is stale: run `make vectors`"
 
 
-def test_node_suite_passes() -> None:
-    """node --test runs ops, sync and client tests of statecast.js; every one passes."""
+def node_binary() -> str:
     node = os.environ.get("STATECAST_NODE") or shutil.which("node")
     if node is None:
         pytest.fail(
-            "Node.js is not installed: the JS client's tests need node 18 or newer "
+            "Node.js is not installed: the JS client's tests need node 20 or newer "
             "(apt-get install -y nodejs). `make test` and .ci/run install it when missing.",
             pytrace=False,
         )
+    return node
+
+
+def test_node_suite_passes() -> None:
+    """node --test runs ops, sync and client tests of statecast.js; every one passes."""
+    node = node_binary()
     tests = sorted(str(p.relative_to(ROOT)) for p in HERE.glob("*.test.js"))
     done = subprocess.run(
         [node, "--test", *tests],
