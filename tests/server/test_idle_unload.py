@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import bare, http_session, running_server
-from tests.server.test_slow_subscriber import eventually
+from tests.helpers import bare, eventually, http_session, running_server
 
 IDLE = 0.2
 
