@@ -249,7 +249,9 @@ export class Room {
       this._fail(ws, new ProtocolError("text frame from the server"));
       return;
     }
-    const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer ?? data);
+    const bytes = ArrayBuffer.isView(data)
+      ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+      : new Uint8Array(data);
     this.traffic.frames += 1;
     this.traffic.bytes += bytes.byteLength;
     // The frame is decoded and checked whole before any of it takes effect.

@@ -298,3 +298,14 @@ test("an agent without a client id gets one of its own, kept across reconnects",
   one.close();
   two.close();
 });
+
+test("a frame handed over as a view into a larger buffer (a Node Buffer) decodes", async () => {
+  fresh();
+  const room = await joined({}, { n: 0 });
+  const frame = encode([5, 1, [[0, ["n"], 1]]]);
+  const pool = new Uint8Array(frame.length + 16).fill(0xc1); // 0xc1 is never valid msgpack
+  pool.set(frame, 8);
+  last().onmessage({ data: pool.subarray(8, 8 + frame.length) });
+  assert.deepEqual(room.state, { n: 1 });
+  room.close();
+});
