@@ -321,7 +321,8 @@ async def test_a_busy_room_keeps_the_frame_rate(page: Page, server: RunningServe
 
 
 async def test_a_grid_room_is_drawn_as_a_board(page: Page, server: RunningServer) -> None:
-    """Agents of a grid room appear on the board at their cells and move with their diffs."""
+    """Agents of a grid room appear on the board at their cells and move with their diffs;
+    the page's drop button drops its connection and the page comes back by itself."""
     async with (
         connect(server.room_url("grid-demo"), client="ada") as ada,
         connect(server.room_url("grid-demo"), client="bob") as bob,
@@ -343,3 +344,9 @@ async def test_a_grid_room_is_drawn_as_a_board(page: Page, server: RunningServer
         await page.screenshot(path=str(ARTIFACTS / "watch-grid.png"))
         state = (await http_json(f"{server.http_url}/rooms/grid-demo/state"))["state"]
         assert (await page_room(page))["state"] == state
+        await page.click("#drop")  # the page's own button: the client comes back by itself
+        await ada.act("move", "n")
+        await until(page, "window.statecastWatch.room.reconnects === 1")
+        await page.locator('.board .cell[title="ada (4, 3)"]').wait_for(timeout=MS)
+        assert await page.locator("#reconnects").inner_text() == "1"
+        assert await page.locator("#sync").inner_text() in ("replay", "current")
