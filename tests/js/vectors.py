@@ -17,6 +17,7 @@ show (a path segment 1.0 is an int in JavaScript).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import random
@@ -138,15 +139,47 @@ def random_path(rng: random.Random, state: Any) -> list[Any]:
             return path
 
 
+def valid_op(rng: random.Random, state: dict[str, Any]) -> list[Any]:
+    """An op that applies to ``state``: walk to a container, then change it in a valid way."""
+    path: list[Any] = []
+    node: Any = state
+    while True:
+        children = list(node) if isinstance(node, dict) else list(range(len(node)))
+        inner = [c for c in children if isinstance(node[c], (dict, list))]
+        if not inner or rng.random() < 0.5:
+            break
+        key = rng.choice(inner)
+        path.append(key)
+        node = node[key]
+    if isinstance(node, dict):
+        if node and rng.random() < 0.3:
+            return [1, [*path, rng.choice(list(node))]]
+        return [0, [*path, rng.choice([*node, *KEYS])], random_value(rng)]
+    roll = rng.random()
+    if node and roll < 0.3:
+        return [1, [*path, rng.randrange(len(node))]]
+    if node and roll < 0.6:
+        return [0, [*path, rng.randrange(len(node))], random_value(rng)]
+    return [2, [*path, rng.choice([-1, *range(len(node) + 1)])], random_value(rng)]
+
+
 def random_cases(rng: random.Random, count: int) -> list[tuple[str, Any, Any]]:
+    """Lists of ops, most built to apply and some strayed off the state (refused whole)."""
     cases = []
     for i in range(count):
         state = {k: random_value(rng) for k in rng.sample(KEYS, rng.randrange(1, 4))}
+        running = copy.deepcopy(state)
         op_list: list[Any] = []
-        for _ in range(rng.randrange(1, 4)):
-            kind = rng.choice([0, 0, 1, 2])
-            path = random_path(rng, state)
-            op_list.append([kind, path] if kind == 1 else [kind, path, random_value(rng)])
+        for _ in range(rng.randrange(1, 5)):
+            if rng.random() < 0.85:
+                op = valid_op(rng, running)
+            else:
+                kind = rng.choice([0, 1, 2])
+                path = random_path(rng, running)
+                op = [kind, path] if kind == 1 else [kind, path, random_value(rng)]
+            op_list.append(op)
+            with contextlib.suppress(Rejection):  # a refused op leaves the state as it was
+                ops.apply_wire_ops(running, [op])
         cases.append((f"random {i}", state, op_list))
     return cases
 
