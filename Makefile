@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= dev
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: install run test lint typecheck pytest bench clean vendor-js vectors
+.PHONY: install run test lint typecheck pytest bench clean vendor-js vectors system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,15 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+# The browser tests need Chromium and the JS tests Node: found on PATH, else installed from
+# Debian when running as root (CI), else the tests fail saying how to install them.
+system-deps:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || true
+	@command -v node >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs >/dev/null; } || true
+
+pytest: install system-deps
 	$(BIN)/pytest
 
 test: lint typecheck pytest

@@ -249,7 +249,9 @@ export class Room {
       this._fail(ws, new ProtocolError("text frame from the server"));
       return;
     }
-    const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer ?? data);
+    const bytes = ArrayBuffer.isView(data)
+      ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+      : new Uint8Array(data);
     this.traffic.frames += 1;
     this.traffic.bytes += bytes.byteLength;
     // The frame is decoded and checked whole before any of it takes effect.
@@ -287,6 +289,7 @@ export class Room {
     }
     sync.receive(m);
     for (const event of sync.takeEvents()) this._event(event, size);
+    if (sync.stateKind === "resyncing" || sync.stateKind === "live") this._setStatus(sync.stateKind);
   }
 
   _event(event, size) {
@@ -297,21 +300,18 @@ export class Room {
         this._attempt = 0;
         if (this._welcomes++ > 0) this.reconnects += 1;
         this._readyResolve(w);
-        this._emit("welcome", w);
-        if (w.sync !== "snapshot") this._setStatus("live");
-        else this._setStatus("syncing");
+        this._setStatus(w.sync === "snapshot" ? "syncing" : "live");
         this._changed();
+        this._emit("welcome", w);
         break;
       }
       case "snapshot":
         this._watchers.after(this.state);
-        this._setStatus("live");
         this._changed();
         this._emit("snapshot", event.state, event.epoch, event.seq);
         break;
       case "change":
         this._watchers.after(this.state);
-        if (this.status !== "live") this._setStatus("live");
         this._changed();
         this._emit("change", event.ops, event.seq, size);
         break;
@@ -330,7 +330,6 @@ export class Room {
       default:
         break;
     }
-    if (this._sync.stateKind === "resyncing" && this.status !== "resyncing") this._setStatus("resyncing");
   }
 
   _flush() {
@@ -385,7 +384,7 @@ export class Room {
 
   _schedule(code) {
     if (this._stopped) return;
-    this._setStatus("reconnecting");
+    this._setStatus(this._welcomes === 0 ? "connecting" : "reconnecting");
     this._attempt += 1;
     const { baseDelay, maxDelay } = this._delays;
     const delay = code === 1012 ? 0 : Math.random() * Math.min(maxDelay, baseDelay * 2 ** this._attempt);

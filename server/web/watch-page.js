@@ -8,6 +8,8 @@ import { changedPath } from "/static/watch.js";
 
 const LOG_ROWS = 200;
 const TREE_CHILDREN = 200;
+const MAX_PATHS = 64; // changed paths per frame beyond which the tree is redrawn whole
+const MAX_APPLIED = 200_000;
 const GRID_TYPE = /:GridRoom$/;
 
 const $ = (id) => document.getElementById(id);
@@ -46,7 +48,7 @@ function tick(now) {
 requestAnimationFrame(tick);
 
 // --- rendering, coalesced to one per frame -----------------------------------------
-const dirty = { tree: null, paths: [], log: [], status: true, full: true };
+const dirty = { paths: [], log: [], full: true };
 let scheduled = false;
 function invalidate() {
   if (scheduled) return;
@@ -80,14 +82,8 @@ async function main() {
 
   const room = connect(wsUrl, { role: "spectator", token: token ?? undefined });
   measure.room = room;
-  room.on("status", () => {
-    dirty.status = true;
-    invalidate();
-  });
-  room.on("welcome", () => {
-    dirty.status = true;
-    invalidate();
-  });
+  room.on("status", invalidate);
+  room.on("welcome", invalidate);
   room.on("snapshot", (_state, _epoch, seq) => {
     measure.snapshots.push(seq);
     dirty.full = true;
@@ -95,7 +91,13 @@ async function main() {
   });
   room.on("change", (ops, seq, bytes) => {
     measure.applied.push(seq);
+    if (measure.applied.length > MAX_APPLIED) measure.applied.splice(0, MAX_APPLIED / 2);
     if (!dirty.full) for (const op of ops) dirty.paths.push(changedPath(op));
+    // No frame for a while (a hidden tab): redraw whole instead of queueing every path.
+    if (dirty.paths.length > MAX_PATHS) {
+      dirty.full = true;
+      dirty.paths = [];
+    }
     dirty.log.push({ seq, ops, bytes });
     if (dirty.log.length > LOG_ROWS) dirty.log.splice(0, dirty.log.length - LOG_ROWS);
     invalidate();
@@ -103,7 +105,6 @@ async function main() {
   room.on("error", (err) => {
     if (room.status === "closed") {
       showNotice(`Closed by the server (${room.closeCode}): ${err.message}`);
-      dirty.status = true;
       invalidate();
     }
   });
@@ -125,7 +126,6 @@ function sampleRates(room) {
   const s = room.stats;
   samples.push({ now, diffs: s.diffs, bytes: s.bytes });
   while (samples.length > 2 && samples[0].now < now - 2000) samples.shift();
-  dirty.status = true;
   invalidate();
 }
 
@@ -244,10 +244,9 @@ function renderTree(room, full, paths) {
   const tree = $("tree");
   const state = room.state;
   if (state === null) return;
-  if (full || paths.length > 64) {
+  if (full) {
     nodes.clear();
     tree.replaceChildren(buildNode(null, state, []));
-    if (!full) flashAll(paths);
     return;
   }
   // Rebuild the container of each changed path (its parent), once per frame.
@@ -353,7 +352,7 @@ function render() {
   const room = measure.room;
   if (!room) return;
   measure.renders += 1;
-  if (dirty.status) renderStatus(room);
+  renderStatus(room);
   if (dirty.full || dirty.paths.length) {
     renderTree(room, dirty.full, dirty.paths);
     if (board.enabled) renderBoard(room.state);
@@ -362,7 +361,6 @@ function render() {
     renderLog(dirty.log);
     dirty.log = [];
   }
-  dirty.status = false;
   dirty.full = false;
   dirty.paths = [];
 }
