@@ -350,3 +350,49 @@ async def test_a_grid_room_is_drawn_as_a_board(page: Page, server: RunningServer
         await page.locator('.board .cell[title="ada (4, 3)"]').wait_for(timeout=MS)
         assert await page.locator("#reconnects").inner_text() == "1"
         assert await page.locator("#sync").inner_text() in ("replay", "current")
+
+
+async def test_a_duplicated_tab_claims_an_agent_id_of_its_own(
+    page: Page, server: RunningServer
+) -> None:
+    """A tab opened from another copies its sessionStorage, stored agent id included; the
+    id is claimed per tab, so the second tab mints its own and both act without a 4009.
+    A reload keeps the tab's id; an id taken by another connection ends in taken_over."""
+    await page.goto(f"{server.http_url}/")
+    start = """async (url) => {
+        const sc = await import("/static/statecast.js");
+        const room = (window.agent = sc.connect(url, {role: "agent"}));
+        await room.ready;
+        return {client: room.client, seq: await room.act("patch", [[0, [room.client], 1]])};
+    }"""
+    url = server.room_url("tabs")
+    first = await page.evaluate(start, url)
+    async with page.context.expect_page() as opened:
+        await page.evaluate("window.open(location.href)")
+    second_tab = await opened.value
+    await second_tab.wait_for_load_state()
+    copied = await second_tab.evaluate(
+        "url => sessionStorage.getItem(`statecast:client:${url}`)", url
+    )
+    assert copied == first["client"]  # the precondition: the id came along with the copy
+    second = await second_tab.evaluate(start, url)
+    assert second["client"] != first["client"]
+    acted = """async () => ({seq: await window.agent.act("patch", [[0, ["n"], 1]]),
+        status: window.agent.status, code: window.agent.closeCode})"""
+    for tab in (page, second_tab):
+        after = await tab.evaluate(acted)
+        assert after["status"] == "live" and after["code"] is None, after
+
+    await second_tab.reload()  # a reload resumes as the same agent
+    again = await second_tab.evaluate(start, url)
+    assert again["client"] == second["client"]
+
+    async with bare(url) as thief:  # another connection takes the first tab's id
+        await thief.hello("agent", client=first["client"])
+        await until(page, "window.agent.status === 'closed'")
+        code = await page.evaluate(
+            "window.agent.act('patch', []).then(() => 'resolved', (err) => err.code)"
+        )
+        assert code == "taken_over"
+    state = (await http_json(f"{server.http_url}/rooms/tabs/state"))["state"]
+    assert state[first["client"]] == state[second["client"]] == 1
