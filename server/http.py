@@ -100,6 +100,8 @@ class HttpListener:
             response = error(exc.status, code, exc.text or "")
         except Rejection as exc:
             response = error(exc.http_status, exc.code, exc.message)
+            if exc.code == "unavailable":  # not processed: the same aid may be sent again
+                response.headers["Retry-After"] = "1"
         except ProtocolViolation as exc:
             status = _AUTH_STATUS.get(exc.close_code, 400)
             code = {401: "unauthenticated", 403: "forbidden", 404: "no_such_room"}.get(
@@ -110,6 +112,7 @@ class HttpListener:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="statecast"'
         except RoomFailed as exc:
             response = error(503, "unavailable", str(exc))
+            response.headers["Retry-After"] = "1"
         except StoreUnavailable as exc:
             response = error(503, "unavailable", str(exc))
         except OutcomeUnknown as exc:
