@@ -2,7 +2,7 @@
 
 A WebSocket frame carries one or more messages as a msgpack stream. The server
 decodes and checks a frame *whole* before acting on any message in it
-(PROTOCOL.md, "Transport"): if the third message of a frame is malformed, the
+(docs/protocol.md §4.2): if the third message of a frame is malformed, the
 first two must not have taken effect, otherwise a client could not tell which
 of its messages counted. Checking whole frames is also cheaper than it sounds:
 decoding is a single pass of msgpack's C unpacker.

@@ -15,8 +15,9 @@ that closes a socket or answers an HTTP request only reads a hint::
     │   └── RateLimitExceeded    4029: the rate limit was exceeded repeatedly
     ├── Rejection                the room refused an action: ERROR, the socket stays open
     └── ServerClosed             the server ended the connection (seen by clients)
+        └── ClientIdTakenOver    4009: another connection uses this agent's client id
 
-A :class:`ProtocolViolation` carries the close code that PROTOCOL.md names; a
+A :class:`ProtocolViolation` carries the close code that docs/protocol.md §8.1 names; a
 :class:`Rejection` carries its ERROR code and the HTTP status that the HTTP side
 answers with.
 """
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Final
 
-#: ERROR codes (PROTOCOL.md, "Messages") and the HTTP status each maps to.
+#: ERROR codes (docs/protocol.md §5.9) and the HTTP status each maps to.
 ERROR_HTTP_STATUS: Final[dict[str, int]] = {
     "invalid": 400,
     "unknown_action": 400,
@@ -110,5 +111,24 @@ class ServerClosed(StatecastError):
         self.reason = reason
 
 
-#: Close codes after which a client should reconnect and resume (PROTOCOL.md, "Closing").
+class ClientIdTakenOver(ServerClosed):
+    """Close 4009: a newer connection with the same agent client id joined the room.
+
+    Two running agents share one client id; their aids collide, so the room
+    would drop one's actions as already processed. Give each agent its own id.
+    The client does not reconnect on its own after this.
+    """
+
+    def __init__(self, client: str | None, reason: str) -> None:
+        super().__init__(4009, reason)
+        self.client = client
+
+    def __str__(self) -> str:
+        return (
+            f"closed by server: 4009: another connection took over client id {self.client!r} "
+            "in this room; each running agent needs a client id of its own"
+        )
+
+
+#: Close codes after which a client should reconnect and resume (docs/protocol.md §8).
 RETRYABLE_CLOSE_CODES: Final[frozenset[int]] = frozenset({1001, 1006, 1011, 1012, 1013, 4008, 4029})

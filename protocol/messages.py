@@ -1,4 +1,4 @@
-"""The messages of the statecast wire protocol, version 1 (PROTOCOL.md, "Messages").
+"""The messages of the statecast wire protocol, version 1 (docs/protocol.md §5).
 
 Each message is a msgpack array whose first element is its int type. The
 classes here are plain values; :mod:`statecast.protocol.codec` turns bytes into them

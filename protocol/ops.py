@@ -1,6 +1,6 @@
 """State values and ops: the item-level deltas every diff is made of.
 
-A room's state is a JSON-compatible document (PROTOCOL.md, "Model"): nil, bool,
+A room's state is a JSON-compatible document (docs/protocol.md §2.2): nil, bool,
 int in ±(2^53 - 1), finite float, str, list, and maps with str keys. Those are
 the values that every language decodes exactly the same way, which is what lets
 a client in any language apply the same ops and arrive at the same state bit

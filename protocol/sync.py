@@ -7,7 +7,7 @@ happened (:meth:`ClientSync.events_received`), and write whatever it wants sent
 tests all drive this one object, in the way websockets' ``Protocol`` and h11's
 ``Connection`` are driven.
 
-Rules it keeps (PROTOCOL.md, "Sync and reconnection"):
+Rules it keeps (docs/protocol.md §6; §6.9 is this machine in prose):
 
 * A connection starts with HELLO, carrying ``resume = (epoch, seq)`` whenever
   the client holds a state; the server answers WELCOME with ``sync`` telling

@@ -16,10 +16,11 @@ import structlog
 from statecast.server.auth import Authenticator, NoAuth
 from statecast.server.config import Config
 from statecast.server.http import HttpListener
-from statecast.server.limits import TokenBucket
+from statecast.server.limits import TokenBucket, raise_open_file_limit
 from statecast.server.manager import RoomManager
 from statecast.server.metrics import Metrics
 from statecast.server.registry import RoomTypes
+from statecast.server.rooms.document import DocumentRoom, PresenceDocumentRoom
 from statecast.server.store import Store, open_store
 from statecast.server.ws import WebSocketListener
 
@@ -48,7 +49,8 @@ class App:
         self.store = (
             store if store is not None else open_store(config.store, durability=config.durability)
         )
-        self.room_types = RoomTypes.parse(config.room_types)
+        default = PresenceDocumentRoom if config.document_presence else DocumentRoom
+        self.room_types = RoomTypes.parse(config.room_types, default)
         self.auth = build_authenticator(config)
         self.rooms = RoomManager(config, self.store, self.room_types, self.metrics)
         self.ws = WebSocketListener(self)
@@ -62,6 +64,7 @@ class App:
         return TokenBucket(c.action_rate, c.action_burst, c.rate_strikes)
 
     async def start(self) -> Ports:
+        raise_open_file_limit(self.config.max_connections)
         if self.config.auth == "none":
             log.warning("auth is off: every client may join any room in any role (--auth none)")
         await self.store.open()

@@ -32,6 +32,8 @@ class Config:
     log_level: str = "info"
     log_format: str = "auto"
     uvloop: bool = True
+    leave_grace: float = 5.0
+    document_presence: bool = False
     # auth and limits
     auth: str = "none"
     jwt_secret: str | None = None
@@ -42,8 +44,10 @@ class Config:
     action_burst: int = 100
     rate_strikes: int = 20
     max_connections: int = 10_000
-    max_room_connections: int = 1_000
+    max_room_connections: int = 0
+    max_room_clients: int = 10_000
     max_rooms: int = 10_000
+    idle_unload: float = 300.0
     max_state_bytes: int = 8 << 20
     max_key_length: int = 1024
     http_max_body: int = 1 << 20
@@ -51,7 +55,7 @@ class Config:
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < 64 * 1024:
-            raise ValueError("max_message_bytes may not be below 64 KiB (PROTOCOL.md)")
+            raise ValueError("max_message_bytes may not be below 64 KiB (docs/protocol.md §4.3)")
         if self.durability not in ("ack", "async"):
             raise ValueError("durability is 'ack' or 'async'")
         if self.auth not in ("none", "jwt"):
@@ -81,6 +85,9 @@ _HELP: dict[str, str] = {
     "log_level": "debug | info | warning | error",
     "log_format": "auto | json | console",
     "uvloop": "run on uvloop",
+    "leave_grace": "seconds an agent may be disconnected before it leaves (on_leave); "
+    "a reconnect within it is neither a leave nor a join",
+    "document_presence": "the built-in document room records present agents under 'presence'",
     "auth": "none | jwt",
     "jwt_secret": "HS256 secret (env STATECAST_JWT_SECRET)",
     "jwt_public_key": "path to a PEM public key for RS256",
@@ -90,8 +97,12 @@ _HELP: dict[str, str] = {
     "action_burst": "token bucket size",
     "rate_strikes": "refusals within about a second that close 4029 (0: never close)",
     "max_connections": "WebSocket connections in total",
-    "max_room_connections": "WebSocket connections per room",
-    "max_rooms": "rooms held at once",
+    "max_room_connections": "WebSocket connections per room (0: bounded only by --max-connections)",
+    "max_room_clients": "client ids a room records for exactly-once under --auth none "
+    "(0: unlimited)",
+    "max_rooms": "rooms held in memory at once (idle rooms unload, see --idle-unload)",
+    "idle_unload": "seconds an idle room (no connection, no request) stays in memory before "
+    "it is checkpointed and unloaded (0: only when --max-rooms needs the space)",
     "max_state_bytes": "encoded size a room's state may reach (too_large)",
     "max_key_length": "longest map key or path segment, in characters (too_large)",
     "http_max_body": "largest HTTP request body",

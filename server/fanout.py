@@ -9,7 +9,7 @@ bytes cannot be shared, and that connection falls back to websockets' own
 
 Backpressure is the transport's write buffer: a subscriber whose unsent bytes
 pass the high-water mark gets no more diffs; the room brings it back with one
-SNAPSHOT once it drains (PROTOCOL.md, "Sync and reconnection").
+SNAPSHOT once it drains (docs/protocol.md §6.5).
 """
 
 from __future__ import annotations

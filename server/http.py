@@ -12,8 +12,10 @@ from aiohttp import web
 
 from statecast.protocol.errors import ProtocolViolation, Rejection
 from statecast.protocol.ops import MAX_SAFE_INT
+from statecast.server.auth import MAX_CLIENT_ID_LENGTH
+from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.limits import TokenBucket
-from statecast.server.live import LiveRoom, Request, RoomFailed
+from statecast.server.live import LiveRoom, Request
 from statecast.server.ws import ROOM_PATH
 
 if TYPE_CHECKING:
@@ -107,6 +109,9 @@ class HttpListener:
             raise _NoRoom(name)
         return live
 
+    async def _feed(self, request: web.Request) -> RoomFeed:
+        return (await self._room(request)).feed
+
     def _read_auth(self, request: web.Request, room: str, role: str) -> str | None:
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header[:7].lower() == "bearer " else None
@@ -115,7 +120,7 @@ class HttpListener:
 
     async def state(self, request: web.Request) -> web.StreamResponse:
         self._read_auth(request, request.match_info["room"], "spectator")
-        live = await self._room(request)
+        live = await self._feed(request)
         etag, body = await live.state_json()
         if _matches(request, etag):
             return web.Response(status=304, headers={"ETag": etag})
@@ -123,7 +128,7 @@ class HttpListener:
 
     async def head(self, request: web.Request) -> web.StreamResponse:
         self._read_auth(request, request.match_info["room"], "spectator")
-        live = await self._room(request)
+        live = await self._feed(request)
         await live.settled()
         etag = live.etag
         if _matches(request, etag):
@@ -149,7 +154,7 @@ class HttpListener:
             since = int(since_text)
         except ValueError:  # past int()'s limit on digits
             return error(400, "invalid", "since is too long")
-        live = await self._room(request)
+        live = await self._feed(request)
         await live.settled()
         if epoch != live.epoch or since > live.head or since < live.oldest:
             return error(410, "gone", "those changes are not held: fetch /state instead")
@@ -181,6 +186,9 @@ class HttpListener:
             client = token_client
         if type(client) is not str or not client or not _utf8(client):
             return error(400, "invalid", "client must be a non-empty string")
+        if len(client) > MAX_CLIENT_ID_LENGTH:
+            longest = MAX_CLIENT_ID_LENGTH
+            return error(400, "invalid", f"client ids are at most {longest} characters")
         if type(aid) is not int or not 1 <= aid <= MAX_SAFE_INT:
             return error(400, "invalid", "aid must be an integer >= 1")
         if type(name) is not str:
@@ -204,7 +212,7 @@ class HttpListener:
 
     async def client(self, request: web.Request) -> web.StreamResponse:
         self._read_auth(request, request.match_info["room"], "spectator")
-        live = await self._room(request)
+        live = await self._feed(request)
         await live.settled()
         client = request.match_info["client"]
         return web.json_response({"client": client, "acked": live.acked.get(client, 0)})

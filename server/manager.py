@@ -1,9 +1,20 @@
-"""Rooms in memory: loading from the store, creating on first join, closing."""
+"""Rooms in memory: loading from the store, creating on first join, unloading, closing.
+
+A room is idle when nothing is connected, queued or within a leave grace. An
+idle room is unloaded (checkpointed, its memory freed) once it has had no
+request for ``--idle-unload`` seconds, so a long-running server's memory follows
+its active rooms. At most ``--max-rooms`` rooms are held: a room needed past that
+makes space by unloading the least recently used idle one at once. Only when
+every held room is busy is a new room refused. An unloaded room loads from the
+store again on its next use, on the same epoch.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
+import time
 
 import msgpack
 import structlog
@@ -11,11 +22,13 @@ import structlog
 from statecast.protocol import ops
 from statecast.protocol.errors import NoSuchRoom, Rejection
 from statecast.server.config import Config
+from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.history import History
-from statecast.server.live import LiveRoom, RoomFailed
+from statecast.server.live import LiveRoom
 from statecast.server.metrics import Metrics
 from statecast.server.registry import RoomTypes
 from statecast.server.store.base import RoomRecord, Store
+from statecast.server.writer import RoomWriter
 
 log = structlog.get_logger()
 
@@ -36,6 +49,8 @@ class RoomManager:
         self._creating: set[str] = set()
         self.closing = False
         self._lost: set[str] = set()  # rooms whose published history the store lost
+        self._unloading: dict[str, asyncio.Task[None]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def get(self, name: str, *, create: bool) -> LiveRoom | None:
         """The live room ``name``, loaded from the store or created if asked; None if absent."""
@@ -43,10 +58,12 @@ class RoomManager:
             raise RoomFailed("the server is shutting down")
         live = self.rooms.get(name)
         if live is not None and live.failed is None:
+            self.rooms[name] = self.rooms.pop(name)  # most recently used last
+            live.touch()
             return live
         if live is not None:
             del self.rooms[name]
-            if live.lost_writes:
+            if live.writer.lost_writes:
                 self._lost.add(name)
         task = self._loading.get(name)
         if task is None:
@@ -70,6 +87,9 @@ class RoomManager:
 
     async def _load(self, name: str, create: bool) -> LiveRoom | None:
         room_class = self.room_types.for_room(name)
+        unloading = self._unloading.get(name)
+        if unloading is not None:  # its last checkpoint must be in the store first
+            await asyncio.shield(unloading)
         record = await self.store.load(name)
         if record is not None and name in self._lost:
             await self._new_epoch(name, record)
@@ -79,8 +99,8 @@ class RoomManager:
             # Rooms being created count too: loads await the store, so checking
             # self.rooms alone let concurrent creations all pass.
             creating = sum(1 for n in self._creating if n not in self.rooms)
-            if len(self.rooms) + creating >= self.config.max_rooms:
-                raise Rejection("too_large", "the server holds its maximum number of rooms")
+            if len(self.rooms) + creating >= self.config.max_rooms and not self._unload_idle():
+                raise Rejection("too_large", "the server holds its maximum number of busy rooms")
             self._creating.add(name)
             room = room_class(name)
             record = RoomRecord(
@@ -92,6 +112,8 @@ class RoomManager:
             await self.store.create(name, record)
             log.info("room created", room=name, epoch=record.epoch, type=record.type_name)
         else:
+            if len(self.rooms) >= self.config.max_rooms:
+                self._unload_idle()  # a stored room always loads; it only makes space if it can
             room = room_class(name, msgpack.unpackb(record.checkpoint_state, raw=False))
         history = History(self.config.history_diffs, self.config.history_bytes)
         tail = await self._log_tail(name, record.checkpoint_seq)
@@ -104,19 +126,22 @@ class RoomManager:
                 raise RuntimeError(f"room {name}: log entry {seq} holds diff {diff_seq}")
             ops.apply_wire_ops(room.state, diff_ops, room.max_depth)
             history.append(seq, encoded)
-        live = LiveRoom(
+        feed = RoomFeed(
             name,
-            room,
+            room.state,
             epoch=record.epoch,
             head=record.head,
             acked=dict(record.acked),
             history=history,
-            store=self.store,
             config=self.config,
             metrics=self.metrics,
         )
+        writer = RoomWriter(feed, room, store=self.store, config=self.config, metrics=self.metrics)
+        live = LiveRoom(feed, writer)
         self.rooms[name] = live
         self.metrics.rooms.set(len(self.rooms))
+        if self._sweeper is None and self.config.idle_unload > 0:
+            self._sweeper = asyncio.create_task(self._sweep(), name="idle rooms")
         return live
 
     async def _log_tail(self, name: str, checkpoint_seq: int) -> list[tuple[int, bytes]]:
@@ -132,6 +157,45 @@ class RoomManager:
             start -= 1
         return tail[start:]
 
+    async def _sweep(self) -> None:
+        """Unload the rooms idle for ``--idle-unload`` seconds, looking a few times a period."""
+        idle = self.config.idle_unload
+        while not self.closing:
+            await asyncio.sleep(min(idle / 4, 5.0))
+            now = time.monotonic()
+            for name, live in list(self.rooms.items()):
+                if live.idle and now - live.last_active >= idle and name not in self._loading:
+                    self._start_unload(name, live)
+
+    def _unload_idle(self) -> bool:
+        """Start unloading the least recently used idle room; False if every room is busy."""
+        for name, live in self.rooms.items():
+            if live.idle and name not in self._loading:
+                self._start_unload(name, live)
+                return True
+        return False
+
+    def _start_unload(self, name: str, live: LiveRoom) -> None:
+        # Out of self.rooms at once (synchronously), so no request reaches it any more;
+        # _load waits for the task before it loads the room again.
+        del self.rooms[name]
+        self.metrics.rooms.set(len(self.rooms))
+        task = asyncio.create_task(self._unload(name, live))
+        self._unloading[name] = task
+        task.add_done_callback(functools.partial(self._forget_unload, name))
+
+    def _forget_unload(self, name: str, _: object) -> None:
+        self._unloading.pop(name, None)
+
+    async def _unload(self, name: str, live: LiveRoom) -> None:
+        try:
+            await live.close()
+            log.info("room unloaded", room=name, seq=live.feed.head)
+        except Exception:
+            log.exception("room unload failed", room=name)
+            if live.writer.lost_writes:
+                self._lost.add(name)
+
     async def drain(self) -> None:
         await asyncio.gather(*(room.drain() for room in self.rooms.values()))
 
@@ -144,8 +208,11 @@ class RoomManager:
 
     async def close(self) -> None:
         self.closing = True  # a late HTTP action must not load a room the store will not see
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await asyncio.gather(*self._unloading.values(), return_exceptions=True)
         for name, room in list(self.rooms.items()):
-            if room.lost_writes:
+            if room.writer.lost_writes:
                 self._lost.add(name)
             try:
                 await room.close()

@@ -60,18 +60,22 @@ def _current_directory_first() -> None:
 
 
 class RoomTypes:
-    def __init__(self, entries: Iterable[tuple[str, type[Room]]] = ()) -> None:
+    def __init__(
+        self, entries: Iterable[tuple[str, type[Room]]] = (), default: type[Room] = DocumentRoom
+    ) -> None:
         self.entries = list(entries)
+        #: The type of rooms no pattern claims.
+        self.default = default
 
     @classmethod
-    def parse(cls, specs: Iterable[str]) -> RoomTypes:
+    def parse(cls, specs: Iterable[str], default: type[Room] = DocumentRoom) -> RoomTypes:
         entries = []
         for spec in specs:
             pattern, sep, target = spec.partition("=")
             if not sep or not pattern:
                 raise ValueError(f"room type {spec!r} is not of the form PATTERN=module:Class")
             entries.append((pattern, load_room_class(target)))
-        return cls(entries)
+        return cls(entries, default)
 
     def register(self, pattern: str, room_class: type[Room]) -> None:
         self.entries.append((pattern, room_class))
@@ -80,4 +84,4 @@ class RoomTypes:
         for pattern, room_class in self.entries:
             if fnmatch.fnmatchcase(name, pattern):
                 return room_class
-        return DocumentRoom
+        return self.default

@@ -34,13 +34,20 @@ one op and removed at most once, so the total work stays proportional to the
 bytes actions write. A container's header grows or shrinks as its length
 crosses 16 or 65536, and that is counted too, so the figure is the exact
 encoded size; the checkpoint's re-measurement is a safety net.
+
+Presence: :meth:`Room.on_join` and :meth:`Room.on_leave` run when an agent
+comes and goes, in the room's worker in order with actions, through the same
+:class:`ActionContext`. Their ops are ordinary diffs (numbered, stored,
+replayed on resume); a hook that raises changes nothing. A reconnect within
+the server's leave grace, or a newer connection taking over the same client
+id, is neither a leave nor a join. Spectators never run hooks.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any, ClassVar, Final, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Final, Literal, TypeVar
 
 import msgpack
 
@@ -265,7 +272,7 @@ def _check_key_lengths(op: ops.Op, limit: int) -> None:
 class Room:
     """Base of every room type. One instance per live room; it owns the state."""
 
-    #: Levels of nesting allowed in the state and in paths (PROTOCOL.md: default 64).
+    #: Levels of nesting allowed in the state and in paths (docs/protocol.md §3.4: default 64).
     max_depth: int = ops.DEFAULT_MAX_DEPTH
     #: Longest map key or path segment, in characters (None: unlimited).
     max_key_length: int | None = None
@@ -305,11 +312,38 @@ class Room:
     def action_names(cls) -> list[str]:
         return sorted(cls._handlers)
 
+    def on_join(self, ctx: ActionContext) -> None:
+        """An agent (``ctx.client``) arrived: record it through ``ctx`` if the room cares."""
+
+    def on_leave(self, ctx: ActionContext) -> None:
+        """An agent (``ctx.client``) left and did not come back within the leave grace."""
+
+    @classmethod
+    def has_presence_hooks(cls) -> bool:
+        """Whether this type overrides a hook (if not, the server tracks no joins or leaves)."""
+        return cls.on_join is not Room.on_join or cls.on_leave is not Room.on_leave
+
+    def present_agents(self) -> Iterable[str]:
+        """The agents this room's state records as present.
+
+        Read when the room is loaded: each of them gets the leave grace to
+        reconnect before :meth:`on_leave` runs for it, so that presence kept in
+        the state survives a restart without leaving ghosts behind.
+        """
+        return ()
+
     def run_action(self, client: str, name: str, args: Any) -> list[bytes]:
         """Run one action all or nothing; return its encoded ops or raise Rejection."""
         attr = self._handlers.get(name)
         if attr is None:
             raise Rejection("unknown_action", f"room type {type(self).__name__} has no {name!r}")
+        return self._run(client, getattr(self, attr), args)
+
+    def run_hook(self, client: str, hook: Literal["join", "leave"]) -> list[bytes]:
+        """Run :meth:`on_join` or :meth:`on_leave` all or nothing; return its encoded ops."""
+        return self._run(client, self.on_join if hook == "join" else self.on_leave)
+
+    def _run(self, client: str, handler: Callable[..., None], *args: Any) -> list[bytes]:
         budget = None
         if self.max_state_bytes is not None:
             budget = self.max_state_bytes - self.state_bytes
@@ -321,7 +355,7 @@ class Room:
             size_budget=budget,
         )
         try:
-            getattr(self, attr)(ctx, args)
+            handler(ctx, *args)
             if budget is not None and ctx.size_delta > max(budget, 0):
                 raise Rejection("too_large", "the room's state would exceed its size limit")
         except BaseException:

@@ -1,7 +1,7 @@
 """Test helpers: a real server on loopback, and a bare client built from websockets + msgpack.
 
 The bare client deliberately does not use protocol/: the protocol tests speak
-PROTOCOL.md's bytes directly, so the server and the project's own client cannot
+docs/protocol.md's bytes directly, so the server and the project's own client cannot
 agree on a mistake.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +60,7 @@ def unpack(frame: bytes) -> list[Any]:
 
 
 class BareClient:
-    """PROTOCOL.md spoken by hand: send msgpack arrays, read them back message by message."""
+    """docs/protocol.md spoken by hand: send msgpack arrays, read them back message by message."""
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
@@ -104,6 +104,15 @@ async def bare(url: str) -> AsyncIterator[BareClient]:
     # would miss the server's close frame and hang for close_timeout (10 s).
     async with websockets.connect(url, max_size=None, compression=None, max_queue=None) as ws:
         yield BareClient(ws)
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    """Poll state that has no event to wait on from outside until ``condition`` holds."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager

@@ -1,4 +1,4 @@
-"""Hypothesis strategies and an independent reference model of the ops (PROTOCOL.md, "Ops").
+"""Hypothesis strategies and an independent reference model of the ops (docs/protocol.md §3).
 
 The reference model deliberately shares nothing with protocol/ops.py: it is a
 pure function that copies every container on the path instead of editing in

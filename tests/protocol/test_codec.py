@@ -43,7 +43,7 @@ def pack(*values: Any) -> bytes:
 
 
 def test_every_message_has_its_wire_form() -> None:
-    """Each message encodes to the array PROTOCOL.md's message table gives it."""
+    """Each message encodes to the array docs/protocol.md's message table (§5.1) gives it."""
     w = Welcome("epoch1234", 3, "agent", "c", 2, "replay")
     cases: list[tuple[Message, list[Any]]] = [
         (Hello(1, "agent"), [1, {"v": 1, "role": "agent"}]),

@@ -75,7 +75,7 @@ def test_empty_state_digest() -> None:
 def test_protocol_violations_carry_their_close_code(
     cls: type[errors.ProtocolViolation], code: int
 ) -> None:
-    """Each protocol violation names the close code of PROTOCOL.md's closing table."""
+    """Each protocol violation names its close code in docs/protocol.md's closing table (§8.1)."""
     exc = cls("why")
     assert exc.close_code == code and exc.reason == "why" and str(exc) == "why"
     assert isinstance(exc, errors.StatecastError)
@@ -94,14 +94,14 @@ def test_protocol_violations_carry_their_close_code(
     ],
 )
 def test_rejection_maps_to_its_http_status(code: str, status: int) -> None:
-    """A Rejection's ERROR code maps to the HTTP status PROTOCOL.md gives it (400 otherwise)."""
+    """A Rejection's ERROR code maps to its HTTP status in docs/protocol.md §5.9 (400 otherwise)."""
     exc = errors.Rejection(code, "msg")
     assert (exc.code, exc.message, exc.http_status) == (code, "msg", status)
     assert str(exc) == f"{code}: msg"
 
 
 def test_error_codes_and_retryable_closes() -> None:
-    """The ERROR codes are PROTOCOL.md's six; 1001, 1011, 4008 and 4029 are retryable."""
+    """The ERROR codes of docs/protocol.md §5.9 but `unavailable`; 1001, 1011, 4008, 4029 retry."""
     assert {
         "forbidden",
         "invalid",

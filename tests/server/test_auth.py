@@ -1,4 +1,7 @@
-"""--auth jwt over WebSocket and HTTP, --public-spectators, and `statecast token`."""
+"""--auth jwt over WebSocket and HTTP, --public-spectators, and `statecast token`.
+
+Conformance: docs/protocol.md §11 (tokens), §10.10, and the closes 4001 and 4003 of §8.1.
+"""
 
 from __future__ import annotations
 
@@ -104,7 +107,7 @@ async def test_agent_acts_as_its_token_subject() -> None:
         await ws.recv_type(3)
         await ws.send([4, 1, "patch", [[0, ["x"], 1]]])
         assert await ws.recv_type(7) == [7, 1, 1]
-        assert srv.app.rooms.rooms["game-1"].acked == {"bot-7": 1}
+        assert srv.app.rooms.rooms["game-1"].feed.acked == {"bot-7": 1}
 
 
 async def test_agent_token_may_spectate_but_a_spectator_cannot_act() -> None:
@@ -115,7 +118,7 @@ async def test_agent_token_may_spectate_but_a_spectator_cannot_act() -> None:
         await ws.recv_type(3)
         await ws.send([4, 1, "patch", [[0, ["x"], 1]]])
         assert (await ws.recv_type(8))[:3] == [8, 1, "forbidden"]
-        assert srv.app.rooms.rooms["game-1"].head == 0
+        assert srv.app.rooms.rooms["game-1"].feed.head == 0
 
 
 async def test_resume_is_checked_like_any_hello() -> None:
@@ -210,7 +213,7 @@ async def test_http_action_needs_an_agent_token_and_acts_as_its_subject() -> Non
         async with http.get(client_url, headers=bearer(token(role="spectator"))) as resp:
             assert await resp.json() == {"client": "bot-9", "acked": 1}
         del body["client"]
-        body["aid"] = 2
+        body["aid"], body["args"] = 2, [[0, ["x"], 2]]
         async with http.post(url, json=body, headers=bearer(token(sub="bot-9"))) as resp:
             assert await resp.json() == {"seq": 2}
 

@@ -2,11 +2,12 @@
 
 Each example opens a real connection, sends what Hypothesis drew (before or
 after HELLO) and checks the server's answer against an oracle written from
-PROTOCOL.md alone, not from protocol/codec.py: 1007 for anything that is not a
-msgpack stream of well-formed client messages (checked whole, before 4000),
-4000 for a well-formed message out of order, 1003 for text, and for ACTIONs
-with bad args an ERROR, never a close. Throughout, an observer agent connected
-to the same room must keep acting and receiving every DIFF in order.
+docs/protocol.md alone (§4.2, §4.6, §5.5, §8.1), not from protocol/codec.py:
+1007 for anything that is not a msgpack stream of well-formed client messages
+(checked whole, before 4000), 4000 for a well-formed message out of order, 1003
+for text, and for ACTIONs with bad args an ERROR, never a close. Throughout, an
+observer agent connected to the same room must keep acting and receiving every
+DIFF in order.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ FUZZ_SETTINGS = settings(
 _ids = itertools.count(1)
 
 
-# --- the oracle: PROTOCOL.md's client message forms ----------------------------------------
+# --- the oracle: docs/protocol.md's client message forms (§5.1) -----------------------------
 
 MALFORMED, OUT_OF_ORDER, OK = "malformed", "out_of_order", "ok"
 
@@ -376,16 +377,16 @@ async def test_frame_after_hello(env: FuzzEnv, data: bytes) -> None:
     """After HELLO a bad frame closes 1007 and applies nothing, HELLO again 4000, else answers."""
     outcome = expect(data, after_hello=True)
     event(outcome)
-    head = env.server.app.rooms.rooms[ROOM].head
+    head = env.server.app.rooms.rooms[ROOM].feed.head
     async with bare(env.url) as client:
         await join(client)
         await client.ws.send(data)
         if outcome == MALFORMED:
             assert await closed_with(client) == 1007
-            assert env.server.app.rooms.rooms[ROOM].head == head
+            assert env.server.app.rooms.rooms[ROOM].feed.head == head
         elif outcome == OUT_OF_ORDER:
             assert await closed_with(client) == 4000
-            assert env.server.app.rooms.rooms[ROOM].head == head
+            assert env.server.app.rooms.rooms[ROOM].feed.head == head
         else:
             await answers_to(client, data)
     await env.observer.check()
@@ -395,13 +396,13 @@ async def test_frame_after_hello(env: FuzzEnv, data: bytes) -> None:
 @given(args=bad_args)
 async def test_bad_action_args_get_error_invalid(env: FuzzEnv, args: Any) -> None:
     """A patch whose args are not valid ops gets ERROR invalid, changes nothing, closes nothing."""
-    head = env.server.app.rooms.rooms[ROOM].head
+    head = env.server.app.rooms.rooms[ROOM].feed.head
     async with bare(env.url) as client:
         await join(client)
         await client.send([4, 1, "patch", args])
         reply = await recv_kind(client, (7, 8))
         assert reply[:3] == [8, 1, "invalid"], reply
-        assert env.server.app.rooms.rooms[ROOM].head == head
+        assert env.server.app.rooms.rooms[ROOM].feed.head == head
         # The connection carries on: the next action applies.
         await client.send([4, 2, "patch", [[0, ["fuzzed"], True]]])
         assert (await recv_kind(client, (7, 8)))[:2] == [7, 2]

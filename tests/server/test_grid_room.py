@@ -51,12 +51,15 @@ async def test_grid_room_enforces_its_rules() -> None:
             ack = await _act(a, 6, "move", "s")
             assert ack[0] == 7
             live = srv.app.rooms.rooms["grid-1"]
-            assert live.room.state["agents"] == {"a": {"x": 0, "y": 1}, "b": {"x": 1, "y": 0}}
-            assert live.head == ack[2] == 3  # two joins, then one move (one diff of two ops)
+            assert live.feed.state["agents"] == {
+                "a": {"x": 0, "y": 1},
+                "b": {"x": 1, "y": 0},
+            }
+            assert live.feed.head == ack[2] == 3  # two joins, then one move (one diff of two ops)
             async with bare(url) as c:
                 await _agent(c, "c")
                 assert (await _act(c, 1, "join", None))[0] == 7  # the first free cell
-                assert live.room.state["agents"]["c"] == {"x": 0, "y": 0}
+                assert live.writer.room.state["agents"]["c"] == {"x": 0, "y": 0}
                 assert (await _act(c, 2, "join", None))[2] == "conflict"  # already placed
 
 

@@ -1,4 +1,4 @@
-"""Conformance: PROTOCOL.md's HTTP table (polling with ETag, changefeed, actions, health)."""
+"""Conformance: docs/protocol.md §10, HTTP (polling with ETag, changefeed, actions, health)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ async def get(
 
 
 async def test_state_has_etag_and_body(server: RunningServer) -> None:
-    """GET /state answers {epoch, seq, state} with ETag "epoch:seq"."""
+    """§10.2, §10.3: GET /state answers {epoch, seq, state} with ETag "epoch:seq"."""
     async with http_session() as http:
         await patch(http, server, "h-state", 1, [0, ["a"], [1, 2.5, "x", None, True]])
         status, headers, body = await get(http, f"{server.http_url}/rooms/h-state/state")
@@ -65,7 +65,9 @@ async def test_state_has_etag_and_body(server: RunningServer) -> None:
     ids=["exact", "weak", "list", "weak-list", "star"],
 )
 async def test_if_none_match_gets_304(server: RunningServer, header: str) -> None:
-    """If-None-Match with the ETag (exact, weak W/, in a list, or *) gets 304 with no body."""
+    """§10.1: If-None-Match with the ETag (exact, weak W/, in a list, or *) gets 304 with
+    no body.
+    """
     async with http_session() as http:
         await patch(http, server, "h-304", 1, [0, ["a"], 1])
         url = f"{server.http_url}/rooms/h-304/state"
@@ -82,7 +84,7 @@ async def test_if_none_match_gets_304(server: RunningServer, header: str) -> Non
 
 
 async def test_stale_if_none_match_gets_200(server: RunningServer) -> None:
-    """An ETag from before a change no longer matches: 200 with the new state and ETag."""
+    """§10.1: An ETag from before a change no longer matches: 200 with the new state and ETag."""
     async with http_session() as http:
         await patch(http, server, "h-stale", 1, [0, ["a"], 1])
         url = f"{server.http_url}/rooms/h-stale/state"
@@ -96,7 +98,7 @@ async def test_stale_if_none_match_gets_200(server: RunningServer) -> None:
 
 
 async def test_unknown_room_is_404_and_gets_never_create_it(server: RunningServer) -> None:
-    """GETs on an unknown room are 404 no_such_room, and never create the room."""
+    """§10.1, §10.9: GETs on an unknown room are 404 no_such_room, and never create the room."""
     async with http_session() as http:
         for _ in range(2):
             for path in ("state", "head", "changes?epoch=abcdefgh&since=0", "clients/x"):
@@ -111,7 +113,9 @@ async def test_unknown_room_is_404_and_gets_never_create_it(server: RunningServe
 
 
 async def test_head_digest_is_sha256_of_jcs_state(server: RunningServer) -> None:
-    """/head's digest is hex SHA-256 of the state's RFC 8785 form; oldest is 0 with all held."""
+    """§10.3: /head's digest is hex SHA-256 of the state's RFC 8785 form; oldest is 0 with
+    all held.
+    """
     async with http_session() as http:
         await patch(http, server, "h-head", 1, [0, ["z"], {"b": 1.5, "a": "é"}], [0, ["n"], 1e21])
         await patch(http, server, "h-head", 2, [0, ["l"], [3, 2, 1]])
@@ -126,7 +130,9 @@ async def test_head_digest_is_sha256_of_jcs_state(server: RunningServer) -> None
 
 
 async def test_head_oldest_follows_trimming() -> None:
-    """With history_diffs=2, oldest is the oldest held diff's seq - 1; with none held, seq."""
+    """§10.2: With history_diffs=2, oldest is the oldest held diff's seq - 1; with none
+    held, seq.
+    """
     async with running_server(history_diffs=2) as server, http_session() as http:
         async with joined(server, "h-oldest", "spectator"):
             pass  # creates the room with no diffs
@@ -142,7 +148,7 @@ async def test_head_oldest_follows_trimming() -> None:
 
 
 async def test_changes_since(server: RunningServer) -> None:
-    """/changes?epoch&since gives {epoch, from, to, changes[{seq, ops}]} after since."""
+    """§10.4: /changes?epoch&since gives {epoch, from, to, changes[{seq, ops}]} after since."""
     async with http_session() as http:
         for aid in range(1, 4):
             await patch(http, server, "h-changes", aid, [0, ["n"], aid])
@@ -164,7 +170,7 @@ async def test_changes_since(server: RunningServer) -> None:
 
 
 async def test_changes_gone() -> None:
-    """/changes is 410 for another epoch, since above the head, or since below oldest."""
+    """§10.4: /changes is 410 for another epoch, since above the head, or since below oldest."""
     async with running_server(history_diffs=2) as server, http_session() as http:
         for aid in range(1, 6):
             await patch(http, server, "h-gone", aid, [0, ["n"], aid])
@@ -199,7 +205,7 @@ async def test_changes_gone() -> None:
     ],
 )
 async def test_changes_bad_params_are_400(server: RunningServer, query: str) -> None:
-    """/changes with missing or malformed parameters is 400 invalid."""
+    """§10.4: /changes with missing or malformed parameters is 400 invalid."""
     async with http_session() as http:
         await patch(http, server, "h-400", 1, [0, ["n"], 1])
         status, _, body = await get(http, f"{server.http_url}/rooms/h-400/changes{query}")
@@ -210,7 +216,9 @@ async def test_changes_bad_params_are_400(server: RunningServer, query: str) -> 
 
 
 async def test_post_action_exactly_once(server: RunningServer) -> None:
-    """POST /actions answers {seq}; the same aid again answers {seq: null} and changes nothing."""
+    """§6.7, §10.5: POST /actions answers {seq}; the same aid again answers {seq: null} and changes
+    nothing.
+    """
     async with http_session() as http:
         body = {"client": "p", "aid": 1, "name": "patch", "args": [[0, ["a"], 1]]}
         assert await post_action(http, server, "h-post", body) == (200, {"seq": 1})
@@ -245,7 +253,9 @@ async def test_post_action_exactly_once(server: RunningServer) -> None:
     ],
 )
 async def test_post_action_errors(server: RunningServer, body: Any, code: str) -> None:
-    """A bad action body or a rejected action answers 4xx with a JSON {code, message} body."""
+    """§10.5, §10.9: A bad action body or a rejected action answers 4xx with a JSON {code,
+    message} body.
+    """
     async with http_session() as http:
         status, answer = await post_action(http, server, "h-post-err", body)
         assert status == {"invalid": 400, "unknown_action": 400, "too_large": 413}[code]
@@ -253,7 +263,9 @@ async def test_post_action_errors(server: RunningServer, body: Any, code: str) -
 
 
 async def test_client_id_that_is_not_utf8_is_400_and_the_room_serves_on(tmp_path: Path) -> None:
-    """A client id with a lone surrogate (JSON "\\ud800") is 400; it never reaches the store."""
+    """§10.5: A client id with a lone surrogate (JSON "\\ud800") is 400; it never reaches
+    the store.
+    """
     async with (
         running_server(store=f"sqlite:{tmp_path / 'x.db'}") as server,
         http_session() as http,
@@ -266,7 +278,9 @@ async def test_client_id_that_is_not_utf8_is_400_and_the_room_serves_on(tmp_path
 
 
 async def test_value_that_is_not_utf8_is_invalid_not_a_room_failure(server: RunningServer) -> None:
-    """A patch value with a lone surrogate (JSON "\\ud800") is 400 invalid for that reason."""
+    """§10.5: A patch value with a lone surrogate (JSON "\\ud800") is 400 invalid for that
+    reason.
+    """
     async with http_session() as http:
         bad = r'{"client": "u", "aid": 1, "name": "patch", "args": [[0, ["a"], "\ud800"]]}'
         status, answer = await post_action(http, server, "h-utf8-value", bad)
@@ -275,7 +289,7 @@ async def test_value_that_is_not_utf8_is_invalid_not_a_room_failure(server: Runn
 
 
 async def test_rejected_http_action_counts_as_processed(server: RunningServer) -> None:
-    """A rejected aid is processed: re-posting it answers {seq: null}, and acked moves."""
+    """§6.7: A rejected aid is processed: re-posting it answers {seq: null}, and acked moves."""
     async with http_session() as http:
         bad = {"client": "r", "aid": 4, "name": "patch", "args": [[1, ["missing"]]]}
         status, _ = await post_action(http, server, "h-rej", bad)
@@ -286,7 +300,7 @@ async def test_rejected_http_action_counts_as_processed(server: RunningServer) -
 
 
 async def test_http_and_websocket_share_exactly_once(server: RunningServer) -> None:
-    """An aid processed over HTTP is a duplicate over WebSocket for the same client."""
+    """§10.5: An aid processed over HTTP is a duplicate over WebSocket for the same client."""
     async with http_session() as http:
         await patch(http, server, "h-mixed", 1, [0, ["a"], 1])
     async with joined(server, "h-mixed", client="h") as (c, welcome):
@@ -299,7 +313,7 @@ async def test_http_and_websocket_share_exactly_once(server: RunningServer) -> N
 
 
 async def test_healthz_and_metrics(server: RunningServer) -> None:
-    """/healthz is 200; /metrics is Prometheus text with statecast_ metrics."""
+    """§10.8: /healthz is 200; /metrics is Prometheus text with statecast_ metrics."""
     async with http_session() as http:
         await patch(http, server, "h-metrics", 1, [0, ["a"], 1])
         status, _, health = await get(http, f"{server.http_url}/healthz")
@@ -314,7 +328,9 @@ async def test_healthz_and_metrics(server: RunningServer) -> None:
 
 
 async def test_changes_are_paged() -> None:
-    """/changes returns at most a page; 'to' names the last seq included, to continue from."""
+    """§10.4: /changes returns at most a page; 'to' names the last seq included, to
+    continue from.
+    """
     async with running_server(action_rate=0) as server:
         async with joined(server, "h-pages", client="bulk") as (c, welcome):
             await c.send(*([4, aid, "patch", [[0, ["n"], aid]]] for aid in range(1, 1206)))

@@ -153,7 +153,7 @@ async def test_room_type_handler_noop_set_records_nothing() -> None:
         await c.send([4, 2, "touch", 3])
         assert await c.recv() == [5, 1, [[0, ["n"], 3], [0, ["who"], "a"]]]
         assert await c.recv() == [7, 2, 1]
-        room = server.app.rooms.rooms["touch-1"].room
+        room = server.app.rooms.rooms["touch-1"].writer.room
         assert room.state_bytes == len(msgpack.packb(room.state, use_bin_type=True))
 
 

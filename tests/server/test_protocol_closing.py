@@ -1,4 +1,4 @@
-"""Conformance: PROTOCOL.md's closing table and non-fatal complaints, over a bare client.
+"""Conformance: docs/protocol.md §8 (closing) and §5.9 (complaints), over a bare client.
 
 Every bad-input case runs beside a bystander agent that joined first; after the
 bad client is closed (or answered with ERROR), the bystander must still act and
@@ -88,7 +88,9 @@ async def expect_close(client: BareClient, code: int) -> None:
 async def test_bad_input_closes_with_its_code_and_others_are_served(
     server: RunningServer, misbehave: Misbehave, code: int
 ) -> None:
-    """Each row of the closing table closes the offender with its code; a bystander is served."""
+    """§4.6, §8.1, §8.2: Each row of the closing table closes the offender with its code; a
+    bystander is served.
+    """
     async with bystander(server, "closing") as by:
         await by.served()
         async with bare(server.room_url("closing")) as bad:
@@ -98,7 +100,9 @@ async def test_bad_input_closes_with_its_code_and_others_are_served(
 
 
 async def test_frame_is_checked_whole(server: RunningServer) -> None:
-    """A frame with a valid ACTION then a malformed message closes 1007 and applies nothing."""
+    """§4.2: A frame with a valid ACTION then a malformed message closes 1007 and applies
+    nothing.
+    """
     async with bystander(server, "whole") as by:
         head = await by.served()
         async with joined(server, "whole", client="bad") as (bad, _):
@@ -114,7 +118,7 @@ async def test_frame_is_checked_whole(server: RunningServer) -> None:
 
 
 async def test_first_frame_checked_whole_before_hello() -> None:
-    """A HELLO + ACTION + malformed first frame closes 1007 before joining or acting."""
+    """§4.2, §8.2: A HELLO + ACTION + malformed first frame closes 1007 before joining or acting."""
     async with running_server() as server, bystander(server, "whole2") as by:
         await by.served()
         async with bare(server.room_url("whole2")) as bad:
@@ -124,7 +128,7 @@ async def test_first_frame_checked_whole_before_hello() -> None:
 
 
 async def test_oversize_message_closes_1009() -> None:
-    """A message over max_message_bytes closes with 1009; a message just under is served."""
+    """§4.3: A message over max_message_bytes closes with 1009; a message just under is served."""
     async with running_server(max_message_bytes=65536) as server, bystander(server, "big") as by:
         await by.served()
         async with joined(server, "big", client="ok") as (ok, _):
@@ -138,7 +142,7 @@ async def test_oversize_message_closes_1009() -> None:
 
 
 async def test_no_hello_in_time_closes_4000() -> None:
-    """A connection that sends no HELLO within hello_timeout is closed with 4000."""
+    """§5.2, §8.1: A connection that sends no HELLO within hello_timeout is closed with 4000."""
     async with running_server(hello_timeout=0.2) as server, bystander(server, "slow") as by:
         await by.served()
         async with bare(server.room_url("slow")) as bad:
@@ -159,7 +163,7 @@ async def test_no_hello_in_time_closes_4000() -> None:
     ],
 )
 async def test_bad_path_is_refused_with_404(server: RunningServer, path: str) -> None:
-    """Any path but /rooms/{room} is refused during the handshake with HTTP 404."""
+    """§4.1: Any path but /rooms/{room} is refused during the handshake with HTTP 404."""
     async with bystander(server, "paths") as by:
         with pytest.raises(InvalidStatus) as info:
             async with websockets.connect(server.ws_url + path, open_timeout=TIMEOUT):
@@ -210,7 +214,9 @@ ERROR_CASES: list[tuple[str, bytes, str]] = [
 async def test_bad_action_gets_error_not_close(
     server: RunningServer, frame: bytes, code: str
 ) -> None:
-    """A rejected action gets ERROR with its code, changes nothing, and the socket stays open."""
+    """§3.4, §5.5, §5.9, §9.1: A rejected action gets ERROR with its code, changes nothing, and the
+    socket stays open.
+    """
     async with bystander(server, "errors") as by:
         async with http_session() as http:
             setup = {"client": "setup", "aid": 1, "name": "patch"}
@@ -232,14 +238,16 @@ async def test_bad_action_gets_error_not_close(
 
 
 async def test_no_such_room_closes_4004_when_rooms_are_not_created_on_join() -> None:
-    """With create_rooms off, a HELLO for a room that does not exist closes with 4004."""
+    """§8.1, §9.1: With create_rooms off, a HELLO for a room that does not exist closes
+    with 4004.
+    """
     async with running_server(create_rooms=False) as server, bare(server.room_url("none")) as c:
         await c.send(HELLO)
         assert await c.closed() == 4004
 
 
 async def test_shutdown_closes_every_client_with_1001() -> None:
-    """A server shutting down closes its connections with 1001 (reconnect and resume)."""
+    """§8.1: A server shutting down closes its connections with 1001 (reconnect and resume)."""
     async with (
         running_server() as server,
         joined(server, "bye", client="a") as (agent, _),

@@ -1,4 +1,4 @@
-"""Conformance: PROTOCOL.md's message table, spoken by a bare websockets + msgpack client.
+"""Conformance: docs/protocol.md §5 (messages), spoken by a bare websockets + msgpack client.
 
 Also home of the small helpers the other conformance modules share (``joined``,
 ``Bystander``), so that every module talks to the server the same way.
@@ -101,7 +101,9 @@ async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
 
 
 async def test_hello_gets_welcome_then_snapshot(server: RunningServer) -> None:
-    """HELLO without resume gets WELCOME (head seq, role, client, acked 0, snapshot) + SNAPSHOT."""
+    """§5.2, §5.3, §6.1: HELLO without resume gets WELCOME (head seq, role, client, acked 0,
+    snapshot) + SNAPSHOT.
+    """
     async with bare(server.room_url("m-hello")) as c:
         await c.send([1, {"v": 1, "role": "agent", "client": "alice"}])
         kind, welcome = await c.recv()
@@ -120,7 +122,9 @@ async def test_hello_gets_welcome_then_snapshot(server: RunningServer) -> None:
 
 
 async def test_agent_without_client_id_gets_one_assigned(server: RunningServer) -> None:
-    """An agent's HELLO without 'client' gets a server-assigned id in WELCOME, reusable later."""
+    """§5.2: An agent's HELLO without 'client' gets a server-assigned id in WELCOME,
+    reusable later.
+    """
     async with joined(server, "m-assign") as (c, welcome):
         client = welcome["client"]
         assert isinstance(client, str) and client
@@ -131,14 +135,16 @@ async def test_agent_without_client_id_gets_one_assigned(server: RunningServer) 
 
 
 async def test_spectator_welcome(server: RunningServer) -> None:
-    """A spectator is welcomed as a spectator, with acked 0, and gets the snapshot."""
+    """§2.5, §5.3: A spectator is welcomed as a spectator, with acked 0, and gets the snapshot."""
     async with joined(server, "m-spec", "spectator") as (_, welcome):
         assert welcome["role"] == "spectator" and welcome["acked"] == 0
         assert welcome["sync"] == "snapshot"
 
 
 async def test_welcome_seq_is_the_head(server: RunningServer) -> None:
-    """WELCOME's seq is the head at that moment, and the SNAPSHOT is the state at that seq."""
+    """§5.3, §5.4: WELCOME's seq is the head at that moment, and the SNAPSHOT is the state at
+    that seq.
+    """
     async with joined(server, "m-head", client="w") as (c, _):
         for aid in (1, 2, 3):
             await c.send([4, aid, "patch", [[0, ["n"], aid]]])
@@ -150,7 +156,7 @@ async def test_welcome_seq_is_the_head(server: RunningServer) -> None:
 
 
 async def test_hello_and_action_in_one_frame(server: RunningServer) -> None:
-    """A frame may carry HELLO followed by ACTIONs; they are taken in order."""
+    """§4.2, §5.10: A frame may carry HELLO followed by ACTIONs; they are taken in order."""
     async with bare(server.room_url("m-stream")) as c:
         await c.send(
             [1, {"v": 1, "role": "agent", "client": "s"}],
@@ -175,7 +181,9 @@ async def test_hello_and_action_in_one_frame(server: RunningServer) -> None:
 async def test_action_diff_reaches_everyone_and_actor_gets_diff_before_ack(
     server: RunningServer,
 ) -> None:
-    """An applied action is one DIFF of exactly its ops to every subscriber; ACK after it."""
+    """§5.6, §5.10: An applied action is one DIFF of exactly its ops to every subscriber; ACK
+    after it.
+    """
     async with (
         joined(server, "m-act", client="a") as (a, _),
         joined(server, "m-act", client="b") as (b, _),
@@ -195,7 +203,7 @@ async def test_action_diff_reaches_everyone_and_actor_gets_diff_before_ack(
 
 
 async def test_empty_patch_acks_the_head_and_sends_no_diff(server: RunningServer) -> None:
-    """An applied action with no ops gets ACK seq = head, and no DIFF reaches anyone."""
+    """§5.8, §9.1: An applied action with no ops gets ACK seq = head, and no DIFF reaches anyone."""
     async with bystander(server, "m-noop") as by, joined(server, "m-noop", client="n") as (c, _):
         head = await by.served()
         assert await c.recv() == [5, head, [[0, ["bystander", "b"], 1]]]
@@ -206,7 +214,7 @@ async def test_empty_patch_acks_the_head_and_sends_no_diff(server: RunningServer
 
 
 async def test_rejected_action_gets_error_with_its_aid(server: RunningServer) -> None:
-    """A rejected action gets ERROR [8, aid, code, message] and changes nothing."""
+    """§5.9: A rejected action gets ERROR [8, aid, code, message] and changes nothing."""
     async with bystander(server, "m-err") as by, joined(server, "m-err", client="e") as (c, _):
         await c.send([4, 1, "patch", [[1, ["missing"]]]])
         kind, aid, code, message = await c.recv()
@@ -217,7 +225,9 @@ async def test_rejected_action_gets_error_with_its_aid(server: RunningServer) ->
 
 
 async def test_exactly_once_duplicates_get_ack_nil(server: RunningServer) -> None:
-    """An ACTION with aid <= the last processed is not applied again: ACK [7, aid, nil]."""
+    """§5.8, §6.7: An ACTION with aid <= the last processed is not applied again: ACK [7,
+    aid, nil].
+    """
     async with joined(server, "m-once", client="x") as (c, _):
         await c.send([4, 5, "patch", [[0, ["n"], 1]]])
         assert await c.recv() == [5, 1, [[0, ["n"], 1]]]
@@ -237,7 +247,9 @@ async def test_exactly_once_duplicates_get_ack_nil(server: RunningServer) -> Non
 
 
 async def test_exactly_once_across_reconnect(server: RunningServer) -> None:
-    """WELCOME's acked is the last processed aid; a re-sent action after reconnect is ACK nil."""
+    """§6.7: WELCOME's acked is the last processed aid; a re-sent action after reconnect is
+    ACK nil.
+    """
     async with joined(server, "m-reconnect", client="r") as (c, welcome):
         await c.send([4, 1, "patch", [[0, ["n"], 1]]], [4, 2, "patch", [[0, ["n"], 2]]])
         await c.recv_type(7)
@@ -255,7 +267,7 @@ async def test_exactly_once_across_reconnect(server: RunningServer) -> None:
 
 
 async def test_aids_are_per_client(server: RunningServer) -> None:
-    """Two clients' aids are independent: the same aid from another client is applied."""
+    """§6.7: Two clients' aids are independent: the same aid from another client is applied."""
     async with (
         joined(server, "m-per", client="p") as (p, _),
         joined(server, "m-per", client="q") as (q, _),
@@ -267,7 +279,9 @@ async def test_aids_are_per_client(server: RunningServer) -> None:
 
 
 async def test_spectator_action_is_forbidden(server: RunningServer) -> None:
-    """A spectator's ACTION gets ERROR forbidden, changes nothing, and the connection stays open."""
+    """§2.5, §5.5: A spectator's ACTION gets ERROR forbidden, changes nothing, and the connection
+    stays open.
+    """
     async with (
         bystander(server, "m-forbid") as by,
         joined(server, "m-forbid", "spectator") as (
@@ -285,7 +299,7 @@ async def test_spectator_action_is_forbidden(server: RunningServer) -> None:
 
 
 async def test_resync_at_head_sends_nothing_and_live_diffs_follow(server: RunningServer) -> None:
-    """RESYNC naming the head is answered with nothing; live DIFFs go on."""
+    """§5.7: RESYNC naming the head is answered with nothing; live DIFFs go on."""
     async with joined(server, "m-resync", client="z") as (c, welcome):
         await c.send([6, welcome["epoch"], 0], [4, 1, "patch", [[0, ["a"], 1]]])
         assert await c.recv() == [5, 1, [[0, ["a"], 1]]]
@@ -293,7 +307,9 @@ async def test_resync_at_head_sends_nothing_and_live_diffs_follow(server: Runnin
 
 
 async def test_diff_seqs_have_no_gap_under_concurrent_agents(server: RunningServer) -> None:
-    """With several agents acting at once, every subscriber sees seqs 1..N with no gap."""
+    """§2.4, §6.4: With several agents acting at once, every subscriber sees seqs 1..N with
+    no gap.
+    """
     n_agents, per_agent = 4, 25
     async with contextlib.AsyncExitStack() as stack:
         agents = [
@@ -318,7 +334,9 @@ async def _slow_skips(http: aiohttp.ClientSession, server: RunningServer) -> flo
 
 
 async def test_lagging_agent_gets_its_ack_after_the_snapshot_holding_its_diff() -> None:
-    """A lagging agent skipped ahead by SNAPSHOT sees its action applied before its ACK."""
+    """§5.10, §6.5: A lagging agent skipped ahead by SNAPSHOT sees its action applied before
+    its ACK.
+    """
     async with (
         running_server(slow_high_water=64 * 1024) as server,
         http_session() as http,
@@ -330,8 +348,8 @@ async def test_lagging_agent_gets_its_ack_after_the_snapshot_holding_its_diff() 
         slow = BareClient(ws)
         await slow.hello("agent", client="slow")
         assert (await slow.recv())[0] == 3
-        big = "x" * (512 * 1024)
         for aid in range(1, 101):  # bounded: the kernel's buffers fill long before this
+            big = chr(65 + aid % 26) * (512 * 1024)  # a new value each time: a real diff
             body = {"client": "w", "aid": aid, "name": "patch", "args": [[0, ["big"], big]]}
             async with http.post(f"{server.http_url}/rooms/m-lag/actions", json=body) as r:
                 assert r.status == 200
@@ -356,7 +374,9 @@ async def test_lagging_agent_gets_its_ack_after_the_snapshot_holding_its_diff() 
 
 
 async def test_error_with_nil_aid_is_a_non_fatal_complaint() -> None:
-    """A refused RESYNC gets ERROR [8, nil, code, message] and the connection stays open."""
+    """§5.7, §5.9: A refused RESYNC gets ERROR [8, nil, code, message] and the connection
+    stays open.
+    """
     async with (
         running_server(action_rate=0.001, action_burst=1, rate_strikes=0) as server,
         joined(server, "m-nil", "spectator") as (c, welcome),
@@ -372,7 +392,7 @@ async def test_error_with_nil_aid_is_a_non_fatal_complaint() -> None:
 
 
 async def test_deflate_and_plain_clients_share_a_room() -> None:
-    """With compression on, deflate and plain connections both get every DIFF and ACK."""
+    """§4.5: With compression on, deflate and plain connections both get every DIFF and ACK."""
     async with (
         running_server(compression=True) as server,
         websockets.connect(server.room_url("m-deflate"), compression="deflate") as w1,

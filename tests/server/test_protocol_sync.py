@@ -1,4 +1,4 @@
-"""Conformance: PROTOCOL.md's sync rules (snapshot, replay, current) on resume and RESYNC."""
+"""Conformance: docs/protocol.md §6, sync (snapshot, replay, current) on resume and RESYNC."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ async def expect_live_next(client: BareClient, writer: Writer, seq: int) -> None
 
 
 async def test_hello_without_resume_always_gets_snapshot(server: RunningServer) -> None:
-    """A HELLO without resume gets sync=snapshot and a SNAPSHOT at the head."""
+    """§6.1: A HELLO without resume gets sync=snapshot and a SNAPSHOT at the head."""
     w = Writer(server, "s-fresh")
     await w.patch([0, ["a"], 1])
     async with resumed(server, "s-fresh", None) as (c, welcome):
@@ -81,7 +81,7 @@ async def test_hello_without_resume_always_gets_snapshot(server: RunningServer) 
 
 
 async def test_resume_at_head_is_current(server: RunningServer) -> None:
-    """resume naming the head gets sync=current, no SNAPSHOT, then live DIFFs."""
+    """§6.2, §6.3: resume naming the head gets sync=current, no SNAPSHOT, then live DIFFs."""
     w = Writer(server, "s-current")
     await w.patch([0, ["a"], 1])
     epoch = (await room_state(server, "s-current"))["epoch"]
@@ -91,7 +91,9 @@ async def test_resume_at_head_is_current(server: RunningServer) -> None:
 
 
 async def test_resume_behind_with_small_diffs_is_replay(server: RunningServer) -> None:
-    """resume behind the head, diffs held and smaller than the snapshot: replay, then live."""
+    """§6.2, §6.3: resume behind the head, diffs held and smaller than the snapshot: replay,
+    then live.
+    """
     w = Writer(server, "s-replay")
     await w.patch([0, ["big"], "x" * 5000])
     for i in range(2, 6):
@@ -108,7 +110,9 @@ async def test_resume_behind_with_small_diffs_is_replay(server: RunningServer) -
 async def test_replay_only_when_its_bytes_are_below_the_snapshot(
     server: RunningServer, big: int, small_diffs: int
 ) -> None:
-    """The server picks replay exactly when the replayed DIFFs' bytes are below the SNAPSHOT's."""
+    """§6.2: The server picks replay exactly when the replayed DIFFs' bytes are below the
+    SNAPSHOT's.
+    """
     room = f"s-size-{big}-{small_diffs}"
     w = Writer(server, room)
     await w.patch([0, ["big"], "x" * big])
@@ -132,7 +136,9 @@ async def test_replay_only_when_its_bytes_are_below_the_snapshot(
 async def test_replay_and_snapshot_both_seen_across_the_size_boundary(
     server: RunningServer,
 ) -> None:
-    """One room, one resume point: replay while diffs are small, snapshot once they outweigh it."""
+    """§6.2: One room, one resume point: replay while diffs are small, snapshot once they
+    outweigh it.
+    """
     w = Writer(server, "s-boundary")
     await w.patch([0, ["big"], "x" * 300])
     epoch = (await room_state(server, "s-boundary"))["epoch"]
@@ -145,7 +151,7 @@ async def test_replay_and_snapshot_both_seen_across_the_size_boundary(
 
 
 async def test_stale_epoch_gets_snapshot(server: RunningServer) -> None:
-    """A resume with an epoch that is not the room's current one gets a SNAPSHOT."""
+    """§6.2: A resume with an epoch that is not the room's current one gets a SNAPSHOT."""
     w = Writer(server, "s-stale")
     await w.patch([0, ["a"], 1])
     async with resumed(server, "s-stale", ["not-the-epoch", 1]) as (c, welcome):
@@ -154,7 +160,7 @@ async def test_stale_epoch_gets_snapshot(server: RunningServer) -> None:
 
 
 async def test_seq_above_head_gets_snapshot(server: RunningServer) -> None:
-    """A resume naming a seq above the head gets a SNAPSHOT at the head."""
+    """§6.2: A resume naming a seq above the head gets a SNAPSHOT at the head."""
     w = Writer(server, "s-above")
     await w.patch([0, ["a"], 1])
     epoch = (await room_state(server, "s-above"))["epoch"]
@@ -164,7 +170,9 @@ async def test_seq_above_head_gets_snapshot(server: RunningServer) -> None:
 
 
 async def test_trimmed_diffs_get_snapshot_and_held_ones_replay() -> None:
-    """With history_diffs=3, resuming before a trimmed diff gets SNAPSHOT; just inside, replay."""
+    """§6.2, §6.8, §10.2: With history_diffs=3, resuming before a trimmed diff gets SNAPSHOT; just
+    inside, replay.
+    """
     async with running_server(history_diffs=3) as server:
         w = Writer(server, "s-trim")
         await w.patch([0, ["big"], "x" * 2000])
@@ -184,7 +192,9 @@ async def test_trimmed_diffs_get_snapshot_and_held_ones_replay() -> None:
 
 
 async def test_agent_resume_reports_acked(server: RunningServer) -> None:
-    """An agent's resuming WELCOME carries acked = its last processed aid, whatever the sync."""
+    """§5.3, §6.7: An agent's resuming WELCOME carries acked = its last processed aid, whatever
+    the sync.
+    """
     async with joined(server, "s-acked", client="ag") as (c, welcome):
         await c.send([4, 3, "patch", [[0, ["a"], 1]]])
         await c.recv_type(7)
@@ -196,7 +206,7 @@ async def test_agent_resume_reports_acked(server: RunningServer) -> None:
 
 
 async def test_empty_client_id_gets_its_acked(server: RunningServer) -> None:
-    """An agent whose client id is the empty string is told its acked like any other."""
+    """§5.2, §6.7: An agent whose client id is the empty string is told its acked like any other."""
     async with joined(server, "s-acked-empty", client="") as (c, _):
         await c.send([4, 1, "patch", [[0, ["a"], 1]]])
         assert await c.recv_type(7) == [7, 1, 1]
@@ -209,7 +219,9 @@ async def test_empty_client_id_gets_its_acked(server: RunningServer) -> None:
 
 
 async def test_resync_current_replay_and_snapshot(server: RunningServer) -> None:
-    """RESYNC follows the same rules: current sends nothing, replay DIFFs, else a SNAPSHOT."""
+    """§5.7, §6.2: RESYNC follows the same rules: current sends nothing, replay DIFFs, else a
+    SNAPSHOT.
+    """
     w = Writer(server, "s-resync")
     await w.patch([0, ["big"], "x" * 3000])
     async with joined(server, "s-resync", "spectator") as (c, welcome):
@@ -237,7 +249,9 @@ async def test_resync_current_replay_and_snapshot(server: RunningServer) -> None
 
 
 async def test_resync_snapshot_when_diffs_outweigh_it(server: RunningServer) -> None:
-    """RESYNC from a point whose diffs are bigger than the state is answered with a SNAPSHOT."""
+    """§5.7, §6.2: RESYNC from a point whose diffs are bigger than the state is answered with a
+    SNAPSHOT.
+    """
     w = Writer(server, "s-resync-big")
     async with joined(server, "s-resync-big", "spectator") as (c, welcome):
         for i in range(1, 6):
@@ -249,7 +263,7 @@ async def test_resync_snapshot_when_diffs_outweigh_it(server: RunningServer) -> 
 
 
 async def test_resync_of_trimmed_diffs_gets_snapshot() -> None:
-    """RESYNC from before the oldest held diff is answered with a SNAPSHOT."""
+    """§5.7, §6.8: RESYNC from before the oldest held diff is answered with a SNAPSHOT."""
     async with running_server(history_diffs=2) as server:
         w = Writer(server, "s-resync-trim")
         await w.patch([0, ["big"], "x" * 2000])
@@ -267,7 +281,9 @@ async def test_resync_of_trimmed_diffs_gets_snapshot() -> None:
 
 
 async def test_replay_then_live_has_no_gap_or_duplicate() -> None:
-    """Resuming while an agent floods actions: seqs run from resume + 1 to the end, each once."""
+    """§6.4: Resuming while an agent floods actions: seqs run from resume + 1 to the end,
+    each once.
+    """
     async with running_server(action_rate=0) as server:
         await _replay_then_live(server)
 
@@ -309,7 +325,9 @@ async def _replay_then_live(server: RunningServer) -> None:
 
 
 async def test_large_replay_spans_several_frames_in_order() -> None:
-    """A replay bigger than one write arrives as several frames, every DIFF once and in order."""
+    """§6.8: A replay bigger than one write arrives as several frames, every DIFF once and
+    in order.
+    """
     async with running_server(action_rate=0) as server:
         w = Writer(server, "s-chunks")
         for key in ("a", "b", "c"):
@@ -332,7 +350,9 @@ async def test_large_replay_spans_several_frames_in_order() -> None:
 
 
 async def test_resume_at_oldest_replays_across_history_compaction() -> None:
-    """Resuming at `oldest` replays while diffs are small, also as the history compacts itself."""
+    """§6.8, §10.2: Resuming at `oldest` replays while diffs are small, also as the history compacts
+    itself.
+    """
     async with (
         running_server(action_rate=0, history_diffs=10) as server,
         joined(server, "s-compact", client="bulk") as (agent, welcome),
@@ -359,21 +379,24 @@ async def test_resume_at_oldest_replays_across_history_compaction() -> None:
 async def test_replay_needs_strictly_fewer_bytes_than_the_snapshot(
     server: RunningServer, shift: int, expected: str
 ) -> None:
-    """At equal sizes the server sends the SNAPSHOT; one byte fewer for the replay, it replays."""
+    """§6.2: At equal sizes the server sends the SNAPSHOT; one byte fewer for the replay, it
+    replays.
+    """
     room = f"s-exact{shift}"
     w = Writer(server, room)
     await w.patch([0, ["big"], "x" * 300])
     epoch = (await room_state(server, room))["epoch"]
 
     def sizes(n: int) -> tuple[int, int]:
-        ops = [[0, ["s"], "y" * n]]
-        replay = packed_len([5, 2, ops]) + packed_len([5, 3, ops])
-        snapshot = packed_len([3, epoch, 3, {"big": "x" * 300, "s": "y" * n}])
+        replay = packed_len([5, 2, [[0, ["s"], "y" * n]]]) + packed_len(
+            [5, 3, [[0, ["s"], "z" * n]]]
+        )
+        snapshot = packed_len([3, epoch, 3, {"big": "x" * 300, "s": "z" * n}])
         return replay, snapshot
 
     n = next(n for n in range(1, 2000) if sizes(n)[0] == sizes(n)[1]) + shift
-    for _ in range(2):
-        await w.patch([0, ["s"], "y" * n])
+    for fill in "yz":  # two diffs of one size (a set to the same value would be no diff)
+        await w.patch([0, ["s"], fill * n])
     replay, snapshot = sizes(n)
     assert (replay < snapshot) == (expected == "replay")
     async with resumed(server, room, [epoch, 1]) as (_, welcome):

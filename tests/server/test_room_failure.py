@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from websockets.protocol import State
 
-import statecast.server.live
+import statecast.server.writer
 from statecast.server.app import App
 from statecast.server.config import Config
 from statecast.server.live import LiveRoom, Request, RoomFailed
@@ -97,8 +97,8 @@ async def test_lagging_subscriber_of_a_failed_room_is_closed_1011() -> None:
         store.hold = True
         await agent.send([4, 1, "patch", [[0, ["x"], 1]]])
         await asyncio.wait_for(store.entered.wait(), TIMEOUT)
-        (sub,) = [s for s in live.members if s.role == "spectator"]
-        live.skip_ahead(sub)  # as a backlog past the high-water mark would
+        (sub,) = [s for s in live.feed.members if s.role == "spectator"]
+        live.feed.skip_ahead(sub)  # as a backlog past the high-water mark would
         store.release.set()
         assert await agent.closed() == 1011
         assert await watcher.closed() == 1011
@@ -142,7 +142,7 @@ async def test_room_failed_by_its_write_behind_stops_its_worker() -> None:
             store.release.set()
             assert await agent.closed() == 1011
         assert live.failed is not None
-        worker = live._worker
+        worker = live.writer._worker
         await asyncio.wait_for(asyncio.shield(worker), TIMEOUT)
 
 
@@ -151,7 +151,7 @@ async def test_action_waiting_on_a_write_that_fails_is_refused_not_acknowledged(
 ) -> None:
     """Async mode: a batch that waited for the writer gets 503 when that write failed."""
     monkeypatch.setattr(
-        statecast.server.live, "MAX_UNWRITTEN", 0
+        statecast.server.writer, "MAX_UNWRITTEN", 0
     )  # every batch waits for its write
     store = GatedStore()
     async with serving(store, durability="async") as (_, url, http_url), http_session() as http:
@@ -194,7 +194,7 @@ async def test_failed_room_releases_a_member_that_stopped_reading() -> None:
                 assert aid < MAX_ACTIONS, "the slow client's buffer never filled"
                 await agent.send([4, aid, "patch", [[0, ["k"], str(aid % 10) * BLOB]]])
                 await agent.recv_type(7)
-            assert any(sub.conn is slow_conn for sub in live.members)
+            assert any(sub.conn is slow_conn for sub in live.feed.members)
             store.hold = True
             await agent.send([4, aid + 1, "patch", [[0, ["n"], 1]]])
             await asyncio.wait_for(store.entered.wait(), TIMEOUT)
@@ -212,4 +212,4 @@ async def test_room_whose_last_checkpoint_fails_still_stops_its_worker() -> None
             await agent.recv_type(3)
         live = live_room(app)
         store.fail_checkpoint = True
-    assert live._worker.done()
+    assert live.writer._worker.done()

@@ -38,5 +38,5 @@ async def test_refused_op_that_a_handler_catches_leaves_no_trace() -> None:
             http.get(f"{server.http_url}/rooms/{ROOM}/state") as resp,
         ):
             assert (await resp.json())["state"] == {"b": 1}
-        room = server.app.rooms.rooms[ROOM].room
+        room = server.app.rooms.rooms[ROOM].writer.room
         assert room.state_bytes == len(msgpack.packb(room.state, use_bin_type=True))

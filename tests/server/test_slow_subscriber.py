@@ -6,7 +6,7 @@ its TCP window closes and the server's write buffer for it is all that can
 grow. The server must stop writing diffs to it past ``slow_high_water``, keep
 every other subscriber on the live diff stream, and then either bring it back
 with one SNAPSHOT at the head once it drains, or close it with 4008 after
-``slow_timeout``.
+``slow_timeout``. Conformance: docs/protocol.md §6.5.
 """
 
 from __future__ import annotations
@@ -158,11 +158,11 @@ async def test_stalled_subscriber_is_bounded_then_skipped_ahead_by_snapshot() ->
             slow_conn = server_side(server, slow_ws)
             last, largest = await push_until_skipped(server, agent, slow_conn)
             live = server.app.rooms.rooms[ROOM]
-            assert live.head == last
+            assert live.feed.head == last
 
             # Bounded: writing stops at the high-water mark (the check precedes one last frame).
             assert largest <= HIGH_WATER + 2 * (BLOB + 1024), largest
-            assert all(sub.conn is not slow_conn for sub in live.members)
+            assert all(sub.conn is not slow_conn for sub in live.feed.members)
             # Nobody else was held back: the reading spectator got every diff, in order.
             await observer.wait_for(last)
             assert observer.diffs == list(range(1, last + 1))
@@ -177,7 +177,7 @@ async def test_stalled_subscriber_is_bounded_then_skipped_ahead_by_snapshot() ->
             assert diffs == list(range(1, len(diffs) + 1))
             snapshot = seen[-1]
             assert snapshot[2] == last
-            assert snapshot[3] == live.room.state
+            assert snapshot[3] == live.writer.room.state
             await agent.send([4, last + 1, "patch", [[0, ["n"], -1]]])
             assert await slow.recv() == [5, last + 1, [[0, ["n"], -1]]]
             await observer.wait_for(last + 1)
@@ -220,7 +220,7 @@ async def test_dead_reader_connection_is_released() -> None:
     ):
         await join_and_stall(server, slow_ws, agent)
         live = server.app.rooms.rooms[ROOM]
-        await eventually(lambda: live.connections == 1, TIMEOUT * 3)
+        await eventually(lambda: live.feed.connections == 1, TIMEOUT * 3)
         assert metric(server, "statecast_closes_total", {"code": "4008"}) == 1
         # The connection was aborted: the client learns it ended, whatever it reads first.
         await drain_until_closed(slow_ws)

@@ -1,0 +1,298 @@
+"""A room's feed: what every process that serves a room's members holds of it.
+
+The feed keeps a copy of the state at the published head, the recent history
+(the exact encoded DIFFs), each client's last processed aid, and the members.
+It publishes batches of diffs to the members (one frame per subscriber per
+batch, the same bytes for all), brings joining and resyncing subscribers up to
+date (docs/protocol.md §6), skips slow ones ahead with a
+SNAPSHOT, and answers the HTTP reads.
+
+It never runs an action. Where the diffs come from is the business of its
+source: the room's writer (server/writer.py) on the process that owns the room.
+
+Joins, resyncs and HTTP reads need the state and the head to agree. A source
+that changes the state before publishing marks the feed busy for that span
+(:meth:`RoomFeed.begin_batch` / :meth:`RoomFeed.end_batch`); readers wait for
+:meth:`RoomFeed.settled` and then do their work without awaiting, so nothing
+can interleave with a fan-out pass. That is what makes the switch from replay
+to live gap-free: the catch-up and the subscription happen in one synchronous
+step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import structlog
+
+from statecast.protocol import codec
+from statecast.protocol.digest import state_digest
+from statecast.protocol.messages import Welcome
+from statecast.server.config import Config
+from statecast.server.fanout import Subscriber, close_or_abort, frame_binary
+from statecast.server.history import History
+from statecast.server.metrics import Metrics
+
+log = structlog.get_logger()
+
+REPLAY_CHUNK_BYTES = 256 * 1024
+
+
+class RoomFailed(Exception):
+    """The room cannot serve now; it is unloaded and reloaded from the store."""
+
+
+class RoomFeed:
+    def __init__(
+        self,
+        name: str,
+        state: dict[str, Any],
+        *,
+        epoch: str,
+        head: int,
+        acked: dict[str, int],
+        history: History,
+        config: Config,
+        metrics: Metrics,
+    ) -> None:
+        self.name = name
+        #: The state at ``head`` (between begin_batch and end_batch, possibly ahead of it).
+        self.state = state
+        self.epoch = epoch
+        self.head = head
+        #: Each client's last processed aid, as of ``head``.
+        self.acked = acked
+        self.history = history
+        self.config = config
+        self.metrics = metrics
+        self.members: dict[Subscriber, None] = {}
+        self.connections = 0
+        self.failed: BaseException | None = None
+        self._busy = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._snapshot: tuple[int, bytes] | None = None
+        self._state_json: tuple[int, bytes] | None = None
+        self._digest: tuple[int, str] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- publishing ----------------------------------------------------------------------
+
+    def begin_batch(self) -> None:
+        """The state is about to move ahead of the head: readers wait until end_batch."""
+        self._busy = True
+        self._idle.clear()
+
+    def end_batch(self) -> None:
+        self._busy = False
+        self._idle.set()
+
+    def publish(
+        self, diffs: list[tuple[int, bytes]], extras: dict[Subscriber, list[bytes]]
+    ) -> None:
+        """Append ``diffs`` (seq, encoded DIFF) to the history, move the head, and write them.
+
+        ``extras`` are messages for particular subscribers (an acting agent's ACK/ERROR):
+        they ride after the diffs in that subscriber's own frame, so an agent always
+        sees its DIFF before its ACK.
+        """
+        if diffs:
+            for diff_seq, encoded in diffs:
+                self.history.append(diff_seq, encoded)
+            self.head = diffs[-1][0]
+            self._snapshot = None
+            self.metrics.diffs.inc(len(diffs))
+            self._fanout(b"".join(encoded for _, encoded in diffs), extras)
+        for sub, messages in extras.items():
+            if sub.lagging:
+                # Its DIFFs were skipped: the ACK waits for the SNAPSHOT that holds them.
+                sub.held.extend(messages)
+            else:
+                sub.send(b"".join(messages))
+
+    def _fanout(self, shared: bytes, extras: dict[Subscriber, list[bytes]]) -> None:
+        """One write per subscriber; an acting agent's messages ride in the same frame.
+
+        Pops the subscribers it served from ``extras``.
+        """
+        frame = frame_binary(shared)
+        high_water = self.config.slow_high_water
+        lagging: list[Subscriber] = []
+        for sub in self.members:
+            if sub.backlog() > high_water:
+                lagging.append(sub)
+                continue
+            own = extras.pop(sub, None)
+            if own is None:
+                sub.send(shared, frame)
+            else:
+                sub.send(b"".join((shared, *own)))
+        for sub in lagging:
+            self.skip_ahead(sub)
+        n = len(self.members)
+        self.metrics.frames_sent.inc(n)
+        self.metrics.bytes_sent.inc(len(shared) * n)
+
+    # --- slow subscribers ----------------------------------------------------------------
+
+    def skip_ahead(self, sub: Subscriber) -> None:
+        sub.lagging = True
+        self.members.pop(sub, None)
+        self.metrics.slow_skips.inc()
+        log.info("subscriber lagging", room=self.name, conn=sub.id, backlog=sub.backlog())
+        self.spawn(self._recover(sub))
+
+    async def _recover(self, sub: Subscriber) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.slow_timeout
+        low_water = self.config.slow_high_water // 4
+        while sub.open and sub.backlog() > low_water:
+            if loop.time() > deadline:
+                log.info("slow consumer closed", room=self.name, conn=sub.id)
+                self.metrics.closes.labels("4008").inc()
+                # It gets slow_timeout to take the close frame too.
+                await close_or_abort(sub.conn, 4008, "slow consumer", self.config.slow_timeout)
+                return
+            await asyncio.sleep(0.05)
+        try:
+            await self.settled()
+        except RoomFailed:
+            # fail() closed the members; a lagging subscriber is not one of them.
+            await close_or_abort(sub.conn, 1011, "room failed", self.config.slow_timeout)
+            return
+        held, sub.held = sub.held, []
+        if not sub.open or not sub.lagging:
+            return
+        sub.send(b"".join((self.snapshot_bytes(), *held)))
+        sub.lagging = False
+        self.members[sub] = None
+
+    # --- joins and resyncs ---------------------------------------------------------------
+
+    async def settled(self) -> None:
+        """Return at a moment when the state and the published head agree."""
+        while self._busy:
+            await self._idle.wait()
+        if self.failed is not None:
+            raise RoomFailed(str(self.failed))
+
+    def snapshot_bytes(self) -> bytes:
+        """The encoded SNAPSHOT at the head (call when settled); cached until the next diff."""
+        if self._snapshot is None or self._snapshot[0] != self.head:
+            self._snapshot = (self.head, codec.encode_snapshot(self.epoch, self.head, self.state))
+        return self._snapshot[1]
+
+    def plan_sync(self, resume: tuple[str, int] | None) -> str:
+        """docs/protocol.md §6.2: current at the head; replay if held and smaller; else snapshot."""
+        if resume is None:
+            return "snapshot"
+        epoch, seq = resume
+        if epoch != self.epoch or seq > self.head:
+            return "snapshot"
+        if seq == self.head:
+            return "current"
+        if self.history.holds_after(seq) and self.history.size_after(seq) < len(
+            self.snapshot_bytes()
+        ):
+            return "replay"
+        return "snapshot"
+
+    def _catch_up(self, sync: str, since: int, lead: bytes = b"") -> Iterator[bytes]:
+        """Payloads that bring a subscriber from ``since`` to the head (``lead`` first)."""
+        if sync == "snapshot":
+            yield lead + self.snapshot_bytes()
+            return
+        chunk = [lead] if lead else []
+        size = len(lead)
+        if sync == "replay":
+            for _, encoded in self.history.after(since):
+                if size + len(encoded) > REPLAY_CHUNK_BYTES and chunk:
+                    yield b"".join(chunk)
+                    chunk, size = [], 0
+                chunk.append(encoded)
+                size += len(encoded)
+        if chunk:
+            yield b"".join(chunk)
+
+    async def join(self, sub: Subscriber, resume: tuple[str, int] | None) -> Welcome:
+        await self.settled()
+        sync = self.plan_sync(resume)
+        acked = 0
+        if sub.role == "agent" and sub.client is not None:  # "" is a client id too
+            acked = self.acked.get(sub.client, 0)
+        welcome = Welcome(self.epoch, self.head, sub.role, sub.client, acked, sync)  # type: ignore[arg-type]
+        since = resume[1] if resume is not None else 0
+        for payload in self._catch_up(sync, since, codec.encode(welcome)):
+            sub.send(payload)
+        self.members[sub] = None
+        self.metrics.resumes.labels(sync).inc()
+        return welcome
+
+    async def resync(self, sub: Subscriber, epoch: str, seq: int) -> str:
+        await self.settled()
+        if sub.lagging or sub not in self.members:
+            return "snapshot"  # a SNAPSHOT is on its way already
+        sync = self.plan_sync((epoch, seq))
+        for payload in self._catch_up(sync, seq):
+            sub.send(payload)
+        self.metrics.resumes.labels(sync).inc()
+        return sync
+
+    def leave(self, sub: Subscriber) -> None:
+        self.members.pop(sub, None)
+        sub.lagging = False
+
+    # --- reads for HTTP ------------------------------------------------------------------
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.epoch}:{self.head}"'
+
+    async def state_json(self) -> tuple[str, bytes]:
+        """(ETag, JSON body of /state) at one instant; the body is cached per head."""
+        await self.settled()
+        if self._state_json is None or self._state_json[0] != self.head:
+            body = {"epoch": self.epoch, "seq": self.head, "state": self.state}
+            self._state_json = (self.head, json.dumps(body, separators=(",", ":")).encode())
+        return self.etag, self._state_json[1]
+
+    def digest(self) -> str:
+        """SHA-256 of the JCS form of the state at the head (call when settled)."""
+        if self._digest is None or self._digest[0] != self.head:
+            self._digest = (self.head, state_digest(self.state))
+        return self._digest[1]
+
+    @property
+    def oldest(self) -> int:
+        oldest = self.history.oldest_seq
+        return oldest - 1 if oldest is not None else self.head
+
+    def changes_after(self, since: int, limit: int) -> list[dict[str, Any]]:
+        out = []
+        for seq, encoded in self.history.after(since, limit):
+            _, _, ops = msgpack.unpackb(encoded, raw=False)
+            out.append({"seq": seq, "ops": ops})
+        return out
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` as a task the feed cancels when it closes."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def fail(self, exc: BaseException) -> None:
+        """The room cannot go on: refuse reads and close every member with 1011."""
+        self.failed = exc
+        for sub in list(self.members):
+            self.spawn(close_or_abort(sub.conn, 1011, "room failed", self.config.slow_timeout))
+        self.members.clear()
+
+    def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()

@@ -1,0 +1,321 @@
+"""A room's writer: the one place its actions run, on the process that owns the room.
+
+Actions from every connection (and from HTTP) go into one inbox per room. A
+single worker task takes everything queued as one batch and:
+
+1. runs each action through the room (all or nothing per action), numbering
+   each diff ``seq = previous + 1`` and recording each client's last aid;
+2. hands the batch to the store (``--durability ack``: and waits for it);
+3. publishes it through the room's feed (server/feed.py): the diffs go to
+   every member in one frame each, and each acting agent's ACK/ERROR rides
+   after the diffs in its own frame, so an agent always sees its DIFF before
+   its ACK.
+
+So when actions arrive faster than one pass completes, the next pass carries
+all of them: one write per subscriber per pass, not per diff, and no added
+delay when the room is idle.
+
+Presence hooks (``on_join`` / ``on_leave``) queue in the same inbox and run in
+the same pass, in order with actions: their ops become ordinary diffs, stored
+and published like an action's, with no client aid recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import structlog
+
+from statecast.protocol import codec
+from statecast.protocol.errors import Rejection
+from statecast.protocol.messages import Ack, Error
+from statecast.server.config import Config
+from statecast.server.fanout import Subscriber
+from statecast.server.feed import RoomFailed, RoomFeed
+from statecast.server.history import MIN_HISTORY_BYTES
+from statecast.server.metrics import Metrics
+from statecast.server.presence import Hook
+from statecast.server.room import Room
+from statecast.server.store.base import Store, StoredChange
+
+log = structlog.get_logger()
+
+MAX_UNWRITTEN = 10_000
+
+
+@dataclass(slots=True)
+class Request:
+    """An action waiting in a room's inbox."""
+
+    client: str
+    aid: int
+    name: str
+    args: Any
+    reply: Subscriber | asyncio.Future[int | None]
+    received: float
+
+
+@dataclass(slots=True)
+class HookRequest:
+    """A presence hook waiting in a room's inbox."""
+
+    client: str
+    hook: Hook
+
+
+Outcome = tuple[Request, int | None, Rejection | None]
+
+
+class RoomWriter:
+    def __init__(
+        self, feed: RoomFeed, room: Room, *, store: Store, config: Config, metrics: Metrics
+    ) -> None:
+        self.feed = feed
+        self.room = room
+        room.set_limits(
+            max_depth=config.max_depth,
+            max_key_length=config.max_key_length or None,
+            max_state_bytes=config.max_state_bytes or None,
+        )
+        self.store = store
+        self.config = config
+        self.metrics = metrics
+        self.lost_writes = False  # async durability: published diffs the store did not keep
+        self._applied = feed.head
+        self._since_checkpoint = 0
+        self._inbox: list[Request | HookRequest] = []
+        #: Client ids the room may record for exactly-once (0: no limit): --auth none only.
+        self.max_clients = config.max_room_clients if config.auth == "none" else 0
+        self._wake = asyncio.Event()
+        self._busy = False
+        self._unwritten: list[StoredChange] = []
+        self._write_chain: asyncio.Task[None] | None = None
+        self._worker = asyncio.create_task(self._work(), name=f"room {feed.name}")
+
+    @property
+    def name(self) -> str:
+        return self.feed.name
+
+    def submit(self, request: Request) -> None:
+        if self.feed.failed is not None:
+            raise RoomFailed(str(self.feed.failed))
+        self._inbox.append(request)
+        self._wake.set()
+
+    def submit_hook(self, client: str, hook: Hook) -> None:
+        if self.feed.failed is None:  # else the reloaded room seeds its presence afresh
+            self._inbox.append(HookRequest(client, hook))
+            self._wake.set()
+
+    def may_record(self, client: str) -> bool:
+        """Whether the room can remember ``client``'s aids (``--max-room-clients``)."""
+        acked = self.feed.acked
+        return not self.max_clients or client in acked or len(acked) < self.max_clients
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or being written."""
+        chain = self._write_chain
+        return not self._inbox and not self._busy and (chain is None or chain.done())
+
+    async def _work(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.feed.failed is not None:
+                return
+            if not self._inbox:
+                continue
+            batch, self._inbox = self._inbox, []
+            self._busy = True
+            self.feed.begin_batch()
+            try:
+                await self._process(batch)
+            except Exception as exc:
+                log.exception("room failed", room=self.name)
+                self._fail(exc, batch)
+                return
+            finally:
+                self._busy = False
+                self.feed.end_batch()
+            # Let joins and reads that waited for the publish run before the next batch.
+            await asyncio.sleep(0)
+
+    async def _process(self, batch: list[Request | HookRequest]) -> None:
+        acked = self.feed.acked
+        changes: list[StoredChange] = []
+        outcomes: list[Outcome] = []
+        diffs: list[tuple[int, bytes]] = []
+        for req in batch:
+            if type(req) is HookRequest:
+                hook_diff = self._run_hook(req)
+                if hook_diff is not None:
+                    diffs.append((self._applied, hook_diff))
+                    changes.append(StoredChange(self._applied, hook_diff, None, 0))
+                continue
+            assert type(req) is Request
+            if req.aid <= acked.get(req.client, 0):
+                outcomes.append((req, None, None))
+                self.metrics.actions.labels("duplicate").inc()
+                continue
+            if self.max_clients and not self.may_record(req.client):
+                refusal = f"the room records at most {self.max_clients} client ids: reuse one"
+                outcomes.append((req, None, Rejection("forbidden", refusal)))
+                continue
+            acked[req.client] = req.aid
+            try:
+                parts = self.room.run_action(req.client, req.name, req.args)
+            except Rejection as exc:
+                rejection: Rejection | None = exc
+            except Exception:
+                log.exception("room handler raised", room=self.name, action=req.name)
+                rejection = Rejection("invalid", f"action {req.name!r} failed in the room")
+            else:
+                rejection = None
+            if rejection is not None:
+                changes.append(StoredChange(self._applied, None, req.client, req.aid))
+                outcomes.append((req, None, rejection))
+                self.metrics.actions.labels("rejected").inc()
+                continue
+            encoded: bytes | None = None
+            if parts:
+                self._applied += 1
+                encoded = codec.encode_diff_parts(self._applied, parts)
+                diffs.append((self._applied, encoded))
+            changes.append(StoredChange(self._applied, encoded, req.client, req.aid))
+            outcomes.append((req, self._applied, None))
+            self.metrics.actions.labels("applied").inc()
+        if changes:
+            await self._persist(changes)
+        self._publish(diffs, outcomes)
+        if diffs:
+            self._since_checkpoint += len(diffs)
+            if self._since_checkpoint >= self.config.checkpoint_every:
+                await self._write_checkpoint()  # the worker: settled() would wait on itself
+
+    def _run_hook(self, req: HookRequest) -> bytes | None:
+        """The hook's DIFF, if it changed anything. A hook that raises changes nothing and is
+        logged: presence must not take the room down."""
+        try:
+            parts = self.room.run_hook(req.client, req.hook)
+        except Exception:
+            log.exception("room hook raised", room=self.name, hook=req.hook, client=req.client)
+            return None
+        if not parts:
+            return None
+        self._applied += 1
+        return codec.encode_diff_parts(self._applied, parts)
+
+    async def _persist(self, changes: list[StoredChange]) -> None:
+        if self.config.durability == "ack" or not self.store.durable:
+            t0 = time.perf_counter()
+            await self.store.append(self.name, changes)
+            self.metrics.commit_seconds.observe(time.perf_counter() - t0)
+            return
+        # async durability: publish now, write behind. One writer per room appends
+        # everything published since its last append, so the store sees the batches
+        # in seq order, one append in flight per room. A failed write fails the room
+        # (clients saw diffs the store lost). Past MAX_UNWRITTEN changes the worker
+        # waits for the writer to catch up.
+        writer = self._write_chain
+        if writer is not None and writer.done() and not writer.cancelled() and writer.exception():
+            raise RoomFailed("an earlier write failed")  # appending now would leave a gap
+        self._unwritten.extend(changes)
+        if self._write_chain is None or self._write_chain.done():
+            self._write_chain = asyncio.create_task(self._write_behind())
+            self._write_chain.add_done_callback(self._written)
+        if len(self._unwritten) > MAX_UNWRITTEN:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._write_chain)
+            if self.feed.failed is not None:  # that write failed: this batch must not be answered
+                raise RoomFailed(str(self.feed.failed))
+
+    async def _write_behind(self) -> None:
+        while self._unwritten:
+            changes, self._unwritten = self._unwritten, []
+            await self.store.append(self.name, changes)
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        exc = None if task.cancelled() else task.exception()
+        if exc is None:
+            return
+        # Even when the room already failed (the next batch can find the failed write
+        # before this callback runs): clients saw diffs the store lost, so a new epoch.
+        self.lost_writes = True
+        if self.feed.failed is None:
+            log.error("store write failed after publish", room=self.name, error=repr(exc))
+            self._fail(exc, [])
+
+    def _publish(self, diffs: list[tuple[int, bytes]], outcomes: list[Outcome]) -> None:
+        extras: dict[Subscriber, list[bytes]] = {}
+        for req, seq, rejection in outcomes:
+            if isinstance(req.reply, Subscriber):
+                message: Ack | Error = (
+                    Error(req.aid, rejection.code, rejection.message)
+                    if rejection is not None
+                    else Ack(req.aid, seq)
+                )
+                extras.setdefault(req.reply, []).append(codec.encode(message))
+            elif not req.reply.done():
+                if rejection is not None:
+                    req.reply.set_exception(rejection)
+                else:
+                    req.reply.set_result(seq)
+        self.feed.publish(diffs, extras)
+        if diffs and self.room.max_state_bytes is not None:  # state_bytes is kept up to date
+            self.feed.history.trim_to(max(MIN_HISTORY_BYTES, self.room.state_bytes))
+        now = time.perf_counter()
+        for req, _, _ in outcomes:
+            self.metrics.fanout_latency.observe(now - req.received)
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Wait until every action submitted so far is processed and written."""
+        while self._inbox or self._busy:
+            if self._worker.done():
+                break
+            self._wake.set()
+            await asyncio.sleep(0.001)
+        if self._write_chain is not None:
+            with contextlib.suppress(Exception):  # a failed write has failed the room
+                await self._write_chain
+
+    async def checkpoint(self) -> None:
+        await self.feed.settled()
+        await self._write_checkpoint()
+
+    async def _write_checkpoint(self) -> None:
+        if self._write_chain is not None:
+            await self._write_chain
+        state = msgpack.packb(self.room.state, use_bin_type=True)
+        self.room.state_bytes = len(state)  # the running estimate, made exact again
+        await self.store.checkpoint(self.name, self.feed.head, state, dict(self.feed.acked))
+        self._since_checkpoint = 0
+
+    async def close(self) -> None:
+        try:
+            await self.drain()
+            if self.feed.failed is None:
+                await self.checkpoint()
+        finally:  # a failed checkpoint must not leave the worker running
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+    def _fail(self, exc: BaseException, batch: list[Request | HookRequest]) -> None:
+        self.feed.fail(exc)
+        self._wake.set()  # the worker, if it waits for work, sees the failure and ends
+        for req in batch + self._inbox:
+            if (
+                isinstance(req, Request)
+                and isinstance(req.reply, asyncio.Future)
+                and not req.reply.done()
+            ):
+                req.reply.set_exception(RoomFailed(str(exc)))
+        self._inbox.clear()
