@@ -52,8 +52,13 @@ class Config:
     max_key_length: int = 1024
     http_max_body: int = 1 << 20
     http_idle_timeout: float = 75.0
+    cors_origins: str = ""
 
     def __post_init__(self) -> None:
+        if self.cors_origins:
+            from statecast.server.cors import parse_origins
+
+            parse_origins(self.cors_origins)  # a ValueError names the bad origin
         if self.max_message_bytes < 64 * 1024:
             raise ValueError("max_message_bytes may not be below 64 KiB (docs/protocol.md §4.3)")
         if self.durability not in ("ack", "async"):
@@ -107,6 +112,8 @@ _HELP: dict[str, str] = {
     "max_key_length": "longest map key or path segment, in characters (too_large)",
     "http_max_body": "largest HTTP request body",
     "http_idle_timeout": "seconds an idle HTTP keep-alive connection stays open",
+    "cors_origins": "origins whose pages may read the HTTP side (CORS): a comma-separated list "
+    "such as https://app.example,http://localhost:3000, or * for any; empty: CORS off",
 }
 
 

@@ -13,6 +13,7 @@ from aiohttp import web
 from statecast.protocol.errors import ProtocolViolation, Rejection
 from statecast.protocol.ops import MAX_SAFE_INT
 from statecast.server.auth import MAX_CLIENT_ID_LENGTH
+from statecast.server.cors import enable_cors, parse_origins
 from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.limits import TokenBucket
 from statecast.server.live import LiveRoom, Request
@@ -62,6 +63,8 @@ class HttpListener:
 
     async def start(self) -> int:
         config = self.app.config
+        if config.cors_origins:  # here, once every route is added
+            enable_cors(self.web, parse_origins(config.cors_origins))
         self.runner = web.AppRunner(
             self.web,
             access_log=None,
