@@ -47,6 +47,12 @@ async def test_preflight_then_cross_origin_polling_reads_the_etag() -> None:
             http, url, {"Origin": PAGE, "If-None-Match": headers["ETag"]}
         )
         assert (status, headers["Access-Control-Allow-Origin"]) == (304, PAGE)
+        # Errors are readable too, so the page can show {"code", "message"}.
+        status, headers, body = await get(
+            http, f"{server.http_url}/rooms/nope/state", {"Origin": PAGE}
+        )
+        assert (status, body["code"]) == (404, "no_such_room")
+        assert headers["Access-Control-Allow-Origin"] == PAGE
         # A JSON action from the page: its preflight allows Content-Type on POST.
         actions = f"{server.http_url}/rooms/cors/actions"
         async with http.options(actions, headers=preflight("POST", "content-type")) as r:
