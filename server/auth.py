@@ -7,6 +7,7 @@ at start). ``--auth jwt`` is implemented in :mod:`statecast.server.jwt_auth`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -32,6 +33,10 @@ class Authenticator(Protocol):
         """The identity to act as, or raise Unauthenticated (4001) / NotPermitted (4003)."""
         ...
 
+    def visible_rooms(self, token: str | None) -> Callable[[str], bool]:
+        """Which room names a listing shows this token; raise Unauthenticated (4001)."""
+        ...
+
 
 def assign_client_id() -> str:
     return uuid.uuid4().hex
@@ -44,3 +49,10 @@ class NoAuth:
         if role == "agent" and client is None:
             client = assign_client_id()
         return Identity(role, client)
+
+    def visible_rooms(self, token: str | None) -> Callable[[str], bool]:
+        return _every_room
+
+
+def _every_room(room: str) -> bool:
+    return True

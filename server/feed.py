@@ -71,6 +71,7 @@ class RoomFeed:
         self.metrics = metrics
         self.members: dict[Subscriber, None] = {}
         self.connections = 0
+        #: Who is connected (agents by client id, spectators counted), for the room listing.
         self.failed: BaseException | None = None
         self._busy = False
         self._idle = asyncio.Event()

@@ -16,7 +16,9 @@ from statecast.server.auth import MAX_CLIENT_ID_LENGTH
 from statecast.server.cors import enable_cors, parse_origins
 from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.limits import TokenBucket
+from statecast.server.listing import Listing
 from statecast.server.live import LiveRoom, Request
+from statecast.server.pages import Pages
 from statecast.server.ws import ROOM_PATH
 
 if TYPE_CHECKING:
@@ -57,6 +59,10 @@ class HttpListener:
         r.add_get(f"/rooms/{{room:{_ROOM}}}/changes", self.changes)
         r.add_post(f"/rooms/{{room:{_ROOM}}}/actions", self.actions)
         r.add_get(f"/rooms/{{room:{_ROOM}}}/clients/{{client}}", self.client)
+        self.listing = Listing(app)
+        r.add_get("/rooms", self.listing.rooms)
+        r.add_get(f"/rooms/{{room:{_ROOM}}}", self.listing.room)
+        Pages(app).add_routes(r, _ROOM)
         r.add_get("/healthz", self.healthz)
         r.add_get("/metrics", self.metrics)
         self.web.middlewares.append(self._errors)

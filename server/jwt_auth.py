@@ -128,6 +128,15 @@ class JwtAuth:
             raise NotPermitted(f"the token grants {grant.role}, not {role}")
         return Identity(role, grant.sub, grant.exp + LEEWAY)
 
+    def visible_rooms(self, token: str | None) -> Callable[[str], bool]:
+        """The rooms a listing shows: those the token grants (any role may read), or every
+        room to a tokenless reader when spectators are public."""
+        if token is None:
+            if self.public_spectators:
+                return lambda room: True
+            raise Unauthenticated("token missing")
+        return self.verify(token).allows_room
+
     def verify(self, token: str) -> Grant:
         """The token's grant, or raise Unauthenticated (missing claims count as malformed)."""
         grant = self._cache.get(token)

@@ -40,6 +40,11 @@ class Presence:
         self.spectators = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
+    @property
+    def agents(self) -> list[str]:
+        """The agents present: connected, or (with hooks) joined and within their leave grace."""
+        return sorted(self.connected.keys() | self.joined)
+
     def seed(self, agents: Iterable[str]) -> None:
         """Agents the loaded state records as present: each gets the grace to reconnect."""
         if not self.hooks:

@@ -17,7 +17,7 @@ import pytest
 
 from statecast.protocol import codec
 from statecast.server.store import Store, open_store
-from statecast.server.store.base import RoomRecord, StoredChange
+from statecast.server.store.base import RoomRecord, RoomSummary, StoredChange
 from statecast.server.store.memory import MemoryStore
 from statecast.server.store.sqlite import SQLiteStore
 
@@ -167,6 +167,61 @@ async def test_everything_survives_close_and_reopen(factory: Factory) -> None:
     after = await second.load("r")
     assert after == before
     assert after is not None and after.epoch == "epoch-keep" and after.head == 2
+
+
+async def test_list_rooms_pages_in_name_order(store: Store) -> None:
+    """list_rooms gives the rooms after a name, in name order, at most limit of them."""
+    names = ["b", "a.1", "A", "c-2", "a", "Z_z", "0"]
+    for i, name in enumerate(names):
+        await store.create(name, record(f"epoch-{i:04d}"))
+    ordered = sorted(names)
+    assert [s.room for s in await store.list_rooms(None, 100)] == ordered
+    assert [s.room for s in await store.list_rooms(None, 3)] == ordered[:3]
+    assert [s.room for s in await store.list_rooms(ordered[2], 3)] == ordered[3:6]
+    assert [s.room for s in await store.list_rooms("a", 2)] == ["a.1", "b"]  # after is exclusive
+    assert [s.room for s in await store.list_rooms("aa", 100)] == ["b", "c-2"]  # not a room
+    assert await store.list_rooms(ordered[-1], 10) == []
+    walked: list[str] = []
+    after = None
+    while page := await store.list_rooms(after, 2):
+        walked.extend(s.room for s in page)
+        after = page[-1].room
+    assert walked == ordered
+
+
+async def test_list_rooms_reports_type_epoch_and_head(store: Store) -> None:
+    """A row carries the stored type and epoch and the head: the last diff, else the checkpoint."""
+    await store.create("r", record("epoch-rrrr"))
+    await store.create("s", record("epoch-ssss"))
+    await store.append("r", [StoredChange(s, diff(s, s), "a", s) for s in range(1, 4)])
+    await store.checkpoint("r", 3, msgpack.packb({"k": 3}), {"a": 3})
+    await store.append("r", [StoredChange(4, diff(4, 4), "a", 4)])
+    await store.checkpoint("s", 0, msgpack.packb({}), {})
+    type_name = "statecast.server.rooms.document:DocumentRoom"
+    r = RoomSummary("r", type_name, "epoch-rrrr", 4)
+    s = RoomSummary("s", type_name, "epoch-ssss", 0)
+    assert await store.list_rooms(None, 10) == [r, s]
+    assert await store.room_summary("r") == r
+    assert await store.room_summary("s") == s
+    assert await store.room_summary("t") is None
+
+
+async def test_listing_neither_creates_nor_changes_rooms(store: Store) -> None:
+    """Listing and summarising unknown names leave the store as it was."""
+    await store.create("r", record())
+    before = await store.load("r")
+    assert await store.room_summary("nope") is None
+    await store.list_rooms("nope", 10)
+    assert await store.rooms() == ["r"]
+    assert await store.load("r") == before
+    assert await store.load("nope") is None
+
+
+async def test_recreating_a_room_lists_it_once(store: Store) -> None:
+    """create over an existing name (a new epoch) replaces its row, never adds a second."""
+    await store.create("r", record("epoch-old1"))
+    await store.create("r", record("epoch-new1"))
+    assert [(s.room, s.epoch) for s in await store.list_rooms(None, 10)] == [("r", "epoch-new1")]
 
 
 # --- SQLite specifics ----------------------------------------------------------------------
