@@ -48,7 +48,7 @@ def load_room_class(spec: str) -> type[Room]:
             f"has no {attr!r}"
         ) from None
     if not (isinstance(obj, type) and issubclass(obj, Room)):
-        raise ValueError(f"{spec} is not a subclass of statecast.server.room.Room")
+        raise ValueError(f"{spec} is not a subclass of statecast.Room")
     return obj
 
 
