@@ -32,6 +32,9 @@ class AgentStats:
         self.sent_total = 0
         self.lateness = Histogram()
         self.errors: list[str] = []
+        # (seq, agent, n) of every applied action, window or not: drained observers
+        # only know seqs, and this maps them back to agents' counters.
+        self.actions: list[tuple[int, int, int]] = []
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -41,6 +44,7 @@ class AgentStats:
             "sent_total": self.sent_total,
             "lateness": self.lateness.to_json(),
             "errors": self.errors[:10],
+            "actions": self.actions,
         }
 
 
@@ -95,7 +99,11 @@ class PushAgent(Agent):
 
     def _on_event(self, event: ActionAcked | ActionRejected) -> None:
         n = self._aids.pop(event.aid, None)
-        if n is None or not self.in_window(n):
+        if n is None:
+            return
+        if isinstance(event, ActionAcked) and event.seq is not None:
+            self.stats.actions.append((event.seq, self.index, n))
+        if not self.in_window(n):
             return
         if isinstance(event, ActionAcked):
             self.stats.applied += 1
@@ -130,6 +138,8 @@ class PollAgent(Agent):
             "POST", self.path, [("Content-Type", "application/json")], body
         )
         self.counters.http_post += 1
+        if status == 200:
+            self.stats.actions.append((int(json.loads(response)["seq"]), self.index, n))
         if not self.in_window(n):
             return
         if status == 200:

@@ -1,8 +1,9 @@
-"""``statecast bench``: the side-by-side comparison of polling, push and the floor.
+"""``statecast bench``: the side-by-side comparison of polling, push and the floors.
 
 Examples::
 
     statecast bench                                   # poll vs push vs floor, S = 0 and 12
+    statecast bench --spectators 10,100,1000,3000,10000 --modes poll,push,raw  # the collapse
     statecast bench --spectators 0,12,100,1000 --poll-hz 1,5 --entities 0,100
     statecast bench --modes push --ws ws://10.0.0.5:8765 --http http://10.0.0.5:8766
 """
@@ -47,26 +48,103 @@ def _modes(text: str) -> list[str]:
     return modes
 
 
+def shown(value: Any) -> str:
+    """A default as it is typed on the command line."""
+    if isinstance(value, list | tuple):
+        return ",".join(shown(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    a = parser.add_argument
-    a("--modes", type=_modes, default=["poll", "push", "floor"], help="poll,push,floor")
-    a("--agents", type=int, default=8, help="agents acting in the room (each also observes)")
-    a("--rate", type=_list(float), default=[5.0], help="actions per second per agent (list)")
-    a("--spectators", type=_list(int), default=[0, 12], help="spectators besides the agents (list)")
-    a("--poll-hz", type=_list(float), default=[5.0], help="polls per second per observer (list)")
-    a("--entities", type=_list(int), default=[0], help="never-changing entries in the state (list)")
-    a("--duration", type=float, default=20.0, help="seconds measured per run")
-    a("--warmup", type=float, default=5.0, help="seconds of load before the window opens")
-    a("--drain", type=float, default=None, help="seconds observers watch after the window")
-    a("--json", dest="json_path", metavar="FILE", help="write every figure as JSON")
-    a("--report", dest="report_dir", metavar="DIR", help="write report.md and PNG plots")
-    a("--ws", dest="ws_url", metavar="URL", help="a running server's ws://HOST:PORT")
-    a("--http", dest="http_url", metavar="URL", help="a running server's http://HOST:PORT")
-    a("--server-pid", type=int, help="PID of the running server, to read its CPU and memory")
-    a("--workers", type=int, default=0, help="generator processes (0: 1 or 2 by size)")
-    a("--price-per-gb", type=float, default=0.09, help="egress price per GB for the projection")
-    a("--seed", type=int, default=1)
-    a("--no-live", dest="live", action="store_false", help="no live progress display")
+    def a(*flags: str, default: Any = None, help: str, unset: str = "", **kw: Any) -> None:
+        text = f"{help} (default: {shown(default)})" if default is not None else help
+        if default is None and unset:
+            text = f"{help} (default: {unset})"
+        parser.add_argument(*flags, default=default, help=text, **kw)
+
+    o = BenchOptions()
+    a("--modes", type=_modes, default=o.modes, help=", ".join(MODES))
+    a("--agents", type=int, default=o.agents, help="agents acting in the room (each also observes)")
+    a("--rate", type=_list(float), default=o.rates, help="actions per second per agent (list)")
+    a(
+        "--spectators",
+        type=_list(int),
+        default=o.spectators,
+        help="spectators besides the agents (list)",
+    )
+    a(
+        "--poll-hz",
+        type=_list(float),
+        default=o.poll_hz,
+        help="polls per second per observer (list)",
+    )
+    a(
+        "--entities",
+        type=_list(int),
+        default=o.entities,
+        help="never-changing entries in the state (list)",
+    )
+    a("--duration", type=float, default=o.duration, help="seconds measured per run")
+    a("--warmup", type=float, default=o.warmup, help="seconds of load before the window opens")
+    a(
+        "--drain",
+        type=float,
+        help="seconds observers watch after the window",
+        unset="two poll periods, at least 1, for poll; 1 otherwise",
+    )
+    a(
+        "--sample",
+        type=int,
+        default=o.sample,
+        help="observers (agents first) that decode and time every update; the rest are drained",
+    )
+    a("--json", dest="json_path", metavar="FILE", help="write every figure as JSON", unset="none")
+    a(
+        "--report",
+        dest="report_dir",
+        metavar="DIR",
+        help="write report.md and PNG plots",
+        unset="none",
+    )
+    a(
+        "--ws",
+        dest="ws_url",
+        metavar="URL",
+        help="a running server's ws://HOST:PORT",
+        unset="start a server per run",
+    )
+    a(
+        "--http",
+        dest="http_url",
+        metavar="URL",
+        help="a running server's http://HOST:PORT",
+        unset="start a server per run",
+    )
+    a(
+        "--server-pid",
+        type=int,
+        help="PID of the running server, to read its CPU and memory",
+        unset="the server the run started",
+    )
+    a(
+        "--workers",
+        type=int,
+        default=o.workers,
+        help="generator processes (0: by size, drained spectators in processes of their own)",
+    )
+    a(
+        "--price-per-gb",
+        type=float,
+        default=o.price_per_gb,
+        help="egress price per GB for the projection",
+    )
+    a("--seed", type=int, default=o.seed, help="seed of phases and positions")
+    parser.add_argument(
+        "--no-live", dest="live", action="store_false",
+        help="no live progress display (default: live on a terminal)",
+    )  # fmt: skip
 
 
 def options_from(args: argparse.Namespace, command: str) -> BenchOptions:
@@ -84,6 +162,7 @@ def options_from(args: argparse.Namespace, command: str) -> BenchOptions:
         http_url=args.http_url,
         server_pid=args.server_pid,
         workers=args.workers,
+        sample=args.sample,
         price_per_gb=args.price_per_gb,
         seed=args.seed,
         json_path=args.json_path,
@@ -154,7 +233,9 @@ async def bench(options: BenchOptions, console: Console) -> int:
     summaries = [summarize(raw, options.price_per_gb) for raw in raws]
     comparison = compare(summaries)
     print_tables(summaries, comparison, console)
-    write_outputs(summaries, raws, comparison, meta, options.json_path, options.report_dir)
+    note = write_outputs(summaries, raws, comparison, meta, options.json_path, options.report_dir)
+    if note:
+        console.print(f"[yellow]note[/] {note}", highlight=False)
     if options.report_dir:
         console.print(f"report: {options.report_dir}/report.md", highlight=False)
     return 1 if any("failed" in s for s in summaries) else 0

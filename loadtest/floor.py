@@ -1,10 +1,16 @@
-"""The floor: a bare websockets server that rebroadcasts every frame it receives.
+"""The floors: bare websockets servers that rebroadcast every frame they receive.
 
 No rooms, no HELLO, no validation, no sequence numbers, no history, no
 persistence: agents send the DIFF-shaped frames push would carry and this
-server hands each one to every open connection with ``websockets.broadcast``.
-Whatever statecast's push costs above this is the price of being a room.
-It runs on uvloop with the same ping and size settings as the server.
+server hands each one to every open connection. Whatever statecast's push
+costs above this is the price of being a room. Both run on uvloop with the same
+ping and size settings as the server.
+
+* ``floor`` hands each frame to ``websockets.broadcast``;
+* ``raw`` (``--raw``) frames it once and writes the same bytes to every
+  connection's transport with one ``transport.write`` each: no websockets
+  machinery on the write path at all, the least a broadcast over WebSocket
+  can cost in Python.
 
 ``python -m statecast.loadtest.floor --port 0`` prints ``{"port": N}`` once it listens.
 """
@@ -17,20 +23,33 @@ import contextlib
 import json
 import signal
 import sys
+from collections.abc import Callable
 
 from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.frames import Frame, Opcode
 
 
-async def serve_floor(host: str, port: int, ping_interval: float) -> None:
+async def serve_floor(host: str, port: int, ping_interval: float, *, raw: bool = False) -> None:
     connections: set[ServerConnection] = set()
+    writes: dict[ServerConnection, Callable[[bytes], object]] = {}
+
+    def write_all(message: bytes) -> None:
+        frame = Frame(Opcode.BINARY, message).serialize(mask=False)
+        for write in writes.values():
+            write(frame)
 
     async def handler(ws: ServerConnection) -> None:
         connections.add(ws)
+        writes[ws] = ws.transport.write
         try:
             async for message in ws:
-                broadcast(connections, message)
+                if raw:
+                    write_all(message if isinstance(message, bytes) else message.encode())
+                else:
+                    broadcast(connections, message)
         finally:
             connections.discard(ws)
+            writes.pop(ws, None)
 
     async with serve(
         handler,
@@ -56,8 +75,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--ping-interval", type=float, default=20.0)
+    parser.add_argument("--raw", action="store_true", help="one transport.write per connection")
     args = parser.parse_args()
-    coro = serve_floor(args.host, args.port, args.ping_interval)
+    coro = serve_floor(args.host, args.port, args.ping_interval, raw=args.raw)
     try:
         import uvloop
     except ImportError:

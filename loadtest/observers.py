@@ -237,6 +237,10 @@ class PollObserver:
         """Open the connection and take the first state, as a page load would."""
         await asyncio.wait_for(self.poll(), timeout)
 
+    def caught_up(self) -> bool:
+        """Every update of the window seen (or coalesced past)."""
+        return self.view.missed() == 0
+
     async def poll(self) -> None:
         headers = [("Accept", "application/json")]
         if self.etag is not None:
@@ -263,9 +267,7 @@ class PollObserver:
         while True:
             due = timeline.start + self.phase + k * self.period
             due += self.rng.randint(-self.jitter, self.jitter)
-            if due >= timeline.end and (
-                self.view.missed() == 0 or due >= timeline.end + CATCH_UP_US
-            ):
+            if due >= timeline.end and (self.caught_up() or due >= timeline.end + CATCH_UP_US):
                 return
             delay = due - now_us()
             if delay > 0:

@@ -21,12 +21,23 @@ from statecast.loadtest.measure import Histogram
 
 MONTH_SECONDS: Final = 30 * 86400
 SATURATED_CPU: Final = 0.85  # of one core
-SATURATED_LAG_US: Final = 20_000  # p99 of the loop lag
+# p99 of the loop lag: past this a generator's timestamps are off by more than it measures.
+# (A generator descheduled on a shared machine lags 10-30 ms at p99 without being busy.)
+SATURATED_LAG_US: Final = 50_000
 BUSY_POLLS: Final = 0.8
 QUIET_POLLS: Final = 0.2
 PUSH_P99_BAR: Final = 10.0
 REFERENCE: Final = (8, 5.0, 12, 5.0)  # agents, rate, spectators, poll Hz: the 100 rps case
 FLAT: Final = 0.10  # bytes per update "stay where they were": within 10%
+KEEPS_UP_SERVED: Final = 0.9  # polling keeps up while it serves this much of what is offered
+KEEPS_UP_PERIODS: Final = 2.0  # ... and its p99 stays within this many poll periods
+MODE_COLOURS: Final = {
+    "poll": "tab:orange",
+    "push": "tab:blue",
+    "floor": "tab:gray",
+    "raw": "tab:green",
+}
+MODE_ORDER: Final = ("poll", "push", "floor", "raw")
 
 
 def _ms(us: float | None) -> float | None:
@@ -149,19 +160,38 @@ def summarize(raw: dict[str, Any], price_per_gb: float) -> dict[str, Any]:
         "latency_cdf_ms": [(v / 1000, f) for v, f in latency.cdf()],
         "errors": [e for w in workers for e in w["errors"]],
     }
+    offered = sc["agents"] * sc["rate"]
+    served = applied / seconds if seconds else None
+    if sc["mode"] == "poll":
+        offered += observers * sc["poll_hz"]
+        served = _div(polls + counters.get("http_post", 0), seconds)
+    s["offered_rps"] = offered
+    s["served_rps"] = served
+    s["sampled_observers"] = sum(w.get("sampled", w["observers"]) for w in workers)
+    idle = (server or {}).get("idle_rss_per_connection")
+    s["server"]["idle_rss_per_connection_kib"] = idle / 1024 if idle is not None else None
+    s["invalid"] = _invalid(s)
+    s["valid"] = not s["invalid"]
     s["warnings"] = _warnings(s, raw)
     s["regime"] = regime(s)
     return s
 
 
-def _warnings(s: dict[str, Any], raw: dict[str, Any]) -> list[str]:
+def _invalid(s: dict[str, Any]) -> list[str]:
+    """Why the run's figures cannot be trusted: a generator that could not keep up."""
     out = []
     for i, g in enumerate(s["generators"]):
-        if (g["cpu"] or 0) > SATURATED_CPU or (g["loop_lag_p99_ms"] or 0) * 1000 > SATURATED_LAG_US:
+        cpu, lag = g["cpu"] or 0.0, (g["loop_lag_p99_ms"] or 0.0) * 1000
+        if cpu > SATURATED_CPU or lag > SATURATED_LAG_US:
             out.append(
-                f"generator {i} was saturated ({(g['cpu'] or 0) * 100:.0f}% of a core, loop lag "
-                f"p99 {g['loop_lag_p99_ms'] or 0:.1f} ms): its latencies include its own queueing"
+                f"generator {i} was saturated ({cpu * 100:.0f}% of a core, loop lag "
+                f"p99 {lag / 1000:.1f} ms): its latencies include its own queueing"
             )
+    return out
+
+
+def _warnings(s: dict[str, Any], raw: dict[str, Any]) -> list[str]:
+    out = [f"INVALID: {why}" for why in s["invalid"]]
     cpu = s["server"]["cpu_per_second"]
     if cpu is not None and cpu > SATURATED_CPU:
         out.append(f"the target was saturated ({cpu * 100:.0f}% of a core)")
@@ -191,7 +221,9 @@ def regime(s: dict[str, Any]) -> str:
     mode = s["scenario"]["mode"]
     u = s["updates"]
     if mode == "floor":
-        return "the floor: one rebroadcast per frame, no room logic at all"
+        return "the floor: one websockets.broadcast per frame, no room logic at all"
+    if mode == "raw":
+        return "the raw floor: one transport.write per connection per frame, nothing else"
     if mode == "push":
         return (
             "push: each applied action reaches every observer as one small DIFF; "
@@ -273,6 +305,11 @@ def compare(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 poll["updates"]["coalesced"], poll["updates"]["expected"]
             )
             or 0.0,
+            "poll_unseen_fraction": _div(
+                poll["updates"]["coalesced"] + poll["updates"]["missed"],
+                poll["updates"]["expected"],
+            )
+            or 0.0,
         }
         reference = (sc["agents"], sc["rate"], sc["spectators"], sc["poll_hz"]) == REFERENCE
         pairs.append(row)
@@ -305,30 +342,33 @@ def compare(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if push["scenario"]["mode"] != "push" or "failed" in push:
             continue
         sc = push["scenario"]
-        floor = _find(
-            summaries, "floor", _key(sc, poll=False, entities=False), poll=False, entities=False
-        )
-        if floor is None:
-            continue
-        floors.append(
-            {
-                "scenario": {k: sc[k] for k in ("agents", "rate", "spectators", "entities")},
-                "p50_push_over_floor": _div(
-                    push["latency_ms"]["p50"] or 0, floor["latency_ms"]["p50"] or 0
-                ),
-                "p99_push_over_floor": _div(
-                    push["latency_ms"]["p99"] or 0, floor["latency_ms"]["p99"] or 0
-                ),
-                "bytes_push_over_floor": _div(
-                    push["bytes"]["per_update_per_observer"] or 0,
-                    floor["bytes"]["per_update_per_observer"] or 0,
-                ),
-                "cpu_push_over_floor": _div(
-                    push["server"]["cpu_per_1k_delivered"] or 0,
-                    floor["server"]["cpu_per_1k_delivered"] or 0,
-                ),
-            }
-        )
+        for mode in ("floor", "raw"):
+            floor = _find(
+                summaries, mode, _key(sc, poll=False, entities=False), poll=False, entities=False
+            )
+            if floor is None:
+                continue
+            floors.append(
+                {
+                    "floor": mode,
+                    "scenario": {k: sc[k] for k in ("agents", "rate", "spectators", "entities")},
+                    "p50_push_over_floor": _div(
+                        push["latency_ms"]["p50"] or 0, floor["latency_ms"]["p50"] or 0
+                    ),
+                    "p99_push_over_floor": _div(
+                        push["latency_ms"]["p99"] or 0, floor["latency_ms"]["p99"] or 0
+                    ),
+                    "bytes_push_over_floor": _div(
+                        push["bytes"]["per_update_per_observer"] or 0,
+                        floor["bytes"]["per_update_per_observer"] or 0,
+                    ),
+                    "cpu_push_over_floor": _div(
+                        push["server"]["cpu_per_1k_delivered"] or 0,
+                        floor["server"]["cpu_per_1k_delivered"] or 0,
+                    ),
+                    "valid": push["valid"] and floor["valid"],
+                }
+            )
     growth = []
     for s in summaries:
         sc = s["scenario"]
@@ -362,6 +402,145 @@ def compare(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"push_vs_poll": pairs, "push_vs_floor": floors, "entities": growth, "checks": checks}
 
 
+# --- the collapse curve --------------------------------------------------------------------
+
+
+def keeps_up(s: dict[str, Any]) -> bool:
+    """Polling keeps up: it serves what is offered, and its p99 stays within two periods."""
+    sc = s["scenario"]
+    if sc["mode"] != "poll":
+        return True
+    served, offered = s["served_rps"] or 0.0, s["offered_rps"] or 0.0
+    p99 = s["latency_ms"]["p99"]
+    bound = KEEPS_UP_PERIODS * 1000 / sc["poll_hz"]
+    return served >= KEEPS_UP_SERVED * offered and p99 is not None and p99 <= bound
+
+
+def _series(sc: dict[str, Any]) -> str:
+    return f"poll P={sc['poll_hz']:g}" if sc["mode"] == "poll" else sc["mode"]
+
+
+def collapse(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per sweep over S (same agents, rate, entities): each series by S, and where polling breaks.
+
+    Only groups measured at two or more S are curves; the rest return nothing.
+    """
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for s in summaries:
+        if "failed" in s:
+            continue
+        sc = s["scenario"]
+        groups.setdefault((sc["agents"], sc["rate"], sc["entities"]), []).append(s)
+    out = []
+    for (agents, rate, entities), members in groups.items():
+        if len({m["scenario"]["spectators"] for m in members}) < 2:
+            continue
+        series: dict[str, list[dict[str, Any]]] = {}
+        for m in sorted(members, key=lambda m: m["scenario"]["spectators"]):
+            series.setdefault(_series(m["scenario"]), []).append(m)
+        breaks = {}
+        for name, runs in series.items():
+            if name.startswith("poll"):
+                broken = [r["scenario"]["spectators"] for r in runs if not keeps_up(r)]
+                breaks[name] = broken[0] if broken else None
+        out.append(
+            {
+                "agents": agents,
+                "rate": rate,
+                "entities": entities,
+                "series": {k: [_point(r) for r in v] for k, v in series.items()},
+                "poll_breaks_at": breaks,
+            }
+        )
+    return out
+
+
+def _point(s: dict[str, Any]) -> dict[str, Any]:
+    srv = s["server"]
+    return {
+        "spectators": s["scenario"]["spectators"],
+        "mode": s["scenario"]["mode"],
+        "p50_ms": s["latency_ms"]["p50"],
+        "p99_ms": s["latency_ms"]["p99"],
+        "missed_fraction": _div(s["updates"]["missed"], s["updates"]["expected"]),
+        "coalesced_fraction": _div(s["updates"]["coalesced"], s["updates"]["expected"]),
+        "server_cpu": srv["cpu_per_second"],
+        "cpu_per_1k_delivered": srv["cpu_per_1k_delivered"],
+        "bytes_per_update": s["bytes"]["per_update_per_observer"],
+        "offered_rps": s["offered_rps"],
+        "served_rps": s["served_rps"],
+        "generator_cpu": s["generator_cpu_per_second"],
+        "keeps_up": keeps_up(s),
+        "valid": s["valid"],
+    }
+
+
+COLLAPSE_COLUMNS = (
+    "S",
+    "series",
+    "p50 ms",
+    "p99 ms",
+    "missed",
+    "coalesced",
+    "srv CPU %",
+    "CPU s/1k",
+    "B/upd/obs",
+    "served/offered req/s",
+    "gen CPU %",
+    "valid",
+)
+
+
+def collapse_rows(curve: dict[str, Any]) -> list[list[str]]:
+    points = [(name, p) for name, ps in curve["series"].items() for p in ps]
+    points.sort(key=lambda np: (np[1]["spectators"], MODE_ORDER.index(np[1]["mode"])))
+    rows = []
+    for name, p in points:
+        rows.append(
+            [
+                f"{p['spectators']:,}",
+                name + ("" if p["keeps_up"] else " (not keeping up)"),
+                _f(p["p50_ms"]),
+                _f(p["p99_ms"]),
+                _pct(p["missed_fraction"]),
+                _pct(p["coalesced_fraction"]),
+                _f((p["server_cpu"] or 0) * 100),
+                _f(p["cpu_per_1k_delivered"], 3),
+                _f(p["bytes_per_update"]),
+                f"{_f(p['served_rps'], 0)}/{_f(p['offered_rps'], 0)}",
+                _f((p["generator_cpu"] or 0) * 100),
+                "yes" if p["valid"] else "NO",
+            ]
+        )
+    return rows
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def collapse_sentence(curve: dict[str, Any]) -> str:
+    """The headline's reading in one sentence."""
+    where = ", ".join(
+        f"{name} stops keeping up at S = {at:,}"
+        if at is not None
+        else f"{name} keeps up to the end"
+        for name, at in curve["poll_breaks_at"].items()
+    )
+    push = curve["series"].get("push", [])
+    top = push[-1] if push else None
+    tail = ""
+    if top is not None:
+        tail = (
+            f"; push reaches S = {top['spectators']:,} with p99 {_f(top['p99_ms'])} ms at "
+            f"{_f((top['server_cpu'] or 0) * 100, 0)}% of a core"
+        )
+    return (
+        f"{curve['agents']} agents x {curve['rate']:g} actions/s: {where or 'no polling runs'}"
+        f"{tail}."
+    )
+
+
 # --- outputs -------------------------------------------------------------------------------
 
 
@@ -390,11 +569,13 @@ COST_COLUMNS = (
     "srv CPU %",
     "CPU s/1k",
     "RSS MB",
-    "req/s",
+    "idle KiB/conn",
+    "served/offered req/s",
     "wasted",
     "gen CPU %",
     "egress GB/mo",
     "$/mo",
+    "valid",
 )
 
 
@@ -441,11 +622,13 @@ def rows(summaries: Sequence[dict[str, Any]]) -> tuple[list[list[str]], list[lis
                 _f((srv["cpu_per_second"] or 0) * 100) if srv["measured"] else "-",
                 _f(srv["cpu_per_1k_delivered"], 3),
                 _f(srv["rss_mb"]),
-                _f(s["requests_per_second"]),
+                _f(srv["idle_rss_per_connection_kib"]),
+                f"{_f(s['served_rps'], 0)}/{_f(s['offered_rps'], 0)}",
                 f"{wasted * 100:.0f}%" if wasted is not None else "-",
                 _f((s["generator_cpu_per_second"] or 0) * 100),
                 _f(eg["gb_per_month"]),
                 _f(eg["cost_per_month"], 2),
+                "yes" if s["valid"] else "NO",
             ]
         )
     return lat_rows, cost_rows
@@ -465,6 +648,14 @@ def print_tables(
         for row in body:
             table.add_row(*row)
         console.print(table)
+    for curve in collapse(summaries):
+        table = Table(title="Collapse: S x mode", title_justify="left")
+        for i, col in enumerate(COLLAPSE_COLUMNS):
+            table.add_column(col, justify="left" if i == 1 else "right", no_wrap=i == 1)
+        for row in collapse_rows(curve):
+            table.add_row(*row)
+        console.print(table)
+        console.print(collapse_sentence(curve), highlight=False)
     for line in comparison_lines(comparison):
         console.print(line, highlight=False)
     for s in summaries:
@@ -486,16 +677,17 @@ def comparison_lines(comparison: dict[str, Any]) -> list[str]:
         if (p["bytes_per_update_poll_over_push"] or 0) < 1:
             line += (
                 f" -- polling sends fewer bytes per applied action here only because it never "
-                f"shows {p['poll_coalesced_fraction'] * 100:.0f}% of them"
+                f"shows {p['poll_unseen_fraction'] * 100:.0f}% of them"
             )
         out.append(line)
     for f in comparison["push_vs_floor"]:
         sc = f["scenario"]
         out.append(
-            f"S={sc['spectators']} rate={sc['rate']:g} E={sc['entities']}: push/floor "
+            f"S={sc['spectators']} rate={sc['rate']:g} E={sc['entities']}: push/{f['floor']} "
             f"p50 {_f(f['p50_push_over_floor'], 2)}x, "
             f"p99 {_f(f['p99_push_over_floor'], 2)}x, bytes {_f(f['bytes_push_over_floor'], 2)}x, "
             f"CPU/delivered {_f(f['cpu_push_over_floor'], 2)}x"
+            + ("" if f["valid"] else " (a generator was saturated: invalid)")
         )
     for c in comparison["checks"]:
         mark = "PASS" if c["passed"] else "FAIL" if c.get("bar", True) else "below (info)"
@@ -512,11 +704,22 @@ def markdown_table(columns: Sequence[str], body: Sequence[Sequence[str]]) -> str
 METHOD = """\
 ## How it was measured
 
-- **Processes.** The target (`python -m statecast.server serve --store memory`, or the
-  floor, `python -m statecast.loadtest.floor`) runs in its own process, started fresh for
-  every run; agents and observers run in one or two generator processes
+- **Processes.** The target (`python -m statecast.server serve --store memory`, or a
+  floor, `python -m statecast.loadtest.floor [--raw]`) runs in its own process, started
+  fresh for every run; agents and observers run in generator processes
   (`python -m statecast.loadtest.worker`, uvloop); the harness only keeps time and reads
-  /proc. Everything talks over 127.0.0.1.
+  /proc. Everything talks over 127.0.0.1. The floors rebroadcast each frame an agent
+  sends: `floor` with `websockets.broadcast`, `raw` framing it once and writing it to
+  every connection's transport with one `transport.write` each.
+- **Sampled and drained observers.** Every observer is a real connection (WebSocket
+  handshake and HELLO, or keep-alive HTTP polls), and every byte the target sends is
+  read. Only the sample (`--sample`, agents first) decodes and timestamps every
+  update, in generator processes of its own; the others are *drained*: their
+  sockets are read in bulk a few times a second, pings answered, frame headers
+  walked, and only the seq they reached is kept (at join, at each SNAPSHOT, at the
+  end; a drained poller reads it from the ETag). With the seq of every applied action
+  (from its ACK) that gives their delivered, coalesced and missed counts exactly.
+  Latency comes from the sample; bytes and update counts from every observer.
 - **Window.** Agents act on fixed deadlines (`start + phase + n/rate`, phases
   random per agent) from the start of the warmup until the end of the window;
   observers keep watching for a short drain after it, and longer (up to
@@ -543,9 +746,14 @@ METHOD = """\
   headers would make polling costlier still.
 - **Server CPU** is utime + stime of the target from /proc/PID/stat; RSS from
   /proc/PID/status at the end of the window. "CPU s/1k" is target CPU seconds
-  per 1,000 delivered updates. Generator CPU is each generator's own
+  per 1,000 delivered updates. "idle KiB/conn" is the growth of the target's RSS
+  from before the first connection to when every observer is connected, before
+  any action, per connection. Generator CPU is each generator's own
   getrusage; a generator above 85% of a core or with a p99 event-loop lag above
-  20 ms is flagged as saturated.
+  50 ms is saturated, and its run is marked invalid.
+- **Collapse.** Polling keeps up while it serves at least 90% of the requests
+  offered (observers x poll rate, plus the agents' POSTs) and its p99 stays
+  within two poll periods.
 - **Egress** is the bytes the target sent per second, projected over 30 days
   and priced at the given price per GB (10^9 bytes).
 """
@@ -560,14 +768,28 @@ def write_markdown(
     plot_note: str | None,
 ) -> None:
     lat_rows, cost_rows = rows(summaries)
+    curves = collapse(summaries)
+    head: list[str] = []
+    for curve in curves:
+        head += [
+            "## Collapse: S x mode",
+            "",
+            collapse_sentence(curve),
+            "",
+            markdown_table(COLLAPSE_COLUMNS, collapse_rows(curve)),
+            "",
+        ]
+    if any(Path(p).name == "collapse.png" for p in plots):
+        head[2:2] = ["![collapse](collapse.png)", ""]
     parts = [
-        "# statecast benchmark: polling, push and the floor",
+        "# statecast benchmark: polling, push and the floors",
         "",
         f"Command: `{meta['command']}`",
         "",
         f"Machine: {meta['cores']} cores, load average {meta['loadavg']} at the start; "
         f"{meta['started']}.",
         "",
+        *head,
         "## Latency and updates",
         "",
         markdown_table(LATENCY_COLUMNS, lat_rows),
@@ -618,11 +840,23 @@ def plot(summaries: Sequence[dict[str, Any]], directory: Path) -> tuple[list[str
         groups.setdefault((sc["agents"], sc["rate"], sc["spectators"]), []).append(s)
     for (agents, rate, spectators), members in groups.items():
         fig, ax = plt.subplots(figsize=(7, 4))
+        styles = ("-", "--", ":", "-.")
+        seen_modes: dict[str, int] = {}
         for s in members:
             cdf = s["latency_cdf_ms"]
             if cdf:
+                mode = s["scenario"]["mode"]
+                style = styles[seen_modes.get(mode, 0) % len(styles)]
+                seen_modes[mode] = seen_modes.get(mode, 0) + 1
                 xs, ys = zip(*cdf, strict=True)
-                ax.step(xs, ys, where="post", label=_label(s["scenario"]))
+                ax.step(
+                    xs,
+                    ys,
+                    where="post",
+                    label=_label(s["scenario"]),
+                    color=MODE_COLOURS[mode],
+                    linestyle=style,
+                )
         ax.set_xscale("log")
         ax.set_xlabel("visibility latency (ms, log scale)")
         ax.set_ylabel("fraction of updates")
@@ -640,10 +874,7 @@ def plot(summaries: Sequence[dict[str, Any]], directory: Path) -> tuple[list[str
     ):
         labels = [_label(s["scenario"]) for s in done]
         values = [s[field][sub] or 0.0 for s in done]
-        colors = [
-            {"poll": "tab:orange", "push": "tab:blue", "floor": "tab:gray"}[s["scenario"]["mode"]]
-            for s in done
-        ]
+        colors = [MODE_COLOURS[s["scenario"]["mode"]] for s in done]
         fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(done) + 2), 4))
         bars = ax.bar(range(len(done)), values, color=colors)
         ax.bar_label(bars, fmt="%.3g", fontsize=7)
@@ -660,7 +891,59 @@ def plot(summaries: Sequence[dict[str, Any]], directory: Path) -> tuple[list[str
         fig.savefig(name, dpi=110)
         plt.close(fig)
         files.append(str(name))
+    for curve in collapse(summaries)[:1]:
+        files.insert(0, plot_collapse(curve, directory / "collapse.png"))
     return files, None
+
+
+def plot_collapse(curve: dict[str, Any], path: Path) -> str:
+    """The headline: latency and server CPU against S, log-log, poll against push."""
+    import matplotlib.pyplot as plt
+
+    fig, (lat, cpu) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, points in curve["series"].items():
+        colour = MODE_COLOURS[points[0]["mode"]]
+        xs = [p["spectators"] for p in points]
+        for ax, key, style, label in (
+            (lat, "p99_ms", "-", f"{name} p99"),
+            (lat, "p50_ms", "--", f"{name} p50"),
+            (cpu, "server_cpu", "-", name),
+        ):
+            ys = [(p[key] or 0) * (100 if key == "server_cpu" else 1) for p in points]
+            ax.plot(xs, ys, style, color=colour, label=label, marker="o", markersize=4)
+            bad = [(x, y) for x, y, p in zip(xs, ys, points, strict=True) if not p["valid"]]
+            if bad:  # a saturated generator: the point is drawn hollow, and not to be trusted
+                bx, by = zip(*bad, strict=True)
+                ax.plot(bx, by, "o", markersize=9, markerfacecolor="none", color="red")
+    for name, at in curve["poll_breaks_at"].items():
+        if at is not None:
+            for ax in (lat, cpu):
+                ax.axvline(at, color=MODE_COLOURS["poll"], linestyle=":", alpha=0.8)
+            lat.annotate(
+                f"{name} stops\nkeeping up", (at, 1), xycoords=("data", "axes fraction"),
+                xytext=(4, -28), textcoords="offset points", fontsize=8,
+                color=MODE_COLOURS["poll"],
+            )  # fmt: skip
+    for ax in (lat, cpu):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("spectators S (log scale)")
+        ax.grid(True, which="both", alpha=0.3)
+    lat.set_ylabel("visibility latency, ms (log scale)")
+    lat.set_title("Latency: p99 (solid), p50 (dashed)")
+    cpu.set_ylabel("server CPU, % of one core (log scale)")
+    cpu.set_title("Server CPU")
+    lat.legend(fontsize=7, ncol=2)
+    cpu.legend(fontsize=7)
+    fig.suptitle(
+        f"{curve['agents']} agents x {curve['rate']:g} actions/s; hollow red: a generator "
+        "was saturated",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
 
 
 def write_outputs(
@@ -670,7 +953,9 @@ def write_outputs(
     meta: dict[str, Any],
     json_path: str | None,
     report_dir: str | None,
-) -> None:
+) -> str | None:
+    """Write the JSON and the report; return why plots were skipped, if they were."""
+    note = None
     if json_path:
         slim = []
         for raw in raws:
@@ -678,13 +963,20 @@ def write_outputs(
             if "workers" in r:
                 r["workers"] = [{k: v for k, v in w.items() if k != "first"} for w in r["workers"]]
             slim.append(r)
-        document = {**meta, "summaries": summaries, "comparison": comparison, "raw": slim}
+        document = {
+            **meta,
+            "summaries": summaries,
+            "comparison": comparison,
+            "collapse": collapse(summaries),
+            "raw": slim,
+        }
         Path(json_path).write_text(json.dumps(document, indent=1))
     if report_dir:
         directory = Path(report_dir)
         directory.mkdir(parents=True, exist_ok=True)
         files, note = plot(summaries, directory)
         write_markdown(directory / "report.md", summaries, comparison, meta, files, note)
+    return note
 
 
 def machine_meta(command: str, started: str) -> dict[str, Any]:

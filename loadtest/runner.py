@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import secrets
 import signal
 import sys
@@ -25,9 +26,18 @@ from typing import Any
 
 import aiohttp
 
+from statecast.loadtest.accounting import Ledger, count_frames
 from statecast.loadtest.measure import ProcSample, machine_busy, read_proc, self_cpu
 from statecast.loadtest.observers import CATCH_UP_US
-from statecast.loadtest.scenario import Mode, Scenario, Timeline, WorkerPlan, entity_ops, now_us
+from statecast.loadtest.scenario import (
+    FLOORS,
+    Mode,
+    Scenario,
+    Timeline,
+    WorkerPlan,
+    entity_ops,
+    now_us,
+)
 
 STDOUT_LIMIT = 64 << 20
 START_TIMEOUT = 30.0
@@ -49,6 +59,7 @@ class BenchOptions:
     http_url: str | None = None
     server_pid: int | None = None
     workers: int = 0
+    sample: int = 50
     price_per_gb: float = 0.09
     seed: int = 1
     json_path: str | None = None
@@ -108,9 +119,9 @@ class Target:
         self.http_url = str(serving["http"])
         await self._healthy()
 
-    async def start_floor(self) -> None:
+    async def start_floor(self, *, raw: bool = False) -> None:
         listening = await self._spawn(
-            ["statecast.loadtest.floor", "--port", "0"],
+            ["statecast.loadtest.floor", "--port", "0", *(["--raw"] if raw else [])],
             lambda d: "port" in d,
             announces_on_stdout=True,
         )
@@ -225,6 +236,10 @@ class WorkerProcess:
             fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._tasks: list[asyncio.Task[None]] = []
 
+    @property
+    def drain_only(self) -> bool:
+        return not self.plan.agents and self.plan.sampled == 0
+
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -284,16 +299,50 @@ class WorkerProcess:
                 await asyncio.wait_for(task, 5)
 
 
-def split(scenario: Scenario, workers: int) -> list[tuple[list[int], list[int]]]:
-    """(agents, spectators) per generator: all agents in the first, observers balanced."""
-    if workers <= 0:
-        workers = 1 if scenario.observers <= 40 else 2
-    shares: list[tuple[list[int], list[int]]] = [([], []) for _ in range(workers)]
-    shares[0][0].extend(range(scenario.agents))
-    for s in range(scenario.spectators):
-        least = min(shares, key=lambda share: len(share[0]) + len(share[1]))
-        least[1].append(s)
-    return [share for share in shares if share[0] or share[1]]
+@dataclass(slots=True)
+class Share:
+    """One generator's part: agents, spectators, and how many of those are sampled."""
+
+    agents: list[int] = field(default_factory=list)
+    spectators: list[int] = field(default_factory=list)
+    sampled: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.agents) + len(self.spectators)
+
+
+SAMPLED_PER_PROCESS = 60
+DRAINED_PER_PROCESS = 2000
+
+
+def split(scenario: Scenario, workers: int, sample: int) -> list[Share]:
+    """Agents and observers per generator process.
+
+    The sampled observers (every agent, and spectators up to ``sample`` observers
+    in all) go to one process, two past SAMPLED_PER_PROCESS, with every agent
+    in the first; drained spectators go to processes of their own, so bulk reads
+    never delay the sample's timestamps. ``workers`` > 0 fixes the total.
+    """
+    sampled = min(scenario.spectators, max(0, sample - scenario.agents))
+    drained = scenario.spectators - sampled
+    n_drain = 0 if drained == 0 else 1 if drained <= DRAINED_PER_PROCESS else 2
+    n_sampled = 1 if scenario.agents + sampled <= SAMPLED_PER_PROCESS else 2
+    if workers > 0:
+        n_drain = min(n_drain, workers - 1) if workers > 1 else 0
+        n_sampled = workers - n_drain
+    shares = [Share() for _ in range(n_sampled)]
+    shares[0].agents.extend(range(scenario.agents))
+    for s in range(sampled):
+        least = min(shares, key=lambda share: share.size)
+        least.spectators.append(s)
+    for share in shares:
+        share.sampled = len(share.spectators)
+    drains = [Share() for _ in range(n_drain)] or shares
+    for s in range(sampled, scenario.spectators):
+        least = min(drains, key=lambda share: share.size)
+        least.spectators.append(s)
+    return [share for share in [*shares, *drains[:n_drain]] if share.size]
 
 
 # --- one run -------------------------------------------------------------------------------
@@ -335,22 +384,24 @@ async def run_one(
 
     try:
         report(0.0)
-        if scenario.mode == "floor":
-            await target.start_floor()
+        if scenario.mode in FLOORS:
+            await target.start_floor(raw=scenario.mode == "raw")
         else:
             await target.start_server(scenario, options)
             await set_up_room(target.http_url, room, scenario.entities)
         phase = "connecting"
         report(0.0)
-        for index, (agents, spectators) in enumerate(split(scenario, options.workers)):
+        idle_before = target.sample()
+        for index, share in enumerate(split(scenario, options.workers, options.sample)):
             plan = WorkerPlan(
                 index=index,
                 mode=scenario.mode,
                 room=room,
                 ws_url=target.ws_url,
                 http_url=target.http_url,
-                agents=agents,
-                spectators=spectators,
+                agents=share.agents,
+                spectators=share.spectators,
+                sampled=share.sampled,
                 agent_count=scenario.agents,
                 rate=scenario.rate,
                 poll_hz=scenario.poll_hz,
@@ -359,6 +410,7 @@ async def run_one(
             workers.append(WorkerProcess(plan, on_progress))
         await asyncio.gather(*(w.start() for w in workers))
         await asyncio.wait_for(asyncio.gather(*(w.ready for w in workers)), 120)
+        idle_after = target.sample()
         timeline = Timeline.plan(
             begin=now_us() + 300_000,
             warmup=options.warmup,
@@ -380,9 +432,14 @@ async def run_one(
                 "clock": now_us(),
             }
             phase = phase_after
+        wait = (timeline.end - now_us()) / 1e6 + CATCH_UP_US / 1e6 + 60
+        sampling = [w for w in workers if not w.drain_only]
+        await asyncio.wait_for(asyncio.gather(*(w.result for w in sampling)), wait)
+        # The sample has everything: the drained connections were sent the same, so they
+        # read what is left and report.
+        await asyncio.gather(*(w.send({"finish": True}) for w in workers if w.drain_only))
         results = await asyncio.wait_for(
-            asyncio.gather(*(w.result for w in workers)),
-            (timeline.end - now_us()) / 1e6 + CATCH_UP_US / 1e6 + 60,
+            asyncio.gather(*(w.result for w in workers)), CATCH_UP_US / 1e6 + 60
         )
         phase = "done"
         report(1.0)
@@ -398,11 +455,17 @@ async def run_one(
             "rss": after["target"].rss,
             "peak_rss": after["target"].peak_rss,
         }
+        if idle_before is not None and idle_after is not None:
+            # Every connection open, nothing sent yet: what holding them costs.
+            server["idle_rss_per_connection"] = (idle_after.rss - idle_before.rss) / max(
+                1, scenario.observers
+            )
+    account_drained(scenario, timeline, results)
     return {
         "scenario": scenario.to_json(),
         "room": room,
         "target": {
-            "kind": "floor" if scenario.mode == "floor" else "statecast",
+            "kind": scenario.mode if scenario.mode in FLOORS else "statecast",
             "external": target.external,
             "pid_measured": server is not None,
         },
@@ -418,6 +481,39 @@ async def run_one(
     }
 
 
+def account_drained(
+    scenario: Scenario, timeline: Timeline | None, results: list[dict[str, Any]]
+) -> None:
+    """Add the drained observers' counts to their workers' (and drop their seq logs)."""
+    actions = [a for w in results for a in w["agents"].pop("actions", [])]
+    sent_total = sum(w["agents"]["sent_total"] for w in results)
+    applied = sum(w["agents"]["applied"] for w in results)
+    ledger = None
+    if timeline is not None and scenario.mode not in FLOORS:
+        windows = [timeline.window(a) for a in range(scenario.agents)]
+        ledger = Ledger(actions, windows)
+    for w in results:
+        drained = w.pop("drained", [])
+        for d in drained:
+            if ledger is not None:
+                counts = ledger.count(d["seen"])
+            else:
+                counts = count_frames(d.get("frames", 0), sent_total, applied)
+            w["delivered"] += counts.delivered
+            w["coalesced"] += counts.coalesced
+            w["missed"] += counts.missed
+        w["drained"] = len(drained)
+
+
+def raise_nofile() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to the hard limit (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 async def run_all(
     options: BenchOptions,
     scenarios: list[Scenario],
@@ -425,6 +521,7 @@ async def run_all(
     on_done: Callable[[int, Scenario, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     runs = []
+    raise_nofile()
     for i, scenario in enumerate(scenarios):
         hook = on_start(i, scenario) if on_start is not None else None
         try:

@@ -24,8 +24,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final, Literal, TypeAlias
 
-Mode: TypeAlias = Literal["poll", "push", "floor"]
-MODES: Final[tuple[Mode, ...]] = ("poll", "push", "floor")
+Mode: TypeAlias = Literal["poll", "push", "floor", "raw"]
+MODES: Final[tuple[Mode, ...]] = ("poll", "push", "floor", "raw")
+FLOORS: Final = frozenset({"floor", "raw"})  # no room: frames rebroadcast as they come
 ROOM_EXTENT: Final = 10_000  # positions are ints in [0, ROOM_EXTENT)
 
 
@@ -59,7 +60,7 @@ class Scenario:
         parts = [f"S={self.spectators}", f"rate={self.rate:g}"]
         if self.mode == "poll":
             parts.append(f"P={self.poll_hz:g}")
-        if self.entities and self.mode != "floor":
+        if self.entities and self.mode not in FLOORS:
             parts.append(f"E={self.entities}")
         return f"{self.mode} " + " ".join(parts)
 
@@ -78,8 +79,8 @@ def sweep(
 ) -> list[Scenario]:
     """Every combination, without runs that would repeat another.
 
-    Push and floor do not poll, so the poll rate is no dimension for them; the
-    floor holds no state, so neither are entities. Runs are ordered so that the
+    Push and the floors do not poll, so the poll rate is no dimension for them;
+    the floors hold no state, so neither are entities. Runs are ordered so that the
     modes of one scenario sit next to each other.
     """
     seen: set[Scenario] = set()
@@ -89,7 +90,7 @@ def sweep(
             s = Scenario(mode, agents, rate, spec, hz, ents)
             if mode != "poll":
                 s = replace(s, poll_hz=0.0)
-            if mode == "floor":
+            if mode in FLOORS:
                 s = replace(s, entities=0)
             if s not in seen:
                 seen.add(s)
@@ -206,6 +207,7 @@ class WorkerPlan:
     http_url: str
     agents: list[int]
     spectators: list[int]
+    sampled: int  # the first ``sampled`` spectators decode every update; the rest are drained
     agent_count: int
     rate: float
     poll_hz: float

@@ -24,6 +24,7 @@ import websockets
 from rich.console import Console
 from rich.table import Table
 
+from statecast.loadtest.cli import shown
 from statecast.loadtest.runner import Target
 from statecast.protocol import codec
 from statecast.protocol.messages import Ack, Action, Error, Hello
@@ -153,12 +154,20 @@ def _main(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
-        "bench-actions", help="acknowledged actions per second by store, durability and rooms"
+        "bench-actions",
+        help="acknowledged actions per second by store, durability and rooms",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--stores", type=_csv(str), default=["memory", "sqlite"])
-    parser.add_argument("--durability", type=_csv(str), default=["ack", "async"])
-    parser.add_argument("--rooms", type=_csv(int), default=[1, 20, 100])
-    parser.add_argument("--agents", type=int, default=100)
-    parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--warmup", type=float, default=1.0)
+
+    def a(flag: str, kind: Any, default: Any, help: str) -> None:
+        text = f"{help} (default: {shown(default)})"
+        parser.add_argument(flag, type=kind, default=default, help=text)
+
+    a("--stores", _csv(str), ["memory", "sqlite"], "stores to measure: memory, sqlite")
+    a("--durability", _csv(str), ["ack", "async"], "durability modes (for sqlite): ack, async")
+    a("--rooms", _csv(int), [1, 20, 100], "rooms the agents are spread over (list)")
+    a("--agents", int, 100, "closed-loop agents")
+    a("--duration", float, 5.0, "seconds measured per configuration")
+    a("--warmup", float, 1.0, "seconds before measuring")
     parser.set_defaults(func=_main)

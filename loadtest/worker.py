@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from statecast.loadtest.agents import Agent, AgentStats, FloorAgent, PollAgent, PushAgent
+from statecast.loadtest.drain import DrainedPoller, Drainer, open_drained
 from statecast.loadtest.measure import Counters, LoopLag, self_cpu
 from statecast.loadtest.observers import (
     CATCH_UP_US,
@@ -28,7 +29,7 @@ from statecast.loadtest.observers import (
     PushObserver,
     Tally,
 )
-from statecast.loadtest.scenario import Timeline, WorkerPlan, agent_name, now_us
+from statecast.loadtest.scenario import FLOORS, Timeline, WorkerPlan, agent_name, now_us
 
 CONNECT_TIMEOUT = 30.0
 CONNECT_CONCURRENCY = 50
@@ -53,21 +54,33 @@ class Worker:
         self.counters = Counters()
         self.tally = Tally(plan.agent_count)
         self.stats = AgentStats()
-        self.observers: list[Observer] = []
+        self.observers: list[Observer] = []  # sampled: every update decoded and timed
+        self.pollers: list[DrainedPoller] = []  # drained pollers
+        self.to_drain = 0  # drained WebSocket spectators still to open
+        self.drainer = Drainer()
         self.agents: list[Agent] = []
         self.lag = LoopLag()
         self.marks: dict[str, dict[str, Any]] = {}
 
+    @property
+    def drain_only(self) -> bool:
+        """No agent and no sampled observer: only drained connections."""
+        return not self.plan.agents and self.plan.sampled == 0
+
+    @property
+    def ws_url(self) -> str:
+        return f"{self.plan.ws_url.rstrip('/')}/rooms/{self.plan.room}"
+
     def build(self) -> None:
         p = self.plan
-        ws_url = f"{p.ws_url.rstrip('/')}/rooms/{p.room}"
+        ws_url = self.ws_url
         for a in p.agents:
             seed = p.seed * 1000 + a
             if p.mode == "push":
                 conn = PushObserver(ws_url, "agent", agent_name(a), self.tally)
                 self.observers.append(conn)
                 self.agents.append(PushAgent(a, self.stats, seed, conn))
-            elif p.mode == "floor":
+            elif p.mode in FLOORS:
                 floor = FloorObserver(ws_url, self.tally)
                 self.observers.append(floor)
                 self.agents.append(FloorAgent(a, self.stats, seed, floor))
@@ -78,25 +91,39 @@ class Worker:
                 self.agents.append(
                     PollAgent(a, self.stats, seed, p.http_url, p.room, self.counters)
                 )
-        for s in p.spectators:
+        for i, s in enumerate(p.spectators):
             seed = p.seed * 1000 + 500 + s
-            if p.mode == "push":
+            sampled = i < p.sampled
+            if p.mode == "poll":
+                kind = PollObserver if sampled else DrainedPoller
+                poller = kind(p.http_url, p.room, p.poll_hz, self.tally, self.counters, seed)
+                (self.observers if sampled else self.pollers).append(poller)  # type: ignore[arg-type]
+            elif not sampled:
+                self.to_drain += 1
+            elif p.mode == "push":
                 self.observers.append(PushObserver(ws_url, "spectator", None, self.tally))
-            elif p.mode == "floor":
-                self.observers.append(FloorObserver(ws_url, self.tally))
             else:
-                self.observers.append(
-                    PollObserver(p.http_url, p.room, p.poll_hz, self.tally, self.counters, seed)
-                )
+                self.observers.append(FloorObserver(ws_url, self.tally))
 
     async def connect(self) -> None:
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        statecast = self.plan.mode not in FLOORS
 
-        async def one(observer: Observer) -> None:
+        async def one(observer: Observer | DrainedPoller) -> None:
             async with gate:
                 await observer.connect(self.counters, CONNECT_TIMEOUT)
 
-        await asyncio.gather(*(one(o) for o in self.observers))
+        async def drained() -> None:
+            async with gate:
+                conn = await open_drained(
+                    self.ws_url, self.counters, CONNECT_TIMEOUT, statecast=statecast
+                )
+            self.drainer.add(conn)
+
+        await asyncio.gather(
+            *(one(o) for o in [*self.observers, *self.pollers]),
+            *(drained() for _ in range(self.to_drain)),
+        )
 
     def mark(self, name: str) -> None:
         self.marks[name] = {
@@ -116,7 +143,8 @@ class Worker:
         self.lag.start()
         tasks = [asyncio.create_task(agent.run(timeline)) for agent in self.agents]
         pollers = [o for o in self.observers if isinstance(o, PollObserver)]
-        tasks += [asyncio.create_task(o.run(timeline)) for o in pollers]
+        tasks += [asyncio.create_task(o.run(timeline)) for o in [*pollers, *self.pollers]]
+        draining = asyncio.create_task(self.drainer.run(timeline.end + CATCH_UP_US))
         progress = asyncio.create_task(self.progress())
         try:
             await asyncio.sleep(max(0.0, (timeline.end - now_us()) / 1e6))
@@ -127,15 +155,26 @@ class Worker:
                 ):
                     break
                 await asyncio.sleep(0.1)
+            if self.drain_only:
+                # Drained sockets cannot tell when they have everything: the harness says
+                # so once the sampled observers, served in the same passes, have caught up.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(read_line(), CATCH_UP_US / 1e6 + 30)
+            draining.cancel()
+            await asyncio.gather(draining, return_exceptions=True)
+            await self.drainer.settle()
         finally:
             for task in tasks:
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     exc = task.exception()
                     self.stats.errors.append(f"{type(exc).__name__}: {exc}")
                 task.cancel()
+            draining.cancel()
             progress.cancel()
-            await asyncio.gather(*tasks, progress, return_exceptions=True)
+            await asyncio.gather(*tasks, draining, progress, return_exceptions=True)
             await self.lag.stop()
+        for conn in self.drainer.all():
+            conn.finish()
 
     async def progress(self) -> None:
         while True:
@@ -146,7 +185,7 @@ class Worker:
                     "type": "progress",
                     "worker": self.plan.index,
                     "sent": self.stats.sent_total,
-                    "seen": self.tally.seen,
+                    "seen": self.tally.seen + c.frames_down,
                     "requests": c.http_get + c.http_post + c.frames_up,
                     "bytes": c.up + c.down,
                     "cpu": self_cpu(),
@@ -154,19 +193,25 @@ class Worker:
             )
 
     async def close(self) -> None:
-        async def one(o: Observer) -> None:
+        async def one(o: Observer | DrainedPoller) -> None:
             with contextlib.suppress(Exception):
                 await o.close()
 
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(one(o) for o in self.observers)), 5.0)
+            await asyncio.wait_for(
+                asyncio.gather(*(one(o) for o in [*self.observers, *self.pollers])), 5.0
+            )
+        for conn in self.drainer.sockets.values():
+            conn.close()
+        self.drainer.close()
         for agent in self.agents:
             if isinstance(agent, PollAgent):
                 await agent.close()
 
     def result(self) -> dict[str, Any]:
         t0, t1 = self.marks.get("t0"), self.marks.get("t1")
-        errors = [o.error for o in self.observers if o.error is not None]
+        errors = [o.error for o in [*self.observers, *self.pollers] if o.error is not None]
+        errors += self.drainer.errors
         window: dict[str, Any] = {}
         if t0 is not None and t1 is not None:
             wall = t1["wall"] - t0["wall"]
@@ -177,14 +222,22 @@ class Worker:
             }
         else:
             errors.append("the window marks did not fire")
+        drained: list[dict[str, Any]] = [{"seen": p.seen} for p in self.pollers]
+        drained += [{"seen": c.seen, "frames": c.frames} for c in self.drainer.all()]
+        lost = len(self.drainer.gone)
+        if lost:
+            errors.append(f"{lost} drained connections were lost during the run")
         return {
             "type": "result",
             "worker": self.plan.index,
-            "observers": len(self.observers),
+            "observers": len(self.observers) + len(self.pollers) + self.to_drain,
+            "sampled": len(self.observers),
             "window": window,
             "delivered": self.tally.delivered,
             "coalesced": self.tally.coalesced,
             "missed": sum(o.view.missed() for o in self.observers),
+            "drained": drained,
+            "drained_lost": lost,
             "latency": self.tally.latency.to_json(),
             "first": [[a, n, lat] for (a, n), lat in self.tally.first.items()],
             "agents": self.stats.to_json(),

@@ -1,4 +1,11 @@
-"""``statecast``: serve, mint tokens, run the benchmark."""
+"""``statecast``: serve, mint tokens, and whatever commands installed packages add.
+
+Other packages add subcommands through the ``statecast.commands`` entry-point
+group: each entry is a callable that takes the subparsers object and adds its
+parser (the load harness registers ``bench`` and ``bench-actions`` this way).
+The server never imports them, so it installs and runs without them; an entry
+whose package is missing or broken is left out with a warning on stderr.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,12 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
+from typing import Any
 
 from statecast.server.config import add_arguments, load_config
+
+COMMANDS_GROUP = "statecast.commands"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -41,19 +52,33 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="statecast", description=__doc__)
+def add_plugin_commands(sub: Any, group: str = COMMANDS_GROUP) -> list[str]:
+    """Let every ``group`` entry point add its subcommand; return the names added."""
+    added = []
+    for entry in sorted(entry_points(group=group), key=lambda e: e.name):
+        try:
+            register = entry.load()
+            register(sub)
+        except Exception as exc:  # a broken add-on must not take the server's CLI down
+            sys.stderr.write(f"statecast: command {entry.name!r} unavailable: {exc}\n")
+            continue
+        added.append(entry.name)
+    return added
+
+
+def build_parser(group: str = COMMANDS_GROUP) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="statecast",
+        description="statecast: serve rooms, mint tokens, and the commands installed packages add",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the server")
     add_arguments(serve)
     serve.set_defaults(func=_serve)
-    from statecast.loadtest.cli import register as register_bench
-    from statecast.loadtest.throughput import register as register_bench_actions
     from statecast.server.token_cli import register as register_token
 
     register_token(sub)
-    register_bench(sub)
-    register_bench_actions(sub)
+    add_plugin_commands(sub, group)
     return parser
 
 

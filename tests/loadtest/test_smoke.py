@@ -2,37 +2,51 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from statecast.loadtest.report import collapse, plot
 from statecast.server.cli import main
 
 
 @pytest.fixture(scope="module")
 def bench_output(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One tiny run of poll, push and floor (a few seconds each), shared by the checks below."""
+    """One tiny run of every mode (a few seconds each), shared by the checks below.
+
+    Two agents and four spectators with a sample of three: one spectator decodes every
+    update, three are drained in a generator of their own. matplotlib is made
+    unimportable for the run, as on an install without the ``plot`` extra.
+    """
     out = tmp_path_factory.mktemp("bench")
-    code = main(
-        [
-            "bench",
-            "--modes", "poll,push,floor",
-            "--agents", "2",
-            "--rate", "5",
-            "--spectators", "1",
-            "--poll-hz", "5",
-            "--duration", "1.5",
-            "--warmup", "0.5",
-            "--json", str(out / "bench.json"),
-            "--report", str(out / "report"),
-            "--no-live",
-        ]
-    )  # fmt: skip
+    console = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(console):
+        patch.setitem(sys.modules, "matplotlib", None)
+        code = main(
+            [
+                "bench",
+                "--modes", "poll,push,floor,raw",
+                "--agents", "2",
+                "--rate", "5",
+                "--spectators", "4",
+                "--sample", "3",
+                "--poll-hz", "5",
+                "--duration", "1.5",
+                "--warmup", "0.5",
+                "--json", str(out / "bench.json"),
+                "--report", str(out / "report"),
+                "--no-live",
+            ]
+        )  # fmt: skip
     document: dict[str, Any] = json.loads((out / "bench.json").read_text())
     document["exit_code"] = code
     document["dir"] = str(out)
+    document["console"] = console.getvalue()
     return document
 
 
@@ -40,12 +54,14 @@ def test_every_mode_produces_a_complete_result(bench_output: dict[str, Any]) -> 
     """Each mode ran to the end: no failure, actions applied, latencies and bytes recorded."""
     assert bench_output["exit_code"] == 0
     summaries = bench_output["summaries"]
-    assert [s["scenario"]["mode"] for s in summaries] == ["poll", "push", "floor"]
+    assert [s["scenario"]["mode"] for s in summaries] == ["poll", "push", "floor", "raw"]
     for s in summaries:
         assert "failed" not in s, s
+        assert s["sampled_observers"] == 3 and s["scenario"]["observers"] == 6
+        assert [w["drained"] for w in bench_output["raw"][0]["workers"]] == [0, 3]
         assert s["errors"] == []
         assert s["updates"]["applied"] > 0
-        assert s["latency_ms"]["samples"] == s["updates"]["delivered"]
+        assert 0 < s["latency_ms"]["samples"] < s["updates"]["delivered"]  # the sample only
         for key in ("p50", "p95", "p99", "max", "first_p50"):
             assert s["latency_ms"][key] is not None
         assert s["bytes"]["up"] > 0 and s["bytes"]["down"] > 0
@@ -80,8 +96,30 @@ def test_comparisons_and_report_are_written(bench_output: dict[str, Any]) -> Non
     """The comparison pairs push with poll and with the floor, and report.md is written."""
     comparison = bench_output["comparison"]
     assert len(comparison["push_vs_poll"]) == 1
-    assert len(comparison["push_vs_floor"]) == 1
+    assert [f["floor"] for f in comparison["push_vs_floor"]] == ["floor", "raw"]
     report = Path(bench_output["dir"]) / "report" / "report.md"
     text = report.read_text()
     assert "## Latency and updates" in text and "## How it was measured" in text
-    assert "![" in text or "matplotlib is not installed" in text  # plots, or why there are none
+    assert "matplotlib is not installed" in text
+
+
+def test_skipped_plots_are_said_on_the_console(bench_output: dict[str, Any]) -> None:
+    """Without matplotlib the console says why there are no plots, not only report.md."""
+    assert "Plots were not drawn: matplotlib is not installed" in bench_output["console"]
+    assert "report:" in bench_output["console"]
+
+
+def test_plots_and_the_collapse_curve(bench_output: dict[str, Any], tmp_path: Path) -> None:
+    """A sweep over S gives the collapse table and the headline plot first, one colour a mode."""
+    runs = bench_output["summaries"]
+    wider = [{**s, "scenario": {**s["scenario"], "spectators": 40}} for s in runs]
+    curves = collapse([*runs, *wider])
+    assert len(curves) == 1
+    assert set(curves[0]["series"]) == {"poll P=5", "push", "floor", "raw"}
+    assert [p["spectators"] for p in curves[0]["series"]["push"]] == [4, 40]
+    files, note = plot([*runs, *wider], tmp_path)
+    assert note is None
+    assert Path(files[0]).name == "collapse.png" and Path(files[0]).stat().st_size > 10_000
+    assert {"latency-cdf-S4-rate5.png", "latency-cdf-S40-rate5.png"} <= {
+        Path(f).name for f in files
+    }
