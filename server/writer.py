@@ -104,6 +104,8 @@ class RoomWriter:
     def submit(self, request: Request) -> None:
         if self.feed.failed is not None:
             raise RoomFailed(str(self.feed.failed))
+        if self._worker.done():  # closed (unloaded or shutting down): it would never answer
+            raise RoomFailed("the room is not running")
         self._inbox.append(request)
         self._wake.set()
 

@@ -70,6 +70,7 @@ async def test_joins_and_leaves_are_diffs_spectators_see_live_and_on_resume() ->
                 async with bare(url) as b:
                     await _join(b, client="b")
                     assert await spec.recv() == [5, 3, [[0, ["presence", "b"], True]]]
+                    assert srv.app.rooms.rooms["p"].presence.agents == ["a", "b"]
                 assert await spec.recv() == [5, 4, [[1, ["presence", "b"]]]]
             assert await spec.recv() == [5, 5, [[1, ["presence", "a"]]]]
         live = srv.app.rooms.rooms["p"]
@@ -232,6 +233,7 @@ async def test_the_document_room_without_the_flag_records_no_presence() -> None:
         await _join(a, client="a")
         await a.send([4, 1, "patch", [[0, ["n"], 1]]])
         assert await a.recv() == [5, 1, [[0, ["n"], 1]]]
+        assert srv.app.rooms.rooms["p"].presence.agents == ["a"]  # connected, not recorded
 
 
 def test_presence_document_room_refuses_patches_to_its_key() -> None:
