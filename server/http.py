@@ -15,6 +15,7 @@ from statecast.protocol.errors import ProtocolViolation, Rejection
 from statecast.protocol.ops import MAX_SAFE_INT
 from statecast.server.auth import MAX_CLIENT_ID_LENGTH
 from statecast.server.cluster.forwarding import OutcomeUnknown
+from statecast.server.cors import enable_cors, parse_origins
 from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.limits import TokenBucket
 from statecast.server.listing import Listing
@@ -71,6 +72,8 @@ class HttpListener:
 
     async def start(self) -> int:
         config = self.app.config
+        if config.cors_origins:  # here, once every route is added
+            enable_cors(self.web, parse_origins(config.cors_origins))
         self.runner = web.AppRunner(
             self.web,
             access_log=None,
