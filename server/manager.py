@@ -12,6 +12,7 @@ store again on its next use, on the same epoch.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import secrets
 import time
@@ -55,6 +56,7 @@ class RoomManager:
         self.closing = False
         self._lost: set[str] = set()  # rooms whose published history the store lost
         self._unloading: dict[str, asyncio.Task[None]] = {}
+        self._waiters: collections.Counter[str] = collections.Counter()
         self._sweeper: asyncio.Task[None] | None = None
         #: Set by the app when the store is shared by a cluster (server/cluster/node.py).
         self.cluster: ClusterNode | None = None
@@ -77,7 +79,15 @@ class RoomManager:
             task = asyncio.create_task(self._load(name, create))
             self._loading[name] = task
             task.add_done_callback(lambda _: self._forget_load(name))
-        live = await asyncio.shield(task)
+        # Counted while waiting, so the loaded room is not unloaded as idle in the loop
+        # turn between the load finishing and this caller attaching to it.
+        self._waiters[name] += 1
+        try:
+            live = await asyncio.shield(task)
+        finally:
+            self._waiters[name] -= 1
+            if not self._waiters[name]:
+                del self._waiters[name]
         if live is None and create:
             return await self.get(name, create=True)
         return live
@@ -200,13 +210,17 @@ class RoomManager:
             await asyncio.sleep(min(idle / 4, 5.0))
             now = time.monotonic()
             for name, live in list(self.rooms.items()):
-                if live.idle and now - live.last_active >= idle and name not in self._loading:
+                if live.idle and now - live.last_active >= idle and self._unloadable(name):
                     self._start_unload(name, live)
+
+    def _unloadable(self, name: str) -> bool:
+        """Not being loaded, and no caller is waiting to be handed it."""
+        return name not in self._loading and name not in self._waiters
 
     def _unload_idle(self) -> bool:
         """Start unloading the least recently used idle room; False if every room is busy."""
         for name, live in self.rooms.items():
-            if live.idle and name not in self._loading:
+            if live.idle and self._unloadable(name):
                 self._start_unload(name, live)
                 return True
         return False

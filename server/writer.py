@@ -169,6 +169,8 @@ class RoomWriter:
     def submit(self, request: Request) -> None:
         if self.feed.failed is not None:
             raise RoomFailed(str(self.feed.failed))
+        if self._worker.done():  # closed (unloaded or shutting down): it would never answer
+            raise RoomFailed("the room is not running")
         if self.suspended is not None:
             self._answer([(request, None, UNAVAILABLE)])
             return

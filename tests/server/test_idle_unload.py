@@ -8,7 +8,9 @@ make room for new ones.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,3 +84,37 @@ async def test_max_rooms_counts_rooms_held_not_rooms_created() -> None:
         await eventually(lambda: not srv.app.rooms.rooms)
         async with http.get(f"{srv.http_url}/rooms/second/state") as resp:
             assert (await resp.json())["state"] == {"x": 1}
+
+
+async def test_a_room_being_handed_to_a_join_is_not_unloaded_to_make_space() -> None:
+    """A room just loaded for a HELLO stays held while the HELLO attaches, even when another
+    request needs the space one loop turn later: the agent's actions are answered."""
+    async with running_server(max_rooms=2, idle_unload=0) as srv, http_session() as http:
+        for i in range(2):
+            body = {"client": "c", "aid": 1, "name": "patch", "args": [[0, ["x"], i]]}
+            async with http.post(f"{srv.http_url}/rooms/r{i}/actions", json=body) as resp:
+                assert resp.status == 200
+        manager = srv.app.rooms
+        for name, live in list(manager.rooms.items()):  # both idle: unload them now
+            manager._start_unload(name, live)
+        await asyncio.gather(*manager._unloading.values())
+        object.__setattr__(srv.app.config, "max_rooms", 1)
+        plain_get = manager.get
+
+        async def get_with_a_rival(name: str, *, create: bool) -> Any:
+            if name == "r0":  # a request for r1 arrives one loop turn after r0's
+
+                async def rival() -> None:
+                    await asyncio.sleep(0)
+                    await plain_get("r1", create=False)
+
+                asyncio.get_running_loop().create_task(rival())
+            return await plain_get(name, create=create)
+
+        manager.get = get_with_a_rival  # type: ignore[method-assign]
+        async with bare(srv.room_url("r0")) as agent:
+            await agent.hello("agent", client="a")
+            assert (await agent.recv())[3] == {"x": 0}
+            await agent.send([4, 1, "patch", [[0, ["y"], 1]]])
+            assert await agent.recv_type(7) == [7, 1, 2]
+        assert "r0" in manager.rooms
