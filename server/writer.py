@@ -204,7 +204,11 @@ class RoomWriter:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self.feed.failed is not None or self.stopped:
+            if self.feed.failed is not None:
+                return
+            if self.stopped:
+                if self._inbox and self.hooks is not None:  # e.g. a batch re-queued after a
+                    self.hooks.refused(self, self.stop())  # write-back: on to the new owner
                 return
             if not self._inbox:
                 continue
