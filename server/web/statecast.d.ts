@@ -23,7 +23,11 @@ export interface Welcome {
 export interface ConnectOptions {
   /** Default "agent". Spectators only read. */
   role?: Role;
-  /** The agent's stable client id. Default: one per tab (sessionStorage), kept across reloads. */
+  /**
+   * The agent's stable client id. Default: one claimed for this tab (sessionStorage, held by
+   * a Web Lock while the Room runs), kept across reloads; a duplicated tab, or a second Room
+   * in this tab, mints its own. Without Web Locks (an insecure origin), a fresh id per Room.
+   */
   client?: string;
   /** A bearer token (--auth jwt). */
   token?: string;
@@ -109,7 +113,11 @@ export class Room {
     pattern: string | Path,
     callback: (value: Value | undefined, previous: Value | undefined, path: Path) => void,
   ): () => void;
-  /** Resolves with the action's diff seq, or null when it had been processed while away. */
+  /**
+   * Resolves with the action's diff seq, or null when it had been processed while away.
+   * Rejects with a StatecastError: the ERROR code, or once stopped the reason it stopped
+   * ("taken_over" after 4009, "closed" after close() or another final close code).
+   */
   act(name: string, args?: unknown): Promise<number | null>;
   /** For React's useSyncExternalStore. */
   subscribe(callback: () => void): () => void;

@@ -171,6 +171,8 @@ test("4009 stops for good: no retry, pending actions and ready reject", async ()
   room.on("error", (err) => errors.push(err));
   last().end(4009, "taken over");
   await assert.rejects(pending, (err) => err.code === "taken_over" && err.closeCode === 4009);
+  // An action asked for afterwards says why too, not just that the client stopped.
+  await assert.rejects(room.act("patch", []), (err) => err.code === "taken_over" && err.closeCode === 4009);
   await tick(30);
   assert.equal(Scripted.sockets.length, 1);
   assert.equal(room.status, "closed");
