@@ -134,7 +134,7 @@ class RoomManager:
         # self.rooms alone let concurrent creations all pass.
         creating = sum(1 for n in self._creating if n not in self.rooms)
         if len(self.rooms) + creating >= self.config.max_rooms and not self._unload_idle():
-            raise Rejection("too_large", "the server holds its maximum number of busy rooms")
+            raise Rejection("unavailable", "the server holds its maximum number of busy rooms")
         self._creating.add(name)
         room_class = self.room_types.for_room(name)
         room = room_class(name)

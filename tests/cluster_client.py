@@ -18,6 +18,7 @@ from statecast.protocol import codec
 from statecast.protocol.digest import state_digest
 from statecast.protocol.messages import Diff, Role
 from statecast.protocol.sync import ActionAcked, ActionRejected, ClientSync, Welcomed
+from tests.helpers import SCALE
 
 
 class Roamer:
@@ -122,7 +123,7 @@ class Roamer:
         waiter: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiters[aid] = waiter
         await self._flush()
-        return await waiter
+        return await asyncio.wait_for(waiter, 30 * SCALE)
 
     async def close(self) -> None:
         self._stopping = True

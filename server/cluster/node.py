@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import structlog
 
+from statecast.protocol import codec
 from statecast.protocol.errors import Rejection
+from statecast.protocol.messages import Error
 from statecast.server.cluster.follower import Follower
 from statecast.server.cluster.forwarding import Forwarder, decode_action, encode_answers
 from statecast.server.cluster.lease import Leases
@@ -283,7 +285,10 @@ class ClusterNode:
         for req in requests:
             if not isinstance(req, Request):
                 continue
-            if isinstance(req.reply, RemoteReply):
+            if live.owned:  # this node took the room back meanwhile
+                assert live.writer is not None
+                live.writer.submit(req)
+            elif isinstance(req.reply, RemoteReply):
                 self._publish_answers("", [(req, None, UNAVAILABLE)])
             else:
                 self.forward(live, req)
@@ -304,11 +309,25 @@ class ClusterNode:
 
     def refused(self, writer: RoomWriter, requests: list[Request | HookRequest]) -> None:
         live = self.manager.rooms.get(writer.name)
-        if live is None or live.writer is not writer:
+        if live is None:
+            self._refuse_all(requests)
             return
-        if live.follower is None:
+        if live.writer is writer and live.follower is None:
             self._become_follower(live)
         self._hand_on(live, requests)
+
+    def _refuse_all(self, requests: list[Request | HookRequest]) -> None:
+        """The room is no longer held here: its unanswered actions were not processed."""
+        for req in requests:
+            if not isinstance(req, Request):
+                continue
+            if isinstance(req.reply, RemoteReply):
+                self._publish_answers("", [(req, None, UNAVAILABLE)])
+            elif isinstance(req.reply, asyncio.Future):
+                if not req.reply.done():
+                    req.reply.set_exception(UNAVAILABLE)
+            else:
+                req.reply.send(codec.encode(Error(req.aid, UNAVAILABLE.code, UNAVAILABLE.message)))
 
     async def keys_lost(self, writer: RoomWriter) -> None:
         if not await self.leases.acquire(writer.name):
