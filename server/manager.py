@@ -25,7 +25,7 @@ from statecast.protocol import ops
 from statecast.protocol.errors import NoSuchRoom, Rejection
 from statecast.server.config import Config
 from statecast.server.feed import RoomFailed, RoomFeed
-from statecast.server.history import History
+from statecast.server.history import MIN_HISTORY_BYTES, History
 from statecast.server.live import LiveRoom
 from statecast.server.metrics import Metrics
 from statecast.server.registry import RoomTypes
@@ -160,6 +160,9 @@ class RoomManager:
                 raise RuntimeError(f"room {name}: log entry {seq} holds diff {diff_seq}")
             ops.apply_wire_ops(room.state, diff_ops, room.max_depth)
             history.append(seq, encoded)
+        # As a live room does after each batch: diffs past the state's own size would cost
+        # more to replay than a SNAPSHOT, so a reloaded small room holds kilobytes too.
+        history.trim_to(max(MIN_HISTORY_BYTES, len(msgpack.packb(room.state, use_bin_type=True))))
         return room, history
 
     def make_feed(
