@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= dev
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: install run test lint typecheck pytest bench bench-scale clean
+.PHONY: install run test lint typecheck pytest bench bench-scale clean vendor-js vectors system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,15 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+# The browser tests need Chromium and the JS tests Node: found on PATH, else installed from
+# Debian when running as root (CI), else the tests fail saying how to install them.
+system-deps:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || true
+	@command -v node >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs >/dev/null; } || true
+
+pytest: install system-deps
 	$(BIN)/pytest
 
 test: lint typecheck pytest
@@ -41,3 +49,20 @@ bench-scale: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+
+# The browser copy of @msgpack/msgpack (its ESM build and licence) that the server ships in
+# server/web/vendor/msgpack/; refresh it from the npm registry (needs npm, only here).
+MSGPACK_JS ?= 3.1.3
+VENDOR_JS := server/web/vendor/msgpack
+vendor-js:
+	rm -rf $(VENDOR_JS) && mkdir -p $(VENDOR_JS)
+	tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent @msgpack/msgpack@$(MSGPACK_JS) >/dev/null \
+	  && tar xzf msgpack-msgpack-$(MSGPACK_JS).tgz \
+	  && cd package/dist.esm && find . -name '*.mjs' -exec install -D -m 644 {} $(CURDIR)/$(VENDOR_JS)/{} \; \
+	  && install -m 644 ../LICENSE $(CURDIR)/$(VENDOR_JS)/LICENSE && rm -rf $$tmp
+	echo "@msgpack/msgpack $(MSGPACK_JS) (dist.esm), from the npm registry by 'make vendor-js'" > $(VENDOR_JS)/VERSION
+
+# The op and sync vectors the JS client's Node tests check, generated from protocol/.
+vectors: install
+	$(BIN)/python -m tests.js.vectors > tests/js/vectors.json
+

@@ -110,7 +110,7 @@ class Target:
     async def start_statecast(self, serve_args: list[str]) -> None:
         """Start ``statecast serve`` on free loopback ports with extra flags; wait until healthy."""
         serving = await self._spawn(
-            ["server", "serve", "--port", "0", "--http-port", "0", "--log-format", "json",
+            ["statecast.server", "serve", "--port", "0", "--http-port", "0", "--log-format", "json",
              *serve_args],
             lambda d: d.get("event") == "serving",
             announces_on_stdout=False,

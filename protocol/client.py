@@ -7,6 +7,12 @@ retryable close (1001, 1011, 4008, 4029, or a dropped connection) reconnects
 with jittered exponential backoff and resumes by ``(epoch, seq)``. Un-acked
 actions are re-sent with their original aids, so each takes effect exactly once.
 
+``token`` may be a callable (plain or async) instead of a string: it is called
+for every connection, and a connection closed with 4001 after its WELCOME (its
+token expired) reconnects with a fresh token and resumes. A 4001 at HELLO, and
+4009 (another connection took over this client id), end the client with an
+error instead.
+
 Usage::
 
     async with connect("ws://127.0.0.1:8765/rooms/lobby", client="bot-1") as room:
@@ -19,9 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import random
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -29,6 +36,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from statecast.protocol.errors import (
     RETRYABLE_CLOSE_CODES,
+    ClientIdTakenOver,
     MalformedMessage,
     Rejection,
     ServerClosed,
@@ -46,7 +54,10 @@ from statecast.protocol.sync import (
     Welcomed,
 )
 
-__all__ = ["RoomClient", "connect"]
+__all__ = ["RoomClient", "TokenSource", "connect"]
+
+#: A token, or something that returns a fresh one for each connection.
+TokenSource: TypeAlias = str | Callable[[], str] | Callable[[], Awaitable[str]]
 
 
 class RoomClient:
@@ -58,14 +69,16 @@ class RoomClient:
         *,
         role: Role = "agent",
         client: str | None = None,
-        token: str | None = None,
+        token: TokenSource | None = None,
         reconnect: bool = True,
         backoff_base: float = 0.05,
         backoff_max: float = 5.0,
         open_timeout: float = 10.0,
     ) -> None:
         self.url = url
-        self.sync = ClientSync(role=role, client=client, token=token)
+        self.token = token
+        fixed = token if isinstance(token, str) else None
+        self.sync = ClientSync(role=role, client=client, token=fixed)
         self.reconnect = reconnect
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -109,18 +122,38 @@ class RoomClient:
             raise ServerClosed(1006, "connection ended before the first state")
 
     async def act(self, name: str, args: Any) -> int | None:
-        """Send an action; return its ACK seq (None if processed earlier) or raise Rejection."""
+        """Send an action; return its ACK seq (None if processed earlier) or raise Rejection.
+
+        A spectator's act() raises ``Rejection("forbidden")`` at once, as the server would
+        answer, without sending anything.
+        """
         self._raise_if_failed()
+        if self.sync.role != "agent":
+            raise Rejection("forbidden", "spectators may not act")
         aid = self.sync.act(name, args)
         fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         self._acts[aid] = fut
         await self._flush()
         return await fut
 
-    async def changes(self) -> AsyncIterator[Event]:
-        """Every event from now on: Changed, StateReplaced, Welcomed, ServerNotice."""
+    def changes(self) -> AsyncIterator[Event]:
+        """Every event from this call on: Changed, StateReplaced, Welcomed, ServerNotice.
+
+        Events are held for the iterator from the moment ``changes()`` is called, not
+        from its first ``__anext__``: what arrives while the caller is busy elsewhere
+        waits in order. Events from before the call are not replayed; they are already
+        in :attr:`state` and :attr:`seq`. So reading ``room.state`` and then calling
+        ``changes()`` (with no ``await`` between) sees every change exactly once. Once
+        the client is closed or its connection ends for good, the iterator raises
+        :class:`~statecast.protocol.errors.ServerClosed` (or what else ended it).
+        """
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._listeners.add(queue)
+        if self._failure is not None:
+            queue.put_nowait(None)
+        return self._events_from(queue)
+
+    async def _events_from(self, queue: asyncio.Queue[Event | None]) -> AsyncIterator[Event]:
         try:
             while True:
                 event = await queue.get()
@@ -147,11 +180,12 @@ class RoomClient:
 
     async def close(self) -> None:
         self.sync.close()
+        # Before the cancel: waiters and iterators see this, not the task's CancelledError.
+        self._fail(ServerClosed(1000, "client closed"))
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, StatecastError, OSError):
                 await self._task
-        self._fail(ServerClosed(1000, "client closed"))
 
     # --- internals -----------------------------------------------------------------------
 
@@ -167,10 +201,17 @@ class RoomClient:
         with contextlib.suppress(ConnectionClosed):
             await ws.send(b"".join(data))
 
+    async def _fresh_token(self) -> None:
+        if callable(self.token):
+            token = self.token()
+            self.sync.token = await token if inspect.isawaitable(token) else token
+
     async def _run(self) -> None:
         attempt = 0
         while True:
+            welcomed = False
             try:
+                await self._fresh_token()
                 async with websockets.connect(
                     self.url, max_size=None, open_timeout=self.open_timeout
                 ) as ws:
@@ -182,6 +223,7 @@ class RoomClient:
                         if isinstance(frame, str):
                             raise MalformedMessage("text frame from the server")
                         self.sync.receive_frame(frame)
+                        welcomed = True  # the first frame always holds the WELCOME
                         self._dispatch(self.sync.events_received())
                         if self.sync.live:
                             attempt = 0
@@ -206,7 +248,11 @@ class RoomClient:
                 self.sync.connection_lost()
             if self.sync.state_kind.value == "closed":
                 return
-            if not self.reconnect or code not in RETRYABLE_CLOSE_CODES:
+            if code == 4009:
+                self._fail(ClientIdTakenOver(self.sync.client, reason))
+                return
+            expired = code == 4001 and welcomed and callable(self.token)
+            if not self.reconnect or (code not in RETRYABLE_CLOSE_CODES and not expired):
                 self._fail(ServerClosed(code, reason))
                 return
             attempt += 1
@@ -262,11 +308,16 @@ async def connect(
     *,
     role: Role = "agent",
     client: str | None = None,
-    token: str | None = None,
+    token: TokenSource | None = None,
     reconnect: bool = True,
     open_timeout: float = 10.0,
 ) -> AsyncIterator[RoomClient]:
-    """Join a room and keep its state in sync until the block exits."""
+    """Join a room and keep its state in sync until the block exits.
+
+    ``token`` is a JWT, or a callable (sync or async) returning a fresh one for
+    each connection, so the client resumes by itself when an open connection's
+    token expires (close 4001).
+    """
     room = RoomClient(
         url, role=role, client=client, token=token, reconnect=reconnect, open_timeout=open_timeout
     )

@@ -15,6 +15,7 @@ that closes a socket or answers an HTTP request only reads a hint::
     │   └── RateLimitExceeded    4029: the rate limit was exceeded repeatedly
     ├── Rejection                the room refused an action: ERROR, the socket stays open
     └── ServerClosed             the server ended the connection (seen by clients)
+        └── ClientIdTakenOver    4009: another connection uses this agent's client id
 
 A :class:`ProtocolViolation` carries the close code that docs/protocol.md §8.1 names; a
 :class:`Rejection` carries its ERROR code and the HTTP status that the HTTP side
@@ -33,6 +34,7 @@ ERROR_HTTP_STATUS: Final[dict[str, int]] = {
     "conflict": 409,
     "too_large": 413,
     "rate_limited": 429,
+    "unavailable": 503,
 }
 
 ERROR_CODES: Final[frozenset[str]] = frozenset(ERROR_HTTP_STATUS)
@@ -108,6 +110,25 @@ class ServerClosed(StatecastError):
         super().__init__(f"closed by server: {code} {reason}".strip())
         self.code = code
         self.reason = reason
+
+
+class ClientIdTakenOver(ServerClosed):
+    """Close 4009: a newer connection with the same agent client id joined the room.
+
+    Two running agents share one client id; their aids collide, so the room
+    would drop one's actions as already processed. Give each agent its own id.
+    The client does not reconnect on its own after this.
+    """
+
+    def __init__(self, client: str | None, reason: str) -> None:
+        super().__init__(4009, reason)
+        self.client = client
+
+    def __str__(self) -> str:
+        return (
+            f"closed by server: 4009: another connection took over client id {self.client!r} "
+            "in this room; each running agent needs a client id of its own"
+        )
 
 
 #: Close codes after which a client should reconnect and resume (docs/protocol.md §8).

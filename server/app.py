@@ -14,13 +14,16 @@ from dataclasses import dataclass
 import structlog
 
 from statecast.server.auth import Authenticator, NoAuth
+from statecast.server.cluster.node import ClusterNode
 from statecast.server.config import Config
 from statecast.server.http import HttpListener
-from statecast.server.limits import TokenBucket
+from statecast.server.limits import TokenBucket, raise_open_file_limit
 from statecast.server.manager import RoomManager
 from statecast.server.metrics import Metrics
 from statecast.server.registry import RoomTypes
+from statecast.server.rooms.document import DocumentRoom, PresenceDocumentRoom
 from statecast.server.store import Store, open_store
+from statecast.server.store.redis import RedisStore
 from statecast.server.ws import WebSocketListener
 
 log = structlog.get_logger()
@@ -46,11 +49,22 @@ class App:
         self.config = config
         self.metrics = Metrics()
         self.store = (
-            store if store is not None else open_store(config.store, durability=config.durability)
+            store
+            if store is not None
+            else open_store(
+                config.store,
+                durability=config.durability,
+                retain_diffs=config.history_diffs,
+                wait_replicas=config.wait_replicas,
+            )
         )
-        self.room_types = RoomTypes.parse(config.room_types)
+        default = PresenceDocumentRoom if config.document_presence else DocumentRoom
+        self.room_types = RoomTypes.parse(config.room_types, default)
         self.auth = build_authenticator(config)
         self.rooms = RoomManager(config, self.store, self.room_types, self.metrics)
+        self.cluster: ClusterNode | None = None
+        if isinstance(self.store, RedisStore):
+            self.cluster = self.rooms.cluster = ClusterNode(self.rooms, self.store)
         self.ws = WebSocketListener(self)
         self.http = HttpListener(self)
         self.ready = False
@@ -62,9 +76,12 @@ class App:
         return TokenBucket(c.action_rate, c.action_burst, c.rate_strikes)
 
     async def start(self) -> Ports:
+        raise_open_file_limit(self.config.max_connections)
         if self.config.auth == "none":
             log.warning("auth is off: every client may join any room in any role (--auth none)")
         await self.store.open()
+        if self.cluster is not None:
+            await self.cluster.start()
         http_port = await self.http.start()
         ws_port = await self.ws.start()
         self.ports = Ports(ws=ws_port, http=http_port)
@@ -79,15 +96,26 @@ class App:
         return self.ports
 
     async def stop(self) -> None:
-        """Graceful shutdown: nothing acknowledged is lost, every client is told 1001."""
+        """Graceful shutdown: nothing acknowledged is lost, every client is told 1001.
+
+        A cluster node hands its rooms over first (checkpoint, lease released, so
+        a follower takes each over at once) and tells its clients 1012: reconnect
+        at once, to any node, and resume.
+        """
         if not self.ready:
             return
         self.ready = False
         log.info("shutting down")
         await self.rooms.drain()
+        if self.cluster is not None:
+            await self.cluster.hand_over()
+            log.info("rooms handed over: closing connections with 1012")
+            await self.ws.close_all(1012, "this node is leaving: resume on another")
         self.ws.close()
         await self.ws.wait_closed()
         await self.rooms.close()
+        if self.cluster is not None:
+            await self.cluster.close()
         await self.http.close()
         await self.store.close()
         self._stopped.set()

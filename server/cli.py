@@ -31,6 +31,14 @@ def _serve(args: argparse.Namespace) -> int:
         sys.stderr.write(f"statecast: {exc}\n")
         return 2
     configure_logging(config.log_level, config.log_format)
+    if config.workers > 1:
+        from statecast.server.workers import refusal, supervise
+
+        reason = refusal(config)
+        if reason is not None:
+            sys.stderr.write(f"statecast: {reason}\n")
+            return 2
+        return supervise(config, args.serve_argv)
     if config.store.startswith("sqlite:"):
         from pathlib import Path
 
@@ -85,7 +93,22 @@ def build_parser(group: str = COMMANDS_GROUP) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.serve_argv = _without_workers(list(sys.argv[1:] if argv is None else argv)[1:])
     return int(args.func(args))
+
+
+def _without_workers(argv: list[str]) -> list[str]:
+    """A worker's own command line: the supervisor's, less ``--workers``."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            out.append(arg)
+    return out
 
 
 if __name__ == "__main__":

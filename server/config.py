@@ -32,6 +32,8 @@ class Config:
     log_level: str = "info"
     log_format: str = "auto"
     uvloop: bool = True
+    leave_grace: float = 5.0
+    document_presence: bool = False
     # auth and limits
     auth: str = "none"
     jwt_secret: str | None = None
@@ -42,27 +44,44 @@ class Config:
     action_burst: int = 100
     rate_strikes: int = 20
     max_connections: int = 10_000
-    max_room_connections: int = 1_000
+    max_room_connections: int = 0
+    max_room_clients: int = 10_000
     max_rooms: int = 10_000
+    idle_unload: float = 300.0
     max_state_bytes: int = 8 << 20
     max_key_length: int = 1024
     http_max_body: int = 1 << 20
     http_idle_timeout: float = 75.0
+    # cluster (a redis:// store)
+    lease_ttl: float = 3.0
+    wait_replicas: int = 0
+    workers: int = 1
+    reuse_port: bool = False
+    cors_origins: str = ""
 
     def __post_init__(self) -> None:
+        if self.cors_origins:
+            from statecast.server.cors import parse_origins
+
+            parse_origins(self.cors_origins)  # a ValueError names the bad origin
         if self.max_message_bytes < 64 * 1024:
-            raise ValueError("max_message_bytes may not be below 64 KiB (PROTOCOL.md)")
+            raise ValueError("max_message_bytes may not be below 64 KiB (docs/protocol.md §4.3)")
         if self.durability not in ("ack", "async"):
             raise ValueError("durability is 'ack' or 'async'")
         if self.auth not in ("none", "jwt"):
             raise ValueError("auth is 'none' or 'jwt'")
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if self.lease_ttl <= 0:
+            raise ValueError("lease_ttl must be above 0")
 
 
 _HELP: dict[str, str] = {
     "host": "address both listeners bind",
     "port": "WebSocket port",
     "http_port": "HTTP port (state, changefeed, actions, /healthz, /metrics)",
-    "store": "memory | sqlite:PATH",
+    "store": "memory | sqlite:PATH | redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for TLS): "
+    "every server on one Redis is one cluster",
     "durability": "ack: ACK once the diff is committed; async: publish and ACK before the "
     "commit (lower latency; a crash loses the last actions and rooms start a new epoch)",
     "checkpoint_every": "diffs between state checkpoints in the store",
@@ -81,6 +100,9 @@ _HELP: dict[str, str] = {
     "log_level": "debug | info | warning | error",
     "log_format": "auto | json | console",
     "uvloop": "run on uvloop",
+    "leave_grace": "seconds an agent may be disconnected before it leaves (on_leave); "
+    "a reconnect within it is neither a leave nor a join",
+    "document_presence": "the built-in document room records present agents under 'presence'",
     "auth": "none | jwt",
     "jwt_secret": "HS256 secret (env STATECAST_JWT_SECRET)",
     "jwt_public_key": "path to a PEM public key for RS256",
@@ -90,12 +112,25 @@ _HELP: dict[str, str] = {
     "action_burst": "token bucket size",
     "rate_strikes": "refusals within about a second that close 4029 (0: never close)",
     "max_connections": "WebSocket connections in total",
-    "max_room_connections": "WebSocket connections per room",
-    "max_rooms": "rooms held at once",
+    "max_room_connections": "WebSocket connections per room (0: bounded only by --max-connections)",
+    "max_room_clients": "client ids a room records for exactly-once under --auth none "
+    "(0: unlimited)",
+    "max_rooms": "rooms held in memory at once (idle rooms unload, see --idle-unload)",
+    "idle_unload": "seconds an idle room (no connection, no request) stays in memory before "
+    "it is checkpointed and unloaded (0: only when --max-rooms needs the space)",
     "max_state_bytes": "encoded size a room's state may reach (too_large)",
     "max_key_length": "longest map key or path segment, in characters (too_large)",
     "http_max_body": "largest HTTP request body",
     "http_idle_timeout": "seconds an idle HTTP keep-alive connection stays open",
+    "lease_ttl": "seconds a room's owner lease lasts in Redis (renewed every third of it); "
+    "an owner that dies is replaced within about this long",
+    "workers": "server processes sharing the ports (SO_REUSEPORT); above 1 needs a redis:// "
+    "store; a worker that dies is restarted",
+    "reuse_port": "bind with SO_REUSEPORT so several processes share the ports (--workers sets it)",
+    "wait_replicas": "with Redis: WAIT until this many replicas have each batch before ACK "
+    "(0: ACK once the primary ran the write)",
+    "cors_origins": "origins whose pages may read the HTTP side (CORS): a comma-separated list "
+    "such as https://app.example,http://localhost:3000, or * for any; empty: CORS off",
 }
 
 

@@ -71,6 +71,7 @@ class RoomFeed:
         self.metrics = metrics
         self.members: dict[Subscriber, None] = {}
         self.connections = 0
+        #: Who is connected (agents by client id, spectators counted), for the room listing.
         self.failed: BaseException | None = None
         self._busy = False
         self._idle = asyncio.Event()
@@ -161,6 +162,25 @@ class RoomFeed:
         n = len(members)
         self.metrics.frames_sent.inc(n)
         self.metrics.bytes_sent.inc(len(shared) * n)
+
+    def reset(
+        self,
+        epoch: str,
+        head: int,
+        state: dict[str, Any],
+        acked: dict[str, int],
+        history: History,
+    ) -> None:
+        """Take another line of history (a new epoch, or one this copy cannot reach by diffs).
+
+        Every member gets a SNAPSHOT of it at once (PROTOCOL.md allows one at any time).
+        """
+        self.epoch, self.head, self.state, self.acked = epoch, head, state, acked
+        self.history = history
+        self._snapshot = self._state_json = self._digest = None
+        snapshot = self.snapshot_bytes()
+        for sub in self.members:
+            sub.send(snapshot)
 
     # --- slow subscribers ----------------------------------------------------------------
 

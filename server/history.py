@@ -4,11 +4,20 @@ Entries are the exact DIFF messages that were sent live, so a replay is a
 concatenation of bytes with no re-encoding. The log is bounded by count and by
 bytes; the room's epoch and head seq outlive trimmed diffs, so a client away for
 too long gets a SNAPSHOT instead of an error.
+
+The room also trims it to about its state's encoded size (:meth:`trim_to`, with
+a floor of :data:`MIN_HISTORY_BYTES`): diffs beyond that cost more to replay than
+a SNAPSHOT, which a resume would get instead anyway. So a small room with a long
+history holds kilobytes, not ``--history-bytes``, and ten thousand of them fit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Final
+
+#: Bytes of diffs a room may hold whatever its state's size (``--history-bytes`` permitting).
+MIN_HISTORY_BYTES: Final = 64 * 1024
 
 
 class History:
@@ -49,8 +58,14 @@ class History:
         self._bytes += len(encoded)
         self._trim()
 
-    def _trim(self) -> None:
-        while len(self) > self.max_diffs or (self._bytes > self.max_bytes and len(self) > 1):
+    def trim_to(self, max_bytes: int) -> None:
+        """Hold at most ``max_bytes`` of diffs (and never fewer than the newest one)."""
+        if self._bytes > max_bytes:
+            self._trim(max_bytes)
+
+    def _trim(self, max_bytes: int | None = None) -> None:
+        limit = self.max_bytes if max_bytes is None else min(max_bytes, self.max_bytes)
+        while len(self) > self.max_diffs or (self._bytes > limit and len(self) > 1):
             self._bytes -= len(self._entries[self._start])
             self._start += 1
             self._first_seq += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -12,9 +13,15 @@ from aiohttp import web
 
 from statecast.protocol.errors import ProtocolViolation, Rejection
 from statecast.protocol.ops import MAX_SAFE_INT
+from statecast.server.auth import MAX_CLIENT_ID_LENGTH
+from statecast.server.cluster.forwarding import OutcomeUnknown
+from statecast.server.cors import enable_cors, parse_origins
 from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.limits import TokenBucket
+from statecast.server.listing import Listing
 from statecast.server.live import LiveRoom, Request
+from statecast.server.pages import Pages
+from statecast.server.store.base import StoreUnavailable
 from statecast.server.ws import ROOM_PATH
 
 if TYPE_CHECKING:
@@ -55,12 +62,18 @@ class HttpListener:
         r.add_get(f"/rooms/{{room:{_ROOM}}}/changes", self.changes)
         r.add_post(f"/rooms/{{room:{_ROOM}}}/actions", self.actions)
         r.add_get(f"/rooms/{{room:{_ROOM}}}/clients/{{client}}", self.client)
+        self.listing = Listing(app)
+        r.add_get("/rooms", self.listing.rooms)
+        r.add_get(f"/rooms/{{room:{_ROOM}}}", self.listing.room)
+        Pages(app).add_routes(r, _ROOM)
         r.add_get("/healthz", self.healthz)
         r.add_get("/metrics", self.metrics)
         self.web.middlewares.append(self._errors)
 
     async def start(self) -> int:
         config = self.app.config
+        if config.cors_origins:  # here, once every route is added
+            enable_cors(self.web, parse_origins(config.cors_origins))
         self.runner = web.AppRunner(
             self.web,
             access_log=None,
@@ -68,7 +81,9 @@ class HttpListener:
             shutdown_timeout=2.0,
         )
         await self.runner.setup()
-        site = web.TCPSite(self.runner, config.host, config.http_port)
+        site = web.TCPSite(
+            self.runner, config.host, config.http_port, reuse_port=config.reuse_port or None
+        )
         await site.start()
         server: Any = site._server
         return int(server.sockets[0].getsockname()[1])
@@ -88,6 +103,8 @@ class HttpListener:
             response = error(exc.status, code, exc.text or "")
         except Rejection as exc:
             response = error(exc.http_status, exc.code, exc.message)
+            if exc.code == "unavailable":  # not processed: the same aid may be sent again
+                response.headers["Retry-After"] = "1"
         except ProtocolViolation as exc:
             status = _AUTH_STATUS.get(exc.close_code, 400)
             code = {401: "unauthenticated", 403: "forbidden", 404: "no_such_room"}.get(
@@ -98,6 +115,15 @@ class HttpListener:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="statecast"'
         except RoomFailed as exc:
             response = error(503, "unavailable", str(exc))
+            response.headers["Retry-After"] = "1"
+        except StoreUnavailable as exc:
+            response = error(503, "unavailable", str(exc))
+        except OutcomeUnknown as exc:
+            response = error(
+                504,
+                "timeout",
+                f"{exc}: GET /rooms/{{room}}/clients/{{client}} tells whether it was processed",
+            )
         self.app.metrics.http_requests.labels(name, str(response.status)).inc()
         return response
 
@@ -185,6 +211,9 @@ class HttpListener:
             client = token_client
         if type(client) is not str or not client or not _utf8(client):
             return error(400, "invalid", "client must be a non-empty string")
+        if len(client) > MAX_CLIENT_ID_LENGTH:
+            longest = MAX_CLIENT_ID_LENGTH
+            return error(400, "invalid", f"client ids are at most {longest} characters")
         if type(aid) is not int or not 1 <= aid <= MAX_SAFE_INT:
             return error(400, "invalid", "aid must be an integer >= 1")
         if type(name) is not str:
@@ -216,7 +245,11 @@ class HttpListener:
     async def healthz(self, request: web.Request) -> web.StreamResponse:
         if not self.app.ready:
             return error(503, "starting", "not ready")
-        return web.json_response({"status": "ok", "rooms": len(self.app.rooms.rooms)})
+        cluster = self.app.cluster
+        if cluster is not None and not await cluster.store.ping():
+            return error(503, "degraded", "redis is unreachable: actions are refused meanwhile")
+        body = {"status": "ok", "rooms": len(self.app.rooms.rooms), "pid": os.getpid()}
+        return web.json_response(body)
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         return web.Response(

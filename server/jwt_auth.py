@@ -7,8 +7,9 @@ A token's claims::
     rooms  a list of room names or shell globs (fnmatch, case-sensitive)
     exp    expiry, seconds since the epoch (required)
 
-Every HELLO (a resume included) and every HTTP request is checked; a token is
-never remembered by a connection beyond its HELLO. An agent token also grants
+Every HELLO (a resume included) and every HTTP request is checked. A connection
+remembers only its token's ``exp``: it is closed with 4001 once that passes
+(with the same leeway as at HELLO). An agent token also grants
 the spectator role in its rooms; a spectator token never grants acting.
 
 Only the configured algorithm is accepted, so a token cannot pick a weaker one
@@ -29,7 +30,7 @@ import jwt
 
 from statecast.protocol.errors import NotPermitted, Unauthenticated
 from statecast.protocol.messages import ROLES, Role
-from statecast.server.auth import Identity
+from statecast.server.auth import MAX_CLIENT_ID_LENGTH, Identity
 from statecast.server.config import Config
 
 #: Seconds of clock difference tolerated on ``exp`` (and ``nbf``/``iat`` when present).
@@ -37,7 +38,7 @@ LEEWAY: Final = 10.0
 #: HMAC secrets shorter than this are refused (RFC 7518 §3.2: at least the hash size).
 MIN_SECRET_BYTES: Final = 32
 #: Longest ``sub`` accepted: it becomes a client id, stored per room.
-MAX_SUB_LENGTH: Final = 256
+MAX_SUB_LENGTH: Final = MAX_CLIENT_ID_LENGTH
 #: Verified tokens remembered (by their exact text) so polling clients do not
 #: pay a signature check per request. ``exp`` is still checked on every use.
 CACHE_SIZE: Final = 4096
@@ -125,7 +126,16 @@ class JwtAuth:
             raise NotPermitted(f"the token does not grant room {room!r}")
         if not grant.allows_role(role):
             raise NotPermitted(f"the token grants {grant.role}, not {role}")
-        return Identity(role, grant.sub)
+        return Identity(role, grant.sub, grant.exp + LEEWAY)
+
+    def visible_rooms(self, token: str | None) -> Callable[[str], bool]:
+        """The rooms a listing shows: those the token grants (any role may read), or every
+        room to a tokenless reader when spectators are public."""
+        if token is None:
+            if self.public_spectators:
+                return lambda room: True
+            raise Unauthenticated("token missing")
+        return self.verify(token).allows_room
 
     def verify(self, token: str) -> Grant:
         """The token's grant, or raise Unauthenticated (missing claims count as malformed)."""

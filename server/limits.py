@@ -5,7 +5,15 @@ from __future__ import annotations
 import time
 from typing import Final
 
+import structlog
+
 from statecast.protocol.errors import RateLimitExceeded
+
+log = structlog.get_logger()
+
+#: File descriptors kept for everything but WebSocket connections: the store,
+#: HTTP connections, listening sockets, logs.
+FD_RESERVE: Final = 1024
 
 #: Strikes fade over this many seconds: a client is closed when it is refused
 #: more than ``strikes`` times in about this long, or keeps being refused faster
@@ -59,3 +67,32 @@ class TokenBucket:
             if self._strikes >= self.strikes:
                 raise RateLimitExceeded("rate limit exceeded repeatedly")
         return f"over {self.rate:g} actions/s"
+
+
+def raise_open_file_limit(connections: int) -> int:
+    """Raise the soft open-file limit to the hard one; return the soft limit now in force.
+
+    Many systems start processes with a soft limit of 1,024 descriptors, so a
+    room with a thousand spectators would fail in ``accept()`` long before
+    ``--max-connections``. The hard limit is the administrator's; when it is
+    below what ``connections`` needs, say so at start.
+    """
+    try:
+        import resource
+    except ImportError:  # not a Unix: nothing to raise
+        return connections + FD_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, connections + FD_RESERVE)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < connections + FD_RESERVE:
+        log.warning(
+            "the open-file limit is below --max-connections: raise ulimit -n (hard limit)",
+            limit=soft,
+            max_connections=connections,
+        )
+    return soft

@@ -1,9 +1,22 @@
-"""Rooms in memory: loading from the store, creating on first join, closing."""
+"""Rooms in memory: loading from the store, creating on first join, unloading, closing.
+
+A room is idle when nothing is connected, queued or within a leave grace. An
+idle room is unloaded (checkpointed, its memory freed) once it has had no
+request for ``--idle-unload`` seconds, so a long-running server's memory follows
+its active rooms. At most ``--max-rooms`` rooms are held: a room needed past that
+makes space by unloading the least recently used idle one at once. Only when
+every held room is busy is a new room refused. An unloaded room loads from the
+store again on its next use, on the same epoch.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import functools
 import secrets
+import time
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import structlog
@@ -12,12 +25,16 @@ from statecast.protocol import ops
 from statecast.protocol.errors import NoSuchRoom, Rejection
 from statecast.server.config import Config
 from statecast.server.feed import RoomFailed, RoomFeed
-from statecast.server.history import History
+from statecast.server.history import MIN_HISTORY_BYTES, History
 from statecast.server.live import LiveRoom
 from statecast.server.metrics import Metrics
 from statecast.server.registry import RoomTypes
+from statecast.server.room import Room
 from statecast.server.store.base import RoomRecord, Store
-from statecast.server.writer import RoomWriter
+from statecast.server.writer import RoomWriter, WriterHooks
+
+if TYPE_CHECKING:
+    from statecast.server.cluster.node import ClusterNode
 
 log = structlog.get_logger()
 
@@ -38,6 +55,11 @@ class RoomManager:
         self._creating: set[str] = set()
         self.closing = False
         self._lost: set[str] = set()  # rooms whose published history the store lost
+        self._unloading: dict[str, asyncio.Task[None]] = {}
+        self._waiters: collections.Counter[str] = collections.Counter()
+        self._sweeper: asyncio.Task[None] | None = None
+        #: Set by the app when the store is shared by a cluster (server/cluster/node.py).
+        self.cluster: ClusterNode | None = None
 
     async def get(self, name: str, *, create: bool) -> LiveRoom | None:
         """The live room ``name``, loaded from the store or created if asked; None if absent."""
@@ -45,17 +67,27 @@ class RoomManager:
             raise RoomFailed("the server is shutting down")
         live = self.rooms.get(name)
         if live is not None and live.failed is None:
+            self.rooms[name] = self.rooms.pop(name)  # most recently used last
+            live.touch()
             return live
         if live is not None:
             del self.rooms[name]
-            if live.writer.lost_writes:
+            if live.writer is not None and live.writer.lost_writes:
                 self._lost.add(name)
         task = self._loading.get(name)
         if task is None:
             task = asyncio.create_task(self._load(name, create))
             self._loading[name] = task
             task.add_done_callback(lambda _: self._forget_load(name))
-        live = await asyncio.shield(task)
+        # Counted while waiting, so the loaded room is not unloaded as idle in the loop
+        # turn between the load finishing and this caller attaching to it.
+        self._waiters[name] += 1
+        try:
+            live = await asyncio.shield(task)
+        finally:
+            self._waiters[name] -= 1
+            if not self._waiters[name]:
+                del self._waiters[name]
         if live is None and create:
             return await self.get(name, create=True)
         return live
@@ -71,30 +103,52 @@ class RoomManager:
         return live
 
     async def _load(self, name: str, create: bool) -> LiveRoom | None:
-        room_class = self.room_types.for_room(name)
+        unloading = self._unloading.get(name)
+        if unloading is not None:  # its last checkpoint must be in the store first
+            await asyncio.shield(unloading)
+        if self.cluster is not None:
+            return await self.cluster.load(name, create)
         record = await self.store.load(name)
         if record is not None and name in self._lost:
             await self._new_epoch(name, record)
         if record is None:
             if not create:
                 return None
-            # Rooms being created count too: loads await the store, so checking
-            # self.rooms alone let concurrent creations all pass.
-            creating = sum(1 for n in self._creating if n not in self.rooms)
-            if len(self.rooms) + creating >= self.config.max_rooms:
-                raise Rejection("too_large", "the server holds its maximum number of rooms")
-            self._creating.add(name)
-            room = room_class(name)
-            record = RoomRecord(
-                epoch=new_epoch(),
-                type_name=f"{room_class.__module__}:{room_class.__qualname__}",
-                checkpoint_seq=0,
-                checkpoint_state=msgpack.packb(room.state, use_bin_type=True),
-            )
+            record = self.new_record(name)
             await self.store.create(name, record)
             log.info("room created", room=name, epoch=record.epoch, type=record.type_name)
         else:
-            room = room_class(name, msgpack.unpackb(record.checkpoint_state, raw=False))
+            self.make_space()
+        room, history = await self.rebuild(name, record)
+        feed = self.make_feed(name, room.state, record, history)
+        return self.hold(LiveRoom(feed, self.make_writer(feed, room)))
+
+    def make_space(self) -> None:
+        """A stored room always loads; past --max-rooms it only makes space if it can."""
+        if len(self.rooms) >= self.config.max_rooms:
+            self._unload_idle()
+
+    def new_record(self, name: str) -> RoomRecord:
+        """The record of a room about to be created; refused past --max-rooms of busy rooms."""
+        # Rooms being created count too: loads await the store, so checking
+        # self.rooms alone let concurrent creations all pass.
+        creating = sum(1 for n in self._creating if n not in self.rooms)
+        if len(self.rooms) + creating >= self.config.max_rooms and not self._unload_idle():
+            raise Rejection("unavailable", "the server holds its maximum number of busy rooms")
+        self._creating.add(name)
+        room_class = self.room_types.for_room(name)
+        room = room_class(name)
+        return RoomRecord(
+            epoch=new_epoch(),
+            type_name=f"{room_class.__module__}:{room_class.__qualname__}",
+            checkpoint_seq=0,
+            checkpoint_state=msgpack.packb(room.state, use_bin_type=True),
+        )
+
+    async def rebuild(self, name: str, record: RoomRecord) -> tuple[Room, History]:
+        """The room at the record's head (checkpoint, then the log) and its replay history."""
+        room_class = self.room_types.for_room(name)
+        room = room_class(name, msgpack.unpackb(record.checkpoint_state, raw=False))
         history = History(self.config.history_diffs, self.config.history_bytes)
         tail = await self._log_tail(name, record.checkpoint_seq)
         history.reset(tail[0][0] - 1 if tail else record.checkpoint_seq)
@@ -106,9 +160,17 @@ class RoomManager:
                 raise RuntimeError(f"room {name}: log entry {seq} holds diff {diff_seq}")
             ops.apply_wire_ops(room.state, diff_ops, room.max_depth)
             history.append(seq, encoded)
-        feed = RoomFeed(
+        # As a live room does after each batch: diffs past the state's own size would cost
+        # more to replay than a SNAPSHOT, so a reloaded small room holds kilobytes too.
+        history.trim_to(max(MIN_HISTORY_BYTES, len(msgpack.packb(room.state, use_bin_type=True))))
+        return room, history
+
+    def make_feed(
+        self, name: str, state: dict[str, Any], record: RoomRecord, history: History
+    ) -> RoomFeed:
+        return RoomFeed(
             name,
-            room.state,
+            state,
             epoch=record.epoch,
             head=record.head,
             acked=dict(record.acked),
@@ -116,10 +178,19 @@ class RoomManager:
             config=self.config,
             metrics=self.metrics,
         )
-        writer = RoomWriter(feed, room, store=self.store, config=self.config, metrics=self.metrics)
-        live = LiveRoom(feed, writer)
-        self.rooms[name] = live
+
+    def make_writer(
+        self, feed: RoomFeed, room: Room, hooks: WriterHooks | None = None
+    ) -> RoomWriter:
+        return RoomWriter(
+            feed, room, store=self.store, config=self.config, metrics=self.metrics, hooks=hooks
+        )
+
+    def hold(self, live: LiveRoom) -> LiveRoom:
+        self.rooms[live.name] = live
         self.metrics.rooms.set(len(self.rooms))
+        if self._sweeper is None and self.config.idle_unload > 0:
+            self._sweeper = asyncio.create_task(self._sweep(), name="idle rooms")
         return live
 
     async def _log_tail(self, name: str, checkpoint_seq: int) -> list[tuple[int, bytes]]:
@@ -135,6 +206,51 @@ class RoomManager:
             start -= 1
         return tail[start:]
 
+    async def _sweep(self) -> None:
+        """Unload the rooms idle for ``--idle-unload`` seconds, looking a few times a period."""
+        idle = self.config.idle_unload
+        while not self.closing:
+            await asyncio.sleep(min(idle / 4, 5.0))
+            now = time.monotonic()
+            for name, live in list(self.rooms.items()):
+                if live.idle and now - live.last_active >= idle and self._unloadable(name):
+                    self._start_unload(name, live)
+
+    def _unloadable(self, name: str) -> bool:
+        """Not being loaded, and no caller is waiting to be handed it."""
+        return name not in self._loading and name not in self._waiters
+
+    def _unload_idle(self) -> bool:
+        """Start unloading the least recently used idle room; False if every room is busy."""
+        for name, live in self.rooms.items():
+            if live.idle and self._unloadable(name):
+                self._start_unload(name, live)
+                return True
+        return False
+
+    def _start_unload(self, name: str, live: LiveRoom) -> None:
+        # Out of self.rooms at once (synchronously), so no request reaches it any more;
+        # _load waits for the task before it loads the room again.
+        del self.rooms[name]
+        self.metrics.rooms.set(len(self.rooms))
+        task = asyncio.create_task(self._unload(name, live))
+        self._unloading[name] = task
+        task.add_done_callback(functools.partial(self._forget_unload, name))
+
+    def _forget_unload(self, name: str, _: object) -> None:
+        self._unloading.pop(name, None)
+
+    async def _unload(self, name: str, live: LiveRoom) -> None:
+        try:
+            await live.close()
+            if self.cluster is not None:
+                await self.cluster.unloaded(live)  # lease released, channels left
+            log.info("room unloaded", room=name, seq=live.feed.head)
+        except Exception:
+            log.exception("room unload failed", room=name)
+            if live.writer is not None and live.writer.lost_writes:
+                self._lost.add(name)
+
     async def drain(self) -> None:
         await asyncio.gather(*(room.drain() for room in self.rooms.values()))
 
@@ -147,8 +263,11 @@ class RoomManager:
 
     async def close(self) -> None:
         self.closing = True  # a late HTTP action must not load a room the store will not see
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await asyncio.gather(*self._unloading.values(), return_exceptions=True)
         for name, room in list(self.rooms.items()):
-            if room.writer.lost_writes:
+            if room.writer is not None and room.writer.lost_writes:
                 self._lost.add(name)
             try:
                 await room.close()

@@ -16,6 +16,14 @@ diff costs O(size of the change), never a comparison of whole states. A handler
 that raises leaves the state exactly as it was: every op keeps an undo entry
 and the runner rolls them back.
 
+A ``set`` to the value already there changes nothing, so it records nothing
+(:func:`unchanged`): an action whose ops all change nothing yields no diff, no
+new seq and no new ETag, and is ACKed with the head. "The value already there"
+means equal as msgpack values: types compare exactly (``1``, ``1.0`` and
+``True`` differ, and so do ``0.0`` and ``-0.0``), and maps compare as maps, so
+a set that only reorders a map's keys is dropped too and the state keeps the
+key order it had. The check costs O(size of the value set), like encoding it.
+
 Size limits are kept in O(change) too. A room knows the encoded size of its
 state (measured exactly when it is loaded, and again at every checkpoint, which
 encodes the state anyway) and each op moves that figure by what it adds minus
@@ -26,12 +34,20 @@ one op and removed at most once, so the total work stays proportional to the
 bytes actions write. A container's header grows or shrinks as its length
 crosses 16 or 65536, and that is counted too, so the figure is the exact
 encoded size; the checkpoint's re-measurement is a safety net.
+
+Presence: :meth:`Room.on_join` and :meth:`Room.on_leave` run when an agent
+comes and goes, in the room's worker in order with actions, through the same
+:class:`ActionContext`. Their ops are ordinary diffs (numbered, stored,
+replayed on resume); a hook that raises changes nothing. A reconnect within
+the server's leave grace, or a newer connection taking over the same client
+id, is neither a leave nor a join. Spectators never run hooks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, ClassVar, Final, TypeVar
+import math
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Final, Literal, TypeVar
 
 import msgpack
 
@@ -100,6 +116,8 @@ class ActionContext:
 
     def record(self, op: ops.Op) -> None:
         """Apply and record an op already checked by :func:`statecast.protocol.ops.parse_op`."""
+        if op[0] == ops.SET and unchanged(self.state, op[1], op[2]):
+            return  # a set to the value already there: no op, so no diff wakes anyone
         try:
             encoded = codec.encode_op(op)  # before a later op can change the value it placed
         except UnicodeEncodeError:  # JSON over HTTP can carry "\\ud800"; msgpack cannot
@@ -129,6 +147,48 @@ class ActionContext:
         ops.rollback(self._undo)
         self.encoded_ops.clear()
         self.size_delta = 0
+
+
+def unchanged(state: dict[str, Any], path: list[Any], value: Any) -> bool:
+    """True if ``path`` already holds ``value`` as the same msgpack value (see the module doc)."""
+    node: Any = state
+    for seg in path:
+        if type(node) is dict and type(seg) is str:
+            node = node.get(seg, _MISSING)
+            if node is _MISSING:
+                return False
+        elif type(node) is list and type(seg) is int and 0 <= seg < len(node):
+            node = node[seg]
+        else:
+            return False
+    # Python's == (in C) settles every real change fast: values that differ under it
+    # differ as msgpack values too. Only values it calls equal need the typed check.
+    return bool(node == value) and same_value(node, value)
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal as msgpack values: exact types, floats by sign too, maps in any key order.
+
+    Python's ``==`` would call ``1 == 1.0 == True`` and ``0.0 == -0.0``, which
+    encode differently. Stops at the first difference, so it costs at most the
+    size of the smaller value.
+    """
+    t = type(a)
+    if t is not type(b):
+        return False
+    if t is dict:
+        if len(a) != len(b):
+            return False
+        for k, v in a.items():
+            w = b.get(k, _MISSING)
+            if w is _MISSING or not same_value(v, w):
+                return False
+        return True
+    if t is list:
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+    if t is float:
+        return bool(a == b and math.copysign(1.0, a) == math.copysign(1.0, b))
+    return bool(a == b)
 
 
 def _packed_len(value: Any) -> int:
@@ -252,11 +312,52 @@ class Room:
     def action_names(cls) -> list[str]:
         return sorted(cls._handlers)
 
-    def run_action(self, client: str, name: str, args: Any) -> list[bytes]:
-        """Run one action all or nothing; return its encoded ops or raise Rejection."""
+    def on_join(self, ctx: ActionContext) -> None:
+        """An agent (``ctx.client``) arrived: record it through ``ctx`` if the room cares."""
+
+    def on_leave(self, ctx: ActionContext) -> None:
+        """An agent (``ctx.client``) left and did not come back within the leave grace."""
+
+    @classmethod
+    def has_presence_hooks(cls) -> bool:
+        """Whether this type overrides a hook (if not, the server tracks no joins or leaves)."""
+        return cls.on_join is not Room.on_join or cls.on_leave is not Room.on_leave
+
+    def present_agents(self) -> Iterable[str]:
+        """The agents this room's state records as present.
+
+        Read when the room is loaded: each of them gets the leave grace to
+        reconnect before :meth:`on_leave` runs for it, so that presence kept in
+        the state survives a restart without leaving ghosts behind.
+        """
+        return ()
+
+    def run_action(
+        self, client: str, name: str, args: Any, undo: list[ops.Undo] | None = None
+    ) -> list[bytes]:
+        """Run one action all or nothing; return its encoded ops or raise Rejection.
+
+        ``undo``, if given, receives the applied action's undo entries, so a whole
+        batch can be rolled back when its write to the store does not happen.
+        """
         attr = self._handlers.get(name)
         if attr is None:
             raise Rejection("unknown_action", f"room type {type(self).__name__} has no {name!r}")
+        return self._run(undo, client, getattr(self, attr), args)
+
+    def run_hook(
+        self, client: str, hook: Literal["join", "leave"], undo: list[ops.Undo] | None = None
+    ) -> list[bytes]:
+        """Run :meth:`on_join` or :meth:`on_leave` all or nothing; return its encoded ops."""
+        return self._run(undo, client, self.on_join if hook == "join" else self.on_leave)
+
+    def _run(
+        self,
+        undo: list[ops.Undo] | None,
+        client: str,
+        handler: Callable[..., None],
+        *args: Any,
+    ) -> list[bytes]:
         budget = None
         if self.max_state_bytes is not None:
             budget = self.max_state_bytes - self.state_bytes
@@ -268,11 +369,13 @@ class Room:
             size_budget=budget,
         )
         try:
-            getattr(self, attr)(ctx, args)
+            handler(ctx, *args)
             if budget is not None and ctx.size_delta > max(budget, 0):
                 raise Rejection("too_large", "the room's state would exceed its size limit")
         except BaseException:
             ctx.rollback()
             raise
         self.state_bytes += ctx.size_delta
+        if undo is not None:
+            undo.extend(ctx._undo)
         return ctx.encoded_ops

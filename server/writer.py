@@ -14,6 +14,24 @@ single worker task takes everything queued as one batch and:
 So when actions arrive faster than one pass completes, the next pass carries
 all of them: one write per subscriber per pass, not per diff, and no added
 delay when the room is idle.
+
+Presence hooks (``on_join`` / ``on_leave``) queue in the same inbox and run in
+the same pass, in order with actions: their ops become ordinary diffs, stored
+and published like an action's, with no client aid recorded.
+
+A batch whose write does not happen is rolled back (every applied op keeps an
+undo entry), so the state goes back to the published head and readers never
+see what the store does not hold. Then, by what the store said:
+
+* unreachable (:class:`StoreUnavailable`): when the write certainly never reached
+  the store, the batch's actions are answered ``unavailable``; when it may have,
+  the writer retries the same write (a retry of one that had landed is
+  recognised, not doubled), answers new actions ``unavailable`` meanwhile, and
+  once it lands re-applies the batch and publishes it as usual;
+* refused (:class:`Fenced`: another process owns the room now): the writer stops
+  at once and hands its unanswered actions to ``hooks.refused``;
+* the room's keys are gone (:class:`RoomLost`): ``hooks.keys_lost`` writes the
+  state back under a new epoch, and the batch runs again.
 """
 
 from __future__ import annotations
@@ -22,24 +40,41 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 import structlog
 
-from statecast.protocol import codec
+from statecast.protocol import codec, ops
 from statecast.protocol.errors import Rejection
 from statecast.protocol.messages import Ack, Error
 from statecast.server.config import Config
 from statecast.server.fanout import Subscriber
 from statecast.server.feed import RoomFailed, RoomFeed
+from statecast.server.history import MIN_HISTORY_BYTES
 from statecast.server.metrics import Metrics
+from statecast.server.presence import Hook
 from statecast.server.room import Room
-from statecast.server.store.base import Store, StoredChange
+from statecast.server.store.base import (
+    Fenced,
+    RoomLost,
+    Store,
+    StoredChange,
+    StoreUnavailable,
+)
 
 log = structlog.get_logger()
 
 MAX_UNWRITTEN = 10_000
+RETRY_INTERVAL = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteReply:
+    """An action forwarded by another node: the answer goes back to that node."""
+
+    node: str
+    request: int
 
 
 @dataclass(slots=True)
@@ -50,16 +85,55 @@ class Request:
     aid: int
     name: str
     args: Any
-    reply: Subscriber | asyncio.Future[int | None]
+    reply: Subscriber | asyncio.Future[int | None] | RemoteReply
     received: float
 
 
+@dataclass(slots=True)
+class HookRequest:
+    """A presence hook waiting in a room's inbox."""
+
+    client: str
+    hook: Hook
+
+
 Outcome = tuple[Request, int | None, Rejection | None]
+UNAVAILABLE = Rejection("unavailable", "the room's store cannot be reached: send it again later")
+
+
+class WriterHooks(Protocol):
+    """What a cluster adds to a writer (server/cluster/); a lone server has none."""
+
+    def answer_remote(self, writer: RoomWriter, outcomes: list[Outcome]) -> None:
+        """Send forwarded actions' outcomes back to the nodes they came from."""
+
+    def refused(self, writer: RoomWriter, requests: list[Request | HookRequest]) -> None:
+        """Another node owns the room now: stop acting for it; ``requests`` are unanswered."""
+
+    async def keys_lost(self, writer: RoomWriter) -> None:
+        """The store lost the room: write the state at the head back under a new epoch."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A batch applied and then rolled back because its write may not have happened."""
+
+    changes: list[StoredChange]
+    diffs: list[tuple[int, bytes]]
+    outcomes: list[Outcome]
+    size_delta: int
 
 
 class RoomWriter:
     def __init__(
-        self, feed: RoomFeed, room: Room, *, store: Store, config: Config, metrics: Metrics
+        self,
+        feed: RoomFeed,
+        room: Room,
+        *,
+        store: Store,
+        config: Config,
+        metrics: Metrics,
+        hooks: WriterHooks | None = None,
     ) -> None:
         self.feed = feed
         self.room = room
@@ -71,10 +145,19 @@ class RoomWriter:
         self.store = store
         self.config = config
         self.metrics = metrics
+        self.hooks = hooks
         self.lost_writes = False  # async durability: published diffs the store did not keep
+        #: A batch waiting for an unreachable store; new actions are answered unavailable.
+        self.suspended: _Pending | None = None
+        #: Set when another process took the room over: this writer does nothing more.
+        self.stopped = False
         self._applied = feed.head
         self._since_checkpoint = 0
-        self._inbox: list[Request] = []
+        #: Changes appended since the last checkpoint (or since the load).
+        self._unchecked = False
+        self._inbox: list[Request | HookRequest] = []
+        #: Client ids the room may record for exactly-once (0: no limit): --auth none only.
+        self.max_clients = config.max_room_clients if config.auth == "none" else 0
         self._wake = asyncio.Event()
         self._busy = False
         self._unwritten: list[StoredChange] = []
@@ -88,14 +171,44 @@ class RoomWriter:
     def submit(self, request: Request) -> None:
         if self.feed.failed is not None:
             raise RoomFailed(str(self.feed.failed))
+        if self._worker.done():  # closed (unloaded or shutting down): it would never answer
+            raise RoomFailed("the room is not running")
+        if self.suspended is not None:
+            self._answer([(request, None, UNAVAILABLE)])
+            return
         self._inbox.append(request)
         self._wake.set()
+
+    def submit_hook(self, client: str, hook: Hook) -> None:
+        if self.feed.failed is None:  # else the reloaded room seeds its presence afresh
+            self._inbox.append(HookRequest(client, hook))
+            self._wake.set()
+
+    def may_record(self, client: str) -> bool:
+        """Whether the room can remember ``client``'s aids (``--max-room-clients``)."""
+        acked = self.feed.acked
+        return not self.max_clients or client in acked or len(acked) < self.max_clients
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or being written."""
+        chain = self._write_chain
+        return (
+            not self._inbox
+            and not self._busy
+            and self.suspended is None
+            and (chain is None or chain.done())
+        )
 
     async def _work(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             if self.feed.failed is not None:
+                return
+            if self.stopped:
+                if self._inbox and self.hooks is not None:  # e.g. a batch re-queued after a
+                    self.hooks.refused(self, self.stop())  # write-back: on to the new owner
                 return
             if not self._inbox:
                 continue
@@ -104,6 +217,18 @@ class RoomWriter:
             self.feed.begin_batch()
             try:
                 await self._process(batch)
+            except Fenced as exc:
+                self._refused(exc, batch)
+                return
+            except RoomLost:
+                if self.hooks is None:
+                    raise
+                log.warning("the store lost the room: writing it back", room=self.name)
+                await self.hooks.keys_lost(self)
+                self._inbox[:0] = batch  # rolled back: it runs again on the new epoch
+                self._wake.set()
+            except StoreUnavailable as exc:
+                log.warning("store unreachable", room=self.name, error=str(exc))
             except Exception as exc:
                 log.exception("room failed", room=self.name)
                 self._fail(exc, batch)
@@ -111,22 +236,88 @@ class RoomWriter:
             finally:
                 self._busy = False
                 self.feed.end_batch()
+            if self.suspended is not None and not await self._retry_suspended():
+                return
             # Let joins and reads that waited for the publish run before the next batch.
             await asyncio.sleep(0)
 
-    async def _process(self, batch: list[Request]) -> None:
+    async def _retry_suspended(self) -> bool:
+        """Write the rolled-back batch until the store answers; False if the writer must end."""
+        pending = self.suspended
+        assert pending is not None
+        unanswered: list[Request | HookRequest] = [req for req, _, _ in pending.outcomes]
+        while True:
+            await asyncio.sleep(RETRY_INTERVAL)
+            if self.feed.failed is not None or self.stopped:
+                return False
+            self._busy = True
+            self.feed.begin_batch()
+            try:
+                await self.store.append(self.name, pending.changes)
+            except StoreUnavailable:
+                continue
+            except Fenced as exc:
+                self.suspended = None
+                self._refused(exc, unanswered)
+                return False
+            except RoomLost:
+                if self.hooks is None:
+                    raise
+                self.suspended = None
+                await self.hooks.keys_lost(self)
+                self._inbox[:0] = unanswered
+                self._wake.set()
+                return True
+            else:
+                self.suspended = None
+                self._reapply(pending)
+                await self._after_write(pending.diffs, pending.outcomes)
+                log.info("store reachable again: the room goes on", room=self.name)
+                return True
+            finally:
+                self._busy = False
+                self.feed.end_batch()
+
+    def _reapply(self, pending: _Pending) -> None:
+        """Redo a rolled-back batch whose write has now landed, from its own diffs."""
+        for _, encoded in pending.diffs:
+            _, _, diff_ops = msgpack.unpackb(encoded, raw=False)
+            ops.apply_wire_ops(self.room.state, diff_ops, self.room.max_depth)
+        for change in pending.changes:
+            if change.client is not None:
+                self.feed.acked[change.client] = change.aid
+        self.room.state_bytes += pending.size_delta
+        if pending.diffs:
+            self._applied = pending.diffs[-1][0]
+
+    async def _process(self, batch: list[Request | HookRequest]) -> None:
         acked = self.feed.acked
         changes: list[StoredChange] = []
         outcomes: list[Outcome] = []
         diffs: list[tuple[int, bytes]] = []
+        undo: list[ops.Undo] = []
+        acked_before: dict[str, int] = {}
+        applied_before, size_before = self._applied, self.room.state_bytes
         for req in batch:
+            if type(req) is HookRequest:
+                hook_diff = self._run_hook(req, undo)
+                if hook_diff is not None:
+                    diffs.append((self._applied, hook_diff))
+                    changes.append(StoredChange(self._applied, hook_diff, None, 0))
+                continue
+            assert type(req) is Request
             if req.aid <= acked.get(req.client, 0):
                 outcomes.append((req, None, None))
                 self.metrics.actions.labels("duplicate").inc()
                 continue
+            if self.max_clients and not self.may_record(req.client):
+                refusal = f"the room records at most {self.max_clients} client ids: reuse one"
+                outcomes.append((req, None, Rejection("forbidden", refusal)))
+                continue
+            acked_before.setdefault(req.client, acked.get(req.client, 0))
             acked[req.client] = req.aid
             try:
-                parts = self.room.run_action(req.client, req.name, req.args)
+                parts = self.room.run_action(req.client, req.name, req.args, undo)
             except Rejection as exc:
                 rejection: Rejection | None = exc
             except Exception:
@@ -148,14 +339,52 @@ class RoomWriter:
             outcomes.append((req, self._applied, None))
             self.metrics.actions.labels("applied").inc()
         if changes:
-            await self._persist(changes)
+            try:
+                await self._persist(changes)
+            except (StoreUnavailable, Fenced, RoomLost) as exc:
+                # Not written (or not known to be): back to the published head.
+                ops.rollback(undo)
+                for client, aid in acked_before.items():
+                    if aid:
+                        acked[client] = aid
+                    else:
+                        acked.pop(client, None)
+                size_delta = self.room.state_bytes - size_before
+                self.room.state_bytes, self._applied = size_before, applied_before
+                if isinstance(exc, StoreUnavailable):
+                    if not exc.sent:  # certainly not written: answer now, nothing waits
+                        self._answer([(req, None, UNAVAILABLE) for req, _, _ in outcomes])
+                    else:
+                        self.suspended = _Pending(changes, diffs, outcomes, size_delta)
+                raise
+        await self._after_write(diffs, outcomes)
+
+    async def _after_write(self, diffs: list[tuple[int, bytes]], outcomes: list[Outcome]) -> None:
         self._publish(diffs, outcomes)
         if diffs:
             self._since_checkpoint += len(diffs)
             if self._since_checkpoint >= self.config.checkpoint_every:
-                await self._write_checkpoint()  # the worker: settled() would wait on itself
+                try:  # the worker: settled() would wait on itself
+                    await self._write_checkpoint()
+                except (StoreUnavailable, Fenced, RoomLost) as exc:
+                    # The log still holds every diff: the next period tries again.
+                    log.info("checkpoint skipped", room=self.name, error=str(exc))
+
+    def _run_hook(self, req: HookRequest, undo: list[ops.Undo]) -> bytes | None:
+        """The hook's DIFF, if it changed anything. A hook that raises changes nothing and is
+        logged: presence must not take the room down."""
+        try:
+            parts = self.room.run_hook(req.client, req.hook, undo)
+        except Exception:
+            log.exception("room hook raised", room=self.name, hook=req.hook, client=req.client)
+            return None
+        if not parts:
+            return None
+        self._applied += 1
+        return codec.encode_diff_parts(self._applied, parts)
 
     async def _persist(self, changes: list[StoredChange]) -> None:
+        self._unchecked = True
         if self.config.durability == "ack" or not self.store.durable:
             t0 = time.perf_counter()
             await self.store.append(self.name, changes)
@@ -195,10 +424,23 @@ class RoomWriter:
             log.error("store write failed after publish", room=self.name, error=repr(exc))
             self._fail(exc, [])
 
-    def _publish(self, diffs: list[tuple[int, bytes]], outcomes: list[Outcome]) -> None:
+    def _answer(self, outcomes: list[Outcome]) -> None:
+        """Answer actions outside a publish (no diffs to order them after)."""
         extras: dict[Subscriber, list[bytes]] = {}
+        remote = self._collect(outcomes, extras)
+        for sub, messages in extras.items():
+            sub.send(b"".join(messages))
+        if remote and self.hooks is not None:
+            self.hooks.answer_remote(self, remote)
+
+    def _collect(
+        self, outcomes: list[Outcome], extras: dict[Subscriber, list[bytes]]
+    ) -> list[Outcome]:
+        remote: list[Outcome] = []
         for req, seq, rejection in outcomes:
-            if isinstance(req.reply, Subscriber):
+            if isinstance(req.reply, RemoteReply):
+                remote.append((req, seq, rejection))
+            elif isinstance(req.reply, Subscriber):
                 message: Ack | Error = (
                     Error(req.aid, rejection.code, rejection.message)
                     if rejection is not None
@@ -210,7 +452,16 @@ class RoomWriter:
                     req.reply.set_exception(rejection)
                 else:
                     req.reply.set_result(seq)
+        return remote
+
+    def _publish(self, diffs: list[tuple[int, bytes]], outcomes: list[Outcome]) -> None:
+        extras: dict[Subscriber, list[bytes]] = {}
+        remote = self._collect(outcomes, extras)
         self.feed.publish(diffs, extras)
+        if remote and self.hooks is not None:
+            self.hooks.answer_remote(self, remote)
+        if diffs and self.room.max_state_bytes is not None:  # state_bytes is kept up to date
+            self.feed.history.trim_to(max(MIN_HISTORY_BYTES, self.room.state_bytes))
         now = time.perf_counter()
         for req, _, _ in outcomes:
             self.metrics.fanout_latency.observe(now - req.received)
@@ -239,21 +490,56 @@ class RoomWriter:
         self.room.state_bytes = len(state)  # the running estimate, made exact again
         await self.store.checkpoint(self.name, self.feed.head, state, dict(self.feed.acked))
         self._since_checkpoint = 0
+        self._unchecked = False
 
     async def close(self) -> None:
         try:
             await self.drain()
-            if self.feed.failed is None:
+            # A room that wrote nothing since it loaded (or last checkpointed) leaves the
+            # store as it found it: unloading a room that was only read costs no write.
+            if self.feed.failed is None and self._unchecked:
                 await self.checkpoint()
         finally:  # a failed checkpoint must not leave the worker running
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
 
-    def _fail(self, exc: BaseException, batch: list[Request]) -> None:
+    def stop(self) -> list[Request | HookRequest]:
+        """Stop writing (the lease is lost or handed over); returns the unanswered requests."""
+        self.stopped = True
+        self._wake.set()
+        unanswered, self._inbox = self._inbox, []
+        return unanswered
+
+    def _refused(self, exc: Fenced, requests: list[Request | HookRequest]) -> None:
+        """Another process owns the room: stop now, hand the unanswered requests over."""
+        log.warning(
+            "write refused: this process stops writing for the room",
+            room=self.name,
+            reason=str(exc),
+        )
+        self.stopped = True
+        unanswered, self._inbox = requests + self._inbox, []
+        if self.hooks is None:
+            self._fail(exc, unanswered)
+            return
+        self.hooks.refused(self, unanswered)
+
+    def _fail(self, exc: BaseException, batch: list[Request | HookRequest]) -> None:
         self.feed.fail(exc)
         self._wake.set()  # the worker, if it waits for work, sees the failure and ends
         for req in batch + self._inbox:
-            if isinstance(req.reply, asyncio.Future) and not req.reply.done():
+            if (
+                isinstance(req, Request)
+                and isinstance(req.reply, asyncio.Future)
+                and not req.reply.done()
+            ):
                 req.reply.set_exception(RoomFailed(str(exc)))
+        remote: list[Outcome] = [
+            (req, None, UNAVAILABLE)
+            for req in batch + self._inbox
+            if isinstance(req, Request) and isinstance(req.reply, RemoteReply)
+        ]
+        if remote and self.hooks is not None:
+            self.hooks.answer_remote(self, remote)
         self._inbox.clear()

@@ -17,6 +17,7 @@ from websockets.http11 import Request, Response
 from statecast.protocol import codec
 from statecast.protocol.errors import (
     MalformedMessage,
+    NotPermitted,
     OutOfOrder,
     ProtocolViolation,
     Rejection,
@@ -49,6 +50,15 @@ class WebSocketListener:
         self.server: Server | None = None
         #: Connections past the handshake (counted here: Server.connections is O(n)).
         self.open = 0
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def close_later(self, conn: ServerConnection, code: int, reason: str) -> None:
+        """Close another session's connection without waiting for it."""
+        self.app.metrics.closes.labels(str(code)).inc()
+        closing = close_or_abort(conn, code, reason, self.app.config.slow_timeout)
+        task = asyncio.create_task(closing)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def start(self) -> int:
         config = self.app.config
@@ -66,6 +76,7 @@ class WebSocketListener:
             # websockets' own flow control would pause on 32 KiB; statecast's
             # fan-out never awaits a subscriber and bounds backlogs itself.
             write_limit=config.slow_high_water,
+            reuse_port=config.reuse_port or None,
         )
         sockname = next(iter(self.server.sockets)).getsockname()
         return int(sockname[1])
@@ -91,6 +102,15 @@ class WebSocketListener:
         finally:
             self.open -= 1
 
+    async def close_all(self, code: int, reason: str) -> None:
+        """Close every connection with ``code`` (each gets the close timeout to take it)."""
+        if self.server is None:
+            return
+        timeout = min(self.app.config.slow_timeout, 5.0)
+        await asyncio.gather(
+            *(close_or_abort(conn, code, reason, timeout) for conn in self.server.connections)
+        )
+
     def close(self) -> None:
         if self.server is not None:
             self.server.close(close_connections=True)
@@ -110,6 +130,8 @@ class Session:
         self.room: LiveRoom | None = None
         self.sub: Subscriber | None = None
         self.limiter = app.new_rate_limiter()
+        self._expiry: asyncio.TimerHandle | None = None
+        self._present = False  # counted by the room's presence
 
     async def run(self) -> None:
         config = self.app.config
@@ -141,9 +163,14 @@ class Session:
         except ConnectionClosed:
             pass
         finally:
+            if self._expiry is not None:
+                self._expiry.cancel()
             if self.room is not None and self.sub is not None:
                 self.room.feed.leave(self.sub)
                 self.room.feed.connections -= 1
+                self.room.touch()
+                if self._present:
+                    self.room.presence.depart(self.sub)
 
     def _role(self) -> str:
         return self.sub.role if self.sub is not None else "none"
@@ -161,14 +188,35 @@ class Session:
             room = await self.app.rooms.require(self.room_name, create=self.app.config.create_rooms)
         except Rejection as exc:
             raise _Refused(exc.message) from None
-        if room.feed.connections >= self.app.config.max_room_connections:
+        config = self.app.config
+        client = identity.client if identity.role == "agent" else None
+        taking_over = client is not None and client in room.presence.connected
+        cap = config.max_room_connections
+        if cap and room.feed.connections >= cap and not taking_over:
             raise _Refused("the room holds its maximum number of connections")
+        if client is not None and config.auth == "none" and not room.may_record(client):
+            raise NotPermitted(
+                f"the room records at most {config.max_room_clients} client ids: reuse one"
+            )
         self.room = room
         room.feed.connections += 1
-        self.sub = Subscriber(self.conn, identity.role, identity.client)
-        welcome = await room.feed.join(self.sub, hello.resume)
-        structlog.contextvars.bind_contextvars(conn=self.sub.id)
+        self.sub = sub = Subscriber(self.conn, identity.role, identity.client)
+        welcome = await room.feed.join(sub, hello.resume)
+        structlog.contextvars.bind_contextvars(conn=sub.id)
         log.debug("joined", role=identity.role, client=identity.client, sync=welcome.sync)
+        older = room.presence.arrive(sub)
+        self._present = True
+        if older is not None:
+            room.feed.leave(older)  # no more DIFFs for it
+            log.warning("client id taken over", client=client, older=older.id)
+            self.app.ws.close_later(older.conn, 4009, "another connection took over this client id")
+        if identity.expires is not None:
+            delay = max(0.0, identity.expires - time.time())
+            self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        log.info("token expired", code=4001)
+        self.app.ws.close_later(self.conn, 4001, "token expired")
 
     async def _handle(self, messages: list[Hello | Action | Resync]) -> None:
         room, sub = self.room, self.sub
@@ -201,6 +249,8 @@ class Session:
         if sub.role != "agent" or sub.client is None:
             sub.send(codec.encode(Error(action.aid, "forbidden", "spectators may not act")))
             return
+        if not room.presence.is_current(sub):
+            return  # taken over: its connection is closing with 4009
         room.submit(
             ActionRequest(
                 sub.client, action.aid, action.name, action.args, sub, time.perf_counter()

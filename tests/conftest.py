@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 from tests.helpers import running_server
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture
@@ -15,3 +16,21 @@ async def server() -> AsyncIterator[Any]:
     """A server with the in-memory store and default settings."""
     async with running_server() as srv:
         yield srv
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One Redis process for the session (tests flush it or use their own keys)."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    redis_server.flush()
+    return redis_server.url

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +104,15 @@ async def bare(url: str) -> AsyncIterator[BareClient]:
     # would miss the server's close frame and hang for close_timeout (10 s).
     async with websockets.connect(url, max_size=None, compression=None, max_queue=None) as ws:
         yield BareClient(ws)
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    """Poll state that has no event to wait on from outside until ``condition`` holds."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Final
 
 from statecast.protocol import ops
+from statecast.protocol.errors import Rejection
 from statecast.server.room import ActionContext, Room, action
+
+#: The key under which a document room with presence records its agents:
+#: ``{"presence": {client: true, ...}}``.
+PRESENCE_KEY: Final = "presence"
 
 
 class DocumentRoom(Room):
@@ -15,3 +21,34 @@ class DocumentRoom(Room):
     def patch(self, ctx: ActionContext, args: Any) -> None:
         for op in ops.parse_ops(args, self.max_depth):
             ctx.record(op)
+
+
+class PresenceDocumentRoom(DocumentRoom):
+    """The document room with ``--document-presence``: present agents under ``"presence"``.
+
+    The server owns that key: a patch that touches it is refused with
+    ``forbidden``, so what it says can be trusted.
+    """
+
+    @action("patch")
+    def patch(self, ctx: ActionContext, args: Any) -> None:
+        parsed = ops.parse_ops(args, self.max_depth)
+        if any(op[1][0] == PRESENCE_KEY for op in parsed):
+            raise Rejection("forbidden", f"{PRESENCE_KEY!r} is kept by the server")
+        for op in parsed:
+            ctx.record(op)
+
+    def on_join(self, ctx: ActionContext) -> None:
+        if type(self.state.get(PRESENCE_KEY)) is not dict:
+            ctx.set([PRESENCE_KEY], {ctx.client: True})
+        else:
+            ctx.set([PRESENCE_KEY, ctx.client], True)
+
+    def on_leave(self, ctx: ActionContext) -> None:
+        present = self.state.get(PRESENCE_KEY)
+        if type(present) is dict and ctx.client in present:
+            ctx.delete([PRESENCE_KEY, ctx.client])
+
+    def present_agents(self) -> Iterable[str]:
+        present = self.state.get(PRESENCE_KEY)
+        return list(present) if type(present) is dict else ()

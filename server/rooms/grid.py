@@ -12,11 +12,17 @@ Actions (from agents only):
   bad direction, ``conflict`` into an occupied cell.
 * ``leave``: remove the acting agent.
 
+Presence: when an agent leaves the room (its connection ends and it does not
+reconnect within ``--leave-grace``), its piece is removed and its cell freed
+for others, as if it had sent ``leave``. An agent that comes back later joins
+again. A reconnect within the grace keeps the piece where it was.
+
 Register it with ``--room-type 'grid-*=statecast.server.rooms.grid:GridRoom'``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from statecast.protocol.errors import Rejection
@@ -84,3 +90,10 @@ class GridRoom(Room):
         if ctx.client not in self.state["agents"]:
             raise Rejection("invalid", "not on the board")
         ctx.delete(["agents", ctx.client])
+
+    def on_leave(self, ctx: ActionContext) -> None:
+        if ctx.client in self.state["agents"]:
+            ctx.delete(["agents", ctx.client])
+
+    def present_agents(self) -> Iterable[str]:
+        return list(self.state["agents"])

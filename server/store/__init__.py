@@ -1,11 +1,13 @@
-"""Storage backends, chosen by URL: ``memory``, ``sqlite:PATH`` (later ``redis://...``)."""
+"""Storage backends, chosen by URL: ``memory``, ``sqlite:PATH``, ``redis://`` or ``rediss://``."""
 
 from __future__ import annotations
 
 from statecast.server.store.base import RoomRecord, Store, StoredChange
 
 
-def open_store(url: str, *, durability: str = "ack") -> Store:
+def open_store(
+    url: str, *, durability: str = "ack", retain_diffs: int = 10_000, wait_replicas: int = 0
+) -> Store:
     """The store a ``--store`` value names; backends are imported only when used.
 
     ``durability`` is the server's ``--durability``: a durable backend tunes its
@@ -21,7 +23,13 @@ def open_store(url: str, *, durability: str = "ack") -> Store:
 
         store: Store = SQLiteStore(url.removeprefix("sqlite:"), durability=durability)
         return store
-    raise ValueError(f"unknown store {url!r}: use 'memory' or 'sqlite:PATH'")
+    if url.startswith(("redis://", "rediss://")):
+        from statecast.server.store.redis import RedisStore
+
+        return RedisStore(url, retain_diffs=retain_diffs, wait_replicas=wait_replicas)
+    raise ValueError(
+        f"unknown store {url!r}: use 'memory', 'sqlite:PATH' or 'redis://HOST:PORT/DB'"
+    )
 
 
 __all__ = ["RoomRecord", "Store", "StoredChange", "open_store"]

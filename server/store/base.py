@@ -15,6 +15,8 @@ Contract (tests/server/test_store_contract.py runs it against every backend):
 * ``load`` returns what was appended (the checkpoint plus every later diff).
 * ``diffs_after`` serves replay from the log beyond what the room holds in memory.
 * ``checkpoint`` may drop log entries at or below its seq.
+* ``list_rooms`` and ``room_summary`` answer the room listing (``GET /rooms``)
+  from what the store holds, without loading a room; see their docstrings.
 """
 
 from __future__ import annotations
@@ -50,6 +52,38 @@ class RoomRecord:
         return self.diffs[-1][0] if self.diffs else self.checkpoint_seq
 
 
+@dataclass(frozen=True, slots=True)
+class RoomSummary:
+    """What the store knows of a room without loading it: the listing's row."""
+
+    room: str
+    type_name: str
+    epoch: str
+    seq: int
+    """The head: the highest seq stored (a diff in the log, else the checkpoint's)."""
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached now.
+
+    ``sent`` is False when no attempt of the call reached the store (every one
+    failed to connect): then it certainly did not happen. When True, a write
+    may or may not have landed.
+    """
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class Fenced(Exception):
+    """A write refused because another node now owns the room (or the log moved on)."""
+
+
+class RoomLost(Exception):
+    """The store no longer has the room's keys (restarted empty, or evicted)."""
+
+
 class Store(Protocol):
     #: True when ``append`` returns only once the batch is durable on disk.
     durable: bool
@@ -71,3 +105,21 @@ class Store(Protocol):
     async def checkpoint(
         self, room: str, seq: int, state: bytes, acked: dict[str, int]
     ) -> None: ...
+
+    async def list_rooms(self, after: str | None, limit: int) -> list[RoomSummary]:
+        """Up to ``limit`` stored rooms whose names sort strictly after ``after`` (from the
+        first when None), in name order.
+
+        Name order is the order of the names' UTF-8 bytes (the same as code point
+        order; room names are ASCII). The cost must be O(limit) plus a lookup, never
+        O(rooms): an ordered index over names (SQLite's UNIQUE index, a Redis sorted
+        set read with ZRANGEBYLEX ``(after``, a bisected list) and the head per room
+        read in O(1) or O(log n). A call must not load a room's state or log, create
+        anything, or change what the store holds. A room being created may or may not
+        appear; a room appears at most once per call.
+        """
+        ...
+
+    async def room_summary(self, room: str) -> RoomSummary | None:
+        """The same row for one room, or None when the store does not hold it (O(1))."""
+        ...

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import replace
 
-from statecast.server.store.base import RoomRecord, StoredChange
+from statecast.server.store.base import RoomRecord, RoomSummary, StoredChange
 
 
 class MemoryStore:
@@ -13,6 +14,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._rooms: dict[str, RoomRecord] = {}
+        self._names: list[str] = []  # sorted, so a listing page is a bisect and a slice
 
     async def open(self) -> None:
         return None
@@ -21,7 +23,18 @@ class MemoryStore:
         return None
 
     async def rooms(self) -> list[str]:
-        return sorted(self._rooms)
+        return list(self._names)
+
+    async def list_rooms(self, after: str | None, limit: int) -> list[RoomSummary]:
+        start = 0 if after is None else bisect.bisect_right(self._names, after)
+        return [self._summary(name) for name in self._names[start : start + limit]]
+
+    async def room_summary(self, room: str) -> RoomSummary | None:
+        return self._summary(room) if room in self._rooms else None
+
+    def _summary(self, name: str) -> RoomSummary:
+        record = self._rooms[name]
+        return RoomSummary(name, record.type_name, record.epoch, record.head)
 
     async def load(self, room: str) -> RoomRecord | None:
         record = self._rooms.get(room)
@@ -30,6 +43,8 @@ class MemoryStore:
         return replace(record, acked=dict(record.acked), diffs=list(record.diffs))
 
     async def create(self, room: str, record: RoomRecord) -> None:
+        if room not in self._rooms:
+            bisect.insort(self._names, room)
         self._rooms[room] = replace(record, acked=dict(record.acked), diffs=list(record.diffs))
 
     async def append(self, room: str, changes: Sequence[StoredChange]) -> None:

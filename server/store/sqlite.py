@@ -45,7 +45,7 @@ from typing import Any
 import aiosqlite
 import structlog
 
-from statecast.server.store.base import RoomRecord, StoredChange
+from statecast.server.store.base import RoomRecord, RoomSummary, StoredChange
 
 log = structlog.get_logger()
 
@@ -81,6 +81,12 @@ CREATE TABLE IF NOT EXISTS acked (
 _UPSERT_ACKED = (
     "INSERT INTO acked (room, client, aid) VALUES (?, ?, ?) "
     "ON CONFLICT (room, client) DO UPDATE SET aid = excluded.aid"
+)
+
+_SUMMARY = (
+    "SELECT r.name, r.type_name, r.epoch, "
+    "max(r.checkpoint_seq, coalesce((SELECT max(seq) FROM diffs WHERE room = r.id), 0)) "
+    "FROM rooms r "
 )
 
 Db = aiosqlite.Connection
@@ -200,6 +206,18 @@ class SQLiteStore:
     async def rooms(self) -> list[str]:
         rows = await self._conn().execute_fetchall("SELECT name FROM rooms ORDER BY name")
         return [row[0] for row in rows]
+
+    async def list_rooms(self, after: str | None, limit: int) -> list[RoomSummary]:
+        # The UNIQUE index on name serves the range; the diffs primary key the head.
+        rows = await self._conn().execute_fetchall(
+            _SUMMARY + "WHERE r.name > ? ORDER BY r.name LIMIT ?",
+            ("" if after is None else after, limit),
+        )
+        return [RoomSummary(*row) for row in rows]
+
+    async def room_summary(self, room: str) -> RoomSummary | None:
+        rows = list(await self._conn().execute_fetchall(_SUMMARY + "WHERE r.name = ?", (room,)))
+        return RoomSummary(*rows[0]) if rows else None
 
     async def load(self, room: str) -> RoomRecord | None:
         db = self._conn()

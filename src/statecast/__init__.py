@@ -7,12 +7,21 @@ The public API, in one import::
 ``connect`` is the asyncio client (agents and spectators); ``Room``,
 ``action`` and ``ActionContext`` write room types; ``Rejection`` is what a
 handler raises to refuse an action and what ``act()`` raises when the room
-refuses one. The packages below (``statecast.protocol``, ``statecast.server``,
-``statecast.loadtest``) hold the rest.
+refuses one; ``ClientIdTakenOver`` is what a client raises when another
+connection took over its agent client id (close 4009). The packages below
+(``statecast.protocol``, ``statecast.server``, ``statecast.loadtest``) hold the rest.
 """
 
 from statecast.protocol.client import RoomClient, connect
-from statecast.protocol.errors import Rejection
+from statecast.protocol.errors import ClientIdTakenOver, Rejection
 from statecast.server.room import ActionContext, Room, action
 
-__all__ = ["ActionContext", "Rejection", "Room", "RoomClient", "action", "connect"]
+__all__ = [
+    "ActionContext",
+    "ClientIdTakenOver",
+    "Rejection",
+    "Room",
+    "RoomClient",
+    "action",
+    "connect",
+]

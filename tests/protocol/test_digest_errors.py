@@ -90,6 +90,7 @@ def test_protocol_violations_carry_their_close_code(
         ("conflict", 409),
         ("too_large", 413),
         ("rate_limited", 429),
+        ("unavailable", 503),
         ("something_new", 400),
     ],
 )
@@ -101,7 +102,7 @@ def test_rejection_maps_to_its_http_status(code: str, status: int) -> None:
 
 
 def test_error_codes_and_retryable_closes() -> None:
-    """The ERROR codes of docs/protocol.md §5.9 but `unavailable`; 1001, 1011, 4008, 4029 retry."""
+    """The ERROR codes of docs/protocol.md §5.9; 1001, 1011, 4008 and 4029 are retryable."""
     assert {
         "forbidden",
         "invalid",
@@ -109,6 +110,7 @@ def test_error_codes_and_retryable_closes() -> None:
         "rate_limited",
         "too_large",
         "conflict",
+        "unavailable",
     } == errors.ERROR_CODES
     assert {1001, 1011, 4008, 4029} <= errors.RETRYABLE_CLOSE_CODES
     assert not {1003, 1007, 1009, 4000, 4001, 4003, 4004} & errors.RETRYABLE_CLOSE_CODES

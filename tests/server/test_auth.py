@@ -213,7 +213,7 @@ async def test_http_action_needs_an_agent_token_and_acts_as_its_subject() -> Non
         async with http.get(client_url, headers=bearer(token(role="spectator"))) as resp:
             assert await resp.json() == {"client": "bot-9", "acked": 1}
         del body["client"]
-        body["aid"] = 2
+        body["aid"], body["args"] = 2, [[0, ["x"], 2]]
         async with http.post(url, json=body, headers=bearer(token(sub="bot-9"))) as resp:
             assert await resp.json() == {"seq": 2}
 

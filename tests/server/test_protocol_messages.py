@@ -348,8 +348,8 @@ async def test_lagging_agent_gets_its_ack_after_the_snapshot_holding_its_diff() 
         slow = BareClient(ws)
         await slow.hello("agent", client="slow")
         assert (await slow.recv())[0] == 3
-        big = "x" * (512 * 1024)
         for aid in range(1, 101):  # bounded: the kernel's buffers fill long before this
+            big = chr(65 + aid % 26) * (512 * 1024)  # a new value each time: a real diff
             body = {"client": "w", "aid": aid, "name": "patch", "args": [[0, ["big"], big]]}
             async with http.post(f"{server.http_url}/rooms/m-lag/actions", json=body) as r:
                 assert r.status == 200

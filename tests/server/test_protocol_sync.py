@@ -388,14 +388,15 @@ async def test_replay_needs_strictly_fewer_bytes_than_the_snapshot(
     epoch = (await room_state(server, room))["epoch"]
 
     def sizes(n: int) -> tuple[int, int]:
-        ops = [[0, ["s"], "y" * n]]
-        replay = packed_len([5, 2, ops]) + packed_len([5, 3, ops])
-        snapshot = packed_len([3, epoch, 3, {"big": "x" * 300, "s": "y" * n}])
+        replay = packed_len([5, 2, [[0, ["s"], "y" * n]]]) + packed_len(
+            [5, 3, [[0, ["s"], "z" * n]]]
+        )
+        snapshot = packed_len([3, epoch, 3, {"big": "x" * 300, "s": "z" * n}])
         return replay, snapshot
 
     n = next(n for n in range(1, 2000) if sizes(n)[0] == sizes(n)[1]) + shift
-    for _ in range(2):
-        await w.patch([0, ["s"], "y" * n])
+    for fill in "yz":  # two diffs of one size (a set to the same value would be no diff)
+        await w.patch([0, ["s"], fill * n])
     replay, snapshot = sizes(n)
     assert (replay < snapshot) == (expected == "replay")
     async with resumed(server, room, [epoch, 1]) as (_, welcome):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,15 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.server import ServerConnection
 
-from tests.helpers import TIMEOUT, BareClient, RunningServer, bare, running_server, unpack
+from tests.helpers import (
+    TIMEOUT,
+    BareClient,
+    RunningServer,
+    bare,
+    eventually,
+    running_server,
+    unpack,
+)
 
 HIGH_WATER = 64 * 1024
 BLOB = 16 * 1024
@@ -38,15 +46,6 @@ def fast_limits() -> dict[str, Any]:
 def metric(server: RunningServer, name: str, labels: dict[str, str] | None = None) -> float:
     value = server.app.metrics.registry.get_sample_value(name, labels or {})
     return value or 0.0
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    """Poll server-side state (there is no event to wait on from outside) until it holds."""
-    async with asyncio.timeout(timeout):
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager

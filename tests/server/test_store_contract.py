@@ -17,21 +17,37 @@ import pytest
 
 from statecast.protocol import codec
 from statecast.server.store import Store, open_store
-from statecast.server.store.base import RoomRecord, StoredChange
+from statecast.server.store.base import (
+    Fenced,
+    RoomLost,
+    RoomRecord,
+    RoomSummary,
+    StoredChange,
+    StoreUnavailable,
+)
 from statecast.server.store.memory import MemoryStore
+from statecast.server.store.redis import RedisStore
 from statecast.server.store.sqlite import SQLiteStore
+from tests.redis_server import RedisServer, free_port
 
 Factory = Callable[[], Store]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def factory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
     """A way to (re)open one backend's data; every store it made is closed afterwards."""
     made: list[Store] = []
     memory = MemoryStore()
+    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
 
     def make() -> Store:
-        store: Store = memory if request.param == "memory" else SQLiteStore(str(tmp_path / "s.db"))
+        store: Store
+        if request.param == "memory":
+            store = memory
+        elif request.param == "sqlite":
+            store = SQLiteStore(str(tmp_path / "s.db"))
+        else:
+            store = RedisStore(redis_url)
         made.append(store)
         return store
 
@@ -169,6 +185,61 @@ async def test_everything_survives_close_and_reopen(factory: Factory) -> None:
     assert after is not None and after.epoch == "epoch-keep" and after.head == 2
 
 
+async def test_list_rooms_pages_in_name_order(store: Store) -> None:
+    """list_rooms gives the rooms after a name, in name order, at most limit of them."""
+    names = ["b", "a.1", "A", "c-2", "a", "Z_z", "0"]
+    for i, name in enumerate(names):
+        await store.create(name, record(f"epoch-{i:04d}"))
+    ordered = sorted(names)
+    assert [s.room for s in await store.list_rooms(None, 100)] == ordered
+    assert [s.room for s in await store.list_rooms(None, 3)] == ordered[:3]
+    assert [s.room for s in await store.list_rooms(ordered[2], 3)] == ordered[3:6]
+    assert [s.room for s in await store.list_rooms("a", 2)] == ["a.1", "b"]  # after is exclusive
+    assert [s.room for s in await store.list_rooms("aa", 100)] == ["b", "c-2"]  # not a room
+    assert await store.list_rooms(ordered[-1], 10) == []
+    walked: list[str] = []
+    after = None
+    while page := await store.list_rooms(after, 2):
+        walked.extend(s.room for s in page)
+        after = page[-1].room
+    assert walked == ordered
+
+
+async def test_list_rooms_reports_type_epoch_and_head(store: Store) -> None:
+    """A row carries the stored type and epoch and the head: the last diff, else the checkpoint."""
+    await store.create("r", record("epoch-rrrr"))
+    await store.create("s", record("epoch-ssss"))
+    await store.append("r", [StoredChange(s, diff(s, s), "a", s) for s in range(1, 4)])
+    await store.checkpoint("r", 3, msgpack.packb({"k": 3}), {"a": 3})
+    await store.append("r", [StoredChange(4, diff(4, 4), "a", 4)])
+    await store.checkpoint("s", 0, msgpack.packb({}), {})
+    type_name = "statecast.server.rooms.document:DocumentRoom"
+    r = RoomSummary("r", type_name, "epoch-rrrr", 4)
+    s = RoomSummary("s", type_name, "epoch-ssss", 0)
+    assert await store.list_rooms(None, 10) == [r, s]
+    assert await store.room_summary("r") == r
+    assert await store.room_summary("s") == s
+    assert await store.room_summary("t") is None
+
+
+async def test_listing_neither_creates_nor_changes_rooms(store: Store) -> None:
+    """Listing and summarising unknown names leave the store as it was."""
+    await store.create("r", record())
+    before = await store.load("r")
+    assert await store.room_summary("nope") is None
+    await store.list_rooms("nope", 10)
+    assert await store.rooms() == ["r"]
+    assert await store.load("r") == before
+    assert await store.load("nope") is None
+
+
+async def test_recreating_a_room_lists_it_once(store: Store) -> None:
+    """create over an existing name (a new epoch) replaces its row, never adds a second."""
+    await store.create("r", record("epoch-old1"))
+    await store.create("r", record("epoch-new1"))
+    assert [(s.room, s.epoch) for s in await store.list_rooms(None, 10)] == [("r", "epoch-new1")]
+
+
 # --- SQLite specifics ----------------------------------------------------------------------
 
 
@@ -269,3 +340,96 @@ async def test_sqlite_async_run_that_never_closed_starts_new_epochs(tmp_path: Pa
         await reopened.close()
         assert loaded is not None and loaded.head == 1
         assert (loaded.epoch != f"epoch-{mode}") is rotated
+
+
+# --- Redis specifics -----------------------------------------------------------------------
+
+
+async def test_redis_refuses_a_stale_owners_write_inside_the_script(redis_url: str) -> None:
+    """Once another node takes the lease, the old owner's append and checkpoint change nothing."""
+    old, new = RedisStore(redis_url, node_id="old"), RedisStore(redis_url, node_id="new")
+    await old.open()
+    await new.open()
+    try:
+        assert await old.acquire("r", ttl=0.2) is not None
+        await old.create("r", record())
+        await old.append("r", [StoredChange(1, diff(1, 1), "a", 1)])
+        assert await new.acquire("r", ttl=5) is None  # held: refused
+        await asyncio.sleep(0.3)  # the old lease expires (a paused owner)
+        assert await new.acquire("r", ttl=5) is not None
+        assert await new.load("r") is not None
+        await new.append("r", [StoredChange(2, diff(2, 2), "b", 1)])
+        with pytest.raises(Fenced):
+            await old.append("r", [StoredChange(2, diff(2, 9), "a", 2)])
+        with pytest.raises(Fenced):
+            await old.checkpoint("r", 1, msgpack.packb({"k": 9}), {"a": 9})
+        assert await old.renew(["r"], ttl=5) == {"r"}
+        loaded = await new.load("r")
+        assert loaded is not None
+        assert loaded.diffs == [(1, diff(1, 1)), (2, diff(2, 2))]
+        assert loaded.acked == {"a": 1, "b": 1}
+    finally:
+        await old.close()
+        await new.close()
+
+
+async def test_redis_refuses_an_append_that_does_not_follow_the_head(redis_url: str) -> None:
+    """A writer whose idea of the head is stale cannot write a seq twice."""
+    first, second = RedisStore(redis_url), RedisStore(redis_url)
+    await first.open()
+    await second.open()
+    try:
+        await first.create("r", record())
+        assert await second.load("r") is not None
+        await first.append("r", [StoredChange(1, diff(1, 1), "a", 1)])
+        with pytest.raises(Fenced):
+            await second.append("r", [StoredChange(1, diff(1, 7), "b", 1)])
+        loaded = await first.load("r")
+        assert loaded is not None and loaded.diffs == [(1, diff(1, 1))]
+        assert loaded.acked == {"a": 1}
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_redis_reports_lost_keys(redis_url: str, redis_server: RedisServer) -> None:
+    """An append to a room whose keys Redis lost raises RoomLost and writes nothing."""
+    store = RedisStore(redis_url)
+    await store.open()
+    try:
+        await store.create("r", record())
+        redis_server.flush()
+        with pytest.raises(RoomLost):
+            await store.append("r", [StoredChange(1, diff(1), "a", 1)])
+        assert await store.load("r") is None
+    finally:
+        await store.close()
+
+
+async def test_redis_trims_the_log_only_behind_the_checkpoint(redis_url: str) -> None:
+    """A checkpoint trims entries older than retain_diffs below it, and nothing above it."""
+    store = RedisStore(redis_url, retain_diffs=2)
+    await store.open()
+    try:
+        await store.create("r", record())
+        await store.append("r", [StoredChange(s, diff(s, s), "a", s) for s in range(1, 8)])
+        await store.checkpoint("r", 5, msgpack.packb({"k": 5}), {"a": 5})
+        assert [s for s, _ in await store.diffs_after("r", 0)] == [4, 5, 6, 7]
+        loaded = await store.load("r")
+        assert loaded is not None and [s for s, _ in loaded.diffs] == [6, 7]
+        with pytest.raises(Fenced):  # a checkpoint ahead of the log is refused
+            await store.checkpoint("r", 9, msgpack.packb({}), {})
+    finally:
+        await store.close()
+
+
+async def test_redis_unreachable_is_reported_not_hung(redis_url: str) -> None:
+    """Against a port nothing listens on, a write fails with StoreUnavailable within seconds."""
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    await store.open()
+    try:
+        async with asyncio.timeout(5):
+            with pytest.raises(StoreUnavailable):
+                await store.create("r", record())
+    finally:
+        await store.close()

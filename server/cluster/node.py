@@ -1,0 +1,410 @@
+"""This process as a node of a cluster: which rooms it owns, which it follows, and the moves
+between the two.
+
+* A room is loaded by taking its lease if it is free: this node then owns it
+  (a feed and a writer, and it listens on the room's inbox for forwarded
+  actions). Otherwise it follows the room (a feed and a follower).
+* A follower that has members, or receives an action, takes the lease as soon
+  as it is free: when it is released (the owner stopped), or when it expires
+  (the owner died or paused), found by a check every third of the TTL. It then
+  catches up from Redis and goes on in the same epoch at the next seq.
+* An owner whose write is refused, or whose lease renewal finds the lease lost,
+  stops writing at once and follows; the actions it had not answered are
+  forwarded to the new owner.
+* An owner whose room Redis lost writes the state back under a new epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+import structlog
+
+from statecast.protocol import codec
+from statecast.protocol.errors import Rejection
+from statecast.protocol.messages import Error
+from statecast.server.cluster.follower import Follower
+from statecast.server.cluster.forwarding import Forwarder, decode_action, encode_answers
+from statecast.server.cluster.lease import Leases
+from statecast.server.feed import RoomFeed
+from statecast.server.live import LiveRoom
+from statecast.server.store.base import RoomLost, RoomRecord, StoreUnavailable
+from statecast.server.store.redis import (
+    Bus,
+    RedisStore,
+    feed_channel,
+    inbox_channel,
+    node_channel,
+)
+from statecast.server.writer import (
+    UNAVAILABLE,
+    HookRequest,
+    Outcome,
+    RemoteReply,
+    Request,
+    RoomWriter,
+)
+
+if TYPE_CHECKING:
+    from statecast.server.manager import RoomManager
+
+log = structlog.get_logger()
+
+#: Notices on a room's feed channel, besides batches: [notice, node].
+RELEASED = "released"
+TAKEN = "taken"
+HAND_OVER_TIMEOUT = 5.0
+
+
+class ClusterNode:
+    def __init__(self, manager: RoomManager, store: RedisStore) -> None:
+        self.manager = manager
+        self.store = store
+        self.config = manager.config
+        self.ttl = self.config.lease_ttl
+        self.leases = Leases(store, self.ttl, self._lease_lost)
+        self.forwarder = Forwarder(store, self.ttl, self.take_over, self.config.slow_timeout)
+        self.bus: Bus = store.bus(self._on_message, self._on_reconnect)
+        self._channels: dict[str, tuple[str, str]] = {}  # channel -> (kind, room)
+        self._check: asyncio.Task[None] | None = None
+        self._taking: dict[str, asyncio.Task[bool]] = {}
+        self.redis_ok = True
+
+    @property
+    def node_id(self) -> str:
+        return self.store.node_id
+
+    async def start(self) -> None:
+        self.bus.start()
+        self.leases.start()
+        self._check = asyncio.create_task(self._check_forever(), name="cluster check")
+
+    async def close(self) -> None:
+        if self._check is not None:
+            self._check.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._check
+        await self.leases.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2):
+                await self.bus.close()
+
+    # --- loading -------------------------------------------------------------------------
+
+    async def load(self, name: str, create: bool) -> LiveRoom | None:
+        """Own the room if its lease is free, else follow it."""
+        if await self.leases.acquire(name):
+            try:
+                return await self._load_owned(name, create)
+            except BaseException:
+                await self._give_up(name)
+                raise
+        return await self._load_followed(name, create)
+
+    async def _load_owned(self, name: str, create: bool) -> LiveRoom | None:
+        manager = self.manager
+        record = await self.store.load(name)
+        if record is None:
+            if not create:
+                await self._give_up(name)
+                return None
+            fresh = manager.new_record(name)
+            if not await self.store.create_if_absent(name, fresh):
+                record = await self.store.load(name)  # created meanwhile by a lease-less writer
+            else:
+                log.info("room created", room=name, epoch=fresh.epoch, type=fresh.type_name)
+                record = fresh
+            if record is None:
+                raise RoomLost(f"room {name} vanished while it was created")
+        room, history = await manager.rebuild(name, record)
+        feed = manager.make_feed(name, room.state, record, history)
+        live = LiveRoom(feed, manager.make_writer(feed, room, hooks=self), forward=self.forward)
+        await self._listen(inbox_channel(name), "in", name)
+        return manager.hold(live)
+
+    async def _load_followed(self, name: str, create: bool) -> LiveRoom | None:
+        manager = self.manager
+        await self._listen(feed_channel(name), "feed", name)
+        record = await self.store.load(name)
+        deadline = asyncio.get_running_loop().time() + self.ttl
+        while record is None and create and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)  # the owner is creating it
+            record = await self.store.load(name)
+        if record is None:
+            await self._unlisten(feed_channel(name))
+            if create:
+                raise Rejection("unavailable", f"room {name} is being created elsewhere")
+            return None
+        room, history = await manager.rebuild(name, record)
+        feed = manager.make_feed(name, room.state, record, history)
+        follower = Follower(feed, self.store, self._rebuild)
+        live = LiveRoom(
+            feed, None, follower=follower, forward=self.forward, grace=self.config.leave_grace
+        )
+        manager.hold(live)
+        follower.repair_soon()  # batches published while the record was read
+        log.info("following room", room=name, epoch=record.epoch, head=record.head)
+        return live
+
+    async def _rebuild(self, name: str, record: Any) -> tuple[dict[str, Any], Any]:
+        room, history = await self.manager.rebuild(name, record)
+        return room.state, history
+
+    async def _give_up(self, name: str) -> None:
+        with contextlib.suppress(StoreUnavailable):
+            await self.leases.release(name, _released(self.node_id))
+
+    # --- the bus -------------------------------------------------------------------------
+
+    async def _listen(self, channel: str, kind: str, room: str) -> None:
+        self._channels[channel] = (kind, room)
+        await self.bus.subscribe(channel)
+
+    async def _unlisten(self, channel: str) -> None:
+        self._channels.pop(channel, None)
+        await self.bus.unsubscribe(channel)
+
+    def _on_message(self, channel: str, data: bytes) -> None:
+        if channel == node_channel(self.node_id):
+            self.forwarder.on_answers(data)
+            return
+        kind, room = self._channels.get(channel, ("", ""))
+        live = self.manager.rooms.get(room)
+        if kind == "feed":
+            if live is None or live.follower is None:
+                return
+            payload = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            if payload[0] == RELEASED:
+                if payload[1] != self.node_id:
+                    live.feed.spawn(self.take_over(live))
+                return
+            if payload[0] == TAKEN:
+                self.forwarder.reforward(live)
+                return
+            live.follower.on_batch(payload)
+        elif kind == "in":
+            node, request_id, client, aid, name, args = decode_action(data)
+            req = Request(
+                client, aid, name, args, RemoteReply(node, request_id), time.perf_counter()
+            )
+            if live is not None and live.owned:
+                assert live.writer is not None
+                live.writer.submit(req)
+            else:
+                self._publish_answers("", [(req, None, UNAVAILABLE)])
+
+    def _on_reconnect(self) -> None:
+        """Messages may have been lost while the bus was down: repair every follower."""
+        for live in list(self.manager.rooms.values()):
+            if live.follower is not None:
+                live.follower.repair_soon()
+
+    # --- owning and following ------------------------------------------------------------
+
+    def forward(self, live: LiveRoom, req: Request) -> None:
+        self.forwarder.forward(live, req)
+
+    async def take_over(self, live: LiveRoom) -> bool:
+        """Take the lease of a followed room if it is free, and become its owner."""
+        if live.owned:
+            return True
+        task = self._taking.get(live.name)
+        if task is None:
+            task = asyncio.create_task(self._take_over(live))
+            self._taking[live.name] = task
+            task.add_done_callback(lambda _: self._taking.pop(live.name, None))
+        return await asyncio.shield(task)
+
+    async def _take_over(self, live: LiveRoom) -> bool:
+        name = live.name
+        if self.manager.rooms.get(name) is not live or live.failed is not None:
+            return False
+        try:
+            if not await self.leases.acquire(name):
+                return False
+            record = await self.store.load(name)
+        except StoreUnavailable:
+            return False
+        feed = live.feed
+        if record is None:
+            await self._write_back(feed)  # Redis lost the room: this node's copy goes back
+        elif record.epoch != feed.epoch or record.head != feed.head:
+            assert live.follower is not None
+            with contextlib.suppress(StoreUnavailable):
+                await live.follower.catch_up()
+            if feed.epoch != record.epoch or feed.head != record.head:
+                rebuilt, history = await self.manager.rebuild(name, record)
+                feed.reset(record.epoch, record.head, rebuilt.state, dict(record.acked), history)
+        room_class = self.manager.room_types.for_room(name)
+        room = room_class(name, feed.state)
+        live.writer = self.manager.make_writer(feed, room, hooks=self)
+        if live.follower is not None:
+            live.follower.closed = True
+            live.follower.release_answers()
+            live.follower = None
+        await self._unlisten(feed_channel(name))
+        await self._listen(inbox_channel(name), "in", name)
+        self.forwarder.resubmit(live)
+        with contextlib.suppress(StoreUnavailable):  # followers re-send what waits for an answer
+            await self.store.publish(feed_channel(name), _notice(TAKEN, self.node_id))
+        log.info("room taken over", room=name, epoch=feed.epoch, head=feed.head)
+        return True
+
+    def _become_follower(self, live: LiveRoom) -> None:
+        name = live.name
+        self.leases.drop(name)
+        live.follower = Follower(live.feed, self.store, self._rebuild)
+        live.feed.spawn(self._follow(live))
+
+    async def _follow(self, live: LiveRoom) -> None:
+        name = live.name
+        with contextlib.suppress(StoreUnavailable):
+            await self._unlisten(inbox_channel(name))
+            await self._listen(feed_channel(name), "feed", name)
+        if live.follower is not None:
+            await live.follower.repair()
+
+    def _lease_lost(self, room: str) -> None:
+        live = self.manager.rooms.get(room)
+        if live is not None and live.owned:
+            assert live.writer is not None
+            unanswered = live.writer.stop()
+            self._become_follower(live)
+            self._hand_on(live, unanswered)
+
+    def _hand_on(self, live: LiveRoom, requests: list[Request | HookRequest]) -> None:
+        """Actions this node took as owner and did not answer: on to the new owner.
+
+        Presence hooks are not handed on: the new owner runs the hooks of its own members.
+        """
+        for req in requests:
+            if not isinstance(req, Request):
+                continue
+            if live.owned:  # this node took the room back meanwhile
+                assert live.writer is not None
+                live.writer.submit(req)
+            elif isinstance(req.reply, RemoteReply):
+                self._publish_answers("", [(req, None, UNAVAILABLE)])
+            else:
+                self.forward(live, req)
+
+    # --- writer hooks --------------------------------------------------------------------
+
+    def answer_remote(self, writer: RoomWriter, outcomes: list[Outcome]) -> None:
+        self._publish_answers(writer.feed.epoch, outcomes)
+
+    def _publish_answers(self, epoch: str, outcomes: list[Outcome]) -> None:
+        async def publish(channel: str, data: bytes) -> None:
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.publish(channel, data)
+
+        for channel, data in encode_answers(epoch, outcomes).items():
+            task = asyncio.ensure_future(publish(channel, data))
+            task.add_done_callback(lambda _: None)
+
+    def refused(self, writer: RoomWriter, requests: list[Request | HookRequest]) -> None:
+        live = self.manager.rooms.get(writer.name)
+        if live is None:
+            self._refuse_all(requests)
+            return
+        if live.writer is writer and live.follower is None:
+            self._become_follower(live)
+        self._hand_on(live, requests)
+
+    def _refuse_all(self, requests: list[Request | HookRequest]) -> None:
+        """The room is no longer held here: its unanswered actions were not processed."""
+        for req in requests:
+            if not isinstance(req, Request):
+                continue
+            if isinstance(req.reply, RemoteReply):
+                self._publish_answers("", [(req, None, UNAVAILABLE)])
+            elif isinstance(req.reply, asyncio.Future):
+                if not req.reply.done():
+                    req.reply.set_exception(UNAVAILABLE)
+            else:
+                req.reply.send(codec.encode(Error(req.aid, UNAVAILABLE.code, UNAVAILABLE.message)))
+
+    async def keys_lost(self, writer: RoomWriter) -> None:
+        if not await self.leases.acquire(writer.name):
+            raise RoomLost(f"room {writer.name}: lost, and another node holds its lease")
+        await self._write_back(writer.feed)
+
+    async def _write_back(self, feed: RoomFeed) -> None:
+        """Redis lost the room: write this node's state back on a new epoch (the old
+        epoch's seqs can no longer be checked, so none of them is reused), SNAPSHOT to all."""
+        name = feed.name
+        room_class = self.manager.room_types.for_room(name)
+        record = RoomRecord(
+            epoch=_new_epoch(),
+            type_name=f"{room_class.__module__}:{room_class.__qualname__}",
+            checkpoint_seq=feed.head,
+            checkpoint_state=msgpack.packb(feed.state, use_bin_type=True),
+            acked=dict(feed.acked),
+        )
+        await self.store.create(name, record)
+        history = feed.history
+        history.reset(feed.head)
+        feed.reset(record.epoch, feed.head, feed.state, feed.acked, history)
+        log.warning("room written back on a new epoch", room=name, epoch=record.epoch)
+
+    # --- the periodic check --------------------------------------------------------------
+
+    async def _check_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            self.redis_ok = await self.store.ping()
+            if not self.redis_ok:
+                continue
+            for live in list(self.manager.rooms.values()):
+                if live.follower is None:
+                    continue
+                with contextlib.suppress(Exception):
+                    wanted = bool(live.feed.members or live.feed.connections)
+                    if wanted and await self.take_over(live):
+                        continue
+                    await live.follower.repair()
+
+    # --- leaving -------------------------------------------------------------------------
+
+    async def unloaded(self, live: LiveRoom) -> None:
+        """An idle room left memory (its writer checkpointed it): give up its lease and
+        channels, so whichever node needs it next owns it."""
+        name = live.name
+        self.forwarder.fail_all(live)
+        with contextlib.suppress(StoreUnavailable):
+            if live.writer is not None and name in self.leases.owned:
+                await self.leases.release(name, _released(self.node_id))
+            await self._unlisten(inbox_channel(name))
+            await self._unlisten(feed_channel(name))
+        self.leases.drop(name)
+
+    async def hand_over(self) -> None:
+        """Graceful stop: checkpoint and release every owned room so followers take over now."""
+        for live in list(self.manager.rooms.values()):
+            if not live.owned:
+                continue
+            assert live.writer is not None
+            try:
+                async with asyncio.timeout(HAND_OVER_TIMEOUT):
+                    await live.writer.close()
+                    self._hand_on(live, live.writer.stop())
+                    await self.leases.release(live.name, _released(self.node_id))
+            except Exception:
+                log.exception("hand-over failed: the lease will expire", room=live.name)
+
+
+def _notice(kind: str, node: str) -> bytes:
+    return bytes(msgpack.packb([kind, node], use_bin_type=True))
+
+
+def _released(node: str) -> bytes:
+    return _notice(RELEASED, node)
+
+
+def _new_epoch() -> str:
+    return secrets.token_urlsafe(12)

@@ -1,0 +1,111 @@
+"""``GET /rooms`` and ``GET /rooms/{room}``: which rooms exist and who is in them.
+
+Rows come from the store in name order, a page at a time (O(page), never
+O(rooms)); a room held in memory overlays its live epoch, head, connected agents
+and spectator count, and a room only in the store shows what the store has
+(no one connected). Nothing here loads or creates a room.
+
+With auth, a page shows only the rooms the token grants. Filtering can leave a
+page short: at most :data:`SCAN_ROWS` stored rows are read per request, and
+``next`` is then the last name read, so a client follows ``next`` until it is
+null whatever a page holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from aiohttp import web
+
+from statecast.protocol.errors import NoSuchRoom, Rejection
+from statecast.server.live import LiveRoom
+from statecast.server.store.base import RoomSummary
+
+if TYPE_CHECKING:
+    from statecast.server.app import App
+
+DEFAULT_LIMIT: Final = 100
+MAX_LIMIT: Final = 1000
+#: Stored rows read per request at most, however few of them the token may see.
+SCAN_ROWS: Final = 2000
+
+
+def type_name(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    return header[7:].strip() if header[:7].lower() == "bearer " else None
+
+
+class Listing:
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def row(self, summary: RoomSummary) -> dict[str, Any]:
+        live = self.app.rooms.rooms.get(summary.room)
+        if live is not None and live.failed is None:
+            return self.live_row(live)
+        return {
+            "room": summary.room,
+            "type": summary.type_name,
+            "epoch": summary.epoch,
+            "seq": summary.seq,
+            "agents": [],
+            "spectators": 0,
+        }
+
+    def live_row(self, live: LiveRoom) -> dict[str, Any]:
+        feed = live.feed
+        return {
+            "room": feed.name,
+            "type": type_name(self.app.room_types.for_room(feed.name)),
+            "epoch": feed.epoch,
+            "seq": feed.head,
+            "agents": live.presence.agents,
+            "spectators": live.presence.spectators,
+        }
+
+    async def page(
+        self, after: str | None, limit: int, visible: Callable[[str], bool]
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        store = self.app.store
+        rows: list[dict[str, Any]] = []
+        cursor, scanned = after, 0
+        while True:
+            want = limit + 1 - len(rows)
+            batch = await store.list_rooms(cursor, want)
+            scanned += len(batch)
+            rows.extend(self.row(s) for s in batch if visible(s.room))
+            if len(rows) > limit:
+                return rows[:limit], rows[limit - 1]["room"]
+            if len(batch) < want:
+                return rows, None
+            cursor = batch[-1].room
+            if scanned >= SCAN_ROWS:
+                return rows, cursor
+
+    async def rooms(self, request: web.Request) -> web.StreamResponse:
+        visible = self.app.auth.visible_rooms(bearer(request))
+        text = request.query.get("limit", str(DEFAULT_LIMIT))
+        if not (text.isascii() and text.isdigit() and 1 <= int(text[:6]) <= MAX_LIMIT):
+            raise Rejection("invalid", f"limit must be an integer from 1 to {MAX_LIMIT}")
+        after = request.query.get("after") or None
+        rows, next_name = await self.page(after, int(text), visible)
+        return web.json_response({"rooms": rows, "next": next_name})
+
+    async def room(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["room"]
+        self.app.auth.authorize(bearer(request), name, "spectator", None)
+        live = self.app.rooms.rooms.get(name)
+        if live is not None and live.failed is None:
+            body = self.live_row(live)
+        else:
+            summary = await self.app.store.room_summary(name)
+            if summary is None:
+                raise NoSuchRoom(f"no room {name!r}")
+            body = self.row(summary)
+        body["actions"] = self.app.room_types.for_room(name).action_names()
+        return web.json_response(body)

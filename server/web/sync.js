@@ -1,0 +1,295 @@
+// The client's sync state machine, without a socket: messages in, events and messages out.
+//
+// The JavaScript twin of protocol/sync.py (ClientSync), kept to the same rules by
+// the shared vectors in tests/js/vectors.json (docs/protocol.md, "Sync and
+// reconnection"):
+//
+// * HELLO carries resume = [epoch, seq] whenever the client holds a state; WELCOME's
+//   `sync` says what follows: a SNAPSHOT (snapshot), DIFFs (replay) or nothing (current).
+// * A DIFF whose seq is not above the client's own is a duplicate and is ignored. A DIFF
+//   that skips ahead means something was lost: the client sends RESYNC once and ignores
+//   further gapped DIFFs until DIFFs or a SNAPSHOT fill the gap.
+// * A SNAPSHOT may arrive at any time after WELCOME; it replaces state, epoch and seq.
+// * Aids strictly increase per (room, client) across reconnects. An action stays pending
+//   until ACK or ERROR; after WELCOME the pending ones above `acked` are re-sent with their
+//   aids, and those at or below it were processed while away: they resolve with seq null.
+//
+//   state       on                              next
+//   ---------   -----------------------------   ---------
+//   idle        connect()                       joining
+//   joining     WELCOME sync=snapshot           syncing
+//   joining     WELCOME sync=replay|current     live
+//   syncing     SNAPSHOT                        live
+//   live        SNAPSHOT                        live
+//   live        DIFF with a gap                 resyncing
+//   resyncing   DIFF that fills the gap         live
+//   resyncing   SNAPSHOT                        live
+//   any         connectionLost()                idle
+//   any         close()                         closed
+
+import { applyOps, isMap, OpError } from "./ops.js";
+
+export const PROTOCOL_VERSION = 1;
+export const HELLO = 1;
+export const WELCOME = 2;
+export const SNAPSHOT = 3;
+export const ACTION = 4;
+export const DIFF = 5;
+export const RESYNC = 6;
+export const ACK = 7;
+export const ERROR = 8;
+
+/** Close codes after which a client reconnects and resumes (docs/protocol.md, "Closing"). */
+export const RETRYABLE_CLOSE_CODES = new Set([1001, 1006, 1011, 1012, 1013, 4008, 4029]);
+
+const TRANSITIONS = new Map([
+  ["idle connect", "joining"],
+  ["joining welcome:snapshot", "syncing"],
+  ["joining welcome:replay", "live"],
+  ["joining welcome:current", "live"],
+  ["syncing snapshot", "live"],
+  ["live snapshot", "live"],
+  ["live gap", "resyncing"],
+  ["resyncing snapshot", "live"],
+  ["resyncing gap_filled", "live"],
+]);
+
+const ROLES = new Set(["agent", "spectator"]);
+const SYNC_KINDS = new Set(["snapshot", "replay", "current"]);
+
+/** The server broke the wire contract (a malformed message, or one out of order). */
+export class ProtocolError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "ProtocolError";
+    this.closeCode = 1007;
+  }
+}
+
+const isInt = (v) => typeof v === "number" && Number.isInteger(v);
+const isSeq = (v) => isInt(v) && v >= 0;
+
+function require(ok, message) {
+  if (!ok) throw new ProtocolError(message);
+}
+
+/**
+ * Check one decoded server message against its form; throw ProtocolError if it is not
+ * one. Returns false for an unknown type, which a client skips (a later extension).
+ */
+export function checkServerMessage(m) {
+  require(Array.isArray(m) && m.length > 0 && isInt(m[0]), "a message is an array [type, ...]");
+  switch (m[0]) {
+    case WELCOME: {
+      const b = m[1];
+      require(m.length >= 2 && isMap(b), "WELCOME is [2, map]");
+      require(typeof b.epoch === "string", "WELCOME 'epoch' must be a str");
+      require(isSeq(b.seq), "WELCOME 'seq' must be an int");
+      require(ROLES.has(b.role), "WELCOME 'role' is unknown");
+      require(b.client == null || typeof b.client === "string", "WELCOME 'client'");
+      require(isSeq(b.acked), "WELCOME 'acked' must be an int");
+      require(SYNC_KINDS.has(b.sync), "WELCOME 'sync' is unknown");
+      return true;
+    }
+    case SNAPSHOT:
+      require(
+        m.length >= 4 && typeof m[1] === "string" && isInt(m[2]) && isMap(m[3]),
+        "SNAPSHOT is [3, epoch, seq, state map]",
+      );
+      return true;
+    case DIFF:
+      require(m.length >= 3 && isInt(m[1]) && Array.isArray(m[2]), "DIFF is [5, seq, ops]");
+      return true;
+    case ACK:
+      require(m.length >= 3 && isInt(m[1]) && (m[2] === null || isInt(m[2])), "ACK is [7, aid, seq|nil]");
+      return true;
+    case ERROR:
+      require(
+        m.length >= 4 &&
+          (m[1] === null || isInt(m[1])) &&
+          typeof m[2] === "string" &&
+          typeof m[3] === "string",
+        "ERROR is [8, aid|nil, code, message]",
+      );
+      return true;
+    default:
+      return false;
+  }
+}
+
+/**
+ * One client's view of one room across any number of connections.
+ *
+ * Events (takeEvents()): {type: "welcome", welcome}, {type: "snapshot", epoch, seq, state},
+ * {type: "change", seq, ops}, {type: "ack", aid, seq}, {type: "rejected", aid, code, message},
+ * {type: "notice", code, message}. Messages to send (takeOutgoing()) are decoded arrays.
+ */
+export class ClientSync {
+  constructor({ role = "agent", client = null, token = null } = {}) {
+    this.role = role;
+    this.client = client;
+    this.token = token;
+    this.stateKind = "idle";
+    this.epoch = null;
+    this.seq = 0;
+    this.state = null;
+    this.acked = 0;
+    this.welcomed = false;
+    /** Counters: DIFFs applied, duplicates ignored, gaps seen (each sends one RESYNC). */
+    this.stats = { diffs: 0, duplicates: 0, gaps: 0 };
+    this._lastAid = 0;
+    this._fresh = false;
+    this._pending = new Map();
+    this._out = [];
+    this._events = [];
+  }
+
+  get live() {
+    return this.stateKind === "live";
+  }
+
+  /** The aids waiting for ACK or ERROR, ascending. */
+  get pending() {
+    return [...this._pending.keys()].sort((a, b) => a - b);
+  }
+
+  /** A connection is open: queue its HELLO, resuming when a state is held. */
+  connect() {
+    this._transition("connect");
+    const hello = { v: PROTOCOL_VERSION, role: this.role };
+    if (this.token != null) hello.token = this.token;
+    if (this.client != null) hello.client = this.client;
+    if (this.epoch !== null && !this._fresh) hello.resume = [this.epoch, this.seq];
+    this._fresh = false;
+    this._out.push([HELLO, hello]);
+  }
+
+  connectionLost() {
+    if (this.stateKind !== "closed") this.stateKind = "idle";
+    for (const p of this._pending.values()) p.sent = false;
+    this._out = [];
+  }
+
+  close() {
+    this.stateKind = "closed";
+    this._out = [];
+  }
+
+  /** Ask for a SNAPSHOT on the next HELLO (no resume) after a broken stream; the state
+   * held stays readable until that SNAPSHOT replaces it. */
+  forgetState() {
+    this._fresh = true;
+  }
+
+  /** Queue an action and return its aid: sent now when joined, else after the next WELCOME. */
+  act(name, args) {
+    if (this.role !== "agent") throw new ProtocolError("spectators cannot act");
+    if (!this.welcomed) throw new ProtocolError("act() before the first WELCOME");
+    this._lastAid = Math.max(this._lastAid, this.acked) + 1;
+    const pending = { aid: this._lastAid, name, args, sent: false };
+    this._pending.set(pending.aid, pending);
+    if (this.stateKind === "syncing" || this.stateKind === "live" || this.stateKind === "resyncing") {
+      this._send(pending);
+    }
+    return pending.aid;
+  }
+
+  /** Process one server message that checkServerMessage accepted. */
+  receive(m) {
+    switch (m[0]) {
+      case DIFF:
+        return this._onDiff(m[1], m[2]);
+      case SNAPSHOT:
+        return this._onSnapshot(m[1], m[2], m[3]);
+      case ACK:
+        return this._resolve(m[1], { type: "ack", aid: m[1], seq: m[2] });
+      case ERROR:
+        if (m[1] === null) return this._events.push({ type: "notice", code: m[2], message: m[3] });
+        return this._resolve(m[1], { type: "rejected", aid: m[1], code: m[2], message: m[3] });
+      case WELCOME:
+        return this._onWelcome(m[1]);
+      default:
+        return undefined;
+    }
+  }
+
+  takeOutgoing() {
+    const out = this._out;
+    this._out = [];
+    return out;
+  }
+
+  takeEvents() {
+    const events = this._events;
+    this._events = [];
+    return events;
+  }
+
+  _transition(what) {
+    const next = TRANSITIONS.get(`${this.stateKind} ${what}`);
+    if (next === undefined) throw new ProtocolError(`unexpected ${what} in state ${this.stateKind}`);
+    this.stateKind = next;
+  }
+
+  _send(pending) {
+    pending.sent = true;
+    this._out.push([ACTION, pending.aid, pending.name, pending.args]);
+  }
+
+  _onWelcome(w) {
+    this._transition(`welcome:${w.sync}`);
+    if (w.sync !== "snapshot" && (this.epoch !== w.epoch || this.seq > w.seq)) {
+      throw new ProtocolError("WELCOME says replay/current for a state we do not hold");
+    }
+    this.welcomed = true;
+    if (w.client != null) this.client = w.client;
+    this.acked = w.acked;
+    this._lastAid = Math.max(this._lastAid, w.acked);
+    this._events.push({ type: "welcome", welcome: w });
+    for (const aid of this.pending) {
+      if (aid <= w.acked) this._resolve(aid, { type: "ack", aid, seq: null });
+    }
+    for (const aid of this.pending) this._send(this._pending.get(aid));
+  }
+
+  _onSnapshot(epoch, seq, state) {
+    this._transition("snapshot");
+    this.epoch = epoch;
+    this.seq = seq;
+    this.state = state;
+    this._events.push({ type: "snapshot", epoch, seq, state });
+  }
+
+  _onDiff(seq, ops) {
+    if ((this.stateKind !== "live" && this.stateKind !== "resyncing") || this.state === null) {
+      throw new ProtocolError(`DIFF in state ${this.stateKind}`);
+    }
+    if (seq <= this.seq) {
+      this.stats.duplicates += 1;
+      return;
+    }
+    if (seq > this.seq + 1) {
+      if (this.stateKind === "live") {
+        this._transition("gap");
+        this.stats.gaps += 1;
+        this._out.push([RESYNC, this.epoch, this.seq]);
+      }
+      return;
+    }
+    try {
+      applyOps(this.state, ops);
+    } catch (err) {
+      if (err instanceof OpError) throw new ProtocolError(`DIFF ${seq} does not apply: ${err.message}`);
+      throw err;
+    }
+    this.seq = seq;
+    this.stats.diffs += 1;
+    if (this.stateKind === "resyncing") this._transition("gap_filled");
+    this._events.push({ type: "change", seq, ops });
+  }
+
+  _resolve(aid, event) {
+    this._pending.delete(aid);
+    this._events.push(event);
+  }
+}

@@ -1,0 +1,136 @@
+"""A client of a whole cluster: the project's sync machine, reconnecting to the next node.
+
+It records what the cluster tests assert: every close code, every seq gap seen
+live (a DIFF more than one above the client's seq), every epoch, and the outcome
+of each of its actions by aid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from statecast.protocol import codec
+from statecast.protocol.digest import state_digest
+from statecast.protocol.messages import Diff, Role
+from statecast.protocol.sync import ActionAcked, ActionRejected, ClientSync, Welcomed
+from tests.helpers import SCALE
+
+
+class Roamer:
+    def __init__(self, urls: list[str], *, role: Role = "agent", client: str | None = None):
+        self.urls = urls
+        self.sync = ClientSync(role=role, client=client)
+        self.node = 0
+        self.closes: list[int] = []
+        self.gaps: list[tuple[int, int]] = []
+        self.epochs: list[str] = []
+        #: The ``sync`` of every WELCOME: how each (re)connection caught up.
+        self.syncs: list[str] = []
+        self.outcomes: dict[int, tuple[str, Any]] = {}
+        self.connections = 0
+        self._ws: Any = None
+        self._welcomed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._waiters: dict[int, asyncio.Future[tuple[str, Any]]] = {}
+        self._stopping = False
+
+    @property
+    def seq(self) -> int:
+        return self.sync.seq
+
+    def digest(self) -> str:
+        return state_digest(self.sync.state or {})
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self._welcomed.wait(), 20)
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            url = self.urls[self.node % len(self.urls)]
+            code = 1006
+            try:
+                async with websockets.connect(url, max_size=None, open_timeout=5) as ws:
+                    self._ws = ws
+                    self.connections += 1
+                    self.sync.connect()
+                    await self._flush()
+                    async for frame in ws:
+                        assert isinstance(frame, bytes)
+                        self._check_gaps(frame)
+                        self.sync.receive_frame(frame)
+                        self._dispatch()
+                        await self._flush()
+                    code = ws.close_code or 1006
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd is not None else 1006
+            except (OSError, TimeoutError, websockets.InvalidHandshake):
+                code = 1006
+            finally:
+                self._ws = None
+                self.sync.connection_lost()
+            if self._stopping:
+                return
+            self.closes.append(code)
+            self.node += 1  # any node of the cluster will do
+            await asyncio.sleep(0.05)
+
+    def _check_gaps(self, frame: bytes) -> None:
+        if not self.sync.live:
+            return
+        seq = self.sync.seq
+        for message in codec.decode_server_frame(frame):
+            if isinstance(message, Diff):
+                if message.seq > seq + 1:
+                    self.gaps.append((seq, message.seq))
+                seq = max(seq, message.seq)
+            else:
+                return  # a SNAPSHOT or WELCOME: the sync machine takes it from here
+
+    def _dispatch(self) -> None:
+        for event in self.sync.events_received():
+            if isinstance(event, Welcomed):
+                self.syncs.append(event.welcome.sync)
+            elif isinstance(event, ActionAcked):
+                self._settle(event.aid, ("ack", event.seq))
+            elif isinstance(event, ActionRejected):
+                self._settle(event.aid, ("error", event.code))
+        if self.sync.epoch is not None and (not self.epochs or self.epochs[-1] != self.sync.epoch):
+            self.epochs.append(self.sync.epoch)
+        if self.sync.welcomed:
+            self._welcomed.set()
+
+    def _settle(self, aid: int, outcome: tuple[str, Any]) -> None:
+        self.outcomes[aid] = outcome
+        waiter = self._waiters.pop(aid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(outcome)
+
+    async def _flush(self) -> None:
+        data = self.sync.data_to_send()
+        if self._ws is not None and data:
+            with contextlib.suppress(ConnectionClosed):
+                await self._ws.send(b"".join(data))
+
+    async def act(self, name: str, args: Any) -> tuple[str, Any]:
+        """Send an action; its outcome: ("ack", seq | None) or ("error", code)."""
+        aid = self.sync.act(name, args)
+        waiter: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters[aid] = waiter
+        await self._flush()
+        return await asyncio.wait_for(waiter, 30 * SCALE)
+
+    async def close(self) -> None:
+        self._stopping = True
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task

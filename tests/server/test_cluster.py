@@ -1,0 +1,382 @@
+"""The cluster: real ``statecast serve`` processes on one real Redis (tests/cluster_nodes.py).
+
+Each test asserts what clients see: every client's digest equals ``/head``'s on
+every node, no seq gap while live, every acknowledged action applied exactly
+once (the counter a client's actions increment equals its acknowledged aids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from tests.cluster_client import Roamer
+from tests.cluster_nodes import Node, cluster
+from tests.helpers import SCALE
+from tests.redis_server import RedisServer
+
+TTL = "1.0"
+FLAGS = (
+    "--lease-ttl",
+    TTL,
+    "--log-level",
+    "info",
+    "--action-rate",
+    "1000",
+    "--action-burst",
+    "1000",
+)
+
+
+@pytest.fixture
+async def redis_node() -> AsyncIterator[RedisServer]:
+    """A Redis of this test's own (the fault tests stop and restart it)."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 30) -> None:
+    """Wait until ``check`` holds (polled: it reads other processes)."""
+    async with asyncio.timeout(timeout * SCALE):
+        for _ in itertools.count():
+            result = check()
+            if result if isinstance(result, bool) else await result:
+                return
+            await asyncio.sleep(0.02)
+
+
+def bump(client: str, i: int) -> list[Any]:
+    """An action whose effect counts: the client's own counter and its last value."""
+    return [[0, ["by", client], i]]
+
+
+async def heads(nodes: list[Node], room: str) -> list[dict[str, Any]]:
+    out = []
+    for node in nodes:
+        status, body = await node.get(f"/rooms/{room}/head")
+        assert status == 200, (node.name, body)
+        out.append(body)
+    return out
+
+
+async def settle(nodes: list[Node], clients: list[Roamer], room: str) -> dict[str, Any]:
+    """Wait until every node and every client shows one head; return it."""
+    async with asyncio.timeout(20 * SCALE):
+        while True:
+            hs = await heads(nodes, room)
+            first = hs[0]
+            same_nodes = all(
+                (h["epoch"], h["seq"], h["digest"])
+                == (first["epoch"], first["seq"], first["digest"])
+                for h in hs
+            )
+            same_clients = all(
+                c.sync.epoch == first["epoch"] and c.seq == first["seq"] for c in clients
+            )
+            if same_nodes and same_clients:
+                for c in clients:
+                    assert c.digest() == first["digest"]
+                return first
+            await asyncio.sleep(0.05)
+
+
+async def test_three_nodes_agree_and_apply_each_action_once(redis_node: RedisServer) -> None:
+    """Agents and spectators spread over three nodes: one line of seqs, one state, no gap."""
+    async with cluster(redis_node.url, 3, *FLAGS) as nodes:
+        room = "shared"
+        agents = [Roamer([nodes[i % 3].room_url(room)], client=f"a{i}") for i in range(6)]
+        spectators = [Roamer([nodes[i % 3].room_url(room)], role="spectator") for i in range(6)]
+        for c in agents + spectators:
+            await c.start()
+        rng = random.Random(7)
+
+        async def run(agent: Roamer, i: int) -> list[tuple[str, Any]]:
+            outcomes = []
+            for n in range(1, 16):
+                outcomes.append(await agent.act("patch", bump(agent.sync.client or "", n)))
+                await asyncio.sleep(rng.random() * 0.01)
+            return outcomes
+
+        results = await asyncio.gather(*(run(a, i) for i, a in enumerate(agents)))
+        for outcomes in results:
+            assert all(kind == "ack" and seq is not None for kind, seq in outcomes), outcomes
+        seqs = sorted(seq for outcomes in results for _, seq in outcomes)
+        assert seqs == list(range(1, len(seqs) + 1))  # every diff once, no seq twice
+        head = await settle(nodes, agents + spectators, room)
+        assert head["seq"] == 6 * 15
+        for c in agents + spectators:
+            assert c.gaps == [] and c.closes == []
+            assert c.sync.state == {"by": {f"a{i}": 15 for i in range(6)}}
+        for c in agents + spectators:
+            await c.close()
+
+
+class Load:
+    """Agents acting in a loop, each appending its own counter to its own list in the state.
+
+    An acknowledged action is in the list once; a refused one (unavailable) is not.
+    """
+
+    def __init__(self, agents: list[Roamer]) -> None:
+        self.agents = agents
+        self.acked: dict[str, list[int]] = {a.sync.client or "": [] for a in agents}
+        self.refused: dict[str, list[int]] = {a.sync.client or "": [] for a in agents}
+        self.seqs: list[int] = []
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _run(self, agent: Roamer) -> None:
+        client = agent.sync.client or ""
+        kind, seq = await agent.act("patch", [[0, ["log", client], []]])
+        assert kind == "ack", (kind, seq)
+        n = 0
+        while not self._stop.is_set() and n < 400:
+            n += 1
+            kind, seq = await agent.act("patch", [[2, ["log", client, -1], n]])
+            if kind == "ack":
+                self.acked[client].append(n)
+                if seq is not None:
+                    self.seqs.append(seq)
+            else:
+                assert seq == "unavailable", (kind, seq)
+                self.refused[client].append(n)
+            await asyncio.sleep(0.01)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._run(a)) for a in self.agents]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        async with asyncio.timeout(30 * SCALE):
+            await asyncio.gather(*self._tasks)
+
+    def check(self, state: dict[str, Any]) -> None:
+        """Every acknowledged action applied exactly once, nothing refused applied."""
+        for client, acked in self.acked.items():
+            assert state["log"][client] == acked, client
+        assert len(self.seqs) == len(set(self.seqs))  # no seq named two actions
+
+    async def progress(self, count: int = 5) -> None:
+        """Wait until every agent has had ``count`` more actions acknowledged."""
+        marks = {c: len(v) for c, v in self.acked.items()}
+        await eventually(lambda: all(len(v) >= marks[c] + count for c, v in self.acked.items()))
+
+
+async def start_all(*clients: Roamer) -> None:
+    for c in clients:
+        await c.start()
+
+
+async def close_all(*clients: Roamer) -> None:
+    for c in clients:
+        await c.close()
+
+
+async def test_kill_9_the_owner_under_load(redis_node: RedisServer) -> None:
+    """The owner dies: others never disconnect, a follower takes over in the same epoch,
+    nothing acknowledged is lost or applied twice, the dead node's clients resume by replay."""
+    async with cluster(redis_node.url, 3, *FLAGS) as nodes:
+        room = "kill9"
+        urls = [n.room_url(room) for n in nodes]
+        owner_agent = Roamer(urls, client="a0")  # first: its node owns the room
+        await owner_agent.start()
+        others = [Roamer(urls[1:], client="a1"), Roamer(urls[2:] + urls[1:2], client="a2")]
+        spectators = [Roamer(urls, role="spectator"), Roamer(urls[1:], role="spectator")]
+        await start_all(*others, *spectators)
+        load = Load([owner_agent, *others])
+        load.start()
+        await load.progress()
+        nodes[0].signal(signal.SIGKILL)
+        await nodes[0].wait()
+        await load.progress(10)  # a new owner serves every agent
+        await load.stop()
+        survivors = nodes[1:]
+        clients = [owner_agent, *others, *spectators]
+        head = await settle(survivors, clients, room)
+        for c in clients:
+            assert c.gaps == []
+            assert len(set(c.epochs)) == 1, c.epochs  # the same epoch throughout
+        for c in (*others, spectators[1]):
+            assert c.closes == []  # clients of the survivors never saw a disconnect
+        assert owner_agent.closes and owner_agent.syncs[-1] in ("replay", "current")
+        assert spectators[0].syncs[-1] in ("replay", "current")
+        _, body = await survivors[0].get(f"/rooms/{room}/state")
+        load.check(body["state"])
+        assert head["seq"] == 3 + sum(len(v) for v in load.acked.values())
+        await close_all(*clients)
+
+
+async def test_a_paused_owner_is_fenced_and_follows(redis_node: RedisServer) -> None:
+    """SIGSTOP the owner past its lease, a follower takes over and writes, SIGCONT: the old
+    owner's writes are refused, no seq is written twice, and it follows the new owner."""
+    async with cluster(redis_node.url, 2, *FLAGS) as nodes:
+        room = "paused"
+        old = Roamer([nodes[0].room_url(room)], client="old")
+        await old.start()
+        new = Roamer([nodes[1].room_url(room)], client="new")
+        watcher = Roamer([nodes[1].room_url(room)], role="spectator")
+        await start_all(new, watcher)
+        assert await old.act("patch", [[0, ["old"], 1]]) == ("ack", 1)
+        nodes[0].signal(signal.SIGSTOP)
+        try:
+            pending = asyncio.create_task(old.act("patch", [[0, ["old"], 2]]))  # waits in a socket
+            assert await new.act("patch", [[0, ["new"], 1]]) == (
+                "ack",
+                2,
+            )  # after the lease expired
+            assert await new.act("patch", [[0, ["new"], 2]]) == ("ack", 3)
+        finally:
+            nodes[0].signal(signal.SIGCONT)
+        kind, seq = await pending
+        assert kind == "ack" and seq == 4  # forwarded to the new owner, not written by the old
+        head = await settle(nodes, [old, new, watcher], room)
+        assert head["seq"] == 4
+        assert old.sync.state == {"old": 2, "new": 2}
+        assert "stops writing" in nodes[0].output()
+        assert new.closes == [] and watcher.closes == [] and old.gaps == []
+        await close_all(old, new, watcher)
+
+
+async def test_redis_restarted_empty_starts_a_new_epoch(redis_node: RedisServer) -> None:
+    """Redis loses every key: the owner writes its state back under a new epoch, every client
+    gets a SNAPSHOT of it, and no (epoch, seq) names two states."""
+    async with cluster(redis_node.url, 2, *FLAGS) as nodes:
+        room = "amnesia"
+        agent = Roamer([nodes[0].room_url(room)], client="a")
+        await agent.start()
+        watcher = Roamer([nodes[1].room_url(room)], role="spectator")
+        await watcher.start()
+        for i in range(1, 4):
+            assert await agent.act("patch", [[0, ["k"], i]]) == ("ack", i)
+        before = await settle(nodes, [agent, watcher], room)
+        redis_node.restart_empty()
+        kind, seq = await agent.act("patch", [[0, ["j"], 1]])
+        assert kind == "ack"
+        after = await settle(nodes, [agent, watcher], room)
+        assert after["epoch"] != before["epoch"] and after["seq"] == seq
+        assert agent.sync.state == {"k": 3, "j": 1}
+        assert watcher.epochs == [before["epoch"], after["epoch"]]
+        assert agent.gaps == [] and watcher.gaps == []
+        await close_all(agent, watcher)
+
+
+async def degraded(node: Node) -> bool:
+    status, body = await node.get("/healthz")
+    return status == 503 and body["code"] == "degraded"
+
+
+async def test_redis_down_for_a_while(tmp_path: Any) -> None:
+    """Redis unreachable: actions get `unavailable` (HTTP 503) at once, /healthz is degraded,
+    spectators stay; when it returns the cluster recovers with nothing acknowledged lost."""
+    redis = RedisServer(aof=True)
+    redis.start()
+    try:
+        async with cluster(redis.url, 2, *FLAGS) as nodes:
+            room = "outage"
+            agent = Roamer([nodes[0].room_url(room)], client="a")
+            await agent.start()
+            watcher = Roamer([nodes[1].room_url(room)], role="spectator")
+            await watcher.start()
+            assert await agent.act("patch", [[0, ["k"], 1]]) == ("ack", 1)
+            await settle(nodes, [agent, watcher], room)
+            redis.stop()
+            await eventually(lambda: degraded(nodes[0]))
+            async with asyncio.timeout(5 * SCALE):  # prompt, not hanging
+                assert await agent.act("patch", [[0, ["k"], 2]]) == ("error", "unavailable")
+            status, body = await nodes[1].post(
+                f"/rooms/{room}/actions", {"client": "h", "aid": 1, "name": "patch", "args": []}
+            )
+            assert status == 503 and body["code"] == "unavailable"
+            for node in nodes:
+                status, body = await node.get("/healthz")
+                assert status == 503 and body["code"] == "degraded"
+            redis.start()
+
+            async def acked() -> bool:
+                return (await agent.act("patch", [[0, ["k"], 3]]))[0] == "ack"
+
+            await eventually(acked)
+            await settle(nodes, [agent, watcher], room)
+            assert agent.sync.state == {"k": 3} and watcher.sync.state == {"k": 3}
+            assert watcher.closes == [] and watcher.gaps == []
+            for node in nodes:
+                assert (await node.get("/healthz"))[0] == 200
+            await close_all(agent, watcher)
+    finally:
+        redis.close()
+
+
+async def test_a_followers_bus_connection_killed(redis_node: RedisServer) -> None:
+    """CLIENT KILL of the nodes' pub/sub connections while diffs flow: no gap, no duplicate."""
+    import redis as redis_client
+
+    async with cluster(redis_node.url, 2, *FLAGS) as nodes:
+        room = "cut"
+        agent = Roamer([nodes[0].room_url(room)], client="a")
+        await agent.start()
+        watchers = [Roamer([nodes[1].room_url(room)], role="spectator") for _ in range(2)]
+        await start_all(*watchers)
+        load = Load([agent])
+        load.start()
+        await load.progress()
+        admin = redis_client.Redis(port=redis_node.port)
+        try:
+            for _ in range(3):
+                await eventually(lambda: len(admin.client_list(_type="pubsub")) == 2)
+                assert int(admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")) == 2
+                await load.progress()
+        finally:
+            admin.close()
+        await load.stop()
+        await settle(nodes, [agent, *watchers], room)
+        for w in watchers:
+            assert w.gaps == [] and w.closes == []
+        _, body = await nodes[1].get(f"/rooms/{room}/state")
+        load.check(body["state"])
+        await close_all(agent, *watchers)
+
+
+async def test_sigterm_hands_rooms_over(redis_node: RedisServer) -> None:
+    """A node stopped with SIGTERM releases its rooms at once and closes its clients with
+    1012; they resume on another node; nothing acknowledged is lost."""
+    async with cluster(redis_node.url, 3, *FLAGS) as nodes:
+        room = "handover"
+        urls = [n.room_url(room) for n in nodes]
+        leaving = Roamer(urls, client="a0")
+        await leaving.start()
+        staying = Roamer(urls[1:], client="a1")
+        watchers = [Roamer(urls, role="spectator"), Roamer(urls[2:], role="spectator")]
+        await start_all(staying, *watchers)
+        load = Load([leaving, staying])
+        load.start()
+        await load.progress()
+        nodes[0].signal(signal.SIGTERM)
+        try:
+            await nodes[0].wait(8)
+        except TimeoutError:
+            nodes[0].signal(signal.SIGUSR1)
+            await asyncio.sleep(1)
+            raise
+        assert await nodes[0].wait() == 0
+        await load.progress()
+        await load.stop()
+        clients = [leaving, staying, *watchers]
+        await settle(nodes[1:], clients, room)
+        assert leaving.closes == [1012] and watchers[0].closes == [1012]
+        assert staying.closes == [] and watchers[1].closes == []
+        for c in clients:
+            assert c.gaps == [] and len(set(c.epochs)) == 1
+        _, body = await nodes[1].get(f"/rooms/{room}/state")
+        load.check(body["state"])
+        assert "room lease taken" in nodes[1].output() + nodes[2].output()
+        await close_all(*clients)
