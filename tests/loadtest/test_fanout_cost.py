@@ -1,0 +1,20 @@
+"""The fan-out micro-benchmark: the feed's loop against bare transport writes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_fanout_cost_times_the_feed_against_bare_writes() -> None:
+    """The fan-out micro-benchmark runs on real connections and reports both loops."""
+    run = subprocess.run(
+        [sys.executable, "-m", "statecast.loadtest.fanout_cost", "--connections", "20",
+         "--passes", "3", "--rounds", "1"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["connections"] == 20
+    assert result["ns_per_write"]["raw"] > 0 and result["ns_per_write"]["feed"] > 0
