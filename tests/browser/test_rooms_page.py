@@ -30,11 +30,12 @@ async def test_a_slow_answer_for_the_old_page_never_overwrites_the_next_one(page
                     assert resp.status == 200, await resp.text()
 
         held: list[Route] = []
-        holding = asyncio.Event()
+        holding, caught = asyncio.Event(), asyncio.Event()
 
         async def first_page(route: Route) -> None:
             if holding.is_set() and "after=" not in route.request.url:
                 held.append(route)
+                caught.set()
                 return
             await route.continue_()
 
@@ -44,9 +45,7 @@ async def test_a_slow_answer_for_the_old_page_never_overwrites_the_next_one(page
         assert await page.locator("#rooms tr").count() == PAGE
         holding.set()
         # The next periodic refresh (page one) now hangs until released.
-        async with asyncio.timeout(TIMEOUT):
-            while not held:
-                await asyncio.sleep(0.02)
+        await asyncio.wait_for(caught.wait(), TIMEOUT)
         await page.locator("#next").click()
         rows = page.locator("#rooms tr")
         await page.locator(f'tr[data-room="{names[PAGE]}"]').wait_for(timeout=MS)
