@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import select
 import socket
+import sys
 from typing import Any
 
 from websockets.client import ClientProtocol
@@ -37,7 +38,7 @@ from websockets.uri import parse_uri
 
 from statecast.loadtest.measure import Counters
 from statecast.loadtest.observers import PollObserver, Tally
-from statecast.loadtest.scenario import Timeline, now_us
+from statecast.loadtest.scenario import now_us
 from statecast.loadtest.wire import USER_AGENT
 from statecast.protocol import codec
 from statecast.protocol.messages import Diff, Hello, Snapshot, Welcome
@@ -264,16 +265,24 @@ class Drainer:
         self.poller.register(drained.fileno, select.EPOLLIN)
 
     async def once(self) -> int:
-        """Read every socket that has data, DRAIN_CHUNK per loop turn; return how many."""
+        """Read every socket that has data, DRAIN_CHUNK per loop turn; return the frames read.
+
+        Only binary frames count: pings keep arriving on an idle connection.
+        """
         ready = self.poller.poll(0, max(1, len(self.sockets)))
         sockets = self.sockets
+        frames = 0
         for k in range(0, len(ready), DRAIN_CHUNK):
             for fd, _ in ready[k : k + DRAIN_CHUNK]:
                 drained = sockets.get(fd)
-                if drained is not None and not drained.read():
+                if drained is None:
+                    continue
+                before = drained.frames
+                if not drained.read():
                     self._drop(drained)
+                frames += drained.frames - before
             await asyncio.sleep(0)
-        return len(ready)
+        return frames
 
     def _drop(self, drained: DrainedSocket) -> None:
         self.poller.unregister(drained.fileno)
@@ -288,7 +297,7 @@ class Drainer:
             await asyncio.sleep(DRAIN_INTERVAL)
 
     async def settle(self, quiet: float = 0.3, limit: float = 5.0) -> None:
-        """Read until nothing has arrived for ``quiet`` seconds (at most ``limit``)."""
+        """Read until no frame has arrived for ``quiet`` seconds (at most ``limit``)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         idle_since = loop.time()
@@ -309,17 +318,14 @@ class DrainedPoller(PollObserver):
     ) -> None:
         super().__init__(http_url, room, hz, tally, counters, seed)
         self.seen: Seen = []
-
-        self.final_after = 0  # a poll sent after this instant sees every action of the window
+        # Set by its worker once the state holds every action of the window (the sample
+        # has seen them all): a poll sent after it is this poller's last.
+        self.final_after = sys.maxsize
         self.final = False
 
     def caught_up(self) -> bool:
-        """It cannot count what it missed; a poll sent after the drain began sees it all."""
+        """It cannot count what it missed: it polls until a poll sent after final_after."""
         return self.final
-
-    async def run(self, timeline: Timeline) -> None:
-        self.final_after = timeline.end
-        await super().run(timeline)
 
     async def poll(self) -> None:
         headers = [("Accept", "application/json")]

@@ -24,6 +24,7 @@ SATURATED_CPU: Final = 0.85  # of one core
 # p99 of the loop lag: past this a generator's timestamps are off by more than it measures.
 # (A generator descheduled on a shared machine lags 10-30 ms at p99 without being busy.)
 SATURATED_LAG_US: Final = 50_000
+LAGGING_CPU: Final = 0.5  # lagging past SATURATED_LAG_US with this much of a core busy
 BUSY_POLLS: Final = 0.8
 QUIET_POLLS: Final = 0.2
 PUSH_P99_BAR: Final = 10.0
@@ -178,11 +179,16 @@ def summarize(raw: dict[str, Any], price_per_gb: float) -> dict[str, Any]:
 
 
 def _invalid(s: dict[str, Any]) -> list[str]:
-    """Why the run's figures cannot be trusted: a generator that could not keep up."""
+    """Why the run's figures cannot be trusted: a generator that could not keep up.
+
+    A generator is saturated when it is busy most of a core, or lags with half a core
+    busy; one that lags while nearly idle was descheduled by a contended machine
+    (a warning, :func:`_warnings`), not saturated.
+    """
     out = []
     for i, g in enumerate(s["generators"]):
         cpu, lag = g["cpu"] or 0.0, (g["loop_lag_p99_ms"] or 0.0) * 1000
-        if cpu > SATURATED_CPU or lag > SATURATED_LAG_US:
+        if cpu > SATURATED_CPU or (lag > SATURATED_LAG_US and cpu > LAGGING_CPU):
             out.append(
                 f"generator {i} was saturated ({cpu * 100:.0f}% of a core, loop lag "
                 f"p99 {lag / 1000:.1f} ms): its latencies include its own queueing"
@@ -192,6 +198,14 @@ def _invalid(s: dict[str, Any]) -> list[str]:
 
 def _warnings(s: dict[str, Any], raw: dict[str, Any]) -> list[str]:
     out = [f"INVALID: {why}" for why in s["invalid"]]
+    for i, g in enumerate(s["generators"]):
+        cpu, lag = g["cpu"] or 0.0, (g["loop_lag_p99_ms"] or 0.0) * 1000
+        if lag > SATURATED_LAG_US and cpu <= LAGGING_CPU:
+            out.append(
+                f"generator {i} was descheduled (loop lag p99 {lag / 1000:.1f} ms at "
+                f"{cpu * 100:.0f}% of a core): the machine was contended, and latencies "
+                f"measured there include up to that much scheduling delay"
+            )
     cpu = s["server"]["cpu_per_second"]
     if cpu is not None and cpu > SATURATED_CPU:
         out.append(f"the target was saturated ({cpu * 100:.0f}% of a core)")
@@ -750,8 +764,9 @@ METHOD = """\
   per 1,000 delivered updates. "idle KiB/conn" is the growth of the target's RSS
   from before the first connection to when every observer is connected, before
   any action, per connection. Generator CPU is each generator's own
-  getrusage; a generator above 85% of a core or with a p99 event-loop lag above
-  50 ms is saturated, and its run is marked invalid.
+  getrusage; a generator above 85% of a core, or with a p99 event-loop lag above
+  50 ms at more than half a core, is saturated, and its run is marked invalid (one
+  that lags while nearly idle was descheduled by a busy machine: a warning).
 - **Collapse.** Polling keeps up while it serves at least 90% of the requests
   offered (observers x poll rate, plus the agents' POSTs) and its p99 stays
   within two poll periods.

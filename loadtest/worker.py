@@ -143,27 +143,35 @@ class Worker:
         self.lag.start()
         tasks = [asyncio.create_task(agent.run(timeline)) for agent in self.agents]
         pollers = [o for o in self.observers if isinstance(o, PollObserver)]
-        tasks += [asyncio.create_task(o.run(timeline)) for o in [*pollers, *self.pollers]]
+        tasks += [asyncio.create_task(o.run(timeline)) for o in pollers]
+        drained = [asyncio.create_task(o.run(timeline)) for o in self.pollers]
         draining = asyncio.create_task(self.drainer.run(timeline.end + CATCH_UP_US))
         progress = asyncio.create_task(self.progress())
         try:
             await asyncio.sleep(max(0.0, (timeline.end - now_us()) / 1e6))
-            # Catch up: every update of the window seen, every action answered, or give up.
-            for _ in range(CATCH_UP_US // 100_000):
-                if all(t.done() for t in tasks) and not any(
-                    o.view.missed() for o in self.observers
-                ):
-                    break
-                await asyncio.sleep(0.1)
             if self.drain_only:
-                # Drained sockets cannot tell when they have everything: the harness says
-                # so once the sampled observers, served in the same passes, have caught up.
+                # Drained observers cannot tell when they have everything: the harness says
+                # so once the sample, served by the same server, has caught up.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(read_line(), CATCH_UP_US / 1e6 + 30)
+            else:
+                # Catch up: every update of the window seen, every action answered, or give up.
+                for _ in range(CATCH_UP_US // 100_000):
+                    if all(t.done() for t in tasks) and not any(
+                        o.view.missed() for o in self.observers
+                    ):
+                        break
+                    await asyncio.sleep(0.1)
+            final = now_us()
+            for poller in self.pollers:
+                poller.final_after = final
+            if drained:
+                await asyncio.wait(drained, timeout=CATCH_UP_US / 1e6)
             draining.cancel()
             await asyncio.gather(draining, return_exceptions=True)
             await self.drainer.settle()
         finally:
+            tasks += drained
             for task in tasks:
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     exc = task.exception()

@@ -49,7 +49,7 @@ async def test_drained_spectators_reach_the_head_and_answer_pings() -> None:
 
 
 async def test_a_drained_poller_reads_seqs_from_etags_and_polls_after_the_drain() -> None:
-    """Its log holds the seq of each new state; it stops after a poll sent past the end."""
+    """Its log holds the seq of each new state; it stops after a poll sent past final_after."""
     async with running_server() as server:
         counters = Counters()
         start = now_us()
@@ -61,6 +61,10 @@ async def test_a_drained_poller_reads_seqs_from_etags_and_polls_after_the_drain(
             running = asyncio.create_task(poller.run(timeline))
             await asyncio.sleep(0.1)
             await BareClient(ws).send([4, 3, "patch", [[0, ["k"], 3]]])
+            await BareClient(ws).recv_type(7)
+            await asyncio.sleep(0.6)  # past the end: it polls on until told its last poll
+            assert not running.done()
+            poller.final_after = now_us()
             await asyncio.wait_for(running, TIMEOUT)
         assert poller.final and poller.error is None
         assert poller.seen[0] == ["state", 2] and poller.seen[-1] == ["state", 3]
