@@ -380,3 +380,28 @@ async def test_sigterm_hands_rooms_over(redis_node: RedisServer) -> None:
         load.check(body["state"])
         assert "room lease taken" in nodes[1].output() + nodes[2].output()
         await close_all(*clients)
+
+
+async def test_an_idle_room_unloads_and_gives_its_lease_up(redis_node: RedisServer) -> None:
+    """An owner whose room goes idle checkpoints it and releases the lease; the next node
+    that needs the room owns it and goes on from the same epoch and seq."""
+    import redis as redis_client
+
+    async with cluster(redis_node.url, 2, *FLAGS, "--idle-unload", "0.3") as nodes:
+        room = "idle"
+        first = Roamer([nodes[0].room_url(room)], client="a")
+        await first.start()
+        assert await first.act("patch", [[0, ["k"], 1]]) == ("ack", 1)
+        epoch = first.sync.epoch
+        await first.close()
+        admin = redis_client.Redis(port=redis_node.port)
+        try:
+            await eventually(lambda: admin.get(f"sc:{{{room}}}:lease") is None)
+        finally:
+            admin.close()
+        second = Roamer([nodes[1].room_url(room)], client="a")
+        await second.start()
+        assert second.sync.epoch == epoch and second.sync.acked == 1
+        assert await second.act("patch", [[0, ["k"], 2]]) == ("ack", 2)
+        assert "room lease taken" in nodes[1].output()
+        await second.close()
