@@ -114,9 +114,15 @@ async def test_three_nodes_agree_and_apply_each_action_once(redis_node: RedisSer
         assert seqs == list(range(1, len(seqs) + 1))  # every diff once, no seq twice
         head = await settle(nodes, agents + spectators, room)
         assert head["seq"] == 6 * 15
+        for node, aid in ((nodes[1], 1), (nodes[2], 2)):  # HTTP actions on any node too
+            body = {"client": "h", "aid": aid, "name": "patch", "args": [[0, ["h"], aid]]}
+            assert await node.post(f"/rooms/{room}/actions", body) == (200, {"seq": 90 + aid})
+        assert await nodes[2].post(f"/rooms/{room}/actions", body) == (200, {"seq": None})
+        assert await nodes[0].get(f"/rooms/{room}/clients/h") == (200, {"client": "h", "acked": 2})
+        head = await settle(nodes, agents + spectators, room)
         for c in agents + spectators:
             assert c.gaps == [] and c.closes == []
-            assert c.sync.state == {"by": {f"a{i}": 15 for i in range(6)}}
+            assert c.sync.state == {"by": {f"a{i}": 15 for i in range(6)}, "h": 2}
         for c in agents + spectators:
             await c.close()
 
