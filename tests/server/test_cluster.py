@@ -18,7 +18,7 @@ import pytest
 
 from tests.cluster_client import Roamer
 from tests.cluster_nodes import Node, cluster
-from tests.helpers import SCALE
+from tests.helpers import SCALE, bare
 from tests.redis_server import RedisServer
 
 TTL = "1.0"
@@ -411,3 +411,17 @@ async def test_an_idle_room_unloads_and_gives_its_lease_up(redis_node: RedisServ
         assert await second.act("patch", [[0, ["k"], 2]]) == ("ack", 2)
         assert "room lease taken" in nodes[1].output()
         await second.close()
+
+
+async def test_one_connection_per_agent_id_across_nodes(redis_node: RedisServer) -> None:
+    """An agent id that connects on another node takes over: the older connection, on the
+    first node, is closed with 4009; the newer one acts."""
+    async with cluster(redis_node.url, 2, *FLAGS) as nodes:
+        room = "one-id"
+        async with bare(nodes[0].room_url(room)) as older:
+            await older.hello("agent", client="x")
+            async with bare(nodes[1].room_url(room)) as newer:
+                welcome = await newer.hello("agent", client="x")
+                assert await older.closed() == 4009
+                await newer.send([4, welcome["acked"] + 1, "patch", [[0, ["k"], 1]]])
+                assert (await newer.recv_type(7))[1] == welcome["acked"] + 1
