@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= dev
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: install run test lint typecheck pytest bench clean vendor-js vectors
+.PHONY: install run test lint typecheck pytest bench bench-scale clean vendor-js vectors system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,15 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+# The browser tests need Chromium and the JS tests Node: found on PATH, else installed from
+# Debian when running as root (CI), else the tests fail saying how to install them.
+system-deps:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || true
+	@command -v node >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs >/dev/null; } || true
+
+pytest: install system-deps
 	$(BIN)/pytest
 
 test: lint typecheck pytest
@@ -33,6 +41,11 @@ test: lint typecheck pytest
 # The reference comparison: poll vs push vs floor at S = 0 and 12, P = 5 (about 2.5 minutes).
 bench: install
 	$(BIN)/statecast bench --modes poll,push,floor --agents 8 --rate 5 --spectators 0,12 --poll-hz 5 --duration 15 --warmup 3 --json bench-results.json --report bench-report
+
+# The collapse curve: poll vs push vs the raw floor from 10 to 10,000 spectators, one room of
+# 8 agents x 5 actions/s (about 6 minutes; report and plots in bench-scale-report/).
+bench-scale: install
+	$(BIN)/statecast bench --modes poll,push,raw --agents 8 --rate 5 --spectators 10,100,1000,3000,10000 --poll-hz 5 --duration 10 --warmup 3 --no-live --json bench-scale.json --report bench-scale-report
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -463,6 +463,7 @@ def _point(s: dict[str, Any]) -> dict[str, Any]:
         "p50_ms": s["latency_ms"]["p50"],
         "p99_ms": s["latency_ms"]["p99"],
         "missed_fraction": _div(s["updates"]["missed"], s["updates"]["expected"]),
+        "delivered_fraction": s["updates"]["delivered_fraction"],
         "coalesced_fraction": _div(s["updates"]["coalesced"], s["updates"]["expected"]),
         "server_cpu": srv["cpu_per_second"],
         "cpu_per_1k_delivered": srv["cpu_per_1k_delivered"],
@@ -897,47 +898,55 @@ def plot(summaries: Sequence[dict[str, Any]], directory: Path) -> tuple[list[str
 
 
 def plot_collapse(curve: dict[str, Any], path: Path) -> str:
-    """The headline: latency and server CPU against S, log-log, poll against push."""
+    """The headline: latency, updates shown and server CPU against S, poll against push."""
     import matplotlib.pyplot as plt
 
-    fig, (lat, cpu) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (lat, seen, cpu) = plt.subplots(1, 3, figsize=(15, 4.4))
+    panels = (
+        (lat, "p99_ms", "-", " p99", 1.0),
+        (lat, "p50_ms", "--", " p50", 1.0),
+        (seen, "delivered_fraction", "-", "", 100.0),
+        (cpu, "server_cpu", "-", "", 100.0),
+    )
     for name, points in curve["series"].items():
         colour = MODE_COLOURS[points[0]["mode"]]
         xs = [p["spectators"] for p in points]
-        for ax, key, style, label in (
-            (lat, "p99_ms", "-", f"{name} p99"),
-            (lat, "p50_ms", "--", f"{name} p50"),
-            (cpu, "server_cpu", "-", name),
-        ):
-            ys = [(p[key] or 0) * (100 if key == "server_cpu" else 1) for p in points]
-            ax.plot(xs, ys, style, color=colour, label=label, marker="o", markersize=4)
+        for ax, key, style, suffix, scale in panels:
+            ys = [(p[key] or 0) * scale for p in points]
+            ax.plot(xs, ys, style, color=colour, label=name + suffix, marker="o", markersize=4)
             bad = [(x, y) for x, y, p in zip(xs, ys, points, strict=True) if not p["valid"]]
-            if bad:  # a saturated generator: the point is drawn hollow, and not to be trusted
+            if bad:  # a saturated generator: circled, not to be trusted
                 bx, by = zip(*bad, strict=True)
-                ax.plot(bx, by, "o", markersize=9, markerfacecolor="none", color="red")
+                ax.plot(bx, by, "o", markersize=10, markerfacecolor="none", color="red")
     for name, at in curve["poll_breaks_at"].items():
-        if at is not None:
-            for ax in (lat, cpu):
-                ax.axvline(at, color=MODE_COLOURS["poll"], linestyle=":", alpha=0.8)
-            lat.annotate(
-                f"{name} stops\nkeeping up", (at, 1), xycoords=("data", "axes fraction"),
-                xytext=(4, -28), textcoords="offset points", fontsize=8,
-                color=MODE_COLOURS["poll"],
-            )  # fmt: skip
-    for ax in (lat, cpu):
+        if at is None:
+            continue
+        for ax in (lat, seen, cpu):
+            ax.axvline(at, color=MODE_COLOURS["poll"], linestyle=":", alpha=0.9)
+        seen.annotate(
+            f"{name}: stops\nkeeping up", (at, 0.5), xycoords=("data", "axes fraction"),
+            xytext=(-6, 0), textcoords="offset points", ha="right", fontsize=8,
+            color=MODE_COLOURS["poll"],
+        )  # fmt: skip
+    for ax in (lat, seen, cpu):
         ax.set_xscale("log")
-        ax.set_yscale("log")
         ax.set_xlabel("spectators S (log scale)")
         ax.grid(True, which="both", alpha=0.3)
-    lat.set_ylabel("visibility latency, ms (log scale)")
-    lat.set_title("Latency: p99 (solid), p50 (dashed)")
-    cpu.set_ylabel("server CPU, % of one core (log scale)")
+    lat.set_yscale("log")
+    cpu.set_yscale("log")
+    lat.set_ylabel("ms (log scale)")
+    lat.set_title("Visibility latency of the updates seen")
+    seen.set_ylabel("% of updates")
+    seen.set_ylim(0, 105)
+    seen.set_title("Updates each observer saw")
+    cpu.set_ylabel("% of one core (log scale)")
     cpu.set_title("Server CPU")
     lat.legend(fontsize=7, ncol=2)
+    seen.legend(fontsize=7, loc="lower left")
     cpu.legend(fontsize=7)
     fig.suptitle(
-        f"{curve['agents']} agents x {curve['rate']:g} actions/s; hollow red: a generator "
-        "was saturated",
+        f"One room, {curve['agents']} agents x {curve['rate']:g} actions/s, S spectators; "
+        "circled red: a generator was saturated",
         fontsize=9,
     )
     fig.tight_layout()

@@ -122,18 +122,38 @@ class RoomClient:
             raise ServerClosed(1006, "connection ended before the first state")
 
     async def act(self, name: str, args: Any) -> int | None:
-        """Send an action; return its ACK seq (None if processed earlier) or raise Rejection."""
+        """Send an action; return its ACK seq (None if processed earlier) or raise Rejection.
+
+        A spectator's act() raises ``Rejection("forbidden")`` at once, as the server would
+        answer, without sending anything.
+        """
         self._raise_if_failed()
+        if self.sync.role != "agent":
+            raise Rejection("forbidden", "spectators may not act")
         aid = self.sync.act(name, args)
         fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         self._acts[aid] = fut
         await self._flush()
         return await fut
 
-    async def changes(self) -> AsyncIterator[Event]:
-        """Every event from now on: Changed, StateReplaced, Welcomed, ServerNotice."""
+    def changes(self) -> AsyncIterator[Event]:
+        """Every event from this call on: Changed, StateReplaced, Welcomed, ServerNotice.
+
+        Events are held for the iterator from the moment ``changes()`` is called, not
+        from its first ``__anext__``: what arrives while the caller is busy elsewhere
+        waits in order. Events from before the call are not replayed; they are already
+        in :attr:`state` and :attr:`seq`. So reading ``room.state`` and then calling
+        ``changes()`` (with no ``await`` between) sees every change exactly once. Once
+        the client is closed or its connection ends for good, the iterator raises
+        :class:`~statecast.protocol.errors.ServerClosed` (or what else ended it).
+        """
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._listeners.add(queue)
+        if self._failure is not None:
+            queue.put_nowait(None)
+        return self._events_from(queue)
+
+    async def _events_from(self, queue: asyncio.Queue[Event | None]) -> AsyncIterator[Event]:
         try:
             while True:
                 event = await queue.get()
@@ -160,11 +180,12 @@ class RoomClient:
 
     async def close(self) -> None:
         self.sync.close()
+        # Before the cancel: waiters and iterators see this, not the task's CancelledError.
+        self._fail(ServerClosed(1000, "client closed"))
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, StatecastError, OSError):
                 await self._task
-        self._fail(ServerClosed(1000, "client closed"))
 
     # --- internals -----------------------------------------------------------------------
 

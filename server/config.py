@@ -57,8 +57,13 @@ class Config:
     wait_replicas: int = 0
     workers: int = 1
     reuse_port: bool = False
+    cors_origins: str = ""
 
     def __post_init__(self) -> None:
+        if self.cors_origins:
+            from statecast.server.cors import parse_origins
+
+            parse_origins(self.cors_origins)  # a ValueError names the bad origin
         if self.max_message_bytes < 64 * 1024:
             raise ValueError("max_message_bytes may not be below 64 KiB (docs/protocol.md §4.3)")
         if self.durability not in ("ack", "async"):
@@ -124,6 +129,8 @@ _HELP: dict[str, str] = {
     "reuse_port": "bind with SO_REUSEPORT so several processes share the ports (--workers sets it)",
     "wait_replicas": "with Redis: WAIT until this many replicas have each batch before ACK "
     "(0: ACK once the primary ran the write)",
+    "cors_origins": "origins whose pages may read the HTTP side (CORS): a comma-separated list "
+    "such as https://app.example,http://localhost:3000, or * for any; empty: CORS off",
 }
 
 

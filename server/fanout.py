@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -48,11 +49,27 @@ def frame_binary(payload: bytes) -> bytes:
 class Subscriber:
     """One WebSocket connection's seat in a room."""
 
-    __slots__ = ("client", "conn", "held", "id", "lagging", "plain", "role", "transport")
+    __slots__ = (
+        "buffered",
+        "client",
+        "conn",
+        "held",
+        "id",
+        "lagging",
+        "plain",
+        "protocol",
+        "role",
+        "transport",
+        "write",
+    )
 
     def __init__(self, conn: ServerConnection, role: Role, client: str | None) -> None:
         self.conn = conn
         self.transport: Any = conn.transport
+        self.protocol = conn.protocol
+        # Bound once, so the fan-out loop reaches the transport without a Python call.
+        self.write: Callable[[bytes], object] = conn.transport.write
+        self.buffered: Callable[[], int] = conn.transport.get_write_buffer_size
         self.role: Role = role
         self.client = client
         self.id = next(_conn_ids)

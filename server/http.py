@@ -15,6 +15,7 @@ from statecast.protocol.errors import ProtocolViolation, Rejection
 from statecast.protocol.ops import MAX_SAFE_INT
 from statecast.server.auth import MAX_CLIENT_ID_LENGTH
 from statecast.server.cluster.forwarding import OutcomeUnknown
+from statecast.server.cors import enable_cors, parse_origins
 from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.limits import TokenBucket
 from statecast.server.listing import Listing
@@ -71,6 +72,8 @@ class HttpListener:
 
     async def start(self) -> int:
         config = self.app.config
+        if config.cors_origins:  # here, once every route is added
+            enable_cors(self.web, parse_origins(config.cors_origins))
         self.runner = web.AppRunner(
             self.web,
             access_log=None,
@@ -100,6 +103,8 @@ class HttpListener:
             response = error(exc.status, code, exc.text or "")
         except Rejection as exc:
             response = error(exc.http_status, exc.code, exc.message)
+            if exc.code == "unavailable":  # not processed: the same aid may be sent again
+                response.headers["Retry-After"] = "1"
         except ProtocolViolation as exc:
             status = _AUTH_STATUS.get(exc.close_code, 400)
             code = {401: "unauthenticated", 403: "forbidden", 404: "no_such_room"}.get(
@@ -110,6 +115,7 @@ class HttpListener:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="statecast"'
         except RoomFailed as exc:
             response = error(503, "unavailable", str(exc))
+            response.headers["Retry-After"] = "1"
         except StoreUnavailable as exc:
             response = error(503, "unavailable", str(exc))
         except OutcomeUnknown as exc:

@@ -25,7 +25,7 @@ from statecast.protocol import ops
 from statecast.protocol.errors import NoSuchRoom, Rejection
 from statecast.server.config import Config
 from statecast.server.feed import RoomFailed, RoomFeed
-from statecast.server.history import History
+from statecast.server.history import MIN_HISTORY_BYTES, History
 from statecast.server.live import LiveRoom
 from statecast.server.metrics import Metrics
 from statecast.server.registry import RoomTypes
@@ -134,7 +134,7 @@ class RoomManager:
         # self.rooms alone let concurrent creations all pass.
         creating = sum(1 for n in self._creating if n not in self.rooms)
         if len(self.rooms) + creating >= self.config.max_rooms and not self._unload_idle():
-            raise Rejection("too_large", "the server holds its maximum number of busy rooms")
+            raise Rejection("unavailable", "the server holds its maximum number of busy rooms")
         self._creating.add(name)
         room_class = self.room_types.for_room(name)
         room = room_class(name)
@@ -160,6 +160,9 @@ class RoomManager:
                 raise RuntimeError(f"room {name}: log entry {seq} holds diff {diff_seq}")
             ops.apply_wire_ops(room.state, diff_ops, room.max_depth)
             history.append(seq, encoded)
+        # As a live room does after each batch: diffs past the state's own size would cost
+        # more to replay than a SNAPSHOT, so a reloaded small room holds kilobytes too.
+        history.trim_to(max(MIN_HISTORY_BYTES, len(msgpack.packb(room.state, use_bin_type=True))))
         return room, history
 
     def make_feed(

@@ -7,7 +7,6 @@ server needs no Node). The watch page learns the WebSocket port from a meta tag.
 
 from __future__ import annotations
 
-import mimetypes
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,10 +16,6 @@ if TYPE_CHECKING:
     from statecast.server.app import App
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
-# Browsers run module scripts only when served as JavaScript; some systems map .mjs to nothing.
-mimetypes.add_type("text/javascript", ".js")
-mimetypes.add_type("text/javascript", ".mjs")
-mimetypes.add_type("application/typescript", ".ts")
 
 _NO_CACHE = {"Cache-Control": "no-cache"}
 

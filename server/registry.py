@@ -4,12 +4,21 @@ Patterns are shell globs (``fnmatch``) tried in the order given; a room no
 pattern claims is a :class:`~statecast.server.rooms.document.DocumentRoom`. On the command
 line: ``--room-type 'grid-*=statecast.server.rooms.grid:GridRoom'`` (repeatable), or
 ``STATECAST_ROOM_TYPES='grid-*=statecast.server.rooms.grid:GridRoom,...'``.
+
+Room type modules are imported as ``python -m`` would import them: the
+current directory comes first on ``sys.path``, so ``statecast serve
+--room-type 'counter-*=mypackage.rooms:Counter'`` run from the folder that
+holds ``mypackage/`` finds it, whether statecast was started as ``statecast``
+(whose script directory, not the current one, is what Python puts first) or
+as ``python -m statecast``.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import importlib
+import os
+import sys
 from collections.abc import Iterable
 
 from statecast.server.room import Room
@@ -21,13 +30,33 @@ def load_room_class(spec: str) -> type[Room]:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"room type {spec!r} is not of the form module:Class")
+    _current_directory_first()
     try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"room type {spec!r} cannot be loaded: {exc}") from None
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        searched = ", ".join(p or "''" for p in sys.path)
+        raise ValueError(
+            f"room type {spec!r} cannot be loaded: {exc} (searched sys.path: {searched})"
+        ) from None
+    except Exception as exc:  # the module itself failed: a SyntaxError, a raise at import
+        raise ValueError(f"room type {spec!r} cannot be loaded: {exc!r}") from None
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise ValueError(
+            f"room type {spec!r} cannot be loaded: {module_name} ({module.__file__}) "
+            f"has no {attr!r}"
+        ) from None
     if not (isinstance(obj, type) and issubclass(obj, Room)):
-        raise ValueError(f"{spec} is not a subclass of statecast.server.room.Room")
+        raise ValueError(f"{spec} is not a subclass of statecast.Room")
     return obj
+
+
+def _current_directory_first() -> None:
+    """Put the current directory first on ``sys.path``, as ``python -m`` does, once."""
+    cwd = os.getcwd()
+    if not any(os.path.abspath(p or os.curdir) == cwd for p in sys.path):
+        sys.path.insert(0, cwd)
 
 
 class RoomTypes:

@@ -153,6 +153,8 @@ class RoomWriter:
         self.stopped = False
         self._applied = feed.head
         self._since_checkpoint = 0
+        #: Changes appended since the last checkpoint (or since the load).
+        self._unchecked = False
         self._inbox: list[Request | HookRequest] = []
         #: Client ids the room may record for exactly-once (0: no limit): --auth none only.
         self.max_clients = config.max_room_clients if config.auth == "none" else 0
@@ -389,6 +391,7 @@ class RoomWriter:
         return codec.encode_diff_parts(self._applied, parts)
 
     async def _persist(self, changes: list[StoredChange]) -> None:
+        self._unchecked = True
         if self.config.durability == "ack" or not self.store.durable:
             t0 = time.perf_counter()
             await self.store.append(self.name, changes)
@@ -494,11 +497,14 @@ class RoomWriter:
         self.room.state_bytes = len(state)  # the running estimate, made exact again
         await self.store.checkpoint(self.name, self.feed.head, state, dict(self.feed.acked))
         self._since_checkpoint = 0
+        self._unchecked = False
 
     async def close(self) -> None:
         try:
             await self.drain()
-            if self.feed.failed is None:
+            # A room that wrote nothing since it loaded (or last checkpointed) leaves the
+            # store as it found it: unloading a room that was only read costs no write.
+            if self.feed.failed is None and self._unchecked:
                 await self.checkpoint()
         finally:  # a failed checkpoint must not leave the worker running
             self._worker.cancel()

@@ -35,28 +35,76 @@ export class StatecastError extends Error {
 
 let tabCounter = 0;
 
-/**
- * A client id unique to this tab (or process) and kept for its session: stored in
- * sessionStorage per room URL, so a reload resumes as the same agent while another
- * tab, which has its own sessionStorage, never takes this one's id (close 4009).
- */
-function tabClientId(url) {
-  const fresh = () =>
-    globalThis.crypto?.randomUUID?.().replaceAll("-", "") ??
-    `${Date.now().toString(36)}${Math.random().toString(36).slice(2)}${++tabCounter}`;
-  const store = globalThis.sessionStorage;
-  if (!store) return fresh();
-  const key = `statecast:client:${url}`;
+const freshClientId = () =>
+  globalThis.crypto?.randomUUID?.().replaceAll("-", "") ??
+  `${Date.now().toString(36)}${Math.random().toString(36).slice(2)}${++tabCounter}`;
+
+const NO_CLAIM = () => {};
+
+/** Hold the Web Lock `name` until the returned release is called; null if another holds it. */
+function holdLock(locks, name) {
+  return new Promise((resolve, reject) => {
+    locks
+      .request(name, { ifAvailable: true }, (lock) => {
+        if (lock === null) {
+          resolve(null);
+          return undefined;
+        }
+        return new Promise((release) => resolve(release));
+      })
+      .catch(reject);
+  });
+}
+
+function sessionStore() {
   try {
-    let id = store.getItem(key);
-    if (!id) {
-      id = fresh();
-      store.setItem(key, id);
-    }
-    return id;
+    return globalThis.sessionStorage ?? null; // throws in an opaque origin
   } catch {
-    return fresh();
+    return null;
   }
+}
+
+/**
+ * A client id for an agent given none: unique to this tab (or process) and kept for its
+ * session. The id is stored in sessionStorage per room URL, so a reload resumes as the
+ * same agent; but browsers copy sessionStorage into a tab duplicated or opened from this
+ * one, so the id is also claimed with a Web Lock held while the Room runs: a tab (or a
+ * second Room in this tab) that finds the stored id held by a live one mints a fresh id,
+ * and two tabs never take each other's id (close 4009). Where Web Locks are missing (an
+ * insecure http: origin other than localhost) every Room gets a fresh id: never shared,
+ * though not kept across a reload.
+ * @returns {Promise<{id: string, release: () => void}>}
+ */
+async function claimTabClientId(url) {
+  const store = sessionStore();
+  const locks = globalThis.navigator?.locks;
+  if (!store || typeof locks?.request !== "function") return { id: freshClientId(), release: NO_CLAIM };
+  const key = `statecast:client:${url}`;
+  let id = null;
+  try {
+    id = store.getItem(key);
+  } catch {
+    // storage refused: a fresh id below
+  }
+  for (let tries = 0; tries < 4; tries++) {
+    id ??= freshClientId();
+    let release = null;
+    try {
+      release = await holdLock(locks, `${key}#${id}`);
+    } catch {
+      return { id: freshClientId(), release: NO_CLAIM };
+    }
+    if (release !== null) {
+      try {
+        store.setItem(key, id);
+      } catch {
+        // kept for this page only
+      }
+      return { id, release };
+    }
+    id = null;
+  }
+  return { id: freshClientId(), release: NO_CLAIM };
 }
 
 function snapshotOf(room) {
@@ -77,8 +125,13 @@ export class Room {
     this._welcomes = 0;
     /** Bytes and frames received, for rates; diffs, duplicates and gaps come from the sync. */
     this.traffic = { frames: 0, bytes: 0 };
-    const client = options.client ?? (role === "agent" ? tabClientId(url) : null);
+    const client = options.client ?? null;
     this._sync = new ClientSync({ role, client, token: options.token ?? null });
+    /** An agent given no client id claims one for this tab before its first connection. */
+    this._claim = role === "agent" && client === null ? claimTabClientId(url) : null;
+    this._releaseClient = NO_CLAIM;
+    /** Why the client stopped: what act() rejects with from then on. */
+    this._stopError = null;
     this._getToken = options.getToken ?? null;
     this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
     const reconnect = options.reconnect ?? true;
@@ -161,7 +214,7 @@ export class Room {
   async act(name, args) {
     if (this.role !== "agent") throw new StatecastError("forbidden", "spectators may not act");
     await this.ready;
-    if (this._stopped) throw new StatecastError("closed", "the client has stopped");
+    if (this._stopped) throw this._stopError;
     const aid = this._sync.act(name, args);
     const result = new Promise((resolve, reject) => this._acts.set(aid, { resolve, reject }));
     this._flush();
@@ -208,6 +261,16 @@ export class Room {
 
   async _open() {
     if (this._stopped) return;
+    if (this._claim !== null) {
+      const claim = await this._claim;
+      this._claim = null;
+      if (this._stopped) {
+        claim.release();
+        return;
+      }
+      this._sync.client = claim.id;
+      this._releaseClient = claim.release;
+    }
     if (this._needToken) {
       try {
         this._sync.token = await this._getToken();
@@ -249,7 +312,9 @@ export class Room {
       this._fail(ws, new ProtocolError("text frame from the server"));
       return;
     }
-    const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer ?? data);
+    const bytes = ArrayBuffer.isView(data)
+      ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+      : new Uint8Array(data);
     this.traffic.frames += 1;
     this.traffic.bytes += bytes.byteLength;
     // The frame is decoded and checked whole before any of it takes effect.
@@ -287,6 +352,7 @@ export class Room {
     }
     sync.receive(m);
     for (const event of sync.takeEvents()) this._event(event, size);
+    if (sync.stateKind === "resyncing" || sync.stateKind === "live") this._setStatus(sync.stateKind);
   }
 
   _event(event, size) {
@@ -297,21 +363,18 @@ export class Room {
         this._attempt = 0;
         if (this._welcomes++ > 0) this.reconnects += 1;
         this._readyResolve(w);
-        this._emit("welcome", w);
-        if (w.sync !== "snapshot") this._setStatus("live");
-        else this._setStatus("syncing");
+        this._setStatus(w.sync === "snapshot" ? "syncing" : "live");
         this._changed();
+        this._emit("welcome", w);
         break;
       }
       case "snapshot":
         this._watchers.after(this.state);
-        this._setStatus("live");
         this._changed();
         this._emit("snapshot", event.state, event.epoch, event.seq);
         break;
       case "change":
         this._watchers.after(this.state);
-        if (this.status !== "live") this._setStatus("live");
         this._changed();
         this._emit("change", event.ops, event.seq, size);
         break;
@@ -330,7 +393,6 @@ export class Room {
       default:
         break;
     }
-    if (this._sync.stateKind === "resyncing" && this.status !== "resyncing") this._setStatus("resyncing");
   }
 
   _flush() {
@@ -385,7 +447,7 @@ export class Room {
 
   _schedule(code) {
     if (this._stopped) return;
-    this._setStatus("reconnecting");
+    this._setStatus(this._welcomes === 0 ? "connecting" : "reconnecting");
     this._attempt += 1;
     const { baseDelay, maxDelay } = this._delays;
     const delay = code === 1012 ? 0 : Math.random() * Math.min(maxDelay, baseDelay * 2 ** this._attempt);
@@ -402,6 +464,7 @@ export class Room {
   _stop(code, reason, err) {
     if (this._stopped) return;
     this._stopped = true;
+    this._stopError = err;
     this.closeCode = code;
     clearTimeout(this._timer);
     this._timer = null;
@@ -417,6 +480,7 @@ export class Room {
       }
     }
     this._sync.close();
+    this._releaseClient();
     this._readyReject(err);
     for (const waiter of this._acts.values()) waiter.reject(err);
     this._acts.clear();

@@ -138,6 +138,7 @@ export class ClientSync {
     /** Counters: DIFFs applied, duplicates ignored, gaps seen (each sends one RESYNC). */
     this.stats = { diffs: 0, duplicates: 0, gaps: 0 };
     this._lastAid = 0;
+    this._fresh = false;
     this._pending = new Map();
     this._out = [];
     this._events = [];
@@ -158,7 +159,8 @@ export class ClientSync {
     const hello = { v: PROTOCOL_VERSION, role: this.role };
     if (this.token != null) hello.token = this.token;
     if (this.client != null) hello.client = this.client;
-    if (this.epoch !== null) hello.resume = [this.epoch, this.seq];
+    if (this.epoch !== null && !this._fresh) hello.resume = [this.epoch, this.seq];
+    this._fresh = false;
     this._out.push([HELLO, hello]);
   }
 
@@ -173,11 +175,10 @@ export class ClientSync {
     this._out = [];
   }
 
-  /** Forget the state, so the next HELLO asks for a SNAPSHOT (after a broken stream). */
+  /** Ask for a SNAPSHOT on the next HELLO (no resume) after a broken stream; the state
+   * held stays readable until that SNAPSHOT replaces it. */
   forgetState() {
-    this.epoch = null;
-    this.seq = 0;
-    this.state = null;
+    this._fresh = true;
   }
 
   /** Queue an action and return its aid: sent now when joined, else after the next WELCOME. */

@@ -1,13 +1,15 @@
 // The watch page: one room, live, as a spectator. Everything it shows is drawn at most
 // once per animation frame, however many DIFFs arrive in between, so a room at
 // thousands of diffs per second does not freeze the tab. window.statecastWatch exposes
-// what the page measures (frames per second, renders) for the browser tests.
+// what the page measures (frames per second, renders, the run of seqs applied) for the
+// browser tests, in counters of a fixed size however long the page stays open.
 
 import { connect } from "/static/statecast.js";
 import { changedPath } from "/static/watch.js";
 
 const LOG_ROWS = 200;
 const TREE_CHILDREN = 200;
+const MAX_PATHS = 64; // distinct changed paths per frame beyond which the tree is redrawn whole
 const GRID_TYPE = /:GridRoom$/;
 
 const $ = (id) => document.getElementById(id);
@@ -23,13 +25,19 @@ document.title = `${roomName} · statecast`;
 $("room-name").textContent = roomName;
 if (token) $("home").href = `/#token=${encodeURIComponent(token)}`;
 
-/** What the tests read: frames drawn per second, renders, every applied seq. */
+/**
+ * What the tests read. `applied` counts DIFFs and follows their seqs: `from` is the seq of
+ * the last SNAPSHOT, `to` the last seq applied, `breaks` how many DIFFs did not follow the
+ * one before by exactly one (a gap or a duplicate would show there). `fullRenders` counts
+ * redraws of the whole tree.
+ */
 const measure = {
   fps: 0,
   frames: 0,
   renders: 0,
-  applied: [],
-  snapshots: [],
+  fullRenders: 0,
+  snapshots: 0,
+  applied: { count: 0, from: null, to: null, breaks: 0 },
   room: null,
 };
 window.statecastWatch = measure;
@@ -46,7 +54,7 @@ function tick(now) {
 requestAnimationFrame(tick);
 
 // --- rendering, coalesced to one per frame -----------------------------------------
-const dirty = { tree: null, paths: [], log: [], status: true, full: true };
+const dirty = { paths: new Map(), log: [], full: true }; // paths: key -> path, each once
 let scheduled = false;
 function invalidate() {
   if (scheduled) return;
@@ -80,22 +88,32 @@ async function main() {
 
   const room = connect(wsUrl, { role: "spectator", token: token ?? undefined });
   measure.room = room;
-  room.on("status", () => {
-    dirty.status = true;
-    invalidate();
-  });
-  room.on("welcome", () => {
-    dirty.status = true;
-    invalidate();
-  });
+  room.on("status", invalidate);
+  room.on("welcome", invalidate);
   room.on("snapshot", (_state, _epoch, seq) => {
-    measure.snapshots.push(seq);
+    measure.snapshots += 1;
+    measure.applied.from = measure.applied.to = seq;
     dirty.full = true;
+    dirty.paths.clear();
     invalidate();
   });
   room.on("change", (ops, seq, bytes) => {
-    measure.applied.push(seq);
-    if (!dirty.full) for (const op of ops) dirty.paths.push(changedPath(op));
+    const applied = measure.applied;
+    applied.count += 1;
+    if (seq !== applied.to + 1) applied.breaks += 1;
+    applied.to = seq;
+    if (!dirty.full) {
+      for (const op of ops) {
+        const path = changedPath(op);
+        dirty.paths.set(keyOf(path), path);
+      }
+    }
+    // Too many places changed since the last frame (or no frame for a while, in a hidden
+    // tab): redraw whole instead of queueing every path.
+    if (dirty.paths.size > MAX_PATHS) {
+      dirty.full = true;
+      dirty.paths.clear();
+    }
     dirty.log.push({ seq, ops, bytes });
     if (dirty.log.length > LOG_ROWS) dirty.log.splice(0, dirty.log.length - LOG_ROWS);
     invalidate();
@@ -103,7 +121,6 @@ async function main() {
   room.on("error", (err) => {
     if (room.status === "closed") {
       showNotice(`Closed by the server (${room.closeCode}): ${err.message}`);
-      dirty.status = true;
       invalidate();
     }
   });
@@ -125,7 +142,6 @@ function sampleRates(room) {
   const s = room.stats;
   samples.push({ now, diffs: s.diffs, bytes: s.bytes });
   while (samples.length > 2 && samples[0].now < now - 2000) samples.shift();
-  dirty.status = true;
   invalidate();
 }
 
@@ -199,18 +215,24 @@ function buildNode(key, value, path) {
   nodes.set(el.pathKey, el);
   if (value !== null && typeof value === "object") {
     const isList = Array.isArray(value);
-    const entries = isList ? value.map((v, i) => [i, v]) : Object.entries(value);
+    const keys = isList ? null : Object.keys(value);
+    const count = isList ? value.length : keys.length;
     const meta = document.createElement("span");
     meta.className = "meta";
-    meta.textContent = isList ? `list (${entries.length})` : `map (${entries.length})`;
+    meta.textContent = isList ? `list (${count})` : `map (${count})`;
     row.append(meta);
     const children = document.createElement("div");
     children.className = "children";
-    for (const [k, v] of entries.slice(0, TREE_CHILDREN)) children.append(buildNode(k, v, [...path, k]));
-    if (entries.length > TREE_CHILDREN) {
+    // Only the first TREE_CHILDREN are drawn, so only they are visited: a long list that
+    // grows at every diff costs the same per frame as a short one.
+    for (let i = 0; i < Math.min(count, TREE_CHILDREN); i++) {
+      const k = isList ? i : keys[i];
+      children.append(buildNode(k, value[k], [...path, k]));
+    }
+    if (count > TREE_CHILDREN) {
       const more = document.createElement("div");
       more.className = "meta";
-      more.textContent = `… ${entries.length - TREE_CHILDREN} more`;
+      more.textContent = `… ${count - TREE_CHILDREN} more`;
       children.append(more);
     }
     el.append(children);
@@ -244,10 +266,10 @@ function renderTree(room, full, paths) {
   const tree = $("tree");
   const state = room.state;
   if (state === null) return;
-  if (full || paths.length > 64) {
+  if (full) {
+    measure.fullRenders += 1;
     nodes.clear();
     tree.replaceChildren(buildNode(null, state, []));
-    if (!full) flashAll(paths);
     return;
   }
   // Rebuild the container of each changed path (its parent), once per frame.
@@ -353,18 +375,17 @@ function render() {
   const room = measure.room;
   if (!room) return;
   measure.renders += 1;
-  if (dirty.status) renderStatus(room);
-  if (dirty.full || dirty.paths.length) {
-    renderTree(room, dirty.full, dirty.paths);
+  renderStatus(room);
+  if (dirty.full || dirty.paths.size) {
+    renderTree(room, dirty.full, [...dirty.paths.values()]);
     if (board.enabled) renderBoard(room.state);
   }
   if (!paused && dirty.log.length) {
     renderLog(dirty.log);
     dirty.log = [];
   }
-  dirty.status = false;
   dirty.full = false;
-  dirty.paths = [];
+  dirty.paths.clear();
 }
 
 main();

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from statecast.server.history import MIN_HISTORY_BYTES
 from tests.helpers import bare, eventually, http_session, running_server
 
 IDLE = 0.2
@@ -77,7 +78,7 @@ async def test_max_rooms_counts_rooms_held_not_rooms_created() -> None:
             await holder.hello("spectator")
             await holder.recv_type(3)
             async with http.post(f"{srv.http_url}/rooms/second/actions", json=body) as resp:
-                assert resp.status == 413
+                assert resp.status == 503
         await eventually(lambda: not srv.app.rooms.rooms)
         async with http.post(f"{srv.http_url}/rooms/second/actions", json=body) as resp:
             assert resp.status == 200 and await resp.json() == {"seq": 1}
@@ -118,3 +119,27 @@ async def test_a_room_being_handed_to_a_join_is_not_unloaded_to_make_space() -> 
             await agent.send([4, 1, "patch", [[0, ["y"], 1]]])
             assert await agent.recv_type(7) == [7, 1, 2]
         assert "r0" in manager.rooms
+
+
+async def test_a_reloaded_small_room_holds_about_its_state_size_of_history(
+    tmp_path: Path,
+) -> None:
+    """A room reloaded from the store keeps the history a live room would (about its state's
+    size, at least MIN_HISTORY_BYTES), not every logged diff."""
+    url = f"sqlite:{tmp_path / 'rooms.db'}"
+    settings = {"idle_unload": IDLE, "action_rate": 1e6, "action_burst": 10**6}
+    async with running_server(store=url, **settings) as srv:
+        async with bare(srv.room_url("small")) as agent:
+            await agent.hello("agent", client="a")
+            await agent.recv_type(3)
+            last = 2000  # ~100 KB of diffs over a state of ~50 bytes
+            for aid in range(1, last + 1):
+                await agent.send([4, aid, "patch", [[0, ["n"], f"v{aid:05d}" + "x" * 40]]])
+            while (await agent.recv_type(7))[1] != last:
+                pass
+        await eventually(lambda: "small" not in srv.app.rooms.rooms)
+        async with bare(srv.room_url("small")) as spectator:
+            await spectator.hello("spectator")
+            await spectator.recv_type(3)
+            history = srv.app.rooms.rooms["small"].feed.history
+            assert 0 < history.size_after(history.oldest_seq - 1) <= MIN_HISTORY_BYTES

@@ -1,0 +1,1 @@
+"""Room types for ``statecast serve --room-type 'counter-*=mypackage.rooms:Counter'``."""

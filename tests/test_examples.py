@@ -1,0 +1,93 @@
+"""examples/ runs as the README says, against a real ``statecast serve``, and is the README's code.
+
+The server is the installed ``statecast`` script started in examples/ with the
+README's ``--room-type`` line; each example is a subprocess of this Python, given
+the server's URL by argument or by ``STATECAST_URL`` as a user would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+from tests.helpers import TIMEOUT
+from tests.serve_process import serve_process
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+ROOM_TYPE = "counter-*=mypackage.rooms:Counter"
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("STATECAST_")}
+
+
+async def run_example(name: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run examples/NAME to its end; its stdout (it must exit 0 and print no error)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(EXAMPLES / name), *args,
+        cwd=ROOT,
+        env={**ENV, **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT * 2)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, f"{name} exited {proc.returncode}: {err.decode()}"
+    assert not err, err.decode()
+    return out.decode()
+
+
+async def test_every_example_runs_against_a_real_server() -> None:
+    async with serve_process("--room-type", ROOM_TYPE, cwd=EXAMPLES) as server:
+        spectator = await asyncio.create_subprocess_exec(
+            sys.executable, str(EXAMPLES / "spectator.py"), server.ws_url,
+            cwd=ROOT,
+            env={**ENV, "PYTHONUNBUFFERED": "1"},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert spectator.stdout is not None
+        try:
+            first = await asyncio.wait_for(spectator.stdout.readline(), TIMEOUT * 2)
+            assert first.decode() == "state at seq 0 {}\n"
+
+            # Twice: the second run reads where bot-1 is and moves it on (a change, a diff).
+            for x, seq in ((1, 1), (2, 2)):
+                out = await run_example("agent.py", env={"STATECAST_URL": server.ws_url})
+                state = {"bots": {"bot-1": {"x": x, "y": 0}}}
+                assert out.splitlines() == [
+                    f"applied as diff {seq} state: {state}",
+                    "refused: invalid del: no key 'no-such-key'",
+                ]
+                seen = await asyncio.wait_for(spectator.stdout.readline(), TIMEOUT)
+                assert seen.decode().startswith(f"Changed(seq={seq}, ")
+                assert seen.decode().endswith(f"-> {state}\n")
+
+            out = await run_example("counter.py", server.ws_url)
+            assert out.splitlines() == [
+                "n = 0",
+                "n = 1",
+                "refused: invalid add takes a positive int",
+            ]
+        finally:
+            if spectator.returncode is None:
+                spectator.send_signal(signal.SIGINT)  # Ctrl-C: the example ends quietly
+            _, err = await asyncio.wait_for(spectator.communicate(), TIMEOUT)
+        assert spectator.returncode == 0, err.decode()
+
+
+def test_the_readme_shows_the_examples_as_they_are() -> None:
+    """Every README block introduced by an examples/ path is that file, byte for byte."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"`(examples/[\w/]+\.py)`:\n\n```python\n(.*?)```\n", readme, re.S)
+    shown = {path for path, _ in blocks}
+    assert shown == {"examples/agent.py", "examples/spectator.py", "examples/mypackage/rooms.py"}
+    for path, code in blocks:
+        assert code == (ROOT / path).read_text(), f"the README's {path} differs from the file"
+    assert f"--room-type '{ROOM_TYPE}'" in readme
