@@ -425,3 +425,24 @@ async def test_one_connection_per_agent_id_across_nodes(redis_node: RedisServer)
                 assert await older.closed() == 4009
                 await newer.send([4, welcome["acked"] + 1, "patch", [[0, ["k"], 1]]])
                 assert (await newer.recv_type(7))[1] == welcome["acked"] + 1
+
+
+async def test_wait_replicas_acks_once_a_replica_holds_the_diff(redis_node: RedisServer) -> None:
+    """With --wait-replicas 1 an ACK comes only once the replica has the batch."""
+    import redis as redis_client
+
+    replica = RedisServer(replica_of=redis_node.port)
+    replica.start()
+    view = redis_client.Redis(port=replica.port)
+    try:
+        await eventually(lambda: view.info("replication")["master_link_status"] == "up")
+        async with cluster(redis_node.url, 1, *FLAGS, "--wait-replicas", "1") as nodes:
+            agent = Roamer([nodes[0].room_url("replicated")], client="a")
+            await agent.start()
+            for i in range(1, 4):
+                assert await agent.act("patch", [[0, ["k"], i]]) == ("ack", i)
+                assert view.xlen("sc:{replicated}:log") == i  # on the replica before the ACK
+            await agent.close()
+    finally:
+        view.close()
+        replica.close()
