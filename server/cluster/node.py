@@ -130,6 +130,8 @@ class ClusterNode:
                 record = fresh
             if record is None:
                 raise RoomLost(f"room {name} vanished while it was created")
+        else:
+            manager.make_space()
         room, history = await manager.rebuild(name, record)
         feed = manager.make_feed(name, room.state, record, history)
         live = LiveRoom(feed, manager.make_writer(feed, room, hooks=self), forward=self.forward)
@@ -150,6 +152,7 @@ class ClusterNode:
             if create:
                 raise Rejection("unavailable", f"room {name} is being created elsewhere")
             return None
+        manager.make_space()
         room, history = await manager.rebuild(name, record)
         feed = manager.make_feed(name, room.state, record, history)
         follower = Follower(feed, self.store, self._rebuild)
