@@ -130,6 +130,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         unset="the room is created where the clients are",
     )
     a(
+        "--spectator-ws",
+        metavar="URL",
+        help="in a cluster: the ws://HOST:PORT of the node spectators connect to "
+        "(the agents connect to --ws)",
+        unset="--ws",
+    )
+    a(
         "--server-pid",
         type=int,
         help="PID of the running server, to read its CPU and memory",
@@ -169,6 +176,7 @@ def options_from(args: argparse.Namespace, command: str) -> BenchOptions:
         http_url=args.http_url,
         server_pid=args.server_pid,
         owner_http=args.owner_http,
+        spectator_ws=args.spectator_ws,
         workers=args.workers,
         sample=args.sample,
         price_per_gb=args.price_per_gb,

@@ -60,6 +60,8 @@ class BenchOptions:
     server_pid: int | None = None
     #: In a cluster: the node that creates the room (its owner), other than --http's.
     owner_http: str | None = None
+    #: In a cluster: the node the spectators connect to (the agents use --ws).
+    spectator_ws: str | None = None
     workers: int = 0
     sample: int = 50
     price_per_gb: float = 0.09
@@ -410,6 +412,7 @@ async def run_one(
                 rate=scenario.rate,
                 poll_hz=scenario.poll_hz,
                 seed=seed * 100 + index,
+                extra={"spectator_ws": options.spectator_ws} if options.spectator_ws else {},
             )
             workers.append(WorkerProcess(plan, on_progress))
         await asyncio.gather(*(w.start() for w in workers))
