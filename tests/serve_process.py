@@ -27,6 +27,18 @@ class ServeProcess:
     ws_url: str
     http_url: str
     log: list[dict[str, Any]] = field(default_factory=list)
+    reader: asyncio.Task[None] | None = None
+
+    def room_url(self, room: str) -> str:
+        return f"{self.ws_url}/rooms/{room}"
+
+    async def stop(self, sig: int) -> int:
+        """Send ``sig`` and wait for the process to end; its exit code."""
+        self.proc.send_signal(sig)
+        code = await asyncio.wait_for(self.proc.wait(), TIMEOUT * 3)
+        if self.reader is not None:
+            await asyncio.wait_for(self.reader, TIMEOUT)
+        return code
 
 
 async def run_serve(*args: str, cwd: Path) -> tuple[int, str]:
@@ -48,9 +60,11 @@ async def run_serve(*args: str, cwd: Path) -> tuple[int, str]:
     return proc.returncode, err.decode()
 
 
-@contextlib.asynccontextmanager
-async def serve_process(*args: str, cwd: Path) -> AsyncIterator[ServeProcess]:
-    """``statecast serve`` on 127.0.0.1, free ports, in ``cwd``; killed when the block ends."""
+async def start_serve(*args: str, cwd: Path) -> ServeProcess:
+    """Start ``statecast serve`` on 127.0.0.1, free ports, in ``cwd``; return once it serves.
+
+    The ports come from its JSON ``serving`` log line; every log line is kept in ``log``.
+    """
     assert STATECAST.exists(), f"{STATECAST} is missing: install statecast (make install)"
     proc = await asyncio.create_subprocess_exec(
         str(STATECAST), "serve", "--host=127.0.0.1", "--port=0", "--http-port=0",
@@ -79,12 +93,28 @@ async def serve_process(*args: str, cwd: Path) -> AsyncIterator[ServeProcess]:
     reader = asyncio.create_task(read(proc.stderr))
     try:
         ready = await asyncio.wait_for(serving, TIMEOUT * 4)
-        ws = str(ready["ws"]).removesuffix("/rooms/{room}")
-        yield ServeProcess(proc, ws, str(ready["http"]), log)
-    finally:
-        if proc.returncode is None:
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
         reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        raise
+    ws = str(ready["ws"]).removesuffix("/rooms/{room}")
+    return ServeProcess(proc, ws, str(ready["http"]), log, reader)
+
+
+@contextlib.asynccontextmanager
+async def serve_process(*args: str, cwd: Path) -> AsyncIterator[ServeProcess]:
+    """``statecast serve`` (see :func:`start_serve`), killed when the block ends unless the
+    test stopped it."""
+    server = await start_serve(*args, cwd=cwd)
+    try:
+        yield server
+    finally:
+        if server.proc.returncode is None:
+            server.proc.kill()
+        await server.proc.wait()
+        if server.reader is not None:
+            server.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await server.reader

@@ -7,8 +7,9 @@
 //   room.watch("players/*/hp", (hp, before, path) => flash(path));
 //   const seq = await room.act("patch", [[0, ["x"], 1]]);   // agents only
 //
-// The client reconnects with full-jitter exponential backoff (at once on the browser's
-// `online` event and after close 1012), resumes by (epoch, seq), asks RESYNC on a gap,
+// The client reconnects with full-jitter exponential backoff (at once after close 1012,
+// and on the browser's `online` event, replacing a socket the network change may have
+// left dead), resumes by (epoch, seq), asks RESYNC on a gap,
 // ignores duplicates, applies unsolicited SNAPSHOTs and re-sends un-acked actions with
 // their original aids, so every action takes effect exactly once. Its sync rules live in
 // sync.js and its op rules in ops.js, both shared with the Node tests; this file only
@@ -152,7 +153,7 @@ export class Room {
       this._readyReject = reject;
     });
     this.ready.catch(() => {}); // a stop before WELCOME must not be an unhandled rejection
-    this._online = () => this._retryNow();
+    this._online = () => this._networkBack();
     globalThis.addEventListener?.("online", this._online);
     this._open();
   }
@@ -452,6 +453,17 @@ export class Room {
     const { baseDelay, maxDelay } = this._delays;
     const delay = code === 1012 ? 0 : Math.random() * Math.min(maxDelay, baseDelay * 2 ** this._attempt);
     this._timer = setTimeout(() => this._retryNow(), delay);
+  }
+
+  /**
+   * The network came back. A socket opened before it went may be dead without knowing it:
+   * a browser keeps it open, receiving nothing, until TCP gives up minutes later. Start
+   * again at once and resume; if the old socket was fine after all, a replay costs little.
+   */
+  _networkBack() {
+    if (!this._reconnect) return;
+    if (this._ws !== null && this._ws.readyState === 1) this._lost(this._ws, 1006, "the network changed");
+    this._retryNow();
   }
 
   _retryNow() {

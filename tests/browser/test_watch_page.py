@@ -18,6 +18,7 @@ from statecast.protocol import ops
 from statecast.protocol.errors import Rejection
 from statecast.server.fanout import Subscriber
 from tests.browser.conftest import ARTIFACTS
+from tests.faultproxy import FaultPlan, FaultProxy
 from tests.helpers import TIMEOUT, RunningServer, bare, http_session, running_server
 from tests.server.test_auth import SECRET, token
 
@@ -403,3 +404,31 @@ async def test_a_duplicated_tab_claims_an_agent_id_of_its_own(
         assert code == "taken_over"
     state = (await http_json(f"{server.http_url}/rooms/tabs/state"))["state"]
     assert state[first["client"]] == state[second["client"]] == 1
+
+
+async def test_a_page_whose_socket_went_dead_comes_back_when_the_network_does(
+    page: Page, server: RunningServer
+) -> None:
+    """A network change can leave the page's socket open but dead (nothing arrives; the
+    browser only notices when TCP gives up, minutes later). When the browser goes back
+    online the page replaces that socket at once and catches up by replay."""
+    plan = FaultPlan(cut_probability=0, delay_probability=0, stall_probability=1.0)
+    plan.stall_seconds = (10 * TIMEOUT, 10 * TIMEOUT)
+    async with (
+        FaultProxy(int(server.ws_url.rsplit(":", 1)[1]), seed=4, plan=plan) as proxy,
+        connect(server.room_url("netchange"), client="writer") as agent,
+    ):
+        proxy.calm()
+        await agent.act("patch", [[0, ["n"], 0], [0, ["blob"], "x" * 5000]])
+        await watch(page, server, "netchange", f"#ws={proxy.url('netchange')}")
+        proxy.faults = True  # the page's connection goes dead: what it carries next stalls
+        for n in range(1, 6):
+            await agent.act("patch", [[0, ["n"], n]])
+        proxy.calm()  # new connections get through
+        await page.context.set_offline(True)
+        await page.context.set_offline(False)
+        head = (await http_json(f"{server.http_url}/rooms/netchange/head"))["seq"]
+        await until(page, "seq => window.statecastWatch.room.seq === seq", head)
+        held = await page_room(page)
+        assert held["stats"]["reconnects"] == 1 and held["sync"] == "replay"
+        assert held["applied"]["breaks"] == 0 and held["state"]["n"] == 5

@@ -1,6 +1,6 @@
 """Durable rooms: a real server process on SQLite, killed (-9) or stopped (SIGTERM), restarted.
 
-Each test runs ``python -m statecast.server serve --store sqlite:...`` as a subprocess on
+Each test runs ``statecast serve --store sqlite:...`` as a subprocess on
 free ports (port 0; the ports are read from its JSON ``serving`` log line),
 drives it with bare WebSocket agents, stops it, starts a new process on the
 same file and checks what the protocol promises across restarts.
@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
-import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,93 +23,16 @@ from statecast.server.config import Config
 from statecast.server.store.base import StoredChange
 from statecast.server.store.sqlite import SQLiteStore
 from tests.helpers import TIMEOUT, BareClient, bare, http_session, running_server
+from tests.serve_process import ServeProcess, serve_process
 
 ROOT = Path(__file__).resolve().parents[2]
 ROOM = "durable"
 
 
-@dataclass
-class ServerProcess:
-    proc: asyncio.subprocess.Process
-    ws_url: str
-    http_url: str
-    log: list[dict[str, Any]] = field(default_factory=list)
-    reader: asyncio.Task[None] | None = None
-
-    def room_url(self, room: str = ROOM) -> str:
-        return f"{self.ws_url}/rooms/{room}"
-
-    async def stop(self, sig: int) -> int:
-        """Send ``sig`` and wait for the process to end; its exit code."""
-        self.proc.send_signal(sig)
-        code = await asyncio.wait_for(self.proc.wait(), TIMEOUT * 3)
-        if self.reader is not None:
-            await asyncio.wait_for(self.reader, TIMEOUT)
-        return code
-
-
-async def start_server(db: Path, *extra: str) -> ServerProcess:
-    """Start a statecast process on 127.0.0.1 with free ports; return once it serves."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "server",
-        "serve",
-        "--host=127.0.0.1",
-        "--port=0",
-        "--http-port=0",
-        f"--store=sqlite:{db}",
-        "--log-format=json",
-        "--action-rate=1000000",
-        "--action-burst=1000000",
-        *extra,
-        cwd=ROOT,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    lines: list[dict[str, Any]] = []
-    serving: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-
-    async def read(stream: asyncio.StreamReader) -> None:
-        async for raw in stream:
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                line = {"event": raw.decode(errors="replace").rstrip()}
-            lines.append(line)
-            if line.get("event") == "serving" and not serving.done():
-                serving.set_result(line)
-        if not serving.done():
-            serving.set_exception(RuntimeError(f"server exited before serving: {lines}"))
-
-    reader = asyncio.create_task(read(proc.stderr))
-    try:
-        ready = await asyncio.wait_for(serving, TIMEOUT * 4)
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise
-    ws = str(ready["ws"]).removesuffix("/rooms/{room}")
-    return ServerProcess(proc, ws, str(ready["http"]), lines, reader)
-
-
-@contextlib.asynccontextmanager
-async def server_process(db: Path, *extra: str) -> AsyncIterator[ServerProcess]:
-    """A server process that is killed at the end if the test has not stopped it."""
-    server = await start_server(db, *extra)
-    try:
-        yield server
-    finally:
-        if server.proc.returncode is None:
-            server.proc.kill()
-            await server.proc.wait()
-        if server.reader is not None:
-            server.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await server.reader
+def server_process(db: Path, *extra: str) -> contextlib.AbstractAsyncContextManager[ServeProcess]:
+    """A server process on the SQLite file ``db``, killed at the end unless the test stopped it."""
+    flags = ("--action-rate=1000000", "--action-burst=1000000")
+    return serve_process(f"--store=sqlite:{db}", *flags, *extra, cwd=ROOT)
 
 
 @dataclass
@@ -187,7 +108,7 @@ async def get_json(url: str) -> Any:
         return await response.json()
 
 
-async def check_room(server: ServerProcess, agents: list[Agent]) -> dict[str, Any]:
+async def check_room(server: ServeProcess, agents: list[Agent]) -> dict[str, Any]:
     """Every acked action is in the state, and each client's acked aid matches the state."""
     body = await get_json(f"{server.http_url}/rooms/{ROOM}/state")
     keys = body["state"].get("k", {})
@@ -224,7 +145,7 @@ async def test_kill_9_loses_no_acknowledged_action_and_keeps_the_history(tmp_pat
     db = tmp_path / "x.db"
     agents = [Agent(f"agent{i}") for i in range(4)]
     async with server_process(db, "--checkpoint-every=40") as first:
-        _, load = await run_agents(first.room_url(), agents, until_acked=300)
+        _, load = await run_agents(first.room_url(ROOM), agents, until_acked=300)
         first.proc.kill()  # SIGKILL while actions are in flight
         await first.proc.wait()
         await asyncio.wait_for(load, TIMEOUT)
@@ -238,7 +159,7 @@ async def test_kill_9_loses_no_acknowledged_action_and_keeps_the_history(tmp_pat
         assert body["seq"] >= last_acked
         seen = agents[0]
         since = seen.last_seen - 3
-        async with bare(second.room_url()) as ws:
+        async with bare(second.room_url(ROOM)) as ws:
             welcome = await ws.hello("spectator", resume=[epoch, since])
             assert welcome["sync"] == "replay" and welcome["epoch"] == epoch
             replayed = [await ws.recv() for _ in range(welcome["seq"] - since)]
@@ -246,7 +167,7 @@ async def test_kill_9_loses_no_acknowledged_action_and_keeps_the_history(tmp_pat
         for _, seq, ops in replayed:
             if seq in seen.diffs:  # no seq ever names a different diff
                 assert ops == seen.diffs[seq]
-        async with bare(second.room_url()) as ws:
+        async with bare(second.room_url(ROOM)) as ws:
             welcome = await ws.hello("agent", client=seen.client)
             assert welcome["acked"] >= max(seen.acked)
             await ws.recv_type(3)
@@ -262,11 +183,11 @@ async def test_sigterm_closes_with_1001_and_restarts_on_the_same_epoch_and_seq(
     db = tmp_path / "x.db"
     agents = [Agent(f"agent{i}", window=2) for i in range(3)]
     async with server_process(db) as first:
-        stop, load = await run_agents(first.room_url(), agents, until_acked=60)
+        stop, load = await run_agents(first.room_url(ROOM), agents, until_acked=60)
         stop.set()
         await asyncio.wait_for(load, TIMEOUT)
         before = await get_json(f"{first.http_url}/rooms/{ROOM}/head")
-        async with bare(first.room_url()) as watcher:
+        async with bare(first.room_url(ROOM)) as watcher:
             await watcher.hello("spectator")
             await watcher.recv_type(3)
             assert await first.stop(signal.SIGTERM) == 0
@@ -278,9 +199,9 @@ async def test_sigterm_closes_with_1001_and_restarts_on_the_same_epoch_and_seq(
         assert after == {**before, "oldest": after["oldest"]}
         await check_room(second, agents)
         epoch, head = before["epoch"], before["seq"]
-        async with bare(second.room_url()) as ws:
+        async with bare(second.room_url(ROOM)) as ws:
             assert (await ws.hello("spectator", resume=[epoch, head]))["sync"] == "current"
-        async with bare(second.room_url()) as ws:
+        async with bare(second.room_url(ROOM)) as ws:
             welcome = await ws.hello("spectator", resume=[epoch, head - 5])
             assert welcome["sync"] == "replay"
             assert [(await ws.recv())[1] for _ in range(5)] == list(range(head - 4, head + 1))
@@ -291,7 +212,7 @@ async def test_graceful_shutdown_under_load_applies_only_what_it_records(tmp_pat
     db = tmp_path / "x.db"
     agents = [Agent(f"agent{i}", window=16) for i in range(4)]
     async with server_process(db) as first:
-        _, load = await run_agents(first.room_url(), agents, until_acked=200)
+        _, load = await run_agents(first.room_url(ROOM), agents, until_acked=200)
         assert await first.stop(signal.SIGTERM) == 0  # the agents are still sending
         await asyncio.wait_for(load, TIMEOUT)
     assert all(agent.close_code == 1001 for agent in agents)
@@ -325,7 +246,7 @@ async def test_async_durability_flushes_on_sigterm_and_changes_epoch_after_kill_
     db = tmp_path / "x.db"
     agents = [Agent(f"agent{i}") for i in range(3)]
     async with server_process(db, "--durability=async") as first:
-        stop, load = await run_agents(first.room_url(), agents, until_acked=150)
+        stop, load = await run_agents(first.room_url(ROOM), agents, until_acked=150)
         stop.set()
         await asyncio.wait_for(load, TIMEOUT)
         assert await first.stop(signal.SIGTERM) == 0
@@ -335,14 +256,14 @@ async def test_async_durability_flushes_on_sigterm_and_changes_epoch_after_kill_
         body = await check_room(second, agents)
         assert body["epoch"] == epoch and body["seq"] == head
         more = [Agent(f"more{i}") for i in range(2)]
-        _, load = await run_agents(second.room_url(), more, until_acked=100)
+        _, load = await run_agents(second.room_url(ROOM), more, until_acked=100)
         second.proc.kill()
         await second.proc.wait()
         await asyncio.wait_for(load, TIMEOUT)
     async with server_process(db, "--durability=async") as third:
         body = await check_room(third, agents)
         assert body["epoch"] != epoch and body["seq"] >= head
-        async with bare(third.room_url()) as ws:
+        async with bare(third.room_url(ROOM)) as ws:
             welcome = await ws.hello("spectator", resume=[epoch, body["seq"]])
             assert welcome["sync"] == "snapshot" and welcome["epoch"] == body["epoch"]
 
