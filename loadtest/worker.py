@@ -71,6 +71,12 @@ class Worker:
     def ws_url(self) -> str:
         return f"{self.plan.ws_url.rstrip('/')}/rooms/{self.plan.room}"
 
+    @property
+    def spectator_url(self) -> str:
+        """Where spectators connect: another node of a cluster when --spectator-ws says so."""
+        base = str(self.plan.extra.get("spectator_ws") or self.plan.ws_url)
+        return f"{base.rstrip('/')}/rooms/{self.plan.room}"
+
     def build(self) -> None:
         p = self.plan
         ws_url = self.ws_url
@@ -101,7 +107,9 @@ class Worker:
             elif not sampled:
                 self.to_drain += 1
             elif p.mode == "push":
-                self.observers.append(PushObserver(ws_url, "spectator", None, self.tally))
+                self.observers.append(
+                    PushObserver(self.spectator_url, "spectator", None, self.tally)
+                )
             else:
                 self.observers.append(FloorObserver(ws_url, self.tally))
 
@@ -116,7 +124,7 @@ class Worker:
         async def drained() -> None:
             async with gate:
                 conn = await open_drained(
-                    self.ws_url, self.counters, CONNECT_TIMEOUT, statecast=statecast
+                    self.spectator_url, self.counters, CONNECT_TIMEOUT, statecast=statecast
                 )
             self.drainer.add(conn)
 

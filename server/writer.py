@@ -248,7 +248,14 @@ class RoomWriter:
         unanswered: list[Request | HookRequest] = [req for req, _, _ in pending.outcomes]
         while True:
             await asyncio.sleep(RETRY_INTERVAL)
-            if self.feed.failed is not None or self.stopped:
+            if self.feed.failed is not None:
+                return False
+            if self.stopped:
+                # Another process owns the room now. Whether or not the write landed, the
+                # new owner's log says so: its exactly-once check answers them rightly.
+                self.suspended = None
+                if self.hooks is not None:
+                    self.hooks.refused(self, unanswered + self.stop())
                 return False
             self._busy = True
             self.feed.begin_batch()

@@ -171,6 +171,8 @@ class Session:
                 self.room.touch()
                 if self._present:
                     self.room.presence.depart(self.sub)
+                    if self.app.cluster is not None:
+                        self.app.cluster.agent_left(self.sub)
 
     def _role(self) -> str:
         return self.sub.role if self.sub is not None else "none"
@@ -206,6 +208,9 @@ class Session:
         log.debug("joined", role=identity.role, client=identity.client, sync=welcome.sync)
         older = room.presence.arrive(sub)
         self._present = True
+        cluster = self.app.cluster
+        if cluster is not None and client is not None:
+            cluster.agent_arrived(room, sub)  # the same client id on another node: 4009
         if older is not None:
             room.feed.leave(older)  # no more DIFFs for it
             log.warning("client id taken over", client=client, older=older.id)

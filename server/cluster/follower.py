@@ -24,7 +24,7 @@ import msgpack
 import structlog
 
 from statecast.protocol import ops
-from statecast.server.feed import RoomFeed
+from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.store.base import RoomRecord, StoreUnavailable
 from statecast.server.store.redis import RedisStore
 
@@ -75,8 +75,8 @@ class Follower:
     def on_batch(self, payload: list[Any]) -> None:
         epoch, previous, _last, shared, acked = payload
         feed = self.feed
-        if self._repairing:
-            self._again = True  # the repair reads the log after this batch landed
+        if self._repairing or feed.busy:  # busy: a writer that just lost the room is
+            self.repair_soon()  # finishing its batch; the repair reads the log after it
             return
         if epoch != feed.epoch or previous > feed.head:
             self.repair_soon()
@@ -130,11 +130,14 @@ class Follower:
         try:
             while True:
                 self._again = False
+                await self.feed.settled()  # a writer's batch in flight ends first
                 await self._repair_once()
                 if not self._again or self.closed:
                     return
         except StoreUnavailable as exc:
             log.info("follower repair waits for redis", room=self.name, error=str(exc))
+        except RoomFailed:
+            pass  # the room closed its members; it reloads on the next request
         finally:
             self._repairing = False
 

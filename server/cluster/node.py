@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import secrets
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -31,12 +32,14 @@ from statecast.protocol.messages import Error
 from statecast.server.cluster.follower import Follower
 from statecast.server.cluster.forwarding import Forwarder, decode_action, encode_answers
 from statecast.server.cluster.lease import Leases
+from statecast.server.fanout import Subscriber
 from statecast.server.feed import RoomFeed
 from statecast.server.live import LiveRoom
 from statecast.server.store.base import RoomLost, RoomRecord, StoreUnavailable
 from statecast.server.store.redis import (
     Bus,
     RedisStore,
+    agents_channel,
     feed_channel,
     inbox_channel,
     node_channel,
@@ -73,7 +76,13 @@ class ClusterNode:
         self._channels: dict[str, tuple[str, str]] = {}  # channel -> (kind, room)
         self._check: asyncio.Task[None] | None = None
         self._taking: dict[str, asyncio.Task[bool]] = {}
+        #: (room, client) -> the newest HELLO number seen for it, and this node's own
+        #: connection's number: one live connection per agent id across the cluster.
+        self._hellos: dict[tuple[str, str], int] = {}
+        self._own_hellos: dict[Subscriber, int] = {}
         self.redis_ok = True
+        #: Closes a connection with 4009 (set by the app: the WebSocket listener does it).
+        self.on_4009: Callable[[Subscriber], None] = lambda sub: None
 
     @property
     def node_id(self) -> str:
@@ -121,10 +130,13 @@ class ClusterNode:
                 record = fresh
             if record is None:
                 raise RoomLost(f"room {name} vanished while it was created")
+        else:
+            manager.make_space()
         room, history = await manager.rebuild(name, record)
         feed = manager.make_feed(name, room.state, record, history)
         live = LiveRoom(feed, manager.make_writer(feed, room, hooks=self), forward=self.forward)
         await self._listen(inbox_channel(name), "in", name)
+        await self._listen(agents_channel(name), "agents", name)
         return manager.hold(live)
 
     async def _load_followed(self, name: str, create: bool) -> LiveRoom | None:
@@ -140,12 +152,14 @@ class ClusterNode:
             if create:
                 raise Rejection("unavailable", f"room {name} is being created elsewhere")
             return None
+        manager.make_space()
         room, history = await manager.rebuild(name, record)
         feed = manager.make_feed(name, room.state, record, history)
         follower = Follower(feed, self.store, self._rebuild)
         live = LiveRoom(
             feed, None, follower=follower, forward=self.forward, grace=self.config.leave_grace
         )
+        await self._listen(agents_channel(name), "agents", name)
         manager.hold(live)
         follower.repair_soon()  # batches published while the record was read
         log.info("following room", room=name, epoch=record.epoch, head=record.head)
@@ -187,6 +201,11 @@ class ClusterNode:
                 self.forwarder.reforward(live)
                 return
             live.follower.on_batch(payload)
+        elif kind == "agents":
+            if live is not None:
+                node, client, number = msgpack.unpackb(data, raw=False)
+                if node != self.node_id:
+                    self._agent_elsewhere(live, client, int(number))
         elif kind == "in":
             node, request_id, client, aid, name, args = decode_action(data)
             req = Request(
@@ -203,6 +222,46 @@ class ClusterNode:
         for live in list(self.manager.rooms.values()):
             if live.follower is not None:
                 live.follower.repair_soon()
+
+    # --- one connection per agent id ------------------------------------------------------
+
+    def agent_arrived(self, live: LiveRoom, sub: Subscriber) -> None:
+        """An agent connected here: number its HELLO and tell the other nodes, whose older
+        connection of the same client id is then closed with 4009."""
+        live.feed.spawn(self._announce(live, sub))
+
+    async def _announce(self, live: LiveRoom, sub: Subscriber) -> None:
+        client = sub.client
+        assert client is not None
+        try:
+            number = await self.store.next_hello(live.name)
+        except StoreUnavailable:
+            return  # one connection per node still holds; the cluster-wide rule waits
+        self._own_hellos[sub] = number
+        key = (live.name, client)
+        if self._hellos.get(key, 0) > number:  # a newer HELLO elsewhere came first
+            self._take_over_client(live, sub)
+            return
+        self._hellos[key] = number
+        message = bytes(msgpack.packb([self.node_id, client, number], use_bin_type=True))
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.publish(agents_channel(live.name), message)
+
+    def agent_left(self, sub: Subscriber) -> None:
+        self._own_hellos.pop(sub, None)
+
+    def _agent_elsewhere(self, live: LiveRoom, client: str, number: int) -> None:
+        key = (live.name, client)
+        self._hellos[key] = max(self._hellos.get(key, 0), number)
+        sub = live.presence.connected.get(client)
+        if sub is not None and self._own_hellos.get(sub, number) < number:
+            self._take_over_client(live, sub)
+
+    def _take_over_client(self, live: LiveRoom, sub: Subscriber) -> None:
+        log.warning("client id taken over on another node", room=live.name, client=sub.client)
+        live.feed.leave(sub)
+        self._own_hellos.pop(sub, None)
+        self.on_4009(sub)
 
     # --- owning and following ------------------------------------------------------------
 
@@ -381,7 +440,10 @@ class ClusterNode:
                 await self.leases.release(name, _released(self.node_id))
             await self._unlisten(inbox_channel(name))
             await self._unlisten(feed_channel(name))
+            await self._unlisten(agents_channel(name))
         self.leases.drop(name)
+        for key in [k for k in self._hellos if k[0] == name]:
+            del self._hellos[key]
 
     async def hand_over(self) -> None:
         """Graceful stop: checkpoint and release every owned room so followers take over now."""

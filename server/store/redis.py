@@ -11,9 +11,13 @@ them together, Redis Cluster included):
 * ``sc:{R}:lease``  ``"<node> <token>"``, expiring after the lease TTL
 * ``sc:{R}:fence``  the fencing counter, INCR at each acquisition
 
+``sc:{R}:hellos`` counts agent HELLOs, so the newest connection of a client id wins
+across nodes.
+
 Channels: ``sc:{R}:feed`` carries each written batch (published by the append
 script itself, so the order on the channel is the order in the log) and lease
 releases; ``sc:{R}:in`` carries actions forwarded to the room's owner;
+``sc:{R}:agents`` announces each agent connection (client id, HELLO number);
 ``sc:node:<id>`` carries an owner's answers back to the node that forwarded.
 ``sc:rooms`` is a sorted set of every room name (score 0, read by name order).
 
@@ -69,6 +73,10 @@ def feed_channel(room: str) -> str:
 
 def inbox_channel(room: str) -> str:
     return _key(room, "in")
+
+
+def agents_channel(room: str) -> str:
+    return _key(room, "agents")
 
 
 def node_channel(node: str) -> str:
@@ -255,6 +263,10 @@ class RedisStore:
         if epoch is None:
             return None
         return epoch.decode(), int(head)
+
+    async def next_hello(self, room: str) -> int:
+        """A number that orders agent HELLOs of the room across the cluster (newer: higher)."""
+        return int(await self._call(lambda: self.redis.incr(_key(room, "hellos"))))
 
     async def acked(self, room: str, client: str) -> int:
         aid = await self._call(lambda: self.redis.hget(_key(room, "acked"), client))

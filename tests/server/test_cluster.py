@@ -18,7 +18,7 @@ import pytest
 
 from tests.cluster_client import Roamer
 from tests.cluster_nodes import Node, cluster
-from tests.helpers import SCALE
+from tests.helpers import SCALE, bare
 from tests.redis_server import RedisServer
 
 TTL = "1.0"
@@ -114,9 +114,15 @@ async def test_three_nodes_agree_and_apply_each_action_once(redis_node: RedisSer
         assert seqs == list(range(1, len(seqs) + 1))  # every diff once, no seq twice
         head = await settle(nodes, agents + spectators, room)
         assert head["seq"] == 6 * 15
+        for node, aid in ((nodes[1], 1), (nodes[2], 2)):  # HTTP actions on any node too
+            body = {"client": "h", "aid": aid, "name": "patch", "args": [[0, ["h"], aid]]}
+            assert await node.post(f"/rooms/{room}/actions", body) == (200, {"seq": 90 + aid})
+        assert await nodes[2].post(f"/rooms/{room}/actions", body) == (200, {"seq": None})
+        assert await nodes[0].get(f"/rooms/{room}/clients/h") == (200, {"client": "h", "acked": 2})
+        head = await settle(nodes, agents + spectators, room)
         for c in agents + spectators:
             assert c.gaps == [] and c.closes == []
-            assert c.sync.state == {"by": {f"a{i}": 15 for i in range(6)}}
+            assert c.sync.state == {"by": {f"a{i}": 15 for i in range(6)}, "h": 2}
         for c in agents + spectators:
             await c.close()
 
@@ -380,3 +386,63 @@ async def test_sigterm_hands_rooms_over(redis_node: RedisServer) -> None:
         load.check(body["state"])
         assert "room lease taken" in nodes[1].output() + nodes[2].output()
         await close_all(*clients)
+
+
+async def test_an_idle_room_unloads_and_gives_its_lease_up(redis_node: RedisServer) -> None:
+    """An owner whose room goes idle checkpoints it and releases the lease; the next node
+    that needs the room owns it and goes on from the same epoch and seq."""
+    import redis as redis_client
+
+    async with cluster(redis_node.url, 2, *FLAGS, "--idle-unload", "0.3") as nodes:
+        room = "idle"
+        first = Roamer([nodes[0].room_url(room)], client="a")
+        await first.start()
+        assert await first.act("patch", [[0, ["k"], 1]]) == ("ack", 1)
+        epoch = first.sync.epoch
+        await first.close()
+        admin = redis_client.Redis(port=redis_node.port)
+        try:
+            await eventually(lambda: admin.get(f"sc:{{{room}}}:lease") is None)
+        finally:
+            admin.close()
+        second = Roamer([nodes[1].room_url(room)], client="a")
+        await second.start()
+        assert second.sync.epoch == epoch and second.sync.acked == 1
+        assert await second.act("patch", [[0, ["k"], 2]]) == ("ack", 2)
+        assert "room lease taken" in nodes[1].output()
+        await second.close()
+
+
+async def test_one_connection_per_agent_id_across_nodes(redis_node: RedisServer) -> None:
+    """An agent id that connects on another node takes over: the older connection, on the
+    first node, is closed with 4009; the newer one acts."""
+    async with cluster(redis_node.url, 2, *FLAGS) as nodes:
+        room = "one-id"
+        async with bare(nodes[0].room_url(room)) as older:
+            await older.hello("agent", client="x")
+            async with bare(nodes[1].room_url(room)) as newer:
+                welcome = await newer.hello("agent", client="x")
+                assert await older.closed() == 4009
+                await newer.send([4, welcome["acked"] + 1, "patch", [[0, ["k"], 1]]])
+                assert (await newer.recv_type(7))[1] == welcome["acked"] + 1
+
+
+async def test_wait_replicas_acks_once_a_replica_holds_the_diff(redis_node: RedisServer) -> None:
+    """With --wait-replicas 1 an ACK comes only once the replica has the batch."""
+    import redis as redis_client
+
+    replica = RedisServer(replica_of=redis_node.port)
+    replica.start()
+    view = redis_client.Redis(port=replica.port)
+    try:
+        await eventually(lambda: view.info("replication")["master_link_status"] == "up")
+        async with cluster(redis_node.url, 1, *FLAGS, "--wait-replicas", "1") as nodes:
+            agent = Roamer([nodes[0].room_url("replicated")], client="a")
+            await agent.start()
+            for i in range(1, 4):
+                assert await agent.act("patch", [[0, ["k"], i]]) == ("ack", i)
+                assert view.xlen("sc:{replicated}:log") == i  # on the replica before the ACK
+            await agent.close()
+    finally:
+        view.close()
+        replica.close()
