@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -32,6 +31,7 @@ from statecast.protocol.messages import Error
 from statecast.server.cluster.follower import Follower
 from statecast.server.cluster.forwarding import Forwarder, decode_action, encode_answers
 from statecast.server.cluster.lease import Leases
+from statecast.server.epoch import new_epoch
 from statecast.server.fanout import Subscriber
 from statecast.server.feed import RoomFeed
 from statecast.server.live import LiveRoom
@@ -394,22 +394,29 @@ class ClusterNode:
         await self._write_back(writer.feed)
 
     async def _write_back(self, feed: RoomFeed) -> None:
-        """Redis lost the room: write this node's state back on a new epoch (the old
-        epoch's seqs can no longer be checked, so none of them is reused), SNAPSHOT to all."""
+        """Redis lost the room: this node's state becomes seq 0 of a new epoch (the old
+        epoch's history is gone), written back with the acked aids; SNAPSHOT to all."""
         name = feed.name
         room_class = self.manager.room_types.for_room(name)
         record = RoomRecord(
-            epoch=_new_epoch(),
+            epoch=new_epoch(),
             type_name=f"{room_class.__module__}:{room_class.__qualname__}",
-            checkpoint_seq=feed.head,
+            checkpoint_seq=0,
             checkpoint_state=msgpack.packb(feed.state, use_bin_type=True),
             acked=dict(feed.acked),
         )
         await self.store.create(name, record)
+        old_epoch, old_head = feed.epoch, feed.head
         history = feed.history
-        history.reset(feed.head)
-        feed.reset(record.epoch, feed.head, feed.state, feed.acked, history)
-        log.warning("room written back on a new epoch", room=name, epoch=record.epoch)
+        history.reset(0)
+        feed.reset(record.epoch, 0, feed.state, feed.acked, history)
+        log.warning(
+            "room written back on a new epoch",
+            room=name,
+            epoch=record.epoch,
+            old_epoch=old_epoch,
+            old_head=old_head,
+        )
 
     # --- the periodic check --------------------------------------------------------------
 
@@ -466,7 +473,3 @@ def _notice(kind: str, node: str) -> bytes:
 
 def _released(node: str) -> bytes:
     return _notice(RELEASED, node)
-
-
-def _new_epoch() -> str:
-    return secrets.token_urlsafe(12)

@@ -254,8 +254,9 @@ async def test_a_paused_owner_is_fenced_and_follows(redis_node: RedisServer) -> 
 
 
 async def test_redis_restarted_empty_starts_a_new_epoch(redis_node: RedisServer) -> None:
-    """Redis loses every key: the owner writes its state back under a new epoch, every client
-    gets a SNAPSHOT of it, and no (epoch, seq) names two states."""
+    """Redis loses every key: the owner's state becomes seq 0 of a new epoch, every client
+    gets a SNAPSHOT of (new epoch, 0) with the state it had, the next diff is seq 1, and
+    nothing acknowledged is lost or applied twice."""
     async with cluster(redis_node.url, 2, *FLAGS) as nodes:
         room = "amnesia"
         agent = Roamer([nodes[0].room_url(room)], client="a")
@@ -266,12 +267,14 @@ async def test_redis_restarted_empty_starts_a_new_epoch(redis_node: RedisServer)
             assert await agent.act("patch", [[0, ["k"], i]]) == ("ack", i)
         before = await settle(nodes, [agent, watcher], room)
         redis_node.restart_empty()
-        kind, seq = await agent.act("patch", [[0, ["j"], 1]])
-        assert kind == "ack"
+        assert await agent.act("patch", [[0, ["j"], 1]]) == ("ack", 1)
         after = await settle(nodes, [agent, watcher], room)
-        assert after["epoch"] != before["epoch"] and after["seq"] == seq
-        assert agent.sync.state == {"k": 3, "j": 1}
+        assert after["epoch"] != before["epoch"] and after["seq"] == 1
+        for c in (agent, watcher):
+            assert c.snapshots[-1] == (after["epoch"], 0, {"k": 3})
+            assert c.sync.state == {"k": 3, "j": 1}
         assert watcher.epochs == [before["epoch"], after["epoch"]]
+        assert await nodes[1].get(f"/rooms/{room}/clients/a") == (200, {"client": "a", "acked": 4})
         assert agent.gaps == [] and watcher.gaps == []
         await close_all(agent, watcher)
 
