@@ -8,6 +8,7 @@ once (the counter a client's actions increment equals its acknowledged aids).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import signal
@@ -449,3 +450,70 @@ async def test_wait_replicas_acks_once_a_replica_holds_the_diff(redis_node: Redi
     finally:
         view.close()
         replica.close()
+
+
+GRACE = 0.5
+PRESENCE = (*FLAGS, "--document-presence", "--leave-grace", str(GRACE))
+
+
+async def test_presence_of_agents_on_any_node(redis_node: RedisServer) -> None:
+    """An agent on a follower joins and leaves through the owner's hooks: spectators on
+    every node see the same presence DIFFs; a 4009 takeover across nodes is neither a
+    leave nor a join."""
+    async with cluster(redis_node.url, 2, *PRESENCE) as nodes, contextlib.AsyncExitStack() as s:
+        room = "present"
+        urls = [n.room_url(room) for n in nodes]
+        spectators = []
+        for url in urls:  # the first loads the room on node 0: node 0 owns it
+            spectator = await s.enter_async_context(bare(url))
+            await spectator.hello("spectator")
+            await spectator.recv_type(3)
+            spectators.append(spectator)
+
+        async def all_see(diff: list[Any]) -> None:
+            for spectator in spectators:
+                assert await spectator.recv_type(5) == diff
+
+        b = await s.enter_async_context(bare(urls[1]))
+        await b.hello("agent", client="b")
+        await all_see([5, 1, [[0, ["presence"], {"b": True}]]])
+        older = await s.enter_async_context(bare(urls[0]))
+        await older.hello("agent", client="a")
+        await all_see([5, 2, [[0, ["presence", "a"], True]]])
+        a = await s.enter_async_context(bare(urls[1]))
+        welcome = await a.hello("agent", client="a")
+        assert await older.closed() == 4009
+        await asyncio.sleep(3 * GRACE)  # a leave, had the takeover counted as one, is due
+        await a.send([4, welcome["acked"] + 1, "patch", [[0, ["k"], 1]]])
+        await all_see([5, 3, [[0, ["k"], 1]]])
+        await b.ws.close()
+        await all_see([5, 4, [[1, ["presence", "b"]]]])
+        await a.ws.close()
+        await all_see([5, 5, [[1, ["presence", "a"]]]])
+        assert "room taken over" not in nodes[1].output()  # node 0 owned it throughout
+
+
+async def test_the_new_owner_keeps_presence(redis_node: RedisServer) -> None:
+    """The owner stops: the new owner gives the agents the state lists as present the grace
+    to reconnect; the one that stays connected on it is not left, the one gone leaves."""
+    async with cluster(redis_node.url, 2, *PRESENCE) as nodes, contextlib.AsyncExitStack() as s:
+        room = "moving"
+        urls = [n.room_url(room) for n in nodes]
+        gone = await s.enter_async_context(bare(urls[0]))  # node 0 loads it: node 0 owns it
+        await gone.hello("agent", client="gone")
+        assert await gone.recv_type(5) == [5, 1, [[0, ["presence"], {"gone": True}]]]
+        spectator = await s.enter_async_context(bare(urls[1]))
+        await spectator.hello("spectator")
+        await spectator.recv_type(3)
+        stays = await s.enter_async_context(bare(urls[1]))
+        welcome = await stays.hello("agent", client="stays")
+        assert await spectator.recv_type(5) == [5, 2, [[0, ["presence", "stays"], True]]]
+        nodes[0].signal(signal.SIGTERM)
+        assert await nodes[0].wait() == 0
+        assert await gone.closed() == 1012
+        assert await spectator.recv_type(5) == [5, 3, [[1, ["presence", "gone"]]]]
+        await asyncio.sleep(3 * GRACE)  # a leave of "stays", were it not counted, is due
+        await stays.send([4, welcome["acked"] + 1, "patch", [[0, ["k"], 1]]])
+        assert await spectator.recv_type(5) == [5, 4, [[0, ["k"], 1]]]
+        _, body = await nodes[1].get(f"/rooms/{room}/state")
+        assert body["state"]["presence"] == {"stays": True}
