@@ -47,11 +47,18 @@ class Presence:
         #: Agents connected on other nodes: client -> (node, HELLO number, when last heard).
         self.elsewhere: dict[str, tuple[str, int, float]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        #: Called when :attr:`local` or the spectator count changes (a cluster shares them).
+        self.changed: Callable[[], None] = lambda: None
 
     @property
     def agents(self) -> list[str]:
         """The agents present: connected, or (with hooks) joined and within their leave grace."""
         return sorted(self.connected.keys() | self.elsewhere.keys() | self.joined)
+
+    @property
+    def local(self) -> list[str]:
+        """The agents present through this node: connected here, or joined (the owner's)."""
+        return sorted(self.connected.keys() | self.joined)
 
     def _here(self, client: str) -> bool:
         return client in self.connected or client in self.elsewhere
@@ -69,6 +76,7 @@ class Presence:
         """A connection joined; return the older connection of the same agent it takes over."""
         if sub.role != "agent" or sub.client is None:
             self.spectators += 1
+            self.changed()
             return None
         client = sub.client
         older = self.connected.get(client)
@@ -76,6 +84,7 @@ class Presence:
         if older is not None:
             return older
         self._came(client)
+        self.changed()
         return None
 
     def _came(self, client: str) -> None:
@@ -85,16 +94,19 @@ class Presence:
         elif self.hooks and client not in self.joined:
             self.joined.add(client)
             self.enqueue(client, "join")
+            self.changed()
 
     def depart(self, sub: Subscriber) -> None:
         """A connection that :meth:`arrive` counted has ended."""
         if sub.role != "agent" or sub.client is None:
             self.spectators -= 1
+            self.changed()
             return
         if self.connected.get(sub.client) is not sub:
             return  # taken over: the newer connection is the agent now
         del self.connected[sub.client]
         self._went(sub.client)
+        self.changed()
 
     def _went(self, client: str) -> None:
         if client in self.joined and not self._here(client):
@@ -148,12 +160,14 @@ class Presence:
             return
         for client in sorted(self.connected.keys() | self.elsewhere.keys()):
             self._came(client)
+        self.changed()
 
     def stop_hooks(self) -> None:
         """Another node owns the room now: its presence runs the hooks."""
         self.close()
         self.joined.clear()
         self.hooks = False
+        self.changed()
 
     def is_current(self, sub: Subscriber) -> bool:
         """Whether ``sub`` is still its agent's live connection (not taken over)."""
@@ -172,6 +186,7 @@ class Presence:
             return
         self.joined.discard(client)
         self.enqueue(client, "leave")
+        self.changed()
 
     def close(self) -> None:
         """Cancel pending leaves (the room is unloading: they run after the next load)."""

@@ -88,6 +88,8 @@ class ClusterNode:
         #: connection's number: one live connection per agent id across the cluster.
         self._hellos: dict[tuple[str, str], int] = {}
         self._own_hellos: dict[Subscriber, int] = {}
+        self._who_writing: set[str] = set()
+        self._who_again: set[str] = set()
         self.redis_ok = True
         #: Closes a connection with 4009 (set by the app: the WebSocket listener does it).
         self.on_4009: Callable[[Subscriber], None] = lambda sub: None
@@ -145,6 +147,7 @@ class ClusterNode:
         live = LiveRoom(feed, manager.make_writer(feed, room, hooks=self), forward=self.forward)
         await self._listen(inbox_channel(name), "in", name)
         await self._listen(agents_channel(name), "agents", name)
+        self._share_who(live)
         return manager.hold(live)
 
     async def _load_followed(self, name: str, create: bool) -> LiveRoom | None:
@@ -168,6 +171,7 @@ class ClusterNode:
             feed, None, follower=follower, forward=self.forward, grace=self.config.leave_grace
         )
         await self._listen(agents_channel(name), "agents", name)
+        self._share_who(live)
         manager.hold(live)
         follower.repair_soon()  # batches published while the record was read
         log.info("following room", room=name, epoch=record.epoch, head=record.head)
@@ -274,6 +278,37 @@ class ClusterNode:
         agents = {c: numbers[sub] for c, sub in live.presence.connected.items() if sub in numbers}
         if agents:
             await self._publish_agents(live, [ROSTER, self.node_id, agents])
+
+    # --- who is in the room, for the listing ---------------------------------------------
+
+    def _share_who(self, live: LiveRoom) -> None:
+        live.presence.changed = lambda: self._who_soon(live)
+
+    def _who_soon(self, live: LiveRoom) -> None:
+        """Rewrite this node's field of the room's ``who`` hash (one write in flight)."""
+        name = live.name
+        if name in self._who_writing:
+            self._who_again.add(name)
+            return
+        self._who_writing.add(name)
+        live.feed.spawn(self._write_who(live))
+
+    async def _write_who(self, live: LiveRoom) -> None:
+        try:
+            while True:
+                self._who_again.discard(live.name)
+                with contextlib.suppress(StoreUnavailable):
+                    await self._put_who(live)
+                if live.name not in self._who_again:
+                    return
+        finally:
+            self._who_writing.discard(live.name)
+
+    async def _put_who(self, live: LiveRoom) -> None:
+        presence = live.presence
+        await self.store.put_who(
+            live.name, presence.local, presence.spectators, PRESENCE_EXPIRY * self.ttl
+        )
 
     def _on_agents(self, live: LiveRoom, payload: list[Any]) -> None:
         """Another node's news of its agents: presence everywhere, and 4009 here."""
@@ -477,6 +512,8 @@ class ClusterNode:
                 live.presence.expire(before)
                 with contextlib.suppress(Exception):
                     await self._publish_roster(live)
+                    if live.presence.local or live.presence.spectators:
+                        await self._put_who(live)
                 if live.follower is None:
                     continue
                 with contextlib.suppress(Exception):
@@ -498,6 +535,7 @@ class ClusterNode:
             await self._unlisten(inbox_channel(name))
             await self._unlisten(feed_channel(name))
             await self._unlisten(agents_channel(name))
+            await self.store.put_who(name, [], 0, 0)
         self.leases.drop(name)
         for key in [k for k in self._hellos if k[0] == name]:
             del self._hellos[key]

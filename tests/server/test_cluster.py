@@ -517,3 +517,37 @@ async def test_the_new_owner_keeps_presence(redis_node: RedisServer) -> None:
         assert await spectator.recv_type(5) == [5, 4, [[0, ["k"], 1]]]
         _, body = await nodes[1].get(f"/rooms/{room}/state")
         assert body["state"]["presence"] == {"stays": True}
+
+
+async def test_the_listing_counts_every_node(redis_node: RedisServer) -> None:
+    """GET /rooms and GET /rooms/{room} on either node report the agents and spectators
+    connected over both nodes."""
+    async with cluster(redis_node.url, 2, *PRESENCE) as nodes, contextlib.AsyncExitStack() as s:
+        room = "counted"
+        urls = [n.room_url(room) for n in nodes]
+        clients = []
+        for url, role, client in (
+            (urls[0], "agent", "a"),
+            (urls[1], "agent", "b"),
+            (urls[0], "spectator", None),
+            (urls[1], "spectator", None),
+            (urls[1], "spectator", None),
+        ):
+            ws = await s.enter_async_context(bare(url))
+            await ws.hello(role, **({"client": client} if client else {}))
+            clients.append(ws)
+
+        async def counts(expected: tuple[list[str], int]) -> bool:
+            for node in nodes:
+                _, one = await node.get(f"/rooms/{room}")
+                _, page = await node.get("/rooms")
+                (row,) = [r for r in page["rooms"] if r["room"] == room]
+                for body in (one, row):
+                    if (body["agents"], body["spectators"]) != expected:
+                        return False
+            return True
+
+        await eventually(lambda: counts((["a", "b"], 3)))
+        await clients[4].ws.close()
+        await clients[1].ws.close()  # b leaves once its grace is over
+        await eventually(lambda: counts((["a"], 2)))
