@@ -13,7 +13,7 @@ connection took over its agent client id (close 4009). The packages below
 """
 
 from statecast.protocol.client import RoomClient, connect
-from statecast.protocol.errors import ClientIdTakenOver, Rejection
+from statecast.protocol.errors import ClientIdTakenOver, Rejection, ServerClosed
 from statecast.server.room import ActionContext, Room, action
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "Rejection",
     "Room",
     "RoomClient",
+    "ServerClosed",
     "action",
     "connect",
 ]
