@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import random
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.cluster_client import Roamer
@@ -551,3 +554,39 @@ async def test_the_listing_counts_every_node(redis_node: RedisServer) -> None:
         await clients[4].ws.close()
         await clients[1].ws.close()  # b leaves once its grace is over
         await eventually(lambda: counts((["a"], 2)))
+
+
+async def test_bench_spreads_agents_and_spectators_over_the_nodes(
+    redis_node: RedisServer, tmp_path: Any
+) -> None:
+    """`statecast bench` against a cluster: agents and spectators connect to the listed
+    nodes in turn, and every update reaches every spectator, whichever node it is on."""
+    async with cluster(redis_node.url, 2, *FLAGS) as nodes:
+        ws = ",".join(n.ws_url for n in nodes)
+        out = tmp_path / "bench.json"
+        bench = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "statecast.server", "bench",
+            "--modes", "push", "--agents", "2", "--rate", "5",
+            "--spectators", "4", "--sample", "2",
+            "--duration", "1.5", "--warmup", "0.5",
+            "--ws", ws, "--spectator-ws", ws,
+            "--http", nodes[1].http_url, "--owner-http", nodes[0].http_url,
+            "--json", str(out), "--no-live",
+        )  # fmt: skip
+        assert await asyncio.wait_for(bench.wait(), 120 * SCALE) == 0
+        (summary,) = json.loads(out.read_text())["summaries"]
+        assert "failed" not in summary and summary["errors"] == []
+        updates = summary["updates"]
+        assert updates["applied"] == updates["sent"] > 0 and updates["missed"] == 0
+        for node in nodes:  # an agent and two spectators joined each node
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{node.http_url}/metrics") as response,
+            ):
+                text = await response.text()
+            joins = sum(
+                float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith("statecast_syncs_total")
+            )
+            assert joins >= 3, (node.name, text)
