@@ -522,6 +522,23 @@ async def test_the_new_owner_keeps_presence(redis_node: RedisServer) -> None:
         assert body["state"]["presence"] == {"stays": True}
 
 
+async def test_the_agents_of_a_node_that_died_leave(redis_node: RedisServer) -> None:
+    """A follower is killed with its agent connected: the owner stops hearing its roster,
+    and the agent leaves once the grace is over."""
+    async with cluster(redis_node.url, 2, *PRESENCE) as nodes, contextlib.AsyncExitStack() as s:
+        room = "orphans"
+        urls = [n.room_url(room) for n in nodes]
+        spectator = await s.enter_async_context(bare(urls[0]))  # node 0 owns the room
+        await spectator.hello("spectator")
+        await spectator.recv_type(3)
+        agent = await s.enter_async_context(bare(urls[1]))
+        await agent.hello("agent", client="x")
+        assert await spectator.recv_type(5) == [5, 1, [[0, ["presence"], {"x": True}]]]
+        nodes[1].signal(signal.SIGKILL)
+        await nodes[1].wait()
+        assert await spectator.recv_type(5) == [5, 2, [[1, ["presence", "x"]]]]
+
+
 async def test_the_listing_counts_every_node(redis_node: RedisServer) -> None:
     """GET /rooms and GET /rooms/{room} on either node report the agents and spectators
     connected over both nodes."""
