@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from http import HTTPStatus
@@ -157,9 +158,9 @@ class Session:
         except ProtocolViolation as exc:
             metrics.closes.labels(str(exc.close_code)).inc()
             log.info("closing", code=exc.close_code, reason=exc.reason)
-            await close_or_abort(self.conn, exc.close_code, exc.reason[:120], config.slow_timeout)
+            await self._close(exc.close_code, exc.reason[:120])
         except RoomFailed:
-            await close_or_abort(self.conn, 1011, "room failed", config.slow_timeout)
+            await self._close(1011, "room failed")
         except ConnectionClosed:
             pass
         finally:
@@ -173,6 +174,24 @@ class Session:
                     self.room.presence.depart(self.sub)
                     if self.app.cluster is not None:
                         self.app.cluster.agent_left(self.sub)
+
+    async def _close(self, code: int, reason: str) -> None:
+        """Close from the session's own task, reading (and dropping) what the client sent
+        meanwhile: websockets stops reading the socket once its queue of unread messages is
+        full, and would then never see the client's answering close frame, so the client
+        would learn of the close only when its close timeout ran out."""
+        discard = asyncio.create_task(self._discard())
+        try:
+            await close_or_abort(self.conn, code, reason, self.app.config.slow_timeout)
+        finally:
+            discard.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await discard
+
+    async def _discard(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in self.conn:
+                pass
 
     def _role(self) -> str:
         return self.sub.role if self.sub is not None else "none"

@@ -93,6 +93,19 @@ async def test_actions_over_the_rate_get_rate_limited_then_4029() -> None:
         assert body["seq"] == 6
 
 
+async def test_a_client_with_many_frames_in_flight_sees_its_4029_at_once() -> None:
+    """A client that sent far more frames than the server's receive queue holds still gets
+    its close 4029 when the server closes, not when its own close timeout runs out: the
+    server reads and drops what arrives while it closes."""
+    async with (
+        running_server(action_rate=1, action_burst=1, rate_strikes=2) as srv,
+        agent(srv, "r", "flood") as ws,
+    ):
+        for aid in range(1, 60):  # one frame each: websockets queues 16 messages unread
+            await ws.send(patch(aid, [0, ["k"], aid]))
+        assert await ws.closed(timeout=TIMEOUT) == 4029  # its close_timeout is 10 s
+
+
 def syncs_seen(srv: RunningServer) -> float:
     """The HELLOs the server has welcomed (each counted under its sync kind)."""
     registry = srv.app.metrics.registry
