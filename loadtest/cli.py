@@ -112,7 +112,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ws",
         dest="ws_url",
         metavar="URL",
-        help="a running server's ws://HOST:PORT",
+        help="a running server's ws://HOST:PORT; in a cluster, several comma-separated: "
+        "the agents connect to each in turn",
         unset="start a server per run",
     )
     a(
@@ -132,8 +133,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a(
         "--spectator-ws",
         metavar="URL",
-        help="in a cluster: the ws://HOST:PORT of the node spectators connect to "
-        "(the agents connect to --ws)",
+        help="in a cluster: the ws://HOST:PORT of the nodes spectators connect to, "
+        "comma-separated, each in turn (the agents connect to --ws)",
         unset="--ws",
     )
     a(

@@ -60,7 +60,7 @@ class BenchOptions:
     server_pid: int | None = None
     #: In a cluster: the node that creates the room (its owner), other than --http's.
     owner_http: str | None = None
-    #: In a cluster: the node the spectators connect to (the agents use --ws).
+    #: In a cluster: the nodes the spectators connect to, comma-separated (else --ws).
     spectator_ws: str | None = None
     workers: int = 0
     sample: int = 50
@@ -94,7 +94,7 @@ class Target:
     async def start_server(self, scenario: Scenario, options: BenchOptions) -> None:
         if options.ws_url or options.http_url:
             self.external = True
-            self.ws_url = (options.ws_url or "").rstrip("/")
+            self.ws_url = ",".join(u.strip().rstrip("/") for u in (options.ws_url or "").split(","))
             self.http_url = (options.http_url or "").rstrip("/")
             self.pid = options.server_pid
             if scenario.mode == "push" and not self.ws_url:

@@ -171,9 +171,10 @@ class Session:
                 self.room.feed.connections -= 1
                 self.room.touch()
                 if self._present:
+                    current = self.room.presence.is_current(self.sub)
                     self.room.presence.depart(self.sub)
                     if self.app.cluster is not None:
-                        self.app.cluster.agent_left(self.sub)
+                        self.app.cluster.agent_left(self.room, self.sub, current)
 
     async def _close(self, code: int, reason: str) -> None:
         """Close from the session's own task, reading (and dropping) what the client sent
@@ -219,6 +220,10 @@ class Session:
             raise NotPermitted(
                 f"the room records at most {config.max_room_clients} client ids: reuse one"
             )
+        cluster = self.app.cluster
+        number = None
+        if cluster is not None and client is not None:
+            number = await cluster.number_hello(room)  # numbered before it joins: 4009 order
         self.room = room
         room.feed.connections += 1
         self.sub = sub = Subscriber(self.conn, identity.role, identity.client)
@@ -227,9 +232,8 @@ class Session:
         log.debug("joined", role=identity.role, client=identity.client, sync=welcome.sync)
         older = room.presence.arrive(sub)
         self._present = True
-        cluster = self.app.cluster
         if cluster is not None and client is not None:
-            cluster.agent_arrived(room, sub)  # the same client id on another node: 4009
+            cluster.agent_arrived(room, sub, number)  # the same client id on another node: 4009
         if older is not None:
             room.feed.leave(older)  # no more DIFFs for it
             log.warning("client id taken over", client=client, older=older.id)

@@ -6,7 +6,9 @@ to its state copy and publishes the very bytes the owner encoded to its local
 members (encode once, one write per subscriber, as on the owner). Anything else
 is a sign of a gap (the bus dropped, Redis cut a slow subscriber, the follower
 joined mid-batch) and is repaired from the log: the Stream's diffs after the
-head when they reach it, else the checkpoint and a SNAPSHOT to every member.
+head when they reach it, else the checkpoint and a SNAPSHOT to every member
+(for a new epoch whose start this copy missed: a SNAPSHOT of its seq 0, then
+its diffs).
 A periodic check of the head catches what no message announced.
 
 Answers to actions this node forwarded wait here until the feed has published
@@ -16,6 +18,7 @@ the diff they name, so a connection sees its DIFF before its ACK.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -172,6 +175,9 @@ class Follower:
             return
         if record.epoch == feed.epoch and record.head <= feed.head:
             return
+        if record.epoch != feed.epoch and record.checkpoint_seq == 0:
+            await self._start_epoch(record)
+            return
         state, history = await self.rebuild(self.name, record)
         log.info(
             "follower takes a snapshot of the room",
@@ -181,3 +187,13 @@ class Follower:
         )
         feed.reset(record.epoch, record.head, state, dict(record.acked), history)
         self.deliver_answers()
+
+    async def _start_epoch(self, record: RoomRecord) -> None:
+        """A new epoch from its start: a SNAPSHOT of its seq 0, then its diffs as DIFFs."""
+        state, history = await self.rebuild(self.name, dataclasses.replace(record, diffs=[]))
+        log.info("follower starts the room's new epoch", room=self.name, epoch=record.epoch)
+        self.feed.reset(record.epoch, 0, state, dict(record.acked), history)
+        diffs = [
+            (seq, encoded, msgpack.unpackb(encoded, raw=False)[2]) for seq, encoded in record.diffs
+        ]
+        self._apply(diffs, {})
