@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from statecast.loadtest.measure import Histogram
+from statecast.loadtest.scenario import Timeline
 
 MONTH_SECONDS: Final = 30 * 86400
 SATURATED_CPU: Final = 0.85  # of one core
@@ -73,6 +74,8 @@ def summarize(raw: dict[str, Any], price_per_gb: float) -> dict[str, Any]:
             counters[k] = counters.get(k, 0) + v
     agents = {k: sum(w["agents"][k] for w in workers) for k in ("sent", "applied", "rejected")}
     lateness = Histogram.merged(Histogram.from_json(w["agents"]["lateness"]) for w in workers)
+    timeline = Timeline.from_json(raw["timeline"])
+    scheduled = sum(hi - lo for lo, hi in (timeline.window(a) for a in range(sc["agents"])))
     delivered = sum(w["delivered"] for w in workers)
     coalesced = sum(w["coalesced"] for w in workers)
     missed = sum(w["missed"] for w in workers)
@@ -114,10 +117,13 @@ def summarize(raw: dict[str, Any], price_per_gb: float) -> dict[str, Any]:
             "applied": applied,
             "rejected": agents["rejected"],
             "expected": applied * observers,
+            # Every observer times every action due in the window, applied in time or not:
+            # what delivered + coalesced + missed add up to.
+            "scheduled": scheduled * observers,
             "delivered": delivered,
             "coalesced": coalesced,
             "missed": missed,
-            "delivered_fraction": _div(delivered, applied * observers),
+            "delivered_fraction": _div(delivered, scheduled * observers),
         },
         "bytes": {
             "up": up,
@@ -476,9 +482,9 @@ def _point(s: dict[str, Any]) -> dict[str, Any]:
         "mode": s["scenario"]["mode"],
         "p50_ms": s["latency_ms"]["p50"],
         "p99_ms": s["latency_ms"]["p99"],
-        "missed_fraction": _div(s["updates"]["missed"], s["updates"]["expected"]),
+        "missed_fraction": _div(s["updates"]["missed"], s["updates"]["scheduled"]),
         "delivered_fraction": s["updates"]["delivered_fraction"],
-        "coalesced_fraction": _div(s["updates"]["coalesced"], s["updates"]["expected"]),
+        "coalesced_fraction": _div(s["updates"]["coalesced"], s["updates"]["scheduled"]),
         "server_cpu": srv["cpu_per_second"],
         "cpu_per_1k_delivered": srv["cpu_per_1k_delivered"],
         "bytes_per_update": s["bytes"]["per_update_per_observer"],
@@ -927,7 +933,8 @@ def plot_collapse(curve: dict[str, Any], path: Path) -> str:
         colour = MODE_COLOURS[points[0]["mode"]]
         xs = [p["spectators"] for p in points]
         for ax, key, style, suffix, scale in panels:
-            ys = [(p[key] or 0) * scale for p in points]
+            # A point with nothing to show (no update seen at all) is left out, not drawn at 0.
+            ys = [p[key] * scale if p[key] is not None else math.nan for p in points]
             ax.plot(xs, ys, style, color=colour, label=name + suffix, marker="o", markersize=4)
             bad = [(x, y) for x, y, p in zip(xs, ys, points, strict=True) if not p["valid"]]
             if bad:  # a saturated generator: circled, not to be trusted
