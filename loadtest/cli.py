@@ -112,7 +112,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ws",
         dest="ws_url",
         metavar="URL",
-        help="a running server's ws://HOST:PORT",
+        help="a running server's ws://HOST:PORT; in a cluster, several comma-separated: "
+        "the agents connect to each in turn",
         unset="start a server per run",
     )
     a(
@@ -121,6 +122,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="a running server's http://HOST:PORT",
         unset="start a server per run",
+    )
+    a(
+        "--owner-http",
+        metavar="URL",
+        help="in a cluster: create the room on this node (its owner), so that the clients "
+        "at --ws/--http reach it through a follower",
+        unset="the room is created where the clients are",
+    )
+    a(
+        "--spectator-ws",
+        metavar="URL",
+        help="in a cluster: the ws://HOST:PORT of the nodes spectators connect to, "
+        "comma-separated, each in turn (the agents connect to --ws)",
+        unset="--ws",
     )
     a(
         "--server-pid",
@@ -161,6 +176,8 @@ def options_from(args: argparse.Namespace, command: str) -> BenchOptions:
         ws_url=args.ws_url,
         http_url=args.http_url,
         server_pid=args.server_pid,
+        owner_http=args.owner_http,
+        spectator_ws=args.spectator_ws,
         workers=args.workers,
         sample=args.sample,
         price_per_gb=args.price_per_gb,

@@ -58,6 +58,10 @@ class BenchOptions:
     ws_url: str | None = None
     http_url: str | None = None
     server_pid: int | None = None
+    #: In a cluster: the node that creates the room (its owner), other than --http's.
+    owner_http: str | None = None
+    #: In a cluster: the nodes the spectators connect to, comma-separated (else --ws).
+    spectator_ws: str | None = None
     workers: int = 0
     sample: int = 50
     price_per_gb: float = 0.09
@@ -90,7 +94,7 @@ class Target:
     async def start_server(self, scenario: Scenario, options: BenchOptions) -> None:
         if options.ws_url or options.http_url:
             self.external = True
-            self.ws_url = (options.ws_url or "").rstrip("/")
+            self.ws_url = ",".join(u.strip().rstrip("/") for u in (options.ws_url or "").split(","))
             self.http_url = (options.http_url or "").rstrip("/")
             self.pid = options.server_pid
             if scenario.mode == "push" and not self.ws_url:
@@ -388,7 +392,9 @@ async def run_one(
             await target.start_floor(raw=scenario.mode == "raw")
         else:
             await target.start_server(scenario, options)
-            await set_up_room(target.http_url, room, scenario.entities)
+            # In a cluster the node that creates the room owns it (--owner-http).
+            setup_url = options.owner_http or target.http_url
+            await set_up_room(setup_url, room, scenario.entities)
         phase = "connecting"
         report(0.0)
         idle_before = target.sample()
@@ -406,6 +412,7 @@ async def run_one(
                 rate=scenario.rate,
                 poll_hz=scenario.poll_hz,
                 seed=seed * 100 + index,
+                extra={"spectator_ws": options.spectator_ws} if options.spectator_ws else {},
             )
             workers.append(WorkerProcess(plan, on_progress))
         await asyncio.gather(*(w.start() for w in workers))

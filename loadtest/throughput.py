@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import secrets
 import statistics
 import tempfile
 import time
@@ -70,7 +71,8 @@ async def measure(
 ) -> Result:
     target = Target()
     with tempfile.TemporaryDirectory() as tmp:
-        url = store if store == "memory" else f"sqlite:{tmp}/bench.db"
+        url = f"sqlite:{tmp}/bench.db" if store == "sqlite" else store
+        prefix = f"r{secrets.token_hex(4)}-"  # a Redis keeps rooms between configurations
         await target.start_statecast(
             ["--store", url, "--durability", durability, "--action-rate", "0"]
         )
@@ -80,7 +82,7 @@ async def measure(
             start, end = t0 + warmup, t0 + warmup + duration
             cpu_before: Any = None
             runs = [
-                _agent(f"{target.ws_url}/rooms/r{i % rooms}", f"a{i}", start, end, latencies)
+                _agent(f"{target.ws_url}/rooms/{prefix}{i % rooms}", f"a{i}", start, end, latencies)
                 for i in range(agents)
             ]
             gathered = asyncio.gather(*runs)
@@ -111,7 +113,7 @@ async def run(args: argparse.Namespace, console: Console) -> list[Result]:
     results = []
     for rooms in args.rooms:
         for store in args.stores:
-            for durability in args.durability if store != "memory" else ["ack"]:
+            for durability in args.durability if store == "sqlite" else ["ack"]:
                 console.print(f"{store} {durability} rooms={rooms} agents={args.agents} …")
                 results.append(
                     await measure(store, durability, rooms, args.agents, args.duration, args.warmup)
@@ -164,7 +166,12 @@ def register(sub: Any) -> None:
         text = f"{help} (default: {shown(default)})"
         parser.add_argument(flag, type=kind, default=default, help=text)
 
-    a("--stores", _csv(str), ["memory", "sqlite"], "stores to measure: memory, sqlite")
+    a(
+        "--stores",
+        _csv(str),
+        ["memory", "sqlite"],
+        "stores to measure: memory, sqlite, redis://HOST:PORT/DB (a running Redis)",
+    )
     a("--durability", _csv(str), ["ack", "async"], "durability modes (for sqlite): ack, async")
     a("--rooms", _csv(int), [1, 20, 100], "rooms the agents are spread over (list)")
     a("--agents", int, 100, "closed-loop agents")

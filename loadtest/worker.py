@@ -56,7 +56,7 @@ class Worker:
         self.stats = AgentStats()
         self.observers: list[Observer] = []  # sampled: every update decoded and timed
         self.pollers: list[DrainedPoller] = []  # drained pollers
-        self.to_drain = 0  # drained WebSocket spectators still to open
+        self.to_drain: list[str] = []  # drained WebSocket spectators' URLs, still to open
         self.drainer = Drainer()
         self.agents: list[Agent] = []
         self.lag = LoopLag()
@@ -67,14 +67,25 @@ class Worker:
         """No agent and no sampled observer: only drained connections."""
         return not self.plan.agents and self.plan.sampled == 0
 
-    @property
-    def ws_url(self) -> str:
-        return f"{self.plan.ws_url.rstrip('/')}/rooms/{self.plan.room}"
+    def _room_url(self, bases: str, index: int) -> str:
+        """The room's URL at one of ``bases`` (comma-separated cluster nodes), by index."""
+        nodes = bases.split(",")
+        return f"{nodes[index % len(nodes)].rstrip('/')}/rooms/{self.plan.room}"
+
+    def agent_url(self, agent: int) -> str:
+        """Where agent ``agent`` connects: the nodes of --ws in turn."""
+        return self._room_url(self.plan.ws_url, agent)
+
+    def spectator_url(self, spectator: int) -> str:
+        """Where spectator ``spectator`` connects: the nodes of --spectator-ws (else --ws)
+        in turn."""
+        bases = str(self.plan.extra.get("spectator_ws") or self.plan.ws_url)
+        return self._room_url(bases, spectator)
 
     def build(self) -> None:
         p = self.plan
-        ws_url = self.ws_url
         for a in p.agents:
+            ws_url = self.agent_url(a)
             seed = p.seed * 1000 + a
             if p.mode == "push":
                 conn = PushObserver(ws_url, "agent", agent_name(a), self.tally)
@@ -99,11 +110,13 @@ class Worker:
                 poller = kind(p.http_url, p.room, p.poll_hz, self.tally, self.counters, seed)
                 (self.observers if sampled else self.pollers).append(poller)  # type: ignore[arg-type]
             elif not sampled:
-                self.to_drain += 1
+                self.to_drain.append(self.spectator_url(s))
             elif p.mode == "push":
-                self.observers.append(PushObserver(ws_url, "spectator", None, self.tally))
+                self.observers.append(
+                    PushObserver(self.spectator_url(s), "spectator", None, self.tally)
+                )
             else:
-                self.observers.append(FloorObserver(ws_url, self.tally))
+                self.observers.append(FloorObserver(self.agent_url(s), self.tally))
 
     async def connect(self) -> None:
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
@@ -113,16 +126,14 @@ class Worker:
             async with gate:
                 await observer.connect(self.counters, CONNECT_TIMEOUT)
 
-        async def drained() -> None:
+        async def drained(url: str) -> None:
             async with gate:
-                conn = await open_drained(
-                    self.ws_url, self.counters, CONNECT_TIMEOUT, statecast=statecast
-                )
+                conn = await open_drained(url, self.counters, CONNECT_TIMEOUT, statecast=statecast)
             self.drainer.add(conn)
 
         await asyncio.gather(
             *(one(o) for o in [*self.observers, *self.pollers]),
-            *(drained() for _ in range(self.to_drain)),
+            *(drained(url) for url in self.to_drain),
         )
 
     def mark(self, name: str) -> None:
@@ -238,7 +249,7 @@ class Worker:
         return {
             "type": "result",
             "worker": self.plan.index,
-            "observers": len(self.observers) + len(self.pollers) + self.to_drain,
+            "observers": len(self.observers) + len(self.pollers) + len(self.to_drain),
             "sampled": len(self.observers),
             "window": window,
             "delivered": self.tally.delivered,

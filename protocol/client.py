@@ -7,6 +7,15 @@ retryable close (1001, 1011, 4008, 4029, or a dropped connection) reconnects
 with jittered exponential backoff and resumes by ``(epoch, seq)``. Un-acked
 actions are re-sent with their original aids, so each takes effect exactly once.
 
+The backoff (:class:`~statecast.protocol.backoff.Backoff`, the JS client's rule
+too) waits a random delay up to ``min(backoff_max, backoff_base * 2**attempt)``.
+``attempt`` counts the retries since the last connection that stayed up for
+``stable_after`` seconds (10) after its WELCOME, so a server that welcomes the
+client and then closes it again does not reset it. After 1012 the retry is at
+once; after 4029 (rate limit exceeded repeatedly) it waits ``rate_limited_delay``
+(1 s) more, so a client that keeps being rate limited reconnects at most about
+once a second, and more slowly each time.
+
 ``token`` may be a callable (plain or async) instead of a string: it is called
 for every connection, and a connection closed with 4001 after its WELCOME (its
 token expired) reconnects with a fresh token and resumes. A 4001 at HELLO, and
@@ -34,6 +43,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from statecast.protocol.backoff import Backoff
 from statecast.protocol.errors import (
     RETRYABLE_CLOSE_CODES,
     ClientIdTakenOver,
@@ -73,6 +83,8 @@ class RoomClient:
         reconnect: bool = True,
         backoff_base: float = 0.05,
         backoff_max: float = 5.0,
+        rate_limited_delay: float = 1.0,
+        stable_after: float = 10.0,
         open_timeout: float = 10.0,
     ) -> None:
         self.url = url
@@ -80,8 +92,12 @@ class RoomClient:
         fixed = token if isinstance(token, str) else None
         self.sync = ClientSync(role=role, client=client, token=fixed)
         self.reconnect = reconnect
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
+        self.backoff = Backoff(
+            base_delay=backoff_base,
+            max_delay=backoff_max,
+            rate_limited_delay=rate_limited_delay,
+            stable_after=stable_after,
+        )
         self.open_timeout = open_timeout
         self.connections = 0
         self._ws: ClientConnection | None = None
@@ -207,7 +223,7 @@ class RoomClient:
             self.sync.token = await token if inspect.isawaitable(token) else token
 
     async def _run(self) -> None:
-        attempt = 0
+        loop = asyncio.get_running_loop()
         while True:
             welcomed = False
             try:
@@ -223,10 +239,10 @@ class RoomClient:
                         if isinstance(frame, str):
                             raise MalformedMessage("text frame from the server")
                         self.sync.receive_frame(frame)
-                        welcomed = True  # the first frame always holds the WELCOME
+                        if not welcomed:  # the first frame always holds the WELCOME
+                            welcomed = True
+                            self.backoff.welcomed(loop.time())
                         self._dispatch(self.sync.events_received())
-                        if self.sync.live:
-                            attempt = 0
                         await self._flush()
                     code = ws.close_code if ws.close_code is not None else 1006
                     reason = ws.close_reason or ""
@@ -255,9 +271,7 @@ class RoomClient:
             if not self.reconnect or (code not in RETRYABLE_CLOSE_CODES and not expired):
                 self._fail(ServerClosed(code, reason))
                 return
-            attempt += 1
-            delay = random.uniform(0, min(self.backoff_max, self.backoff_base * 2**attempt))
-            await asyncio.sleep(delay)
+            await asyncio.sleep(self.backoff.delay(code, loop.time(), random.random()))
 
     def _dispatch(self, events: list[Event]) -> None:
         for event in events:

@@ -66,6 +66,11 @@ class App:
         if isinstance(self.store, RedisStore):
             self.cluster = self.rooms.cluster = ClusterNode(self.rooms, self.store)
         self.ws = WebSocketListener(self)
+        if self.cluster is not None:
+            ws = self.ws
+            self.cluster.on_4009 = lambda sub: ws.close_later(
+                sub.conn, 4009, "another connection took over this client id"
+            )
         self.http = HttpListener(self)
         self.ready = False
         self.ports: Ports | None = None

@@ -88,6 +88,11 @@ class RoomFeed:
         self._busy = True
         self._idle.clear()
 
+    @property
+    def busy(self) -> bool:
+        """Between begin_batch and end_batch: the state may be ahead of the head."""
+        return self._busy
+
     def end_batch(self) -> None:
         self._busy = False
         self._idle.set()

@@ -3,7 +3,8 @@
 Rows come from the store in name order, a page at a time (O(page), never
 O(rooms)); a room held in memory overlays its live epoch, head, connected agents
 and spectator count, and a room only in the store shows what the store has
-(no one connected). Nothing here loads or creates a room.
+(no one connected). In a cluster the agents and spectators are every node's, from
+Redis. Nothing here loads or creates a room.
 
 With auth, a page shows only the rooms the token grants. Filtering can leave a
 page short: at most :data:`SCAN_ROWS` stored rows are read per request, and
@@ -80,12 +81,23 @@ class Listing:
             scanned += len(batch)
             rows.extend(self.row(s) for s in batch if visible(s.room))
             if len(rows) > limit:
-                return rows[:limit], rows[limit - 1]["room"]
+                return await self.counted(rows[:limit]), rows[limit - 1]["room"]
             if len(batch) < want:
-                return rows, None
+                return await self.counted(rows), None
             cursor = batch[-1].room
             if scanned >= SCAN_ROWS:
-                return rows, cursor
+                return await self.counted(rows), cursor
+
+    async def counted(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """In a cluster, each row's agents and spectators over every node (one Redis
+        round trip for the page; see server/store/redis.py ``who``)."""
+        cluster = self.app.cluster
+        if cluster is None or not rows:
+            return rows
+        who = await cluster.store.who([row["room"] for row in rows])
+        for row in rows:
+            row["agents"], row["spectators"] = who[row["room"]]
+        return rows
 
     async def rooms(self, request: web.Request) -> web.StreamResponse:
         visible = self.app.auth.visible_rooms(bearer(request))
@@ -107,5 +119,6 @@ class Listing:
             if summary is None:
                 raise NoSuchRoom(f"no room {name!r}")
             body = self.row(summary)
+        (body,) = await self.counted([body])
         body["actions"] = self.app.room_types.for_room(name).action_names()
         return web.json_response(body)

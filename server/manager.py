@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +23,7 @@ import structlog
 from statecast.protocol import ops
 from statecast.protocol.errors import NoSuchRoom, Rejection
 from statecast.server.config import Config
+from statecast.server.epoch import new_epoch, restarted
 from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.history import MIN_HISTORY_BYTES, History
 from statecast.server.live import LiveRoom
@@ -37,11 +37,6 @@ if TYPE_CHECKING:
     from statecast.server.cluster.node import ClusterNode
 
 log = structlog.get_logger()
-
-
-def new_epoch() -> str:
-    """A fresh epoch: 16 characters of [A-Za-z0-9_-]."""
-    return secrets.token_urlsafe(12)
 
 
 class RoomManager:
@@ -110,7 +105,7 @@ class RoomManager:
             return await self.cluster.load(name, create)
         record = await self.store.load(name)
         if record is not None and name in self._lost:
-            await self._new_epoch(name, record)
+            record = await self._new_epoch(name, record)
         if record is None:
             if not create:
                 return None
@@ -254,12 +249,20 @@ class RoomManager:
     async def drain(self) -> None:
         await asyncio.gather(*(room.drain() for room in self.rooms.values()))
 
-    async def _new_epoch(self, name: str, record: RoomRecord) -> None:
-        """Clients saw diffs the store lost: the history cannot continue on this epoch."""
-        record.epoch = new_epoch()
-        await self.store.create(name, record)
+    async def _new_epoch(self, name: str, record: RoomRecord) -> RoomRecord:
+        """Clients saw diffs the store lost: the history cannot continue on this epoch, so
+        the stored head becomes seq 0 of a new one."""
+        fresh = restarted(record)
+        await self.store.create(name, fresh)
         self._lost.discard(name)
-        log.warning("room starts a new epoch after a lost write", room=name, epoch=record.epoch)
+        log.warning(
+            "room starts a new epoch after a lost write",
+            room=name,
+            epoch=fresh.epoch,
+            old_epoch=record.epoch,
+            old_head=record.head,
+        )
+        return fresh
 
     async def close(self) -> None:
         self.closing = True  # a late HTTP action must not load a room the store will not see

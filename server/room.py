@@ -18,7 +18,11 @@ and the runner rolls them back.
 
 A ``set`` to the value already there changes nothing, so it records nothing
 (:func:`unchanged`): an action whose ops all change nothing yields no diff, no
-new seq and no new ETag, and is ACKed with the head. "The value already there"
+new seq and no new ETag, and is ACKed with the head. The built-in document room
+records its patch ``exact`` instead, because the protocol makes an applied patch
+one DIFF with exactly its ops: there a no-op set stays in a patch that changes
+something else, and only a patch that changes nothing at all makes no diff
+(:attr:`ActionContext.changed`). "The value already there"
 means equal as msgpack values: types compare exactly (``1``, ``1.0`` and
 ``True`` differ, and so do ``0.0`` and ``-0.0``), and maps compare as maps, so
 a set that only reorders a map's keys is dropped too and the state keeps the
@@ -74,6 +78,7 @@ class ActionContext:
 
     __slots__ = (
         "_undo",
+        "changed",
         "client",
         "encoded_ops",
         "max_depth",
@@ -101,6 +106,8 @@ class ActionContext:
         #: Estimated change of the state's encoded size so far.
         self.size_delta = 0
         self.encoded_ops: list[bytes] = []
+        #: Whether a recorded op changed the state (an exact no-op set does not).
+        self.changed = False
         self._undo: list[ops.Undo] = []
 
     def set(self, path: list[str | int], value: Any) -> None:
@@ -114,10 +121,15 @@ class ActionContext:
         p = ops.check_path(path, self.max_depth)
         self.record([ops.INS, p, ops.clone_value(value, self.max_depth - len(p))])
 
-    def record(self, op: ops.Op) -> None:
-        """Apply and record an op already checked by :func:`statecast.protocol.ops.parse_op`."""
-        if op[0] == ops.SET and unchanged(self.state, op[1], op[2]):
-            return  # a set to the value already there: no op, so no diff wakes anyone
+    def record(self, op: ops.Op, *, exact: bool = False) -> None:
+        """Apply and record an op already checked by :func:`statecast.protocol.ops.parse_op`.
+
+        A set to the value already there is left out (no diff wakes anyone for it),
+        unless ``exact``: then it is recorded all the same, without counting as a change.
+        """
+        noop = op[0] == ops.SET and unchanged(self.state, op[1], op[2])
+        if noop and not exact:
+            return
         try:
             encoded = codec.encode_op(op)  # before a later op can change the value it placed
         except UnicodeEncodeError:  # JSON over HTTP can carry "\\ud800"; msgpack cannot
@@ -142,11 +154,13 @@ class ActionContext:
             raise
         self.size_delta += delta
         self.encoded_ops.append(encoded)
+        self.changed = self.changed or not noop
 
     def rollback(self) -> None:
         ops.rollback(self._undo)
         self.encoded_ops.clear()
         self.size_delta = 0
+        self.changed = False
 
 
 def unchanged(state: dict[str, Any], path: list[Any], value: Any) -> bool:

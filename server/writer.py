@@ -111,7 +111,8 @@ class WriterHooks(Protocol):
         """Another node owns the room now: stop acting for it; ``requests`` are unanswered."""
 
     async def keys_lost(self, writer: RoomWriter) -> None:
-        """The store lost the room: write the state at the head back under a new epoch."""
+        """The store lost the room: write the state at the head back as seq 0 of a new
+        epoch (the feed's head is then 0)."""
 
 
 @dataclass(slots=True)
@@ -224,7 +225,7 @@ class RoomWriter:
                 if self.hooks is None:
                     raise
                 log.warning("the store lost the room: writing it back", room=self.name)
-                await self.hooks.keys_lost(self)
+                await self._keys_lost()
                 self._inbox[:0] = batch  # rolled back: it runs again on the new epoch
                 self._wake.set()
             except StoreUnavailable as exc:
@@ -248,7 +249,14 @@ class RoomWriter:
         unanswered: list[Request | HookRequest] = [req for req, _, _ in pending.outcomes]
         while True:
             await asyncio.sleep(RETRY_INTERVAL)
-            if self.feed.failed is not None or self.stopped:
+            if self.feed.failed is not None:
+                return False
+            if self.stopped:
+                # Another process owns the room now. Whether or not the write landed, the
+                # new owner's log says so: its exactly-once check answers them rightly.
+                self.suspended = None
+                if self.hooks is not None:
+                    self.hooks.refused(self, unanswered + self.stop())
                 return False
             self._busy = True
             self.feed.begin_batch()
@@ -264,7 +272,7 @@ class RoomWriter:
                 if self.hooks is None:
                     raise
                 self.suspended = None
-                await self.hooks.keys_lost(self)
+                await self._keys_lost()
                 self._inbox[:0] = unanswered
                 self._wake.set()
                 return True
@@ -277,6 +285,13 @@ class RoomWriter:
             finally:
                 self._busy = False
                 self.feed.end_batch()
+
+    async def _keys_lost(self) -> None:
+        """Write the room back; its seqs go on from the new epoch's seq 0."""
+        assert self.hooks is not None
+        await self.hooks.keys_lost(self)
+        self._applied = self.feed.head
+        self._since_checkpoint = 0
 
     def _reapply(self, pending: _Pending) -> None:
         """Redo a rolled-back batch whose write has now landed, from its own diffs."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from http import HTTPStatus
@@ -157,9 +158,9 @@ class Session:
         except ProtocolViolation as exc:
             metrics.closes.labels(str(exc.close_code)).inc()
             log.info("closing", code=exc.close_code, reason=exc.reason)
-            await close_or_abort(self.conn, exc.close_code, exc.reason[:120], config.slow_timeout)
+            await self._close(exc.close_code, exc.reason[:120])
         except RoomFailed:
-            await close_or_abort(self.conn, 1011, "room failed", config.slow_timeout)
+            await self._close(1011, "room failed")
         except ConnectionClosed:
             pass
         finally:
@@ -170,7 +171,28 @@ class Session:
                 self.room.feed.connections -= 1
                 self.room.touch()
                 if self._present:
+                    current = self.room.presence.is_current(self.sub)
                     self.room.presence.depart(self.sub)
+                    if self.app.cluster is not None:
+                        self.app.cluster.agent_left(self.room, self.sub, current)
+
+    async def _close(self, code: int, reason: str) -> None:
+        """Close from the session's own task, reading (and dropping) what the client sent
+        meanwhile: websockets stops reading the socket once its queue of unread messages is
+        full, and would then never see the client's answering close frame, so the client
+        would learn of the close only when its close timeout ran out."""
+        discard = asyncio.create_task(self._discard())
+        try:
+            await close_or_abort(self.conn, code, reason, self.app.config.slow_timeout)
+        finally:
+            discard.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await discard
+
+    async def _discard(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in self.conn:
+                pass
 
     def _role(self) -> str:
         return self.sub.role if self.sub is not None else "none"
@@ -198,6 +220,10 @@ class Session:
             raise NotPermitted(
                 f"the room records at most {config.max_room_clients} client ids: reuse one"
             )
+        cluster = self.app.cluster
+        number = None
+        if cluster is not None and client is not None:
+            number = await cluster.number_hello(room)  # numbered before it joins: 4009 order
         self.room = room
         room.feed.connections += 1
         self.sub = sub = Subscriber(self.conn, identity.role, identity.client)
@@ -206,6 +232,8 @@ class Session:
         log.debug("joined", role=identity.role, client=identity.client, sync=welcome.sync)
         older = room.presence.arrive(sub)
         self._present = True
+        if cluster is not None and client is not None:
+            cluster.agent_arrived(room, sub, number)  # the same client id on another node: 4009
         if older is not None:
             room.feed.leave(older)  # no more DIFFs for it
             log.warning("client id taken over", client=client, older=older.id)

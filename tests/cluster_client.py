@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from statecast.protocol import codec
 from statecast.protocol.digest import state_digest
-from statecast.protocol.messages import Diff, Role
+from statecast.protocol.messages import Diff, Role, Snapshot
 from statecast.protocol.sync import ActionAcked, ActionRejected, ClientSync, Welcomed
 from tests.helpers import SCALE
 
@@ -29,6 +29,8 @@ class Roamer:
         self.closes: list[int] = []
         self.gaps: list[tuple[int, int]] = []
         self.epochs: list[str] = []
+        #: (epoch, seq, state) of every SNAPSHOT received.
+        self.snapshots: list[tuple[str, int, dict[str, Any]]] = []
         #: The ``sync`` of every WELCOME: how each (re)connection caught up.
         self.syncs: list[str] = []
         self.outcomes: dict[int, tuple[str, Any]] = {}
@@ -81,10 +83,12 @@ class Roamer:
             await asyncio.sleep(0.05)
 
     def _check_gaps(self, frame: bytes) -> None:
+        messages = codec.decode_server_frame(frame)
+        self.snapshots += [(m.epoch, m.seq, m.state) for m in messages if isinstance(m, Snapshot)]
         if not self.sync.live:
             return
         seq = self.sync.seq
-        for message in codec.decode_server_frame(frame):
+        for message in messages:
             if isinstance(message, Diff):
                 if message.seq > seq + 1:
                     self.gaps.append((seq, message.seq))

@@ -45,9 +45,10 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, *, aof: bool = False) -> None:
+    def __init__(self, *, aof: bool = False, replica_of: int | None = None) -> None:
         self.port = free_port()
         self.aof = aof
+        self.replica_of = replica_of
         self.dir = tempfile.mkdtemp(prefix="statecast-redis-")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -75,6 +76,10 @@ class RedisServer:
             "--loglevel",
             "warning",
         ]
+        if self.aof:
+            args += ["--appendfsync", "always"]
+        if self.replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10

@@ -6,7 +6,9 @@ to its state copy and publishes the very bytes the owner encoded to its local
 members (encode once, one write per subscriber, as on the owner). Anything else
 is a sign of a gap (the bus dropped, Redis cut a slow subscriber, the follower
 joined mid-batch) and is repaired from the log: the Stream's diffs after the
-head when they reach it, else the checkpoint and a SNAPSHOT to every member.
+head when they reach it, else the checkpoint and a SNAPSHOT to every member
+(for a new epoch whose start this copy missed: a SNAPSHOT of its seq 0, then
+its diffs).
 A periodic check of the head catches what no message announced.
 
 Answers to actions this node forwarded wait here until the feed has published
@@ -16,6 +18,7 @@ the diff they name, so a connection sees its DIFF before its ACK.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +27,7 @@ import msgpack
 import structlog
 
 from statecast.protocol import ops
-from statecast.server.feed import RoomFeed
+from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.store.base import RoomRecord, StoreUnavailable
 from statecast.server.store.redis import RedisStore
 
@@ -75,8 +78,8 @@ class Follower:
     def on_batch(self, payload: list[Any]) -> None:
         epoch, previous, _last, shared, acked = payload
         feed = self.feed
-        if self._repairing:
-            self._again = True  # the repair reads the log after this batch landed
+        if self._repairing or feed.busy:  # busy: a writer that just lost the room is
+            self.repair_soon()  # finishing its batch; the repair reads the log after it
             return
         if epoch != feed.epoch or previous > feed.head:
             self.repair_soon()
@@ -130,11 +133,14 @@ class Follower:
         try:
             while True:
                 self._again = False
+                await self.feed.settled()  # a writer's batch in flight ends first
                 await self._repair_once()
                 if not self._again or self.closed:
                     return
         except StoreUnavailable as exc:
             log.info("follower repair waits for redis", room=self.name, error=str(exc))
+        except RoomFailed:
+            pass  # the room closed its members; it reloads on the next request
         finally:
             self._repairing = False
 
@@ -169,6 +175,9 @@ class Follower:
             return
         if record.epoch == feed.epoch and record.head <= feed.head:
             return
+        if record.epoch != feed.epoch and record.checkpoint_seq == 0:
+            await self._start_epoch(record)
+            return
         state, history = await self.rebuild(self.name, record)
         log.info(
             "follower takes a snapshot of the room",
@@ -178,3 +187,13 @@ class Follower:
         )
         feed.reset(record.epoch, record.head, state, dict(record.acked), history)
         self.deliver_answers()
+
+    async def _start_epoch(self, record: RoomRecord) -> None:
+        """A new epoch from its start: a SNAPSHOT of its seq 0, then its diffs as DIFFs."""
+        state, history = await self.rebuild(self.name, dataclasses.replace(record, diffs=[]))
+        log.info("follower starts the room's new epoch", room=self.name, epoch=record.epoch)
+        self.feed.reset(record.epoch, 0, state, dict(record.acked), history)
+        diffs = [
+            (seq, encoded, msgpack.unpackb(encoded, raw=False)[2]) for seq, encoded in record.diffs
+        ]
+        self._apply(diffs, {})

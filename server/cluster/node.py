@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -31,12 +31,15 @@ from statecast.protocol.messages import Error
 from statecast.server.cluster.follower import Follower
 from statecast.server.cluster.forwarding import Forwarder, decode_action, encode_answers
 from statecast.server.cluster.lease import Leases
+from statecast.server.epoch import new_epoch
+from statecast.server.fanout import Subscriber
 from statecast.server.feed import RoomFeed
 from statecast.server.live import LiveRoom
 from statecast.server.store.base import RoomLost, RoomRecord, StoreUnavailable
 from statecast.server.store.redis import (
     Bus,
     RedisStore,
+    agents_channel,
     feed_channel,
     inbox_channel,
     node_channel,
@@ -58,6 +61,14 @@ log = structlog.get_logger()
 #: Notices on a room's feed channel, besides batches: [notice, node].
 RELEASED = "released"
 TAKEN = "taken"
+#: Messages on a room's agents channel: [ARRIVE|DEPART, node, client, HELLO number] and
+#: [ROSTER, node, {client: HELLO number}] (every agent connected on that node, sent every
+#: third of the TTL and when the room changes owner).
+ARRIVE = "arrive"
+DEPART = "depart"
+ROSTER = "roster"
+#: A node unheard for this many TTLs (no roster: it died) has its agents depart.
+PRESENCE_EXPIRY = 2
 HAND_OVER_TIMEOUT = 5.0
 
 
@@ -73,7 +84,15 @@ class ClusterNode:
         self._channels: dict[str, tuple[str, str]] = {}  # channel -> (kind, room)
         self._check: asyncio.Task[None] | None = None
         self._taking: dict[str, asyncio.Task[bool]] = {}
+        #: (room, client) -> the newest HELLO number seen for it, and this node's own
+        #: connection's number: one live connection per agent id across the cluster.
+        self._hellos: dict[tuple[str, str], int] = {}
+        self._own_hellos: dict[Subscriber, int] = {}
+        self._who_writing: set[str] = set()
+        self._who_again: set[str] = set()
         self.redis_ok = True
+        #: Closes a connection with 4009 (set by the app: the WebSocket listener does it).
+        self.on_4009: Callable[[Subscriber], None] = lambda sub: None
 
     @property
     def node_id(self) -> str:
@@ -121,10 +140,14 @@ class ClusterNode:
                 record = fresh
             if record is None:
                 raise RoomLost(f"room {name} vanished while it was created")
+        else:
+            manager.make_space()
         room, history = await manager.rebuild(name, record)
         feed = manager.make_feed(name, room.state, record, history)
         live = LiveRoom(feed, manager.make_writer(feed, room, hooks=self), forward=self.forward)
         await self._listen(inbox_channel(name), "in", name)
+        await self._listen(agents_channel(name), "agents", name)
+        self._share_who(live)
         return manager.hold(live)
 
     async def _load_followed(self, name: str, create: bool) -> LiveRoom | None:
@@ -140,12 +163,15 @@ class ClusterNode:
             if create:
                 raise Rejection("unavailable", f"room {name} is being created elsewhere")
             return None
+        manager.make_space()
         room, history = await manager.rebuild(name, record)
         feed = manager.make_feed(name, room.state, record, history)
         follower = Follower(feed, self.store, self._rebuild)
         live = LiveRoom(
             feed, None, follower=follower, forward=self.forward, grace=self.config.leave_grace
         )
+        await self._listen(agents_channel(name), "agents", name)
+        self._share_who(live)
         manager.hold(live)
         follower.repair_soon()  # batches published while the record was read
         log.info("following room", room=name, epoch=record.epoch, head=record.head)
@@ -185,8 +211,12 @@ class ClusterNode:
                 return
             if payload[0] == TAKEN:
                 self.forwarder.reforward(live)
+                live.feed.spawn(self._publish_roster(live))  # the new owner's presence
                 return
             live.follower.on_batch(payload)
+        elif kind == "agents":
+            if live is not None:
+                self._on_agents(live, msgpack.unpackb(data, raw=False, strict_map_key=False))
         elif kind == "in":
             node, request_id, client, aid, name, args = decode_action(data)
             req = Request(
@@ -199,10 +229,118 @@ class ClusterNode:
                 self._publish_answers("", [(req, None, UNAVAILABLE)])
 
     def _on_reconnect(self) -> None:
-        """Messages may have been lost while the bus was down: repair every follower."""
+        """Messages may have been lost while the bus was down: repair every follower. The
+        other nodes' agents count as heard now: their rosters follow within a check."""
+        now = time.monotonic()
         for live in list(self.manager.rooms.values()):
+            live.presence.heard_all(now)
             if live.follower is not None:
                 live.follower.repair_soon()
+
+    # --- one connection per agent id ------------------------------------------------------
+
+    async def number_hello(self, live: LiveRoom) -> int | None:
+        """The next HELLO number of the room, cluster-wide (None while Redis is down): the
+        higher number is the newer connection of a client id."""
+        try:
+            return await self.store.next_hello(live.name)
+        except StoreUnavailable:
+            return None  # one connection per node still holds; the next roster tells the owner
+
+    def agent_arrived(self, live: LiveRoom, sub: Subscriber, number: int | None) -> None:
+        """An agent connected here with HELLO ``number``: tell the other nodes (the owner's
+        presence counts it; an older connection of the same client id is closed with 4009)."""
+        client = sub.client
+        if number is None or client is None:
+            return
+        self._own_hellos[sub] = number
+        key = (live.name, client)
+        if self._hellos.get(key, 0) > number:  # a newer HELLO elsewhere came first
+            self._take_over_client(live, sub)
+            return
+        self._hellos[key] = number
+        live.feed.spawn(self._publish_agents(live, [ARRIVE, self.node_id, client, number]))
+
+    def agent_left(self, live: LiveRoom, sub: Subscriber, current: bool) -> None:
+        """An agent's connection here ended; ``current``: it was still the agent's live
+        connection (not taken over), so the other nodes hear of its departure."""
+        number = self._own_hellos.pop(sub, None)
+        if current and number is not None and sub.client is not None:
+            live.feed.spawn(self._publish_agents(live, [DEPART, self.node_id, sub.client, number]))
+
+    async def _publish_agents(self, live: LiveRoom, message: list[Any]) -> None:
+        with contextlib.suppress(StoreUnavailable):
+            data = bytes(msgpack.packb(message, use_bin_type=True))
+            await self.store.publish(agents_channel(live.name), data)
+
+    async def _publish_roster(self, live: LiveRoom) -> None:
+        numbers = self._own_hellos
+        agents = {c: numbers[sub] for c, sub in live.presence.connected.items() if sub in numbers}
+        if agents:
+            await self._publish_agents(live, [ROSTER, self.node_id, agents])
+
+    # --- who is in the room, for the listing ---------------------------------------------
+
+    def _share_who(self, live: LiveRoom) -> None:
+        live.presence.changed = lambda: self._who_soon(live)
+
+    def _who_soon(self, live: LiveRoom) -> None:
+        """Rewrite this node's field of the room's ``who`` hash (one write in flight)."""
+        name = live.name
+        if name in self._who_writing:
+            self._who_again.add(name)
+            return
+        self._who_writing.add(name)
+        live.feed.spawn(self._write_who(live))
+
+    async def _write_who(self, live: LiveRoom) -> None:
+        try:
+            while True:
+                self._who_again.discard(live.name)
+                with contextlib.suppress(StoreUnavailable):
+                    await self._put_who(live)
+                if live.name not in self._who_again:
+                    return
+        finally:
+            self._who_writing.discard(live.name)
+
+    async def _put_who(self, live: LiveRoom) -> None:
+        presence = live.presence
+        await self.store.put_who(
+            live.name, presence.local, presence.spectators, PRESENCE_EXPIRY * self.ttl
+        )
+
+    def _on_agents(self, live: LiveRoom, payload: list[Any]) -> None:
+        """Another node's news of its agents: presence everywhere, and 4009 here."""
+        kind, node = payload[0], payload[1]
+        if node == self.node_id:
+            return
+        presence = live.presence
+        now = time.monotonic()
+        if kind == ARRIVE:
+            client, number = payload[2], int(payload[3])
+            presence.arrive_elsewhere(client, node, number, now)
+            self._agent_elsewhere(live, client, number)
+        elif kind == DEPART:
+            presence.depart_elsewhere(payload[2], node, int(payload[3]))
+        elif kind == ROSTER:
+            agents = {client: int(number) for client, number in payload[2].items()}
+            presence.roster(node, agents, now)
+            for client, number in agents.items():
+                self._agent_elsewhere(live, client, number)
+
+    def _agent_elsewhere(self, live: LiveRoom, client: str, number: int) -> None:
+        key = (live.name, client)
+        self._hellos[key] = max(self._hellos.get(key, 0), number)
+        sub = live.presence.connected.get(client)
+        if sub is not None and self._own_hellos.get(sub, number) < number:
+            self._take_over_client(live, sub)
+
+    def _take_over_client(self, live: LiveRoom, sub: Subscriber) -> None:
+        log.warning("client id taken over on another node", room=live.name, client=sub.client)
+        live.feed.leave(sub)
+        self._own_hellos.pop(sub, None)
+        self.on_4009(sub)
 
     # --- owning and following ------------------------------------------------------------
 
@@ -243,6 +381,7 @@ class ClusterNode:
         room_class = self.manager.room_types.for_room(name)
         room = room_class(name, feed.state)
         live.writer = self.manager.make_writer(feed, room, hooks=self)
+        live.presence.run_hooks(room.has_presence_hooks(), room.present_agents())
         if live.follower is not None:
             live.follower.closed = True
             live.follower.release_answers()
@@ -258,6 +397,7 @@ class ClusterNode:
     def _become_follower(self, live: LiveRoom) -> None:
         name = live.name
         self.leases.drop(name)
+        live.presence.stop_hooks()
         live.follower = Follower(live.feed, self.store, self._rebuild)
         live.feed.spawn(self._follow(live))
 
@@ -335,22 +475,29 @@ class ClusterNode:
         await self._write_back(writer.feed)
 
     async def _write_back(self, feed: RoomFeed) -> None:
-        """Redis lost the room: write this node's state back on a new epoch (the old
-        epoch's seqs can no longer be checked, so none of them is reused), SNAPSHOT to all."""
+        """Redis lost the room: this node's state becomes seq 0 of a new epoch (the old
+        epoch's history is gone), written back with the acked aids; SNAPSHOT to all."""
         name = feed.name
         room_class = self.manager.room_types.for_room(name)
         record = RoomRecord(
-            epoch=_new_epoch(),
+            epoch=new_epoch(),
             type_name=f"{room_class.__module__}:{room_class.__qualname__}",
-            checkpoint_seq=feed.head,
+            checkpoint_seq=0,
             checkpoint_state=msgpack.packb(feed.state, use_bin_type=True),
             acked=dict(feed.acked),
         )
         await self.store.create(name, record)
+        old_epoch, old_head = feed.epoch, feed.head
         history = feed.history
-        history.reset(feed.head)
-        feed.reset(record.epoch, feed.head, feed.state, feed.acked, history)
-        log.warning("room written back on a new epoch", room=name, epoch=record.epoch)
+        history.reset(0)
+        feed.reset(record.epoch, 0, feed.state, feed.acked, history)
+        log.warning(
+            "room written back on a new epoch",
+            room=name,
+            epoch=record.epoch,
+            old_epoch=old_epoch,
+            old_head=old_head,
+        )
 
     # --- the periodic check --------------------------------------------------------------
 
@@ -360,7 +507,13 @@ class ClusterNode:
             self.redis_ok = await self.store.ping()
             if not self.redis_ok:
                 continue
+            before = time.monotonic() - PRESENCE_EXPIRY * self.ttl
             for live in list(self.manager.rooms.values()):
+                live.presence.expire(before)
+                with contextlib.suppress(Exception):
+                    await self._publish_roster(live)
+                    if live.presence.local or live.presence.spectators:
+                        await self._put_who(live)
                 if live.follower is None:
                     continue
                 with contextlib.suppress(Exception):
@@ -381,7 +534,11 @@ class ClusterNode:
                 await self.leases.release(name, _released(self.node_id))
             await self._unlisten(inbox_channel(name))
             await self._unlisten(feed_channel(name))
+            await self._unlisten(agents_channel(name))
+            await self.store.put_who(name, [], 0, 0)
         self.leases.drop(name)
+        for key in [k for k in self._hellos if k[0] == name]:
+            del self._hellos[key]
 
     async def hand_over(self) -> None:
         """Graceful stop: checkpoint and release every owned room so followers take over now."""
@@ -404,7 +561,3 @@ def _notice(kind: str, node: str) -> bytes:
 
 def _released(node: str) -> bytes:
     return _notice(RELEASED, node)
-
-
-def _new_epoch() -> str:
-    return secrets.token_urlsafe(12)

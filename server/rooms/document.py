@@ -14,13 +14,22 @@ from statecast.server.room import ActionContext, Room, action
 PRESENCE_KEY: Final = "presence"
 
 
+def record_patch(ctx: ActionContext, patch: list[ops.Op]) -> None:
+    """An applied patch is one DIFF with exactly its ops (docs/protocol.md §9.1), so a
+    set to the value already there stays in it; a patch that changes nothing at all
+    makes no DIFF and is ACKed with the head, as an empty patch is."""
+    for op in patch:
+        ctx.record(op, exact=True)
+    if not ctx.changed:
+        ctx.rollback()
+
+
 class DocumentRoom(Room):
     """A free-form document: ``patch`` applies a list of ops, all or nothing."""
 
     @action("patch")
     def patch(self, ctx: ActionContext, args: Any) -> None:
-        for op in ops.parse_ops(args, self.max_depth):
-            ctx.record(op)
+        record_patch(ctx, ops.parse_ops(args, self.max_depth))
 
 
 class PresenceDocumentRoom(DocumentRoom):
@@ -35,8 +44,7 @@ class PresenceDocumentRoom(DocumentRoom):
         parsed = ops.parse_ops(args, self.max_depth)
         if any(op[1][0] == PRESENCE_KEY for op in parsed):
             raise Rejection("forbidden", f"{PRESENCE_KEY!r} is kept by the server")
-        for op in parsed:
-            ctx.record(op)
+        record_patch(ctx, parsed)
 
     def on_join(self, ctx: ActionContext) -> None:
         if type(self.state.get(PRESENCE_KEY)) is not dict:

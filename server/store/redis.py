@@ -11,9 +11,18 @@ them together, Redis Cluster included):
 * ``sc:{R}:lease``  ``"<node> <token>"``, expiring after the lease TTL
 * ``sc:{R}:fence``  the fencing counter, INCR at each acquisition
 
+``sc:{R}:hellos`` counts agent HELLOs, so the newest connection of a client id wins
+across nodes. ``sc:{R}:who`` is a hash: node id -> msgpack ``[agents, spectators,
+until]``, the agents present through that node (connected there, or within their leave
+grace on the owner), its spectator count, and until when that holds (Unix ms); each
+node rewrites its field on every change and every third of the lease TTL, and the key
+expires when no node refreshes it. The listing reads it for the cluster-wide counts.
+
 Channels: ``sc:{R}:feed`` carries each written batch (published by the append
 script itself, so the order on the channel is the order in the log) and lease
 releases; ``sc:{R}:in`` carries actions forwarded to the room's owner;
+``sc:{R}:agents`` announces each agent connection and departure, and each
+node's roster of its agents (server/cluster/node.py);
 ``sc:node:<id>`` carries an owner's answers back to the node that forwarded.
 ``sc:rooms`` is a sorted set of every room name (score 0, read by name order).
 
@@ -29,6 +38,7 @@ import asyncio
 import contextlib
 import itertools
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -69,6 +79,10 @@ def feed_channel(room: str) -> str:
 
 def inbox_channel(room: str) -> str:
     return _key(room, "in")
+
+
+def agents_channel(room: str) -> str:
+    return _key(room, "agents")
 
 
 def node_channel(node: str) -> str:
@@ -255,6 +269,49 @@ class RedisStore:
         if epoch is None:
             return None
         return epoch.decode(), int(head)
+
+    async def next_hello(self, room: str) -> int:
+        """A number that orders agent HELLOs of the room across the cluster (newer: higher)."""
+        return int(await self._call(lambda: self.redis.incr(_key(room, "hellos"))))
+
+    async def put_who(self, room: str, agents: list[str], spectators: int, ttl: float) -> None:
+        """This node's field of ``sc:{R}:who``, valid for ``ttl`` seconds (None: drop it)."""
+        key, ms = _key(room, "who"), int(ttl * 1000)
+        value = msgpack.packb([agents, spectators, int(time.time() * 1000) + ms])
+
+        async def write() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                if agents or spectators:
+                    pipe.hset(key, self.node_id, value)
+                    pipe.pexpire(key, ms)
+                else:
+                    pipe.hdel(key, self.node_id)
+                await pipe.execute()
+
+        await self._call(write)
+
+    async def who(self, rooms: list[str]) -> dict[str, tuple[list[str], int]]:
+        """Each room's agents present and spectators connected over every node (fields
+        past their time are a node that stopped refreshing: ignored). One round trip."""
+
+        async def read() -> list[Any]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for room in rooms:
+                    pipe.hgetall(_key(room, "who"))
+                return list(await pipe.execute())
+
+        now = int(time.time() * 1000)
+        out: dict[str, tuple[list[str], int]] = {}
+        for room, fields in zip(rooms, await self._call(read), strict=True):
+            agents: set[str] = set()
+            spectators = 0
+            for value in fields.values():
+                node_agents, node_spectators, until = msgpack.unpackb(value, raw=False)
+                if until >= now:
+                    agents.update(node_agents)
+                    spectators += node_spectators
+            out[room] = (sorted(agents), spectators)
+        return out
 
     async def acked(self, room: str, client: str) -> int:
         aid = await self._call(lambda: self.redis.hget(_key(room, "acked"), client))

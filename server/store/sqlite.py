@@ -28,8 +28,8 @@ Settings (see the durability notes in the docs):
 Epochs: with ``--durability async`` the server publishes diffs before they are
 committed, so a crash can lose diffs that clients saw. The store records, while
 open, that such a run is in progress; if it finds that mark at the next start
-(the run never closed cleanly), it gives every room a new epoch, so no
-``(epoch, seq)`` can name two different states. (A failed write in that mode,
+(the run never closed cleanly), every room goes on from its stored head as seq 0
+of a new epoch, so no ``(epoch, seq)`` can name two different states. (A failed write in that mode,
 with the server still running, is handled by the room manager the same way.)
 """
 
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +44,7 @@ from typing import Any
 import aiosqlite
 import structlog
 
+from statecast.server.epoch import fold, new_epoch
 from statecast.server.store.base import RoomRecord, RoomSummary, StoredChange
 
 log = structlog.get_logger()
@@ -92,8 +92,22 @@ _SUMMARY = (
 Db = aiosqlite.Connection
 
 
-def new_epoch() -> str:
-    return secrets.token_urlsafe(12)
+async def _restart_epochs(db: Db) -> int:
+    """Every room goes on from its stored head as seq 0 of a new epoch (acked kept)."""
+    rooms = list(
+        await db.execute_fetchall("SELECT id, checkpoint_seq, checkpoint_state FROM rooms")
+    )
+    for room_id, checkpoint_seq, state in rooms:
+        diffs = await db.execute_fetchall(
+            "SELECT seq, diff FROM diffs WHERE room = ? AND seq > ? ORDER BY seq",
+            (room_id, checkpoint_seq),
+        )
+        await db.execute(
+            "UPDATE rooms SET epoch = ?, checkpoint_seq = 0, checkpoint_state = ? WHERE id = ?",
+            (new_epoch(), fold(bytes(state), [(s, bytes(d)) for s, d in diffs]), room_id),
+        )
+        await db.execute("DELETE FROM diffs WHERE room = ?", (room_id,))
+    return len(rooms)
 
 
 @dataclass(slots=True)
@@ -158,15 +172,11 @@ class SQLiteStore:
                 )
             previous = await _scalar(db, "SELECT value FROM meta WHERE key = 'running'")
             if previous == "async":
-                rows = list(await db.execute_fetchall("SELECT id FROM rooms"))
-                await db.executemany(
-                    "UPDATE rooms SET epoch = ? WHERE id = ?",
-                    [(new_epoch(), row[0]) for row in rows],
-                )
+                rows = await _restart_epochs(db)
                 log.warning(
                     "the last run published ahead of its commits and did not stop cleanly: "
                     "every room starts a new epoch",
-                    rooms=len(rows),
+                    rooms=rows,
                 )
             elif previous is not None:
                 log.info("recovering after an unclean stop", store=self.path)

@@ -33,8 +33,14 @@ export interface ConnectOptions {
   token?: string;
   /** Called for a token before the first connection (when `token` is absent) and after close 4001. */
   getToken?: () => string | Promise<string>;
-  /** false: never reconnect. Or the full-jitter backoff's base and cap in milliseconds (50, 5000). */
-  reconnect?: boolean | { baseDelay?: number; maxDelay?: number };
+  /**
+   * false: never reconnect. Or the backoff's settings in milliseconds: the full-jitter base and
+   * cap (50, 5000), the wait added after close 4029 (1000), and how long a connection must
+   * stay up after its WELCOME before the backoff starts again from the base (10000).
+   */
+  reconnect?:
+    | boolean
+    | { baseDelay?: number; maxDelay?: number; rateLimitedDelay?: number; stableAfter?: number };
   /** A WebSocket constructor (default globalThis.WebSocket; in Node 20, e.g. the `ws` package's). */
   WebSocket?: new (url: string) => WebSocket;
 }

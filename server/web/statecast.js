@@ -7,8 +7,9 @@
 //   room.watch("players/*/hp", (hp, before, path) => flash(path));
 //   const seq = await room.act("patch", [[0, ["x"], 1]]);   // agents only
 //
-// The client reconnects with full-jitter exponential backoff (at once after close 1012,
-// and on the browser's `online` event, replacing a socket the network change may have
+// The client reconnects with full-jitter exponential backoff (backoff.js: reset only by a
+// connection that stayed up a while, a second more after close 4029, at once after close
+// 1012 and on the browser's `online` event, replacing a socket the network change may have
 // left dead), resumes by (epoch, seq), asks RESYNC on a gap,
 // ignores duplicates, applies unsolicited SNAPSHOTs and re-sends un-acked actions with
 // their original aids, so every action takes effect exactly once. Its sync rules live in
@@ -16,13 +17,12 @@
 // moves bytes. Typed by statecast.d.ts beside it.
 
 import { Decoder, encode } from "./vendor/msgpack/index.mjs";
+import { Backoff } from "./backoff.js";
 import { ClientSync, DIFF, ProtocolError, RETRYABLE_CLOSE_CODES, SNAPSHOT, checkServerMessage } from "./sync.js";
 import { changedPath, Watchers } from "./watch.js";
 
 export { applyOps, OpError } from "./ops.js";
 export { ClientSync, ProtocolError } from "./sync.js";
-
-const DEFAULTS = { baseDelay: 50, maxDelay: 5000 };
 
 /** An action the room refused (`code` is its ERROR code), or a client that stopped. */
 export class StatecastError extends Error {
@@ -41,6 +41,8 @@ const freshClientId = () =>
   `${Date.now().toString(36)}${Math.random().toString(36).slice(2)}${++tabCounter}`;
 
 const NO_CLAIM = () => {};
+
+const now = () => globalThis.performance?.now() ?? Date.now();
 
 /** Hold the Web Lock `name` until the returned release is called; null if another holds it. */
 function holdLock(locks, name) {
@@ -137,13 +139,12 @@ export class Room {
     this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
     const reconnect = options.reconnect ?? true;
     this._reconnect = reconnect !== false;
-    this._delays = { ...DEFAULTS, ...(typeof reconnect === "object" ? reconnect : {}) };
+    this._backoff = new Backoff(typeof reconnect === "object" ? reconnect : {});
     this._listeners = new Map();
     this._acts = new Map();
     this._watchers = new Watchers((err) => this._emit("error", err));
     this._ws = null;
     this._timer = null;
-    this._attempt = 0;
     this._needToken = this._getToken !== null && options.token == null;
     this._stopped = false;
     this._snapshot = null;
@@ -361,7 +362,7 @@ export class Room {
       case "welcome": {
         const w = event.welcome;
         this.lastSync = w.sync;
-        this._attempt = 0;
+        this._backoff.welcomed(now());
         if (this._welcomes++ > 0) this.reconnects += 1;
         this._readyResolve(w);
         this._setStatus(w.sync === "snapshot" ? "syncing" : "live");
@@ -449,9 +450,7 @@ export class Room {
   _schedule(code) {
     if (this._stopped) return;
     this._setStatus(this._welcomes === 0 ? "connecting" : "reconnecting");
-    this._attempt += 1;
-    const { baseDelay, maxDelay } = this._delays;
-    const delay = code === 1012 ? 0 : Math.random() * Math.min(maxDelay, baseDelay * 2 ** this._attempt);
+    const delay = this._backoff.delay(code, now(), Math.random());
     this._timer = setTimeout(() => this._retryNow(), delay);
   }
 
@@ -459,9 +458,11 @@ export class Room {
    * The network came back. A socket opened before it went may be dead without knowing it:
    * a browser keeps it open, receiving nothing, until TCP gives up minutes later. Start
    * again at once and resume; if the old socket was fine after all, a replay costs little.
+   * A wait after close 4029 is not cut short: the server asked for it, whatever the network.
    */
   _networkBack() {
     if (!this._reconnect) return;
+    if (this._ws === null && this.closeCode === 4029) return;
     if (this._ws !== null && this._ws.readyState === 1) this._lost(this._ws, 1006, "the network changed");
     this._retryNow();
   }

@@ -8,12 +8,13 @@ The public API, in one import::
 ``action`` and ``ActionContext`` write room types; ``Rejection`` is what a
 handler raises to refuse an action and what ``act()`` raises when the room
 refuses one; ``ClientIdTakenOver`` is what a client raises when another
-connection took over its agent client id (close 4009). The packages below
+connection took over its agent client id (close 4009), and ``ServerClosed`` what it
+raises once the connection ended for good. The packages below
 (``statecast.protocol``, ``statecast.server``, ``statecast.loadtest``) hold the rest.
 """
 
 from statecast.protocol.client import RoomClient, connect
-from statecast.protocol.errors import ClientIdTakenOver, Rejection
+from statecast.protocol.errors import ClientIdTakenOver, Rejection, ServerClosed
 from statecast.server.room import ActionContext, Room, action
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "Rejection",
     "Room",
     "RoomClient",
+    "ServerClosed",
     "action",
     "connect",
 ]

@@ -293,6 +293,9 @@ async def test_a_busy_room_keeps_the_frame_rate(page: Page, server: RunningServe
         )
         await agent.recv_type(7)
         await watch(page, server, "busy")
+        # The SNAPSHOT is counted on arrival and drawn in the next animation frame, by a
+        # callback queued before this one: start measuring once that frame has run.
+        await page.evaluate("() => new Promise((done) => requestAnimationFrame(done))")
         measured = """() => {
             const w = window.statecastWatch;
             return {f: w.frames, r: w.renders, full: w.fullRenders, snapshots: w.snapshots,

@@ -13,9 +13,11 @@ const E = "epoch-test";
 class Scripted {
   static sockets = [];
   static plan = []; // per connection attempt: "open" | "error-only" | "refuse"
+  static onHello = null; // (socket) => void: the server's answer to each HELLO, if scripted
 
   constructor(url) {
     this.url = url;
+    this.at = performance.now();
     this.readyState = 0;
     this.sent = [];
     this.closed = null;
@@ -37,7 +39,9 @@ class Scripted {
   }
 
   send(bytes) {
+    const first = this.sent.length === 0;
     this.sent.push(...decodeMulti(bytes));
+    if (first && Scripted.onHello) setTimeout(() => Scripted.onHello?.(this), 0);
   }
 
   close(code) {
@@ -77,6 +81,7 @@ async function until(check, what) {
 function fresh(plan = []) {
   Scripted.sockets = [];
   Scripted.plan = plan;
+  Scripted.onHello = null;
 }
 
 const last = () => Scripted.sockets[Scripted.sockets.length - 1];
@@ -189,6 +194,28 @@ test("close 1012 reconnects at once", async () => {
   const room = await joined({ reconnect: { baseDelay: 60_000, maxDelay: 60_000 } });
   last().end(1012, "leaving");
   await until(() => Scripted.sockets.length === 2, "an immediate reconnect");
+  room.close();
+});
+
+test("closed with 4029 again and again, the client waits rateLimitedDelay before each retry", async () => {
+  fresh();
+  const floor = 100;
+  const room = await joined({ reconnect: { baseDelay: 1, maxDelay: 5, rateLimitedDelay: floor } });
+  // Every later connection is welcomed and at once closed 4029: a WELCOME must not
+  // reset the backoff, or the client would be back within a few ms each time.
+  Scripted.onHello = (ws) => {
+    ws.deliver(welcome("current", 0));
+    ws.end(4029, "rate limit exceeded repeatedly");
+  };
+  const start = performance.now();
+  last().end(4029, "rate limit exceeded repeatedly");
+  await until(() => Scripted.sockets.length >= 4, "three retries");
+  const span = 500;
+  await tick(span);
+  const retries = Scripted.sockets.filter((ws) => ws.at > start && ws.at <= start + span).length;
+  assert.ok(retries <= span / floor + 1, `${retries} retries within ${span} ms`);
+  assert.ok(Scripted.sockets.every((ws) => ws.at <= start || ws.sent.length === 1), "each retry sent its HELLO");
+  assert.equal(room.closeCode, 4029);
   room.close();
 });
 

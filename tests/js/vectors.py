@@ -9,6 +9,9 @@ the copy still equals what protocol/ generates. Two kinds:
 * ``sync``: a script of steps (connect, a server message, act, connection lost)
   played against protocol/sync.py's ClientSync, with what it sent, the events it
   raised and where it stands after each step.
+* ``backoff``: connections welcomed and ended (with a close code, a time and a
+  jitter) played against protocol/backoff.py's Backoff, with each wait and the
+  attempt count. Times are in seconds here; the JS twin counts milliseconds.
 
 Only values JSON carries exactly are used: no ints beyond ±(2^53 - 1) (JavaScript
 has no such numbers) and no integral floats where Python's int/float split would
@@ -27,6 +30,7 @@ from typing import Any
 import msgpack
 
 from statecast.protocol import ops
+from statecast.protocol.backoff import Backoff
 from statecast.protocol.errors import ProtocolViolation, Rejection
 from statecast.protocol.sync import (
     ActionAcked,
@@ -437,11 +441,93 @@ def sync_vectors() -> list[dict[str, Any]]:
     return out
 
 
+# (name, options, steps): ["welcomed", t] or ["ended", t, code, jitter].
+BACKOFF_CASES: list[tuple[str, dict[str, float], list[list[Any]]]] = [
+    (
+        "failed attempts grow the ceiling up to the cap",
+        {},
+        [["ended", 0.0, 1006, 0.5], *[["ended", 0.1 * i, 1006, 0.999] for i in range(1, 10)]],
+    ),
+    (
+        "a WELCOME alone does not reset the backoff",
+        {},
+        [
+            x
+            for i in range(6)
+            for x in (["welcomed", i * 1.0], ["ended", i * 1.0 + 0.2, 1011, 0.75])
+        ],
+    ),
+    (
+        "a connection up for stable_after resets it",
+        {},
+        [
+            ["ended", 0.0, 1006, 0.5],
+            ["ended", 0.1, 1006, 0.5],
+            ["ended", 0.3, 1006, 0.5],
+            ["welcomed", 0.5],
+            ["ended", 10.4, 1006, 0.5],
+            ["welcomed", 10.5],
+            ["ended", 20.5, 1011, 0.5],
+        ],
+    ),
+    (
+        "4029 adds the rate-limited delay, and repeated 4029s wait longer",
+        {},
+        [x for i in range(8) for x in (["welcomed", i * 3.0], ["ended", i * 3.0 + 0.1, 4029, 0.5])],
+    ),
+    (
+        "4029 waits at least the rate-limited delay even with no jitter",
+        {},
+        [
+            ["welcomed", 0.0],
+            ["ended", 0.2, 4029, 0.0],
+            ["welcomed", 1.3],
+            ["ended", 1.4, 4029, 0.0],
+        ],
+    ),
+    (
+        "1012 is at once but still counts",
+        {},
+        [["ended", 0.0, 1012, 0.9], ["ended", 0.0, 1006, 0.5], ["welcomed", 0.1]],
+    ),
+    (
+        "other settings",
+        {"base_delay": 0.2, "max_delay": 1.0, "rate_limited_delay": 2.5, "stable_after": 3.0},
+        [
+            ["ended", 0.0, 1006, 0.25],
+            ["ended", 0.5, 1001, 0.75],
+            ["welcomed", 1.0],
+            ["ended", 2.0, 4029, 0.5],
+            ["welcomed", 5.0],
+            ["ended", 8.0, 4029, 0.5],
+            ["ended", 8.5, 4008, 0.125],
+        ],
+    ),
+]
+
+
+def backoff_vectors() -> list[dict[str, Any]]:
+    out = []
+    for name, options, script in BACKOFF_CASES:
+        backoff = Backoff(**options)
+        steps: list[dict[str, Any]] = []
+        for step in script:
+            if step[0] == "welcomed":
+                backoff.welcomed(step[1])
+                steps.append({"do": step, "attempt": backoff.attempt})
+            else:
+                wait = backoff.delay(step[2], step[1], step[3])
+                steps.append({"do": step, "wait": wait, "attempt": backoff.attempt})
+        out.append({"name": name, "options": options, "steps": steps})
+    return out
+
+
 def vectors() -> dict[str, Any]:
     return {
         "generated_by": "python -m tests.js.vectors (make vectors); do not edit by hand",
         "ops": op_vectors(),
         "sync": sync_vectors(),
+        "backoff": backoff_vectors(),
     }
 
 

@@ -8,17 +8,21 @@ once (the counter a client's actions increment equals its acknowledged aids).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import json
 import random
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.cluster_client import Roamer
 from tests.cluster_nodes import Node, cluster
-from tests.helpers import SCALE
+from tests.helpers import SCALE, bare
 from tests.redis_server import RedisServer
 
 TTL = "1.0"
@@ -114,9 +118,15 @@ async def test_three_nodes_agree_and_apply_each_action_once(redis_node: RedisSer
         assert seqs == list(range(1, len(seqs) + 1))  # every diff once, no seq twice
         head = await settle(nodes, agents + spectators, room)
         assert head["seq"] == 6 * 15
+        for node, aid in ((nodes[1], 1), (nodes[2], 2)):  # HTTP actions on any node too
+            body = {"client": "h", "aid": aid, "name": "patch", "args": [[0, ["h"], aid]]}
+            assert await node.post(f"/rooms/{room}/actions", body) == (200, {"seq": 90 + aid})
+        assert await nodes[2].post(f"/rooms/{room}/actions", body) == (200, {"seq": None})
+        assert await nodes[0].get(f"/rooms/{room}/clients/h") == (200, {"client": "h", "acked": 2})
+        head = await settle(nodes, agents + spectators, room)
         for c in agents + spectators:
             assert c.gaps == [] and c.closes == []
-            assert c.sync.state == {"by": {f"a{i}": 15 for i in range(6)}}
+            assert c.sync.state == {"by": {f"a{i}": 15 for i in range(6)}, "h": 2}
         for c in agents + spectators:
             await c.close()
 
@@ -248,8 +258,9 @@ async def test_a_paused_owner_is_fenced_and_follows(redis_node: RedisServer) -> 
 
 
 async def test_redis_restarted_empty_starts_a_new_epoch(redis_node: RedisServer) -> None:
-    """Redis loses every key: the owner writes its state back under a new epoch, every client
-    gets a SNAPSHOT of it, and no (epoch, seq) names two states."""
+    """Redis loses every key: the owner's state becomes seq 0 of a new epoch, every client
+    gets a SNAPSHOT of (new epoch, 0) with the state it had, the next diff is seq 1, and
+    nothing acknowledged is lost or applied twice."""
     async with cluster(redis_node.url, 2, *FLAGS) as nodes:
         room = "amnesia"
         agent = Roamer([nodes[0].room_url(room)], client="a")
@@ -260,12 +271,14 @@ async def test_redis_restarted_empty_starts_a_new_epoch(redis_node: RedisServer)
             assert await agent.act("patch", [[0, ["k"], i]]) == ("ack", i)
         before = await settle(nodes, [agent, watcher], room)
         redis_node.restart_empty()
-        kind, seq = await agent.act("patch", [[0, ["j"], 1]])
-        assert kind == "ack"
+        assert await agent.act("patch", [[0, ["j"], 1]]) == ("ack", 1)
         after = await settle(nodes, [agent, watcher], room)
-        assert after["epoch"] != before["epoch"] and after["seq"] == seq
-        assert agent.sync.state == {"k": 3, "j": 1}
+        assert after["epoch"] != before["epoch"] and after["seq"] == 1
+        for c in (agent, watcher):
+            assert c.snapshots[-1] == (after["epoch"], 0, {"k": 3})
+            assert c.sync.state == {"k": 3, "j": 1}
         assert watcher.epochs == [before["epoch"], after["epoch"]]
+        assert await nodes[1].get(f"/rooms/{room}/clients/a") == (200, {"client": "a", "acked": 4})
         assert agent.gaps == [] and watcher.gaps == []
         await close_all(agent, watcher)
 
@@ -380,3 +393,217 @@ async def test_sigterm_hands_rooms_over(redis_node: RedisServer) -> None:
         load.check(body["state"])
         assert "room lease taken" in nodes[1].output() + nodes[2].output()
         await close_all(*clients)
+
+
+async def test_an_idle_room_unloads_and_gives_its_lease_up(redis_node: RedisServer) -> None:
+    """An owner whose room goes idle checkpoints it and releases the lease; the next node
+    that needs the room owns it and goes on from the same epoch and seq."""
+    import redis as redis_client
+
+    async with cluster(redis_node.url, 2, *FLAGS, "--idle-unload", "0.3") as nodes:
+        room = "idle"
+        first = Roamer([nodes[0].room_url(room)], client="a")
+        await first.start()
+        assert await first.act("patch", [[0, ["k"], 1]]) == ("ack", 1)
+        epoch = first.sync.epoch
+        await first.close()
+        admin = redis_client.Redis(port=redis_node.port)
+        try:
+            await eventually(lambda: admin.get(f"sc:{{{room}}}:lease") is None)
+        finally:
+            admin.close()
+        second = Roamer([nodes[1].room_url(room)], client="a")
+        await second.start()
+        assert second.sync.epoch == epoch and second.sync.acked == 1
+        assert await second.act("patch", [[0, ["k"], 2]]) == ("ack", 2)
+        assert "room lease taken" in nodes[1].output()
+        await second.close()
+
+
+async def test_one_connection_per_agent_id_across_nodes(redis_node: RedisServer) -> None:
+    """An agent id that connects on another node takes over: the older connection, on the
+    first node, is closed with 4009; the newer one acts."""
+    async with cluster(redis_node.url, 2, *FLAGS) as nodes:
+        room = "one-id"
+        async with bare(nodes[0].room_url(room)) as older:
+            await older.hello("agent", client="x")
+            async with bare(nodes[1].room_url(room)) as newer:
+                welcome = await newer.hello("agent", client="x")
+                assert await older.closed() == 4009
+                await newer.send([4, welcome["acked"] + 1, "patch", [[0, ["k"], 1]]])
+                assert (await newer.recv_type(7))[1] == welcome["acked"] + 1
+
+
+async def test_wait_replicas_acks_once_a_replica_holds_the_diff(redis_node: RedisServer) -> None:
+    """With --wait-replicas 1 an ACK comes only once the replica has the batch."""
+    import redis as redis_client
+
+    replica = RedisServer(replica_of=redis_node.port)
+    replica.start()
+    view = redis_client.Redis(port=replica.port)
+    try:
+        await eventually(lambda: view.info("replication")["master_link_status"] == "up")
+        async with cluster(redis_node.url, 1, *FLAGS, "--wait-replicas", "1") as nodes:
+            agent = Roamer([nodes[0].room_url("replicated")], client="a")
+            await agent.start()
+            for i in range(1, 4):
+                assert await agent.act("patch", [[0, ["k"], i]]) == ("ack", i)
+                assert view.xlen("sc:{replicated}:log") == i  # on the replica before the ACK
+            await agent.close()
+    finally:
+        view.close()
+        replica.close()
+
+
+GRACE = 0.5
+PRESENCE = (*FLAGS, "--document-presence", "--leave-grace", str(GRACE))
+
+
+async def test_presence_of_agents_on_any_node(redis_node: RedisServer) -> None:
+    """An agent on a follower joins and leaves through the owner's hooks: spectators on
+    every node see the same presence DIFFs; a 4009 takeover across nodes is neither a
+    leave nor a join."""
+    async with cluster(redis_node.url, 2, *PRESENCE) as nodes, contextlib.AsyncExitStack() as s:
+        room = "present"
+        urls = [n.room_url(room) for n in nodes]
+        spectators = []
+        for url in urls:  # the first loads the room on node 0: node 0 owns it
+            spectator = await s.enter_async_context(bare(url))
+            await spectator.hello("spectator")
+            await spectator.recv_type(3)
+            spectators.append(spectator)
+
+        async def all_see(diff: list[Any]) -> None:
+            for spectator in spectators:
+                assert await spectator.recv_type(5) == diff
+
+        b = await s.enter_async_context(bare(urls[1]))
+        await b.hello("agent", client="b")
+        await all_see([5, 1, [[0, ["presence"], {"b": True}]]])
+        older = await s.enter_async_context(bare(urls[0]))
+        await older.hello("agent", client="a")
+        await all_see([5, 2, [[0, ["presence", "a"], True]]])
+        a = await s.enter_async_context(bare(urls[1]))
+        welcome = await a.hello("agent", client="a")
+        assert await older.closed() == 4009
+        await asyncio.sleep(3 * GRACE)  # a leave, had the takeover counted as one, is due
+        await a.send([4, welcome["acked"] + 1, "patch", [[0, ["k"], 1]]])
+        await all_see([5, 3, [[0, ["k"], 1]]])
+        await b.ws.close()
+        await all_see([5, 4, [[1, ["presence", "b"]]]])
+        await a.ws.close()
+        await all_see([5, 5, [[1, ["presence", "a"]]]])
+        assert "room taken over" not in nodes[1].output()  # node 0 owned it throughout
+
+
+async def test_the_new_owner_keeps_presence(redis_node: RedisServer) -> None:
+    """The owner stops: the new owner gives the agents the state lists as present the grace
+    to reconnect; the one that stays connected on it is not left, the one gone leaves."""
+    async with cluster(redis_node.url, 2, *PRESENCE) as nodes, contextlib.AsyncExitStack() as s:
+        room = "moving"
+        urls = [n.room_url(room) for n in nodes]
+        gone = await s.enter_async_context(bare(urls[0]))  # node 0 loads it: node 0 owns it
+        await gone.hello("agent", client="gone")
+        assert await gone.recv_type(5) == [5, 1, [[0, ["presence"], {"gone": True}]]]
+        spectator = await s.enter_async_context(bare(urls[1]))
+        await spectator.hello("spectator")
+        await spectator.recv_type(3)
+        stays = await s.enter_async_context(bare(urls[1]))
+        welcome = await stays.hello("agent", client="stays")
+        assert await spectator.recv_type(5) == [5, 2, [[0, ["presence", "stays"], True]]]
+        nodes[0].signal(signal.SIGTERM)
+        assert await nodes[0].wait() == 0
+        assert await gone.closed() == 1012
+        assert await spectator.recv_type(5) == [5, 3, [[1, ["presence", "gone"]]]]
+        await asyncio.sleep(3 * GRACE)  # a leave of "stays", were it not counted, is due
+        await stays.send([4, welcome["acked"] + 1, "patch", [[0, ["k"], 1]]])
+        assert await spectator.recv_type(5) == [5, 4, [[0, ["k"], 1]]]
+        _, body = await nodes[1].get(f"/rooms/{room}/state")
+        assert body["state"]["presence"] == {"stays": True}
+
+
+async def test_the_agents_of_a_node_that_died_leave(redis_node: RedisServer) -> None:
+    """A follower is killed with its agent connected: the owner stops hearing its roster,
+    and the agent leaves once the grace is over."""
+    async with cluster(redis_node.url, 2, *PRESENCE) as nodes, contextlib.AsyncExitStack() as s:
+        room = "orphans"
+        urls = [n.room_url(room) for n in nodes]
+        spectator = await s.enter_async_context(bare(urls[0]))  # node 0 owns the room
+        await spectator.hello("spectator")
+        await spectator.recv_type(3)
+        agent = await s.enter_async_context(bare(urls[1]))
+        await agent.hello("agent", client="x")
+        assert await spectator.recv_type(5) == [5, 1, [[0, ["presence"], {"x": True}]]]
+        nodes[1].signal(signal.SIGKILL)
+        await nodes[1].wait()
+        assert await spectator.recv_type(5) == [5, 2, [[1, ["presence", "x"]]]]
+
+
+async def test_the_listing_counts_every_node(redis_node: RedisServer) -> None:
+    """GET /rooms and GET /rooms/{room} on either node report the agents and spectators
+    connected over both nodes."""
+    async with cluster(redis_node.url, 2, *PRESENCE) as nodes, contextlib.AsyncExitStack() as s:
+        room = "counted"
+        urls = [n.room_url(room) for n in nodes]
+        clients = []
+        for url, role, client in (
+            (urls[0], "agent", "a"),
+            (urls[1], "agent", "b"),
+            (urls[0], "spectator", None),
+            (urls[1], "spectator", None),
+            (urls[1], "spectator", None),
+        ):
+            ws = await s.enter_async_context(bare(url))
+            await ws.hello(role, **({"client": client} if client else {}))
+            clients.append(ws)
+
+        async def counts(expected: tuple[list[str], int]) -> bool:
+            for node in nodes:
+                _, one = await node.get(f"/rooms/{room}")
+                _, page = await node.get("/rooms")
+                (row,) = [r for r in page["rooms"] if r["room"] == room]
+                for body in (one, row):
+                    if (body["agents"], body["spectators"]) != expected:
+                        return False
+            return True
+
+        await eventually(lambda: counts((["a", "b"], 3)))
+        await clients[4].ws.close()
+        await clients[1].ws.close()  # b leaves once its grace is over
+        await eventually(lambda: counts((["a"], 2)))
+
+
+async def test_bench_spreads_agents_and_spectators_over_the_nodes(
+    redis_node: RedisServer, tmp_path: Any
+) -> None:
+    """`statecast bench` against a cluster: agents and spectators connect to the listed
+    nodes in turn, and every update reaches every spectator, whichever node it is on."""
+    async with cluster(redis_node.url, 2, *FLAGS) as nodes:
+        ws = ",".join(n.ws_url for n in nodes)
+        out = tmp_path / "bench.json"
+        bench = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "statecast.server", "bench",
+            "--modes", "push", "--agents", "2", "--rate", "5",
+            "--spectators", "4", "--sample", "2",
+            "--duration", "1.5", "--warmup", "0.5",
+            "--ws", ws, "--spectator-ws", ws,
+            "--http", nodes[1].http_url, "--owner-http", nodes[0].http_url,
+            "--json", str(out), "--no-live",
+        )  # fmt: skip
+        assert await asyncio.wait_for(bench.wait(), 120 * SCALE) == 0
+        (summary,) = json.loads(out.read_text())["summaries"]
+        assert "failed" not in summary and summary["errors"] == []
+        updates = summary["updates"]
+        assert updates["applied"] == updates["sent"] > 0 and updates["missed"] == 0
+        for node in nodes:  # an agent and two spectators joined each node
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{node.http_url}/metrics") as response,
+            ):
+                text = await response.text()
+            joins = sum(
+                float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith("statecast_syncs_total")
+            )
+            assert joins >= 3, (node.name, text)

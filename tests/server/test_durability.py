@@ -242,7 +242,8 @@ async def test_http_action_after_rooms_closed_is_refused_not_lost(tmp_path: Path
 async def test_async_durability_flushes_on_sigterm_and_changes_epoch_after_kill_9(
     tmp_path: Path,
 ) -> None:
-    """--durability async: a clean stop keeps everything; a kill -9 restarts on a new epoch."""
+    """--durability async: a clean stop keeps everything; after a kill -9 the room goes on
+    from its stored head as seq 0 of a new epoch."""
     db = tmp_path / "x.db"
     agents = [Agent(f"agent{i}") for i in range(3)]
     async with server_process(db, "--durability=async") as first:
@@ -262,10 +263,11 @@ async def test_async_durability_flushes_on_sigterm_and_changes_epoch_after_kill_
         await asyncio.wait_for(load, TIMEOUT)
     async with server_process(db, "--durability=async") as third:
         body = await check_room(third, agents)
-        assert body["epoch"] != epoch and body["seq"] >= head
+        assert body["epoch"] != epoch and body["seq"] == 0  # the stored head is the new seq 0
         async with bare(third.room_url(ROOM)) as ws:
-            welcome = await ws.hello("spectator", resume=[epoch, body["seq"]])
+            welcome = await ws.hello("spectator", resume=[epoch, head])
             assert welcome["sync"] == "snapshot" and welcome["epoch"] == body["epoch"]
+            assert await ws.recv() == [3, body["epoch"], 0, body["state"]]
 
 
 class FailingStore(SQLiteStore):
@@ -302,8 +304,10 @@ async def test_async_write_failure_fails_the_room_and_reloads_it_on_a_new_epoch(
         async with bare(url) as ws:
             again = await ws.hello("agent", client="c", resume=[welcome["epoch"], 2])
             assert again["epoch"] != welcome["epoch"] and again["sync"] == "snapshot"
-            assert again["seq"] == 1 and again["acked"] == 1
-            assert (await ws.recv())[3] == {"a": 1}
+            assert again["seq"] == 0 and again["acked"] == 1  # the new epoch starts at 0
+            assert await ws.recv() == [3, again["epoch"], 0, {"a": 1}]
+            await ws.send([4, 3, "patch", [[0, ["b"], 1]]])
+            assert await ws.recv_type(7) == [7, 3, 1]
     finally:
         await app.stop()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import resource
 import socket
@@ -21,7 +22,8 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from statecast.protocol.errors import Rejection
+from statecast.protocol.client import RoomClient
+from statecast.protocol.errors import Rejection, StatecastError
 from statecast.server.history import MIN_HISTORY_BYTES
 from statecast.server.limits import FD_RESERVE
 from statecast.server.rooms.document import DocumentRoom
@@ -89,6 +91,74 @@ async def test_actions_over_the_rate_get_rate_limited_then_4029() -> None:
         body = await state_of(srv, "r")
         assert body["state"] == {**{f"k{i}": i for i in range(1, 6)}, "calm": 1}
         assert body["seq"] == 6
+
+
+async def test_a_client_with_many_frames_in_flight_sees_its_4029_at_once() -> None:
+    """A client that sent far more frames than the server's receive queue holds still gets
+    its close 4029 when the server closes, not when its own close timeout runs out: the
+    server reads and drops what arrives while it closes."""
+    async with (
+        running_server(action_rate=1, action_burst=1, rate_strikes=2) as srv,
+        agent(srv, "r", "flood") as ws,
+    ):
+        for aid in range(1, 60):  # one frame each: websockets queues 16 messages unread
+            await ws.send(patch(aid, [0, ["k"], aid]))
+        assert await ws.closed(timeout=TIMEOUT) == 4029  # its close_timeout is 10 s
+
+
+def syncs_seen(srv: RunningServer) -> float:
+    """The HELLOs the server has welcomed (each counted under its sync kind)."""
+    registry = srv.app.metrics.registry
+    kinds = ("snapshot", "replay", "current")
+    return sum(registry.get_sample_value("statecast_syncs_total", {"sync": k}) or 0 for k in kinds)
+
+
+async def test_a_client_closed_4029_again_and_again_backs_off() -> None:
+    """The Python client waits rate_limited_delay before every retry after 4029, WELCOME or not.
+
+    An app keeps acting as fast as it is answered, so every connection is refused and
+    closed 4029 soon after its WELCOME. Within a window the server sees at most one
+    HELLO per rate_limited_delay (plus one), where a backoff reset by each WELCOME would
+    bring the client back within milliseconds; and the client still comes back each time.
+    """
+    floor, span = 0.3, 1.5
+    async with running_server(action_rate=0.001, action_burst=1, rate_strikes=2) as srv:
+        client = RoomClient(
+            srv.room_url("r"),
+            client="greedy",
+            backoff_base=0.001,
+            backoff_max=0.005,
+            rate_limited_delay=floor,
+        )
+        await client.start()
+
+        async def greedy(n: int) -> None:
+            for i in itertools.count():
+                try:
+                    await client.act("patch", [[0, [f"k{n}"], i]])
+                except Rejection:
+                    continue
+                except StatecastError:
+                    return
+
+        workers = [asyncio.create_task(greedy(n)) for n in range(4)]
+        registry = srv.app.metrics.registry
+        try:
+            await until(
+                lambda: (
+                    (registry.get_sample_value("statecast_closes_total", {"code": "4029"}) or 0)
+                    >= 1
+                )
+            )
+            before = syncs_seen(srv)
+            await asyncio.sleep(span)
+            hellos = syncs_seen(srv) - before
+            assert hellos <= span / floor + 1, f"{hellos} HELLOs within {span} s"
+            await until(lambda: syncs_seen(srv) >= before + hellos + 2)
+            assert client.connections >= 3
+        finally:
+            await client.close()
+            await asyncio.gather(*workers)
 
 
 async def test_spectator_actions_and_resyncs_spend_the_bucket() -> None:

@@ -128,6 +128,43 @@ async def test_write_failure_found_by_the_next_batch_still_starts_a_new_epoch() 
         assert body["epoch"] != welcome["epoch"] and body["seq"] == 0 and body["state"] == {}
 
 
+async def test_lost_write_starts_the_new_epoch_at_seq_0_from_the_stored_head() -> None:
+    """Async mode: after a lost write every client resumes to a SNAPSHOT of (new epoch, 0)
+    holding the stored head's state, the acked aids are kept, and the next diff is seq 1."""
+    store = GatedStore()
+    async with serving(store, durability="async") as (app, url, _):
+        async with bare(url) as agent, bare(url) as watcher:
+            welcome = await agent.hello("agent", client="a")
+            await agent.recv_type(3)
+            await watcher.hello("spectator")
+            await watcher.recv_type(3)
+            for aid in (1, 2, 3):
+                await agent.send([4, aid, "patch", [[0, ["k"], aid]]])
+                assert await agent.recv_type(7) == [7, aid, aid]
+            await app.rooms.drain()  # seqs 1-3 are in the store
+            store.hold = True
+            await agent.send([4, 4, "patch", [[0, ["lost"], 1]]])
+            assert await agent.recv_type(7) == [7, 4, 4]  # published ahead of the write
+            await asyncio.wait_for(store.entered.wait(), TIMEOUT)
+            store.release.set()
+            assert await agent.closed() == 1011
+            assert await watcher.closed() == 1011
+        old = [welcome["epoch"], 4]
+        async with bare(url) as agent, bare(url) as watcher:
+            again = await agent.hello("agent", client="a", resume=old)
+            seen = await watcher.hello("spectator", resume=old)
+            for client, hello in ((agent, again), (watcher, seen)):
+                assert hello["sync"] == "snapshot" and hello["epoch"] != welcome["epoch"]
+                assert hello["seq"] == 0
+                assert await client.recv() == [3, hello["epoch"], 0, {"k": 3}]
+            assert again["acked"] == 3 and seen["epoch"] == again["epoch"]
+            await agent.send([4, 3, "patch", [[0, ["k"], 9]]])  # a duplicate: not applied
+            await agent.send([4, 4, "patch", [[0, ["k"], 4]]])
+            assert await agent.recv_type(7) == [7, 3, None]
+            assert await agent.recv_type(7) == [7, 4, 1]
+            assert await watcher.recv_type(5) == [5, 1, [[0, ["k"], 4]]]
+
+
 async def test_room_failed_by_its_write_behind_stops_its_worker() -> None:
     """Async mode: a room failed by a write behind its publish ends its worker task."""
     store = GatedStore()

@@ -325,21 +325,29 @@ async def test_sqlite_file_is_held_by_one_server(tmp_path: Path) -> None:
 
 
 async def test_sqlite_async_run_that_never_closed_starts_new_epochs(tmp_path: Path) -> None:
-    """After an async-durability run that did not close, rooms get a new epoch; after ack, not."""
+    """After an async-durability run that did not close, each room goes on from its stored
+    head as seq 0 of a new epoch (acked kept, log emptied); after ack, nothing changes."""
     path = str(tmp_path / "e.db")
     for mode, rotated in (("ack", False), ("async", True)):
         crashed = open_store(f"sqlite:{path}", durability=mode)
         await crashed.open()
-        await crashed.create(mode, record(f"epoch-{mode}"))
-        await crashed.append(mode, [StoredChange(1, diff(1), "a", 1)])
+        await crashed.create(mode, record(f"epoch-{mode}", {"j": 1}))
+        await crashed.append(mode, [StoredChange(1, diff(1, 5), "a", 1)])
+        await crashed.append(mode, [StoredChange(2, diff(2, 7), "a", 2)])
         assert isinstance(crashed, SQLiteStore)
         await crashed.abandon()  # as if the process died: no clean-close mark
         reopened = open_store(f"sqlite:{path}")
         await reopened.open()
         loaded = await reopened.load(mode)
+        after = await reopened.diffs_after(mode, 0)
         await reopened.close()
-        assert loaded is not None and loaded.head == 1
+        assert loaded is not None and loaded.acked == {"a": 2}
         assert (loaded.epoch != f"epoch-{mode}") is rotated
+        if rotated:
+            assert (loaded.head, loaded.checkpoint_seq, loaded.diffs, after) == (0, 0, [], [])
+            assert msgpack.unpackb(loaded.checkpoint_state) == {"j": 1, "k": 7}
+        else:
+            assert loaded.head == 2
 
 
 # --- Redis specifics -----------------------------------------------------------------------
