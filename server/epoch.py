@@ -1,7 +1,7 @@
 """Epochs: a room's line of history, and starting a new one.
 
 A new epoch starts at seq 0, and its seq-0 state is the state it starts from:
-seq counts the diffs since the epoch began (PROTOCOL.md). So when a room's
+seq counts the diffs since the epoch began (docs/protocol.md §2.4). So when a room's
 history is lost (a write the store did not keep, keys Redis no longer has), the
 room goes on from the state it still has as the checkpoint at seq 0 of a fresh
 epoch, with an empty log; each client's last processed aid is kept, so nothing

@@ -178,7 +178,7 @@ class RoomFeed:
     ) -> None:
         """Take another line of history (a new epoch, or one this copy cannot reach by diffs).
 
-        Every member gets a SNAPSHOT of it at once (PROTOCOL.md allows one at any time).
+        Every member gets a SNAPSHOT of it at once (docs/protocol.md §6.5 allows one at any time).
         """
         self.epoch, self.head, self.state, self.acked = epoch, head, state, acked
         self.history = history
