@@ -116,8 +116,13 @@ class HttpListener:
         except RoomFailed as exc:
             response = error(503, "unavailable", str(exc))
             response.headers["Retry-After"] = "1"
-        except StoreUnavailable as exc:
-            response = error(503, "unavailable", str(exc))
+        except StoreUnavailable:
+            # Not processed (a write whose outcome is unknown is answered by the writer,
+            # not here): the same request may be sent again. The store's own error stays
+            # in the log, not in the answer.
+            log.warning("store unreachable", route=name)
+            response = error(503, "unavailable", "the store cannot be reached now: try again")
+            response.headers["Retry-After"] = "1"
         except OutcomeUnknown as exc:
             response = error(
                 504,

@@ -27,6 +27,7 @@ from statecast.protocol.messages import PROTOCOL_VERSION, Action, Error, Hello, 
 from statecast.server.fanout import Subscriber, close_or_abort
 from statecast.server.live import LiveRoom, RoomFailed
 from statecast.server.live import Request as ActionRequest
+from statecast.server.store.base import StoreUnavailable
 
 if TYPE_CHECKING:
     from statecast.server.app import App
@@ -161,6 +162,10 @@ class Session:
             await self._close(exc.close_code, exc.reason[:120])
         except RoomFailed:
             await self._close(1011, "room failed")
+        except StoreUnavailable:  # the room could not be loaded: retry with backoff
+            log.warning("store unreachable", code=1011)
+            metrics.closes.labels("1011").inc()
+            await self._close(1011, "the store cannot be reached now: try again")
         except ConnectionClosed:
             pass
         finally:

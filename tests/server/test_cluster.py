@@ -310,6 +310,14 @@ async def test_redis_down_for_a_while(tmp_path: Any) -> None:
                 f"/rooms/{room}/actions", {"client": "h", "aid": 1, "name": "patch", "args": []}
             )
             assert status == 503 and body["code"] == "unavailable"
+            # A room no node holds cannot be loaded: a clear 503, and a HELLO closed 1011
+            # with its reason (retry with backoff), never a hang or a traceback.
+            status, body = await nodes[1].get("/rooms/not-loaded/state")
+            assert status == 503 and body["code"] == "unavailable"
+            async with bare(nodes[0].room_url("not-loaded")) as late:
+                await late.send([1, {"v": 1, "role": "spectator"}])
+                assert await late.closed() == 1011
+                assert "store" in (late.ws.close_reason or "")
             for node in nodes:
                 status, body = await node.get("/healthz")
                 assert status == 503 and body["code"] == "degraded"
