@@ -328,23 +328,12 @@ class DrainedPoller(PollObserver):
         return self.final
 
     async def poll(self) -> None:
-        headers = [("Accept", "application/json")]
-        if self.etag is not None:
-            headers.append(("If-None-Match", self.etag))
         sent = now_us()
-        status, response_headers, _ = await self.http.request("GET", self.path, headers)
+        status, response_headers, _ = await self.conditional_get()
         if sent >= self.final_after and status in (200, 304):
             self.final = True
-        c = self.counters
-        c.http_get += 1
-        if status == 304:
-            c.http_304 += 1
-            return
         if status != 200:
-            c.http_other += 1
-            self.error = f"GET {self.path}: HTTP {status}"
             return
-        c.http_200 += 1
         etag = response_headers.get("etag")
         if etag is None:
             self.error = "a 200 without an ETag"

@@ -241,26 +241,33 @@ class PollObserver:
         """Every update of the window seen (or coalesced past)."""
         return self.view.missed() == 0
 
-    async def poll(self) -> None:
+    async def conditional_get(self) -> tuple[int, dict[str, str], bytes]:
+        """GET the state with If-None-Match and count the answer; a status other than 200
+        or 304 is this poller's error."""
         headers = [("Accept", "application/json")]
         if self.etag is not None:
             headers.append(("If-None-Match", self.etag))
         status, response_headers, body = await self.http.request("GET", self.path, headers)
-        now = now_us()
         c = self.counters
         c.http_get += 1
-        if status == 304:
+        if status == 200:
+            c.http_200 += 1
+        elif status == 304:
             c.http_304 += 1
-            return
-        if status != 200:
+        else:
             c.http_other += 1
             self.error = f"GET {self.path}: HTTP {status}"
+        return status, response_headers, body
+
+    async def poll(self) -> None:
+        status, response_headers, body = await self.conditional_get()
+        now = now_us()
+        if status != 200:
             return
-        c.http_200 += 1
         self.etag = response_headers.get("etag", self.etag)
         document = json.loads(body)
         if not self.view.see_state(document.get("state"), now):
-            c.unchanged += 1
+            self.counters.unchanged += 1
 
     async def run(self, timeline: Timeline) -> None:
         k = 0

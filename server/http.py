@@ -18,7 +18,7 @@ from statecast.server.cluster.forwarding import OutcomeUnknown
 from statecast.server.cors import enable_cors, parse_origins
 from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.limits import TokenBucket
-from statecast.server.listing import Listing
+from statecast.server.listing import Listing, bearer
 from statecast.server.live import LiveRoom, Request
 from statecast.server.pages import Pages
 from statecast.server.store.base import StoreUnavailable
@@ -143,9 +143,7 @@ class HttpListener:
         return (await self._room(request)).feed
 
     def _read_auth(self, request: web.Request, room: str, role: str) -> str | None:
-        header = request.headers.get("Authorization", "")
-        token = header[7:].strip() if header[:7].lower() == "bearer " else None
-        identity = self.app.auth.authorize(token, room, role, None)  # type: ignore[arg-type]
+        identity = self.app.auth.authorize(bearer(request), room, role, None)  # type: ignore[arg-type]
         return identity.client
 
     async def state(self, request: web.Request) -> web.StreamResponse:

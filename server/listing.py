@@ -21,6 +21,7 @@ from aiohttp import web
 
 from statecast.protocol.errors import NoSuchRoom, Rejection
 from statecast.server.live import LiveRoom
+from statecast.server.registry import type_name
 from statecast.server.store.base import RoomSummary
 
 if TYPE_CHECKING:
@@ -32,11 +33,8 @@ MAX_LIMIT: Final = 1000
 SCAN_ROWS: Final = 2000
 
 
-def type_name(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
 def bearer(request: web.Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, if any."""
     header = request.headers.get("Authorization", "")
     return header[7:].strip() if header[:7].lower() == "bearer " else None
 

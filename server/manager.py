@@ -28,7 +28,7 @@ from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.history import MIN_HISTORY_BYTES, History
 from statecast.server.live import LiveRoom
 from statecast.server.metrics import Metrics
-from statecast.server.registry import RoomTypes
+from statecast.server.registry import RoomTypes, type_name
 from statecast.server.room import Room
 from statecast.server.store.base import RoomRecord, Store
 from statecast.server.writer import RoomWriter, WriterHooks
@@ -135,7 +135,7 @@ class RoomManager:
         room = room_class(name)
         return RoomRecord(
             epoch=new_epoch(),
-            type_name=f"{room_class.__module__}:{room_class.__qualname__}",
+            type_name=type_name(room_class),
             checkpoint_seq=0,
             checkpoint_state=msgpack.packb(room.state, use_bin_type=True),
         )

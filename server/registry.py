@@ -25,6 +25,11 @@ from statecast.server.room import Room
 from statecast.server.rooms.document import DocumentRoom
 
 
+def type_name(cls: type) -> str:
+    """How a room type is named in the store and the listing: ``module:Qualname``."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
 def load_room_class(spec: str) -> type[Room]:
     """Import ``module:Class`` and check that it is a Room type."""
     module_name, sep, attr = spec.partition(":")

@@ -35,6 +35,7 @@ from statecast.server.epoch import new_epoch
 from statecast.server.fanout import Subscriber
 from statecast.server.feed import RoomFeed
 from statecast.server.live import LiveRoom
+from statecast.server.registry import type_name
 from statecast.server.store.base import RoomLost, RoomRecord, StoreUnavailable
 from statecast.server.store.redis import (
     Bus,
@@ -481,7 +482,7 @@ class ClusterNode:
         room_class = self.manager.room_types.for_room(name)
         record = RoomRecord(
             epoch=new_epoch(),
-            type_name=f"{room_class.__module__}:{room_class.__qualname__}",
+            type_name=type_name(room_class),
             checkpoint_seq=0,
             checkpoint_state=msgpack.packb(feed.state, use_bin_type=True),
             acked=dict(feed.acked),
