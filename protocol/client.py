@@ -43,7 +43,13 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from statecast.protocol.backoff import Backoff
+from statecast.protocol.backoff import (
+    BASE_DELAY,
+    MAX_DELAY,
+    RATE_LIMITED_DELAY,
+    STABLE_AFTER,
+    Backoff,
+)
 from statecast.protocol.errors import (
     RETRYABLE_CLOSE_CODES,
     ClientIdTakenOver,
@@ -81,10 +87,10 @@ class RoomClient:
         client: str | None = None,
         token: TokenSource | None = None,
         reconnect: bool = True,
-        backoff_base: float = 0.05,
-        backoff_max: float = 5.0,
-        rate_limited_delay: float = 1.0,
-        stable_after: float = 10.0,
+        backoff_base: float = BASE_DELAY,
+        backoff_max: float = MAX_DELAY,
+        rate_limited_delay: float = RATE_LIMITED_DELAY,
+        stable_after: float = STABLE_AFTER,
         open_timeout: float = 10.0,
     ) -> None:
         self.url = url

@@ -68,9 +68,7 @@ class App:
         self.ws = WebSocketListener(self)
         if self.cluster is not None:
             ws = self.ws
-            self.cluster.on_4009 = lambda sub: ws.close_later(
-                sub.conn, 4009, "another connection took over this client id"
-            )
+            self.cluster.on_4009 = lambda sub: ws.take_over(sub.conn)
         self.http = HttpListener(self)
         self.ready = False
         self.ports: Ports | None = None

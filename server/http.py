@@ -148,24 +148,24 @@ class HttpListener:
 
     async def state(self, request: web.Request) -> web.StreamResponse:
         self._read_auth(request, request.match_info["room"], "spectator")
-        live = await self._feed(request)
-        etag, body = await live.state_json()
+        feed = await self._feed(request)
+        etag, body = await feed.state_json()
         if _matches(request, etag):
             return web.Response(status=304, headers={"ETag": etag})
         return web.Response(body=body, content_type="application/json", headers={"ETag": etag})
 
     async def head(self, request: web.Request) -> web.StreamResponse:
         self._read_auth(request, request.match_info["room"], "spectator")
-        live = await self._feed(request)
-        await live.settled()
-        etag = live.etag
+        feed = await self._feed(request)
+        await feed.settled()
+        etag = feed.etag
         if _matches(request, etag):
             return web.Response(status=304, headers={"ETag": etag})
         body = {
-            "epoch": live.epoch,
-            "seq": live.head,
-            "digest": live.digest(),
-            "oldest": live.oldest,
+            "epoch": feed.epoch,
+            "seq": feed.head,
+            "digest": feed.digest(),
+            "oldest": feed.oldest,
         }
         return web.json_response(body, headers={"ETag": etag})
 
@@ -182,13 +182,13 @@ class HttpListener:
             since = int(since_text)
         except ValueError:  # past int()'s limit on digits
             return error(400, "invalid", "since is too long")
-        live = await self._feed(request)
-        await live.settled()
-        if epoch != live.epoch or since > live.head or since < live.oldest:
+        feed = await self._feed(request)
+        await feed.settled()
+        if epoch != feed.epoch or since > feed.head or since < feed.oldest:
             return error(410, "gone", "those changes are not held: fetch /state instead")
-        changes = live.changes_after(since, CHANGES_LIMIT)
+        changes = feed.changes_after(since, CHANGES_LIMIT)
         last = changes[-1]["seq"] if changes else since
-        body = {"epoch": live.epoch, "from": since + 1, "to": last, "changes": changes}
+        body = {"epoch": feed.epoch, "from": since + 1, "to": last, "changes": changes}
         return web.json_response(body, dumps=_dumps)
 
     async def actions(self, request: web.Request) -> web.StreamResponse:
@@ -240,10 +240,10 @@ class HttpListener:
 
     async def client(self, request: web.Request) -> web.StreamResponse:
         self._read_auth(request, request.match_info["room"], "spectator")
-        live = await self._feed(request)
-        await live.settled()
+        feed = await self._feed(request)
+        await feed.settled()
         client = request.match_info["client"]
-        return web.json_response({"client": client, "acked": live.acked.get(client, 0)})
+        return web.json_response({"client": client, "acked": feed.acked.get(client, 0)})
 
     async def healthz(self, request: web.Request) -> web.StreamResponse:
         if not self.app.ready:

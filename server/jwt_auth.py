@@ -38,7 +38,6 @@ LEEWAY: Final = 10.0
 #: HMAC secrets shorter than this are refused (RFC 7518 §3.2: at least the hash size).
 MIN_SECRET_BYTES: Final = 32
 #: Longest ``sub`` accepted: it becomes a client id, stored per room.
-MAX_SUB_LENGTH: Final = MAX_CLIENT_ID_LENGTH
 #: Verified tokens remembered (by their exact text) so polling clients do not
 #: pay a signature check per request. ``exp`` is still checked on every use.
 CACHE_SIZE: Final = 4096
@@ -169,8 +168,10 @@ class JwtAuth:
         except jwt.InvalidTokenError as exc:
             raise Unauthenticated(f"token malformed: {exc}") from None
         sub, role, rooms, exp = (claims.get(k) for k in ("sub", "role", "rooms", "exp"))
-        if type(sub) is not str or not 0 < len(sub) <= MAX_SUB_LENGTH:
-            raise Unauthenticated(f"token malformed: sub must be 1 to {MAX_SUB_LENGTH} characters")
+        if type(sub) is not str or not 0 < len(sub) <= MAX_CLIENT_ID_LENGTH:
+            raise Unauthenticated(
+                f"token malformed: sub must be 1 to {MAX_CLIENT_ID_LENGTH} characters"
+            )
         if role not in ROLES:
             raise Unauthenticated("token malformed: role must be 'agent' or 'spectator'")
         if type(rooms) is not list or not all(type(p) is str for p in rooms):

@@ -54,6 +54,10 @@ class WebSocketListener:
         self.open = 0
         self._closing: set[asyncio.Task[None]] = set()
 
+    def take_over(self, conn: ServerConnection) -> None:
+        """Close an agent's older connection: a newer HELLO took its client id (4009)."""
+        self.close_later(conn, 4009, "another connection took over this client id")
+
     def close_later(self, conn: ServerConnection, code: int, reason: str) -> None:
         """Close another session's connection without waiting for it."""
         self.app.metrics.closes.labels(str(code)).inc()
@@ -157,14 +161,12 @@ class Session:
             finally:
                 metrics.connections.labels(self._role()).dec()
         except ProtocolViolation as exc:
-            metrics.closes.labels(str(exc.close_code)).inc()
             log.info("closing", code=exc.close_code, reason=exc.reason)
             await self._close(exc.close_code, exc.reason[:120])
         except RoomFailed:
             await self._close(1011, "room failed")
         except StoreUnavailable:  # the room could not be loaded: retry with backoff
             log.warning("store unreachable", code=1011)
-            metrics.closes.labels("1011").inc()
             await self._close(1011, "the store cannot be reached now: try again")
         except ConnectionClosed:
             pass
@@ -186,6 +188,7 @@ class Session:
         meanwhile: websockets stops reading the socket once its queue of unread messages is
         full, and would then never see the client's answering close frame, so the client
         would learn of the close only when its close timeout ran out."""
+        self.app.metrics.closes.labels(str(code)).inc()
         discard = asyncio.create_task(self._discard())
         try:
             await close_or_abort(self.conn, code, reason, self.app.config.slow_timeout)
@@ -242,7 +245,7 @@ class Session:
         if older is not None:
             room.feed.leave(older)  # no more DIFFs for it
             log.warning("client id taken over", client=client, older=older.id)
-            self.app.ws.close_later(older.conn, 4009, "another connection took over this client id")
+            self.app.ws.take_over(older.conn)
         if identity.expires is not None:
             delay = max(0.0, identity.expires - time.time())
             self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
