@@ -71,7 +71,6 @@ class RoomFeed:
         self.metrics = metrics
         self.members: dict[Subscriber, None] = {}
         self.connections = 0
-        #: Who is connected (agents by client id, spectators counted), for the room listing.
         self.failed: BaseException | None = None
         self._busy = False
         self._idle = asyncio.Event()
@@ -184,8 +183,9 @@ class RoomFeed:
         self.history = history
         self._snapshot = self._state_json = self._digest = None
         snapshot = self.snapshot_bytes()
+        frame = frame_binary(snapshot)  # framed once for every member, as a DIFF is
         for sub in self.members:
-            sub.send(snapshot)
+            sub.send(snapshot, frame)
 
     # --- slow subscribers ----------------------------------------------------------------
 

@@ -64,18 +64,18 @@ class LiveRoom:
         return self.writer is not None and not self.writer.stopped
 
     def submit(self, request: Request) -> None:
-        writer = self.writer
-        if writer is not None and not writer.stopped:
-            writer.submit(request)
+        if self.owned:
+            assert self.writer is not None
+            self.writer.submit(request)
         elif self.forward is not None:
             self.forward(self, request)
         else:
             raise RoomFailed("the room's writer stopped")
 
     def _hook(self, client: str, hook: Hook) -> None:
-        writer = self.writer
-        if writer is not None and not writer.stopped:
-            writer.submit_hook(client, hook)
+        if self.owned:
+            assert self.writer is not None
+            self.writer.submit_hook(client, hook)
         else:
             log.info("presence hook not run: another node owns the room", room=self.name)
 

@@ -104,8 +104,8 @@ class RoomManager:
         if self.cluster is not None:
             return await self.cluster.load(name, create)
         record = await self.store.load(name)
-        if record is not None and name in self._lost:
-            record = await self._new_epoch(name, record)
+        if record is not None:
+            record = await self.continued(name, record)
         if record is None:
             if not create:
                 return None
@@ -248,6 +248,13 @@ class RoomManager:
 
     async def drain(self) -> None:
         await asyncio.gather(*(room.drain() for room in self.rooms.values()))
+
+    async def continued(self, name: str, record: RoomRecord) -> RoomRecord:
+        """The stored room as it may go on: on a new epoch when clients saw diffs the store
+        lost (a failed write behind an async publish), else as it is."""
+        if name in self._lost:
+            return await self._new_epoch(name, record)
+        return record
 
     async def _new_epoch(self, name: str, record: RoomRecord) -> RoomRecord:
         """Clients saw diffs the store lost: the history cannot continue on this epoch, so

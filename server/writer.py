@@ -175,7 +175,7 @@ class RoomWriter:
         if self._worker.done():  # closed (unloaded or shutting down): it would never answer
             raise RoomFailed("the room is not running")
         if self.suspended is not None:
-            self._answer([(request, None, UNAVAILABLE)])
+            self.answer([(request, None, UNAVAILABLE)])
             return
         self._inbox.append(request)
         self._wake.set()
@@ -368,7 +368,7 @@ class RoomWriter:
                 self.room.state_bytes, self._applied = size_before, applied_before
                 if isinstance(exc, StoreUnavailable):
                     if not exc.sent:  # certainly not written: answer now, nothing waits
-                        self._answer([(req, None, UNAVAILABLE) for req, _, _ in outcomes])
+                        self.answer([(req, None, UNAVAILABLE) for req, _, _ in outcomes])
                     else:
                         self.suspended = _Pending(changes, diffs, outcomes, size_delta)
                 raise
@@ -439,7 +439,7 @@ class RoomWriter:
             log.error("store write failed after publish", room=self.name, error=repr(exc))
             self._fail(exc, [])
 
-    def _answer(self, outcomes: list[Outcome]) -> None:
+    def answer(self, outcomes: list[Outcome]) -> None:
         """Answer actions outside a publish (no diffs to order them after)."""
         extras: dict[Subscriber, list[bytes]] = {}
         remote = self._collect(outcomes, extras)

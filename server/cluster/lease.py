@@ -37,12 +37,9 @@ class Leases:
         self.ttl = ttl
         self.on_lost = on_lost
         self.owned: set[str] = set()
-        #: Loop time of the last renewal Redis answered (for /healthz and lease safety).
-        self.last_renewed = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self.last_renewed = asyncio.get_running_loop().time()
         self._task = asyncio.create_task(self._renew_forever(), name="lease renewal")
 
     async def acquire(self, room: str) -> bool:
@@ -64,18 +61,15 @@ class Leases:
         self.store.forget(room)
 
     async def _renew_forever(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.ttl / 3)
             if not self.owned:
-                self.last_renewed = loop.time()
                 continue
             try:
                 lost = await self.store.renew(sorted(self.owned), self.ttl)
             except StoreUnavailable as exc:
                 log.warning("lease renewal failed", error=str(exc), rooms=len(self.owned))
                 continue
-            self.last_renewed = loop.time()
             for room in lost:
                 if room in self.owned:
                     log.warning("room lease lost: this node stops writing for it", room=room)

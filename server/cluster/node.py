@@ -25,9 +25,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import structlog
 
-from statecast.protocol import codec
 from statecast.protocol.errors import Rejection
-from statecast.protocol.messages import Error
 from statecast.server.cluster.follower import Follower
 from statecast.server.cluster.forwarding import Forwarder, decode_action, encode_answers
 from statecast.server.cluster.lease import Leases
@@ -91,7 +89,6 @@ class ClusterNode:
         self._own_hellos: dict[Subscriber, int] = {}
         self._who_writing: set[str] = set()
         self._who_again: set[str] = set()
-        self.redis_ok = True
         #: Closes a connection with 4009 (set by the app: the WebSocket listener does it).
         self.on_4009: Callable[[Subscriber], None] = lambda sub: None
 
@@ -129,6 +126,8 @@ class ClusterNode:
     async def _load_owned(self, name: str, create: bool) -> LiveRoom | None:
         manager = self.manager
         record = await self.store.load(name)
+        if record is not None:  # as owner: a lost write behind it starts a new epoch here too
+            record = await manager.continued(name, record)
         if record is None:
             if not create:
                 await self._give_up(name)
@@ -451,24 +450,12 @@ class ClusterNode:
     def refused(self, writer: RoomWriter, requests: list[Request | HookRequest]) -> None:
         live = self.manager.rooms.get(writer.name)
         if live is None:
-            self._refuse_all(requests)
+            # The room is no longer held here: its unanswered actions were not processed.
+            writer.answer([(r, None, UNAVAILABLE) for r in requests if isinstance(r, Request)])
             return
         if live.writer is writer and live.follower is None:
             self._become_follower(live)
         self._hand_on(live, requests)
-
-    def _refuse_all(self, requests: list[Request | HookRequest]) -> None:
-        """The room is no longer held here: its unanswered actions were not processed."""
-        for req in requests:
-            if not isinstance(req, Request):
-                continue
-            if isinstance(req.reply, RemoteReply):
-                self._publish_answers("", [(req, None, UNAVAILABLE)])
-            elif isinstance(req.reply, asyncio.Future):
-                if not req.reply.done():
-                    req.reply.set_exception(UNAVAILABLE)
-            else:
-                req.reply.send(codec.encode(Error(req.aid, UNAVAILABLE.code, UNAVAILABLE.message)))
 
     async def keys_lost(self, writer: RoomWriter) -> None:
         if not await self.leases.acquire(writer.name):
@@ -505,8 +492,7 @@ class ClusterNode:
     async def _check_forever(self) -> None:
         while True:
             await asyncio.sleep(self.ttl / 3)
-            self.redis_ok = await self.store.ping()
-            if not self.redis_ok:
+            if not await self.store.ping():
                 continue
             before = time.monotonic() - PRESENCE_EXPIRY * self.ttl
             for live in list(self.manager.rooms.values()):

@@ -108,7 +108,6 @@ class RedisStore:
     """A :class:`~statecast.server.store.base.Store` on Redis, plus leases and a message bus."""
 
     durable = True
-    cluster = True
 
     def __init__(
         self,
@@ -313,10 +312,6 @@ class RedisStore:
             out[room] = (sorted(agents), spectators)
         return out
 
-    async def acked(self, room: str, client: str) -> int:
-        aid = await self._call(lambda: self.redis.hget(_key(room, "acked"), client))
-        return int(aid) if aid is not None else 0
-
     async def all_acked(self, room: str) -> dict[str, int]:
         acked = await self._call(lambda: self.redis.hgetall(_key(room, "acked")))
         return {c.decode(): int(a) for c, a in acked.items()}
@@ -487,10 +482,6 @@ class RedisStore:
     def forget(self, room: str) -> None:
         """Stop writing for the room (its lease is lost or given up)."""
         self._held.pop(room, None)
-
-    async def lease_holder(self, room: str) -> str | None:
-        value = await self._call(lambda: self.redis.get(_key(room, "lease")))
-        return value.decode().split(" ", 1)[0] if value is not None else None
 
     # --- the bus -------------------------------------------------------------------------
 
