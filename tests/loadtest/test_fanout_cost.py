@@ -8,7 +8,8 @@ import sys
 
 
 def test_fanout_cost_times_the_feed_against_bare_writes() -> None:
-    """The fan-out micro-benchmark runs on real connections and reports both loops."""
+    """Smoke test of a benchmark: it runs on real connections and reports both loops (the
+    figures themselves are the benchmark's to report, not a test's to check)."""
     run = subprocess.run(
         [sys.executable, "-m", "statecast.loadtest.fanout_cost", "--connections", "20",
          "--passes", "3", "--rounds", "1"],
