@@ -37,15 +37,18 @@ def fold(checkpoint_state: bytes, diffs: Iterable[tuple[int, bytes]]) -> bytes:
     return bytes(msgpack.packb(state, use_bin_type=True))
 
 
-def restarted(record: RoomRecord, state: bytes | None = None) -> RoomRecord:
-    """``record`` on a new epoch whose seq 0 holds ``state`` (default: the record's head
-    state), with an empty log and the same acknowledged aids."""
-    if state is None:
-        state = fold(record.checkpoint_state, record.diffs)
+def starting(type_name: str, state: bytes, acked: dict[str, int] | None = None) -> RoomRecord:
+    """A room on a new epoch whose seq 0 holds ``state`` (encoded), with an empty log."""
     return RoomRecord(
         epoch=new_epoch(),
-        type_name=record.type_name,
+        type_name=type_name,
         checkpoint_seq=0,
         checkpoint_state=state,
-        acked=dict(record.acked),
+        acked=dict(acked or {}),
     )
+
+
+def restarted(record: RoomRecord) -> RoomRecord:
+    """``record`` on a new epoch whose seq 0 holds its head state, with an empty log and
+    the same acknowledged aids."""
+    return starting(record.type_name, fold(record.checkpoint_state, record.diffs), record.acked)

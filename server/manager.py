@@ -23,7 +23,7 @@ import structlog
 from statecast.protocol import ops
 from statecast.protocol.errors import NoSuchRoom, Rejection
 from statecast.server.config import Config
-from statecast.server.epoch import new_epoch, restarted
+from statecast.server.epoch import restarted, starting
 from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.history import MIN_HISTORY_BYTES, History
 from statecast.server.live import LiveRoom
@@ -133,11 +133,9 @@ class RoomManager:
         self._creating.add(name)
         room_class = self.room_types.for_room(name)
         room = room_class(name)
-        return RoomRecord(
-            epoch=new_epoch(),
-            type_name=type_name(room_class),
-            checkpoint_seq=0,
-            checkpoint_state=msgpack.packb(room.state, use_bin_type=True),
+        return starting(
+            type_name(room_class),
+            msgpack.packb(room.state, use_bin_type=True),
         )
 
     async def rebuild(self, name: str, record: RoomRecord) -> tuple[Room, History]:

@@ -29,12 +29,12 @@ from statecast.protocol.errors import Rejection
 from statecast.server.cluster.follower import Follower
 from statecast.server.cluster.forwarding import Forwarder, decode_action, encode_answers
 from statecast.server.cluster.lease import Leases
-from statecast.server.epoch import new_epoch
+from statecast.server.epoch import starting
 from statecast.server.fanout import Subscriber
 from statecast.server.feed import RoomFeed
 from statecast.server.live import LiveRoom
 from statecast.server.registry import type_name
-from statecast.server.store.base import RoomLost, RoomRecord, StoreUnavailable
+from statecast.server.store.base import RoomLost, StoreUnavailable
 from statecast.server.store.redis import (
     Bus,
     RedisStore,
@@ -467,12 +467,8 @@ class ClusterNode:
         epoch's history is gone), written back with the acked aids; SNAPSHOT to all."""
         name = feed.name
         room_class = self.manager.room_types.for_room(name)
-        record = RoomRecord(
-            epoch=new_epoch(),
-            type_name=type_name(room_class),
-            checkpoint_seq=0,
-            checkpoint_state=msgpack.packb(feed.state, use_bin_type=True),
-            acked=dict(feed.acked),
+        record = starting(
+            type_name(room_class), msgpack.packb(feed.state, use_bin_type=True), feed.acked
         )
         await self.store.create(name, record)
         old_epoch, old_head = feed.epoch, feed.head
