@@ -28,7 +28,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.frames import Frame, Opcode
 
 from statecast.server.config import Config
-from statecast.server.fanout import Subscriber
+from statecast.server.fanout import FeedConnection, Subscriber
 from statecast.server.feed import RoomFeed
 from statecast.server.history import History
 from statecast.server.metrics import Metrics
@@ -56,6 +56,7 @@ async def measure(count: int, passes: int, rounds: int) -> dict[str, Any]:
     ready = asyncio.Event()
 
     async def handler(ws: ServerConnection) -> None:
+        assert isinstance(ws, FeedConnection)
         subs.append(Subscriber(ws, "spectator", None))
         if len(subs) == count:
             ready.set()
@@ -66,6 +67,7 @@ async def measure(count: int, passes: int, rounds: int) -> dict[str, Any]:
         "127.0.0.1",
         0,
         compression=None,
+        create_connection=FeedConnection,
         ping_interval=None,
         write_limit=config.slow_high_water,
     ) as server:
@@ -81,7 +83,7 @@ async def measure(count: int, passes: int, rounds: int) -> dict[str, Any]:
                 config=config, metrics=Metrics(),
             )  # fmt: skip
             for sub in subs:
-                feed.members[sub] = None
+                feed.add(sub)
             frame = Frame(Opcode.BINARY, PAYLOAD).serialize(mask=False)
             writes = [sub.transport.write for sub in subs]
 

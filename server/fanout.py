@@ -10,6 +10,12 @@ bytes cannot be shared, and that connection falls back to websockets' own
 Backpressure is the transport's write buffer: a subscriber whose unsent bytes
 pass the high-water mark gets no more diffs; the room brings it back with one
 SNAPSHOT once it drains (docs/protocol.md §6.5).
+
+The fan-out loop itself checks nothing per subscriber: a :class:`FeedConnection`
+reports, as it happens, each reason its transport must stop getting the shared
+frame (its buffer passed the high-water mark, a close frame went out, the
+transport is gone), and the room takes it off the direct path before its next
+pass (server/feed.py).
 """
 
 from __future__ import annotations
@@ -41,6 +47,45 @@ async def close_or_abort(conn: ServerConnection, code: int, reason: str, timeout
         conn.transport.abort()
 
 
+class FeedConnection(ServerConnection):
+    """A server connection that tells its room when it stops taking frames.
+
+    Three things end the bare writes of the shared frame to a connection:
+
+    * asyncio flow control's ``pause_writing``: the unsent bytes passed the
+      high-water mark (``write_limit``, the server's ``slow_high_water``);
+    * a close frame went out (no data frame may follow one, RFC 6455 §5.5.1):
+      websockets writes every close frame through ``send_data``, in the same
+      synchronous step that sets ``close_sent``;
+    * the transport is gone (``connection_lost``).
+
+    Each calls ``on_stall`` once, which the room sets while the connection is on
+    its direct path. ``pause_writing`` runs inside ``transport.write``, so in the
+    middle of a fan-out pass: ``on_stall`` must only take note, never change the
+    room's members.
+    """
+
+    on_stall: Callable[[], None] | None = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._stalled()
+
+    def send_data(self) -> None:
+        super().send_data()
+        if self.protocol.close_sent is not None or self.protocol.state is State.CLOSED:
+            self._stalled()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._stalled()
+
+    def _stalled(self) -> None:
+        on_stall, self.on_stall = self.on_stall, None
+        if on_stall is not None:
+            on_stall()
+
+
 def frame_binary(payload: bytes) -> bytes:
     """An unmasked binary frame holding ``payload``: valid on any server connection."""
     return Frame(Opcode.BINARY, payload).serialize(mask=False)
@@ -50,7 +95,6 @@ class Subscriber:
     """One WebSocket connection's seat in a room."""
 
     __slots__ = (
-        "buffered",
         "client",
         "conn",
         "held",
@@ -63,13 +107,12 @@ class Subscriber:
         "write",
     )
 
-    def __init__(self, conn: ServerConnection, role: Role, client: str | None) -> None:
+    def __init__(self, conn: FeedConnection, role: Role, client: str | None) -> None:
         self.conn = conn
         self.transport: Any = conn.transport
         self.protocol = conn.protocol
         # Bound once, so the fan-out loop reaches the transport without a Python call.
         self.write: Callable[[bytes], object] = conn.transport.write
-        self.buffered: Callable[[], int] = conn.transport.get_write_buffer_size
         self.role: Role = role
         self.client = client
         self.id = next(_conn_ids)
@@ -82,6 +125,17 @@ class Subscriber:
     @property
     def open(self) -> bool:
         return self.conn.protocol.state is State.OPEN
+
+    @property
+    def closing(self) -> bool:
+        """A close frame went out, or the transport is gone: no frame may be written now."""
+        return self.protocol.close_sent is not None or self.protocol.state is State.CLOSED
+
+    @property
+    def paused(self) -> bool:
+        """Flow control paused the transport: its unsent bytes passed the high-water mark
+        and have not yet drained to a quarter of it."""
+        return bool(self.conn.paused)
 
     def backlog(self) -> int:
         return int(self.transport.get_write_buffer_size())

@@ -22,8 +22,9 @@ step.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -70,6 +71,12 @@ class RoomFeed:
         self.config = config
         self.metrics = metrics
         self.members: dict[Subscriber, None] = {}
+        #: Members the shared frame goes to by one bare write each: plain, and taking frames.
+        self._direct: dict[Subscriber, Callable[[bytes], object]] = {}
+        #: Members with an extension negotiated: websockets frames each message for them.
+        self._framed: dict[Subscriber, None] = {}
+        #: Members to seat on the direct path (or not) at the next pass: joined or stalled.
+        self._pending: list[Subscriber] = []
         self.connections = 0
         self.failed: BaseException | None = None
         self._busy = False
@@ -122,20 +129,20 @@ class RoomFeed:
     def _fanout(self, shared: bytes, extras: dict[Subscriber, list[bytes]]) -> None:
         """One write per subscriber; an acting agent's messages ride in the same frame.
 
-        The acting agents go first (they wait for their ACK). Then the loop over
-        every other member is the hot path of a room with many spectators: per
-        subscriber it makes the write and four checks that cost less than the
-        write, with no Python call of its own and no metric update (the pass is
-        counted once): no close frame sent yet (a data frame may not follow one,
-        RFC 6455 §5.5.1; a plain attribute, where ``state`` is a property call; a
-        connection lost without a close leaves on the next loop turn, and a write to
-        a lost transport is dropped), no extension, under the high-water mark, not
-        an agent served above. Anyone failing a check takes the general path below.
-        Pops the subscribers it served from ``extras``.
+        The acting agents go first (they wait for their ACK). Then the loop over the
+        direct path is the hot path of a room with many spectators: one bare
+        ``transport.write`` of the shared frame per member, with no check, no Python
+        call of its own and no metric update (the pass is counted once). The checks
+        it does not make are made when something changes instead: a connection
+        reports when it stalls (server/fanout.py), and the pass starts by taking
+        those members off the direct path. Members with an extension take the
+        general path. Pops the subscribers it served from ``extras``.
         """
+        if self._pending:
+            self._seat_pending()
         frame = frame_binary(shared)
         high_water = self.config.slow_high_water
-        members = self.members
+        members, direct = self.members, self._direct
         lagging: list[Subscriber] = []
         acted = {sub for sub in extras if sub in members}
         for sub in acted:
@@ -143,18 +150,12 @@ class RoomFeed:
                 lagging.append(sub)  # its messages stay in extras: held for its SNAPSHOT
             else:
                 sub.send(b"".join((shared, *extras.pop(sub))))
-        rest: list[Subscriber] = []
-        for sub in members:
-            if (
-                sub.protocol.close_sent is None
-                and sub.plain
-                and sub.buffered() <= high_water
-                and sub not in acted
-            ):
-                sub.write(frame)
-            else:
-                rest.append(sub)
-        for sub in rest:
+        # The acting agents have had this frame: off the direct path for this pass.
+        served = {sub: direct.pop(sub) for sub in acted if sub in direct}
+        for write in direct.values():
+            write(frame)
+        direct.update(served)
+        for sub in self._framed:
             if sub in acted:
                 continue
             if sub.backlog() > high_water:
@@ -166,6 +167,42 @@ class RoomFeed:
         n = len(members)
         self.metrics.frames_sent.inc(n)
         self.metrics.bytes_sent.inc(len(shared) * n)
+
+    # --- members -------------------------------------------------------------------------
+
+    def add(self, sub: Subscriber) -> None:
+        """Make ``sub`` a member: it gets every diff published from now on."""
+        self.members[sub] = None
+        if sub.plain:
+            self._pending.append(sub)  # seated on the direct path by the next pass
+        else:
+            self._framed[sub] = None
+
+    def _remove(self, sub: Subscriber) -> None:
+        self.members.pop(sub, None)
+        self._direct.pop(sub, None)
+        self._framed.pop(sub, None)
+        sub.conn.on_stall = None
+
+    def _stall(self, sub: Subscriber) -> None:
+        """``sub``'s connection stopped taking frames (called inside a write, maybe mid-pass)."""
+        self._pending.append(sub)
+
+    def _seat_pending(self) -> None:
+        """Decide, for each member that joined or stalled since the last pass, whether
+        the next frames go to it: yes, if its connection takes them; a lagging one is
+        skipped ahead; a closing one gets nothing more (its session leaves the room)."""
+        pending, self._pending = self._pending, []
+        direct = self._direct
+        for sub in pending:
+            direct.pop(sub, None)
+            if sub not in self.members or sub.closing:
+                continue
+            if sub.paused:
+                self.skip_ahead(sub)
+            else:
+                direct[sub] = sub.write
+                sub.conn.on_stall = functools.partial(self._stall, sub)
 
     def reset(
         self,
@@ -191,7 +228,7 @@ class RoomFeed:
 
     def skip_ahead(self, sub: Subscriber) -> None:
         sub.lagging = True
-        self.members.pop(sub, None)
+        self._remove(sub)
         self.metrics.slow_skips.inc()
         log.info("subscriber lagging", room=self.name, conn=sub.id, backlog=sub.backlog())
         self.spawn(self._recover(sub))
@@ -219,7 +256,7 @@ class RoomFeed:
             return
         sub.send(b"".join((self.snapshot_bytes(), *held)))
         sub.lagging = False
-        self.members[sub] = None
+        self.add(sub)
 
     # --- joins and resyncs ---------------------------------------------------------------
 
@@ -278,7 +315,7 @@ class RoomFeed:
         since = resume[1] if resume is not None else 0
         for payload in self._catch_up(sync, since, codec.encode(welcome)):
             sub.send(payload)
-        self.members[sub] = None
+        self.add(sub)
         self.metrics.resumes.labels(sync).inc()
         return welcome
 
@@ -293,7 +330,7 @@ class RoomFeed:
         return sync
 
     def leave(self, sub: Subscriber) -> None:
-        self.members.pop(sub, None)
+        self._remove(sub)
         sub.lagging = False
 
     # --- reads for HTTP ------------------------------------------------------------------
@@ -340,8 +377,8 @@ class RoomFeed:
         """The room cannot go on: refuse reads and close every member with 1011."""
         self.failed = exc
         for sub in list(self.members):
+            self._remove(sub)
             self.spawn(close_or_abort(sub.conn, 1011, "room failed", self.config.slow_timeout))
-        self.members.clear()
 
     def close(self) -> None:
         for task in list(self._tasks):

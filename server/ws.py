@@ -7,7 +7,7 @@ import contextlib
 import re
 import time
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -24,7 +24,7 @@ from statecast.protocol.errors import (
     Rejection,
 )
 from statecast.protocol.messages import PROTOCOL_VERSION, Action, Error, Hello, Resync
-from statecast.server.fanout import Subscriber, close_or_abort
+from statecast.server.fanout import FeedConnection, Subscriber, close_or_abort
 from statecast.server.live import LiveRoom, RoomFailed
 from statecast.server.live import Request as ActionRequest
 from statecast.server.store.base import StoreUnavailable
@@ -73,6 +73,7 @@ class WebSocketListener:
             config.host,
             config.port,
             process_request=self.process_request,
+            create_connection=FeedConnection,
             # A handshake trickling in (slowloris) is cut off like a late HELLO.
             open_timeout=config.hello_timeout,
             max_size=config.max_message_bytes,
@@ -104,7 +105,8 @@ class WebSocketListener:
                 # Handshakes that passed process_request together went over.
                 await conn.close(1013, "too many connections")
                 return
-            await Session(self.app, conn, room).run()
+            # serve() makes every connection a FeedConnection (create_connection below).
+            await Session(self.app, cast(FeedConnection, conn), room).run()
         finally:
             self.open -= 1
 
@@ -129,7 +131,7 @@ class WebSocketListener:
 class Session:
     """One connection: HELLO, then frames of ACTION and RESYNC until it closes."""
 
-    def __init__(self, app: App, conn: ServerConnection, room_name: str) -> None:
+    def __init__(self, app: App, conn: FeedConnection, room_name: str) -> None:
         self.app = app
         self.conn = conn
         self.room_name = room_name

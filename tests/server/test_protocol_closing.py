@@ -15,7 +15,12 @@ from typing import Any
 import msgpack
 import pytest
 import websockets
+from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.streams import StreamReader
+from websockets.uri import parse_uri
 
 from tests.helpers import (
     TIMEOUT,
@@ -26,7 +31,7 @@ from tests.helpers import (
     pack,
     running_server,
 )
-from tests.server.test_protocol_messages import bystander, get_json, joined
+from tests.server.test_protocol_messages import bystander, get_json, joined, until_ack
 
 HELLO = [1, {"v": 1, "role": "agent", "client": "bad"}]
 
@@ -257,3 +262,79 @@ async def test_shutdown_closes_every_client_with_1001() -> None:
         assert await agent.closed() == 1001
         assert await spectator.closed() == 1001
         await stopping
+
+
+# --- nothing after the close frame -------------------------------------------------------------
+
+
+def parse_frames(data: bytes) -> list[Frame]:
+    """The server frames ``data`` holds, in order (websockets' own frame parser)."""
+    reader = StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    frames = []
+    while True:
+        parser = Frame.parse(reader.read_exact, mask=False, max_size=None)
+        try:
+            while True:
+                next(parser)
+        except StopIteration as done:
+            frames.append(done.value)
+        except EOFError:
+            return frames
+
+
+async def test_no_frame_follows_the_servers_close_frame(server: RunningServer) -> None:
+    """§8, RFC 6455 §5.5.1: a spectator closes while diffs stream; the server answers
+    with its close frame and writes nothing after it, though the spectator's TCP
+    connection stays open and the room goes on publishing. The others are served.
+
+    The spectator speaks WebSocket through websockets' sans-I/O client for the
+    handshake and its own frames, and reads the server's bytes raw to the end.
+    """
+    room = "close-midstream"
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(server.ws_url.rsplit(":")[-1]))
+    client = ClientProtocol(parse_uri(server.room_url(room)))
+    client.send_request(client.connect())
+    writer.write(b"".join(client.data_to_send()))
+    while not any(isinstance(e, Response) for e in client.events_received()):
+        client.receive_data(await asyncio.wait_for(reader.read(65536), TIMEOUT))
+    assert client.handshake_exc is None
+    client.send_binary(pack([1, {"v": 1, "role": "spectator"}]))
+    writer.write(b"".join(client.data_to_send()))
+    async with bystander(server, room) as by, joined(server, room, "spectator") as (watcher, _):
+        first = await by.served()
+        stop = asyncio.Event()
+
+        async def act() -> int:
+            sent = 0
+            while not stop.is_set() and sent < 2_000:
+                sent += 1
+                await by.client.send([4, 1000 + sent, "patch", [[0, ["n"], sent]]])
+                await asyncio.sleep(0.001)
+            return sent
+
+        acting = asyncio.create_task(act())
+        await asyncio.sleep(0.05)
+        client.send_close(1000, "bye")
+        writer.write(b"".join(client.data_to_send()))
+        received = await asyncio.wait_for(reader.read(), TIMEOUT)  # to the server's EOF
+        await asyncio.sleep(0.05)  # diffs go on after the close: none may reach the spectator
+        stop.set()
+        sent = await acting
+        writer.close()
+        frames = parse_frames(received)
+        closes = [i for i, f in enumerate(frames) if f.opcode is Opcode.CLOSE]
+        assert closes == [len(frames) - 1], [f.opcode for f in frames]
+        assert any(f.opcode is Opcode.BINARY for f in frames)  # it was closed mid-stream
+        answers = await until_ack(by.client, 1000 + sent)
+        assert [m[1] for m in answers if m[0] == 7] == [1000 + i for i in range(1, sent + 1)]
+        by.aid = 1000 + sent
+        last = await by.served()
+        assert last == first + sent + 1
+        seqs = []
+        while not seqs or seqs[-1] < last:
+            message = await watcher.recv()
+            if message[0] == 5:
+                seqs.append(message[1])
+        assert seqs == list(range(first, last + 1))
