@@ -87,6 +87,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="never-changing entries in the state (list)",
     )
     a("--duration", type=float, default=o.duration, help="seconds measured per run")
+    a(
+        "--repeat",
+        type=int,
+        default=o.repeat,
+        help="rounds of the whole sweep, modes alternating; ratios are taken per round "
+        "and their median reported",
+    )
     a("--warmup", type=float, default=o.warmup, help="seconds of load before the window opens")
     a(
         "--drain",
@@ -171,6 +178,7 @@ def options_from(args: argparse.Namespace, command: str) -> BenchOptions:
         poll_hz=args.poll_hz,
         entities=args.entities,
         duration=args.duration,
+        repeat=args.repeat,
         warmup=args.warmup,
         drain=args.drain,
         ws_url=args.ws_url,
@@ -234,6 +242,7 @@ async def bench(options: BenchOptions, console: Console) -> int:
         spectators=options.spectators,
         poll_hz=options.poll_hz,
         entities=options.entities,
+        repeat=options.repeat,
     )
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     meta = machine_meta(options.command, started)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -276,12 +277,18 @@ def regime(s: dict[str, Any]) -> str:
 
 def _key(sc: dict[str, Any], *, poll: bool = True, entities: bool = True) -> tuple[Any, ...]:
     return (
+        sc.get("round", 0),
         sc["agents"],
         sc["rate"],
         sc["spectators"],
         sc["entities"] if entities else None,
         sc["poll_hz"] if poll else None,
     )
+
+
+def _scenario(sc: dict[str, Any], *names: str) -> dict[str, Any]:
+    """The fields of a scenario a comparison names, and its round."""
+    return {**{k: sc[k] for k in names}, "round": sc.get("round", 0)}
 
 
 def _find(
@@ -307,7 +314,7 @@ def compare(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
             continue
         pl, pu = poll["latency_ms"], push["latency_ms"]
         row: dict[str, Any] = {
-            "scenario": {k: sc[k] for k in ("agents", "rate", "spectators", "poll_hz", "entities")},
+            "scenario": _scenario(sc, "agents", "rate", "spectators", "poll_hz", "entities"),
             "p99_poll_over_push": _div(pl["p99"] or 0, pu["p99"] or 0),
             "p50_poll_over_push": _div(pl["p50"] or 0, pu["p50"] or 0),
             "bytes_per_update_poll_over_push": _div(
@@ -371,7 +378,7 @@ def compare(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
             floors.append(
                 {
                     "floor": mode,
-                    "scenario": {k: sc[k] for k in ("agents", "rate", "spectators", "entities")},
+                    "scenario": _scenario(sc, "agents", "rate", "spectators", "entities"),
                     "p50_push_over_floor": _div(
                         push["latency_ms"]["p50"] or 0, floor["latency_ms"]["p50"] or 0
                     ),
@@ -394,8 +401,7 @@ def compare(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
         sc = s["scenario"]
         if "failed" in s or sc["mode"] == "floor" or not sc["entities"]:
             continue
-        base_key = (sc["agents"], sc["rate"], sc["spectators"], 0, sc["poll_hz"])
-        base = _find(summaries, sc["mode"], base_key)
+        base = _find(summaries, sc["mode"], _key({**sc, "entities": 0}))
         if base is None:
             continue
         per_update = s["bytes"]["per_update_per_observer"] or 0
@@ -419,7 +425,53 @@ def compare(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
                     "value": ratio,
                 }
             )
-    return {"push_vs_poll": pairs, "push_vs_floor": floors, "entities": growth, "checks": checks}
+    return {
+        "push_vs_poll": pairs,
+        "push_vs_floor": floors,
+        "over_rounds": over_rounds(pairs, "poll") + over_rounds(floors, "floor"),
+        "entities": growth,
+        "checks": checks,
+    }
+
+
+def over_rounds(rows: Sequence[dict[str, Any]], against: str) -> list[dict[str, Any]]:
+    """Each ratio's median, low and high over the rounds of a repeated sweep (``--repeat``).
+
+    Rows of one scenario measured in two or more rounds are grouped; a ratio is
+    only ever taken within a round, so each entry is a median of ratios.
+    """
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        sc = row["scenario"]
+        if not sc.get("round"):
+            continue
+        which = row.get("floor", "poll") if against == "floor" else "poll"
+        key = (which, *((k, v) for k, v in sorted(sc.items()) if k != "round"))
+        groups.setdefault(key, []).append(row)
+    out = []
+    for (which, *items), members in groups.items():
+        if len(members) < 2:
+            continue
+        fields = [k for k, v in members[0].items() if k.endswith(("_over_push", "_over_floor"))]
+        ratios = {}
+        for name in fields:
+            values = sorted(m[name] for m in members if isinstance(m.get(name), (int, float)))
+            if values:
+                ratios[name] = {
+                    "median": statistics.median(values),
+                    "low": values[0],
+                    "high": values[-1],
+                }
+        out.append(
+            {
+                "against": which,
+                "scenario": dict(items),
+                "rounds": len(members),
+                "valid_rounds": sum(1 for m in members if m.get("valid", True)),
+                "ratios": ratios,
+            }
+        )
+    return out
 
 
 # --- the collapse curve --------------------------------------------------------------------
@@ -443,13 +495,15 @@ def _series(sc: dict[str, Any]) -> str:
 def collapse(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per sweep over S (same agents, rate, entities): each series by S, and where polling breaks.
 
+    A repeated sweep (``--repeat``) draws its first round.
+
     Only groups measured at two or more S are curves; the rest return nothing.
     """
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for s in summaries:
-        if "failed" in s:
-            continue
         sc = s["scenario"]
+        if "failed" in s or sc.get("round", 0) > 1:  # a repeated sweep: its first round
+            continue
         groups.setdefault((sc["agents"], sc["rate"], sc["entities"]), []).append(s)
     out = []
     for (agents, rate, entities), members in groups.items():
@@ -608,6 +662,8 @@ def _label(sc: dict[str, Any]) -> str:
         parts.append(f"rate={sc['rate']:g}")
     if sc["entities"]:
         parts.append(f"E={sc['entities']}")
+    if sc.get("round"):
+        parts.append(f"#{sc['round']}")
     return " ".join(parts)
 
 
@@ -710,6 +766,26 @@ def comparison_lines(comparison: dict[str, Any]) -> list[str]:
             f"CPU/delivered {_f(f['cpu_push_over_floor'], 2)}x"
             + ("" if f["valid"] else " (a generator was saturated: invalid)")
         )
+    for r in comparison.get("over_rounds", []):
+        sc = r["scenario"]
+        where = f"S={sc['spectators']} rate={sc['rate']:g} E={sc['entities']}"
+        if r["against"] == "poll":
+            where += f" P={sc['poll_hz']:g}"
+            names = [("p99_poll_over_push", "poll/push p99"),
+                     ("cpu_per_delivered_poll_over_push", "poll/push CPU/delivered")]  # fmt: skip
+        else:
+            names = [("p99_push_over_floor", f"push/{r['against']} p99"),
+                     ("cpu_push_over_floor", f"push/{r['against']} CPU/delivered")]  # fmt: skip
+        shown = [
+            f"{label} {_f(v['median'], 2)}x ({_f(v['low'], 2)}-{_f(v['high'], 2)})"
+            for name, label in names
+            if (v := r["ratios"].get(name))
+        ]
+        out.append(
+            f"{where}, median of {r['rounds']} rounds (low-high): " + ", ".join(shown)
+            + ("" if r["valid_rounds"] == r["rounds"] else
+               f" ({r['rounds'] - r['valid_rounds']} rounds invalid: a generator was saturated)")
+        )  # fmt: skip
     for c in comparison["checks"]:
         mark = "PASS" if c["passed"] else "FAIL" if c.get("bar", True) else "below (info)"
         out.append(f"{mark} {c['check']} ({_f(c['value'], 2)})")

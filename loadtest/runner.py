@@ -53,6 +53,8 @@ class BenchOptions:
     poll_hz: list[float] = field(default_factory=lambda: [5.0])
     entities: list[int] = field(default_factory=lambda: [0])
     duration: float = 20.0
+    #: Rounds of the whole sweep (modes alternating), for ratios on a noisy machine.
+    repeat: int = 1
     warmup: float = 5.0
     drain: float | None = None
     ws_url: str | None = None

@@ -45,6 +45,8 @@ class Scenario:
     spectators: int = 0
     poll_hz: float = 5.0
     entities: int = 0
+    #: Which round of a repeated sweep (``--repeat``); 0 when the sweep runs once.
+    round: int = 0
 
     @property
     def observers(self) -> int:
@@ -62,6 +64,8 @@ class Scenario:
             parts.append(f"P={self.poll_hz:g}")
         if self.entities and self.mode not in FLOORS:
             parts.append(f"E={self.entities}")
+        if self.round:
+            parts.append(f"#{self.round}")
         return f"{self.mode} " + " ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
@@ -76,12 +80,16 @@ def sweep(
     spectators: Sequence[int],
     poll_hz: Sequence[float],
     entities: Sequence[int],
+    repeat: int = 1,
 ) -> list[Scenario]:
-    """Every combination, without runs that would repeat another.
+    """Every combination, without runs that would repeat another, ``repeat`` rounds over.
 
     Push and the floors do not poll, so the poll rate is no dimension for them;
     the floors hold no state, so neither are entities. Runs are ordered so that the
-    modes of one scenario sit next to each other.
+    modes of one scenario sit next to each other. Repeated, the whole sweep runs
+    again round after round, so that the modes alternate: a ratio between modes is
+    taken within a round, and a machine that slows down for a while weighs on both
+    sides of some ratios instead of one side of all of them.
     """
     seen: set[Scenario] = set()
     out: list[Scenario] = []
@@ -95,6 +103,8 @@ def sweep(
             if s not in seen:
                 seen.add(s)
                 out.append(s)
+    if repeat > 1:
+        return [replace(s, round=r) for r in range(1, repeat + 1) for s in out]
     return out
 
 

@@ -123,3 +123,40 @@ def test_plots_and_the_collapse_curve(bench_output: dict[str, Any], tmp_path: Pa
     assert {"latency-cdf-S4-rate5.png", "latency-cdf-S40-rate5.png"} <= {
         Path(f).name for f in files
     }
+
+
+def test_a_repeated_sweep_alternates_modes_and_takes_ratios_per_round(tmp_path: Path) -> None:
+    """``--repeat 2``: push and raw run in turn, twice; each ratio is taken within a round,
+    and the median of the rounds' ratios is reported beside their range."""
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        code = main(
+            [
+                "bench", "--modes", "push,raw", "--agents", "2", "--rate", "5",
+                "--spectators", "2", "--duration", "1", "--warmup", "0.5", "--repeat", "2",
+                "--json", str(tmp_path / "bench.json"), "--no-live",
+            ]
+        )  # fmt: skip
+    assert code == 0
+    document = json.loads((tmp_path / "bench.json").read_text())
+    order = [(s["scenario"]["mode"], s["scenario"]["round"]) for s in document["summaries"]]
+    assert order == [("push", 1), ("raw", 1), ("push", 2), ("raw", 2)]
+    floors = document["comparison"]["push_vs_floor"]
+    assert [f["scenario"]["round"] for f in floors] == [1, 2]
+    for row in floors:
+        push, raw = (
+            s
+            for s in document["summaries"]
+            if s["scenario"]["round"] == row["scenario"]["round"]
+        )
+        assert row["cpu_push_over_floor"] == pytest.approx(
+            push["server"]["cpu_per_1k_delivered"] / raw["server"]["cpu_per_1k_delivered"]
+        )
+    [rounds] = document["comparison"]["over_rounds"]
+    assert rounds["against"] == "raw" and rounds["rounds"] == 2
+    cpu = rounds["ratios"]["cpu_push_over_floor"]
+    per_round = sorted(f["cpu_push_over_floor"] for f in floors)
+    assert (cpu["low"], cpu["high"]) == (per_round[0], per_round[1])
+    assert cpu["median"] == pytest.approx(sum(per_round) / 2)
+    assert "median of 2 rounds" in console.getvalue()
+    assert "push S=2 #1" in console.getvalue()
