@@ -145,9 +145,7 @@ def test_a_repeated_sweep_alternates_modes_and_takes_ratios_per_round(tmp_path: 
     assert [f["scenario"]["round"] for f in floors] == [1, 2]
     for row in floors:
         push, raw = (
-            s
-            for s in document["summaries"]
-            if s["scenario"]["round"] == row["scenario"]["round"]
+            s for s in document["summaries"] if s["scenario"]["round"] == row["scenario"]["round"]
         )
         assert row["cpu_push_over_floor"] == pytest.approx(
             push["server"]["cpu_per_1k_delivered"] / raw["server"]["cpu_per_1k_delivered"]
