@@ -76,7 +76,7 @@ class RoomFeed:
         #: Members with an extension negotiated: websockets frames each message for them.
         self._framed: dict[Subscriber, None] = {}
         #: Members to seat on the direct path (or not) at the next pass: joined or stalled.
-        self._pending: list[Subscriber] = []
+        self._pending: dict[Subscriber, None] = {}
         self.connections = 0
         self.failed: BaseException | None = None
         self._busy = False
@@ -152,9 +152,11 @@ class RoomFeed:
                 sub.send(b"".join((shared, *extras.pop(sub))))
         # The acting agents have had this frame: off the direct path for this pass.
         served = {sub: direct.pop(sub) for sub in acted if sub in direct}
-        for write in direct.values():
-            write(frame)
-        direct.update(served)
+        try:
+            for write in direct.values():
+                write(frame)
+        finally:
+            direct.update(served)
         for sub in self._framed:
             if sub in acted:
                 continue
@@ -164,7 +166,7 @@ class RoomFeed:
                 sub.send(shared, frame)
         for sub in lagging:
             self.skip_ahead(sub)
-        n = len(members)
+        n = len(direct) + len(self._framed)  # those written to: not the closing ones
         self.metrics.frames_sent.inc(n)
         self.metrics.bytes_sent.inc(len(shared) * n)
 
@@ -174,7 +176,7 @@ class RoomFeed:
         """Make ``sub`` a member: it gets every diff published from now on."""
         self.members[sub] = None
         if sub.plain:
-            self._pending.append(sub)  # seated on the direct path by the next pass
+            self._pending[sub] = None  # seated on the direct path by the next pass
         else:
             self._framed[sub] = None
 
@@ -182,17 +184,18 @@ class RoomFeed:
         self.members.pop(sub, None)
         self._direct.pop(sub, None)
         self._framed.pop(sub, None)
+        self._pending.pop(sub, None)
         sub.conn.on_stall = None
 
     def _stall(self, sub: Subscriber) -> None:
         """``sub``'s connection stopped taking frames (called inside a write, maybe mid-pass)."""
-        self._pending.append(sub)
+        self._pending[sub] = None
 
     def _seat_pending(self) -> None:
         """Decide, for each member that joined or stalled since the last pass, whether
         the next frames go to it: yes, if its connection takes them; a lagging one is
         skipped ahead; a closing one gets nothing more (its session leaves the room)."""
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._pending, {}
         direct = self._direct
         for sub in pending:
             direct.pop(sub, None)
