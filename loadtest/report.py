@@ -286,6 +286,11 @@ def _key(sc: dict[str, Any], *, poll: bool = True, entities: bool = True) -> tup
     )
 
 
+def _ratio(a: dict[str, Any], b: dict[str, Any], section: str, field: str) -> float | None:
+    """``a``'s figure over ``b``'s (summaries' ``[section][field]``), None where ``b`` has none."""
+    return _div(a[section][field] or 0, b[section][field] or 0)
+
+
 def _scenario(sc: dict[str, Any], *names: str) -> dict[str, Any]:
     """The fields of a scenario a comparison names, and its round."""
     return {**{k: sc[k] for k in names}, "round": sc.get("round", 0)}
@@ -312,21 +317,16 @@ def compare(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
         push = _find(summaries, "push", _key(sc, poll=False), poll=False)
         if push is None:
             continue
-        pl, pu = poll["latency_ms"], push["latency_ms"]
         row: dict[str, Any] = {
             "scenario": _scenario(sc, "agents", "rate", "spectators", "poll_hz", "entities"),
-            "p99_poll_over_push": _div(pl["p99"] or 0, pu["p99"] or 0),
-            "p50_poll_over_push": _div(pl["p50"] or 0, pu["p50"] or 0),
-            "bytes_per_update_poll_over_push": _div(
-                poll["bytes"]["per_update_per_observer"] or 0,
-                push["bytes"]["per_update_per_observer"] or 0,
+            "p99_poll_over_push": _ratio(poll, push, "latency_ms", "p99"),
+            "p50_poll_over_push": _ratio(poll, push, "latency_ms", "p50"),
+            "bytes_per_update_poll_over_push": _ratio(
+                poll, push, "bytes", "per_update_per_observer"
             ),
-            "bytes_per_delivered_poll_over_push": _div(
-                poll["bytes"]["per_delivered"] or 0, push["bytes"]["per_delivered"] or 0
-            ),
-            "cpu_per_delivered_poll_over_push": _div(
-                poll["server"]["cpu_per_1k_delivered"] or 0,
-                push["server"]["cpu_per_1k_delivered"] or 0,
+            "bytes_per_delivered_poll_over_push": _ratio(poll, push, "bytes", "per_delivered"),
+            "cpu_per_delivered_poll_over_push": _ratio(
+                poll, push, "server", "cpu_per_1k_delivered"
             ),
             "poll_coalesced_fraction": _div(
                 poll["updates"]["coalesced"], poll["updates"]["expected"]
@@ -379,20 +379,12 @@ def compare(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 {
                     "floor": mode,
                     "scenario": _scenario(sc, "agents", "rate", "spectators", "entities"),
-                    "p50_push_over_floor": _div(
-                        push["latency_ms"]["p50"] or 0, floor["latency_ms"]["p50"] or 0
+                    "p50_push_over_floor": _ratio(push, floor, "latency_ms", "p50"),
+                    "p99_push_over_floor": _ratio(push, floor, "latency_ms", "p99"),
+                    "bytes_push_over_floor": _ratio(
+                        push, floor, "bytes", "per_update_per_observer"
                     ),
-                    "p99_push_over_floor": _div(
-                        push["latency_ms"]["p99"] or 0, floor["latency_ms"]["p99"] or 0
-                    ),
-                    "bytes_push_over_floor": _div(
-                        push["bytes"]["per_update_per_observer"] or 0,
-                        floor["bytes"]["per_update_per_observer"] or 0,
-                    ),
-                    "cpu_push_over_floor": _div(
-                        push["server"]["cpu_per_1k_delivered"] or 0,
-                        floor["server"]["cpu_per_1k_delivered"] or 0,
-                    ),
+                    "cpu_push_over_floor": _ratio(push, floor, "server", "cpu_per_1k_delivered"),
                     "valid": push["valid"] and floor["valid"],
                 }
             )
@@ -404,8 +396,7 @@ def compare(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
         base = _find(summaries, sc["mode"], _key({**sc, "entities": 0}))
         if base is None:
             continue
-        per_update = s["bytes"]["per_update_per_observer"] or 0
-        ratio = _div(per_update, base["bytes"]["per_update_per_observer"] or 0)
+        ratio = _ratio(s, base, "bytes", "per_update_per_observer")
         growth.append({"mode": sc["mode"], "entities": sc["entities"], "bytes_ratio": ratio})
         if sc["mode"] == "push":
             checks.append(
