@@ -160,7 +160,6 @@ class RoomWriter:
         #: Client ids the room may record for exactly-once (0: no limit): --auth none only.
         self.max_clients = config.max_room_clients if config.auth == "none" else 0
         self._wake = asyncio.Event()
-        self._busy = False
         self._unwritten: list[StoredChange] = []
         self._write_chain: asyncio.Task[None] | None = None
         self._worker = asyncio.create_task(self._work(), name=f"room {feed.name}")
@@ -196,7 +195,7 @@ class RoomWriter:
         chain = self._write_chain
         return (
             not self._inbox
-            and not self._busy
+            and not self.feed.busy
             and self.suspended is None
             and (chain is None or chain.done())
         )
@@ -214,7 +213,6 @@ class RoomWriter:
             if not self._inbox:
                 continue
             batch, self._inbox = self._inbox, []
-            self._busy = True
             self.feed.begin_batch()
             try:
                 await self._process(batch)
@@ -235,7 +233,6 @@ class RoomWriter:
                 self._fail(exc, batch)
                 return
             finally:
-                self._busy = False
                 self.feed.end_batch()
             if self.suspended is not None and not await self._retry_suspended():
                 return
@@ -258,7 +255,6 @@ class RoomWriter:
                 if self.hooks is not None:
                     self.hooks.refused(self, unanswered + self.stop())
                 return False
-            self._busy = True
             self.feed.begin_batch()
             try:
                 await self.store.append(self.name, pending.changes)
@@ -283,7 +279,6 @@ class RoomWriter:
                 log.info("store reachable again: the room goes on", room=self.name)
                 return True
             finally:
-                self._busy = False
                 self.feed.end_batch()
 
     async def _keys_lost(self) -> None:
@@ -485,7 +480,7 @@ class RoomWriter:
 
     async def drain(self) -> None:
         """Wait until every action submitted so far is processed and written."""
-        while self._inbox or self._busy:
+        while self._inbox or self.feed.busy:
             if self._worker.done():
                 break
             self._wake.set()
