@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import running_server
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, running_redis
 
 
 @pytest.fixture
@@ -21,12 +21,8 @@ async def server() -> AsyncIterator[Any]:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One Redis process for the session (tests flush it or use their own keys)."""
-    server = RedisServer()
-    server.start()
-    try:
+    with running_redis() as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis
@@ -124,3 +125,14 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_redis(*, aof: bool = False, replica_of: int | None = None) -> Iterator[RedisServer]:
+    """A Redis server of its own for the span of the block: started, then stopped and removed."""
+    server = RedisServer(aof=aof, replica_of=replica_of)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()

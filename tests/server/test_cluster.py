@@ -23,7 +23,7 @@ import pytest
 from tests.cluster_client import Roamer
 from tests.cluster_nodes import Node, cluster
 from tests.helpers import SCALE, bare
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, running_redis
 
 TTL = "1.0"
 FLAGS = (
@@ -41,12 +41,8 @@ FLAGS = (
 @pytest.fixture
 async def redis_node() -> AsyncIterator[RedisServer]:
     """A Redis of this test's own (the fault tests stop and restart it)."""
-    server = RedisServer()
-    server.start()
-    try:
+    with running_redis() as server:
         yield server
-    finally:
-        server.close()
 
 
 async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 30) -> None:
@@ -291,9 +287,7 @@ async def degraded(node: Node) -> bool:
 async def test_redis_down_for_a_while(tmp_path: Any) -> None:
     """Redis unreachable: actions get `unavailable` (HTTP 503) at once, /healthz is degraded,
     spectators stay; when it returns the cluster recovers with nothing acknowledged lost."""
-    redis = RedisServer(aof=True)
-    redis.start()
-    try:
+    with running_redis(aof=True) as redis:
         async with cluster(redis.url, 2, *FLAGS) as nodes:
             room = "outage"
             agent = Roamer([nodes[0].room_url(room)], client="a")
@@ -333,8 +327,6 @@ async def test_redis_down_for_a_while(tmp_path: Any) -> None:
             for node in nodes:
                 assert (await node.get("/healthz"))[0] == 200
             await close_all(agent, watcher)
-    finally:
-        redis.close()
 
 
 async def test_a_followers_bus_connection_killed(redis_node: RedisServer) -> None:
@@ -446,10 +438,10 @@ async def test_wait_replicas_acks_once_a_replica_holds_the_diff(redis_node: Redi
     """With --wait-replicas 1 an ACK comes only once the replica has the batch."""
     import redis as redis_client
 
-    replica = RedisServer(replica_of=redis_node.port)
-    replica.start()
-    view = redis_client.Redis(port=replica.port)
-    try:
+    with (
+        running_redis(replica_of=redis_node.port) as replica,
+        contextlib.closing(redis_client.Redis(port=replica.port)) as view,
+    ):
         await eventually(lambda: view.info("replication")["master_link_status"] == "up")
         async with cluster(redis_node.url, 1, *FLAGS, "--wait-replicas", "1") as nodes:
             agent = Roamer([nodes[0].room_url("replicated")], client="a")
@@ -458,9 +450,6 @@ async def test_wait_replicas_acks_once_a_replica_holds_the_diff(redis_node: Redi
                 assert await agent.act("patch", [[0, ["k"], i]]) == ("ack", i)
                 assert view.xlen("sc:{replicated}:log") == i  # on the replica before the ACK
             await agent.close()
-    finally:
-        view.close()
-        replica.close()
 
 
 GRACE = 0.5
