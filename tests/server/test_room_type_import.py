@@ -6,35 +6,20 @@ a user would, and never puts that directory on the test's own ``sys.path``.
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 from tests.helpers import bare
 from tests.serve_process import run_serve, serve_process
 
-ROOMS_PY = """
-from typing import Any
-
-from statecast import ActionContext, Rejection, Room, action
-
-
-class Counter(Room):
-    def initial_state(self) -> dict[str, Any]:
-        return {"n": 0}
-
-    @action("add")
-    def add(self, ctx: ActionContext, args: Any) -> None:
-        if type(args) is not int or args <= 0:
-            raise Rejection("invalid", "add takes a positive int")
-        ctx.set(["n"], ctx.state["n"] + args)
-"""
+#: The README's example room type, as a user would write it.
+ROOMS_PY = Path(__file__).resolve().parents[2] / "examples" / "mypackage" / "rooms.py"
 
 
 def make_package(root: Path, name: str = "mypackage") -> None:
     package = root / name
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "rooms.py").write_text(textwrap.dedent(ROOMS_PY))
+    (package / "rooms.py").write_text(ROOMS_PY.read_text())
 
 
 async def test_room_type_is_imported_from_the_current_directory(tmp_path: Path) -> None:
