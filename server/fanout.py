@@ -135,7 +135,7 @@ class Subscriber:
     def paused(self) -> bool:
         """Flow control paused the transport: its unsent bytes passed the high-water mark
         and have not yet drained to a quarter of it."""
-        return bool(self.conn.paused)
+        return self.conn.paused
 
     def backlog(self) -> int:
         return int(self.transport.get_write_buffer_size())
