@@ -308,6 +308,7 @@ class RoomWriter:
         undo: list[ops.Undo] = []
         acked_before: dict[str, int] = {}
         applied_before, size_before = self._applied, self.room.state_bytes
+        counts = {"applied": 0, "rejected": 0, "duplicate": 0}  # counted once per batch
         for req in batch:
             if type(req) is HookRequest:
                 hook_diff = self._run_hook(req, undo)
@@ -318,7 +319,7 @@ class RoomWriter:
             assert type(req) is Request
             if req.aid <= acked.get(req.client, 0):
                 outcomes.append((req, None, None))
-                self.metrics.actions.labels("duplicate").inc()
+                counts["duplicate"] += 1
                 continue
             if self.max_clients and not self.may_record(req.client):
                 refusal = f"the room records at most {self.max_clients} client ids: reuse one"
@@ -338,7 +339,7 @@ class RoomWriter:
             if rejection is not None:
                 changes.append(StoredChange(self._applied, None, req.client, req.aid))
                 outcomes.append((req, None, rejection))
-                self.metrics.actions.labels("rejected").inc()
+                counts["rejected"] += 1
                 continue
             encoded: bytes | None = None
             if parts:
@@ -347,7 +348,10 @@ class RoomWriter:
                 diffs.append((self._applied, encoded))
             changes.append(StoredChange(self._applied, encoded, req.client, req.aid))
             outcomes.append((req, self._applied, None))
-            self.metrics.actions.labels("applied").inc()
+            counts["applied"] += 1
+        for outcome, count in counts.items():
+            if count:
+                self.metrics.actions.labels(outcome).inc(count)
         if changes:
             try:
                 await self._persist(changes)
