@@ -845,6 +845,11 @@ METHOD = """\
   within two poll periods.
 - **Egress** is the bytes the target sent per second, projected over 30 days
   and priced at the given price per GB (10^9 bytes).
+- **Rounds.** With `--repeat N` the whole sweep runs N times, the modes taking
+  turns (`#1`, `#2`, … in the labels). Every ratio between modes is taken within
+  a round, and each ratio's median and range over the rounds is reported: a
+  machine whose speed drifts then weighs on both sides of some ratios rather than
+  on one side of all of them. The collapse curve is drawn from the first round.
 """
 
 
