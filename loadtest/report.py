@@ -291,6 +291,11 @@ def _ratio(a: dict[str, Any], b: dict[str, Any], section: str, field: str) -> fl
     return _div(a[section][field] or 0, b[section][field] or 0)
 
 
+def _round(sc: dict[str, Any]) -> str:
+    """`` #k`` for round k of a repeated sweep, else nothing."""
+    return f" #{sc['round']}" if sc.get("round") else ""
+
+
 def _scenario(sc: dict[str, Any], *names: str) -> dict[str, Any]:
     """The fields of a scenario a comparison names, and its round."""
     return {**{k: sc[k] for k in names}, "round": sc.get("round", 0)}
@@ -341,6 +346,7 @@ def compare(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
         reference = (sc["agents"], sc["rate"], sc["spectators"], sc["poll_hz"]) == REFERENCE
         pairs.append(row)
         where = f"S={sc['spectators']} P={sc['poll_hz']:g} rate={sc['rate']:g} E={sc['entities']}"
+        where += _round(sc)
         ratio = row["p99_poll_over_push"]
         checks.append(
             {
@@ -736,7 +742,8 @@ def comparison_lines(comparison: dict[str, Any]) -> list[str]:
     for p in comparison["push_vs_poll"]:
         sc = p["scenario"]
         line = (
-            f"S={sc['spectators']} rate={sc['rate']:g} P={sc['poll_hz']:g} E={sc['entities']}: "
+            f"S={sc['spectators']} rate={sc['rate']:g} P={sc['poll_hz']:g} E={sc['entities']}"
+            f"{_round(sc)}: "
             f"poll/push p99 {_f(p['p99_poll_over_push'])}x, "
             f"bytes/update {_f(p['bytes_per_update_poll_over_push'], 2)}x, "
             f"bytes/delivered {_f(p['bytes_per_delivered_poll_over_push'], 2)}x, "
@@ -751,7 +758,8 @@ def comparison_lines(comparison: dict[str, Any]) -> list[str]:
     for f in comparison["push_vs_floor"]:
         sc = f["scenario"]
         out.append(
-            f"S={sc['spectators']} rate={sc['rate']:g} E={sc['entities']}: push/{f['floor']} "
+            f"S={sc['spectators']} rate={sc['rate']:g} E={sc['entities']}{_round(sc)}: "
+            f"push/{f['floor']} "
             f"p50 {_f(f['p50_push_over_floor'], 2)}x, "
             f"p99 {_f(f['p99_push_over_floor'], 2)}x, bytes {_f(f['bytes_push_over_floor'], 2)}x, "
             f"CPU/delivered {_f(f['cpu_push_over_floor'], 2)}x"

@@ -164,3 +164,4 @@ def test_a_repeated_sweep_alternates_modes_and_takes_ratios_per_round(tmp_path: 
     assert "bytes_push_over_floor" in rounds["ratios"]
     assert "median of 2 rounds" in console.getvalue()
     assert "push S=2 #1" in console.getvalue()
+    assert "E=0 #1: push/raw" in console.getvalue() and "E=0 #2: push/raw" in console.getvalue()
