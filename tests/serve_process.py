@@ -41,23 +41,34 @@ class ServeProcess:
         return code
 
 
-async def run_serve(*args: str, cwd: Path) -> tuple[int, str]:
-    """Run ``statecast serve ARGS`` that is expected to exit; its exit code and stderr."""
+async def run_to_end(
+    *command: str, cwd: Path, timeout: float, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run ``command`` until it exits (killed after ``timeout``); its exit code, stdout, stderr."""
     proc = await asyncio.create_subprocess_exec(
-        str(STATECAST), "serve", "--port=0", "--http-port=0", *args,
+        *command,
         cwd=cwd,
+        env=env,
         stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    )
     try:
-        _, err = await asyncio.wait_for(proc.communicate(), TIMEOUT * 4)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
     assert proc.returncode is not None
-    return proc.returncode, err.decode()
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def run_serve(*args: str, cwd: Path) -> tuple[int, str]:
+    """Run ``statecast serve ARGS`` that is expected to exit; its exit code and stderr."""
+    code, _, err = await run_to_end(
+        str(STATECAST), "serve", "--port=0", "--http-port=0", *args, cwd=cwd, timeout=TIMEOUT * 4
+    )
+    return code, err
 
 
 async def start_serve(*args: str, cwd: Path) -> ServeProcess:

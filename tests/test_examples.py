@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from tests.helpers import TIMEOUT
-from tests.serve_process import serve_process
+from tests.serve_process import run_to_end, serve_process
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -25,22 +25,13 @@ ENV = {k: v for k, v in os.environ.items() if not k.startswith("STATECAST_")}
 
 async def run_example(name: str, *args: str, env: dict[str, str] | None = None) -> str:
     """Run examples/NAME to its end; its stdout (it must exit 0 and print no error)."""
-    proc = await asyncio.create_subprocess_exec(
+    code, out, err = await run_to_end(
         sys.executable, str(EXAMPLES / name), *args,
-        cwd=ROOT,
-        env={**ENV, **(env or {})},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT, env={**ENV, **(env or {})}, timeout=TIMEOUT * 2,
     )  # fmt: skip
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT * 2)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, f"{name} exited {proc.returncode}: {err.decode()}"
-    assert not err, err.decode()
-    return out.decode()
+    assert code == 0, f"{name} exited {code}: {err}"
+    assert not err, err
+    return out
 
 
 async def test_every_example_runs_against_a_real_server() -> None:

@@ -183,6 +183,15 @@ async def start_all(*clients: Roamer) -> None:
         await c.start()
 
 
+async def agent_and_watcher(nodes: list[Node], room: str) -> tuple[Roamer, Roamer]:
+    """Agent "a" on node 0 (which loads the room first: its owner), a spectator on node 1."""
+    agent = Roamer([nodes[0].room_url(room)], client="a")
+    await agent.start()
+    watcher = Roamer([nodes[1].room_url(room)], role="spectator")
+    await watcher.start()
+    return agent, watcher
+
+
 async def close_all(*clients: Roamer) -> None:
     for c in clients:
         await c.close()
@@ -259,10 +268,7 @@ async def test_redis_restarted_empty_starts_a_new_epoch(redis_node: RedisServer)
     nothing acknowledged is lost or applied twice."""
     async with cluster(redis_node.url, 2, *FLAGS) as nodes:
         room = "amnesia"
-        agent = Roamer([nodes[0].room_url(room)], client="a")
-        await agent.start()
-        watcher = Roamer([nodes[1].room_url(room)], role="spectator")
-        await watcher.start()
+        agent, watcher = await agent_and_watcher(nodes, room)
         for i in range(1, 4):
             assert await agent.act("patch", [[0, ["k"], i]]) == ("ack", i)
         before = await settle(nodes, [agent, watcher], room)
@@ -290,10 +296,7 @@ async def test_redis_down_for_a_while(tmp_path: Any) -> None:
     with running_redis(aof=True) as redis:
         async with cluster(redis.url, 2, *FLAGS) as nodes:
             room = "outage"
-            agent = Roamer([nodes[0].room_url(room)], client="a")
-            await agent.start()
-            watcher = Roamer([nodes[1].room_url(room)], role="spectator")
-            await watcher.start()
+            agent, watcher = await agent_and_watcher(nodes, room)
             assert await agent.act("patch", [[0, ["k"], 1]]) == ("ack", 1)
             await settle(nodes, [agent, watcher], room)
             redis.stop()
