@@ -8,6 +8,7 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY pyproject.toml README.md Makefile ./
+COPY requirements/ requirements/
 COPY protocol/ protocol/
 COPY server/ server/
 COPY loadtest/ loadtest/

@@ -4,16 +4,26 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= dev
 STAMP := $(VENV)/.installed-$(EXTRAS)
+# Installs come from a lock file with hashes (requirements/dev.lock: runtime, dev and plot;
+# requirements/plot.lock: runtime and plot, for the image), so an upstream release cannot
+# change what `make install` gives. pyproject.toml keeps compatible ranges for users.
+LOCK := requirements/$(EXTRAS).lock
 
-.PHONY: install run test lint typecheck pytest bench bench-scale clean vendor-js vectors system-deps
+.PHONY: install run test lint typecheck pytest bench bench-scale clean vendor-js vectors system-deps lock
 
-$(STAMP): pyproject.toml
+$(STAMP): $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(STAMP)
+
+# Refresh the lock files from pyproject.toml's ranges (uv, from the dev lock itself).
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes --no-header
+lock: install
+	$(UV_COMPILE) pyproject.toml requirements/build.in --all-extras --upgrade -o requirements/dev.lock
+	$(UV_COMPILE) pyproject.toml requirements/build.in --extra plot -c requirements/dev.lock -o requirements/plot.lock
 
 run: install
 	$(BIN)/statecast serve

@@ -568,7 +568,7 @@ class Bus:
                 self._pubsub = None
                 first = False
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
                 await asyncio.sleep(0.2)
 
     async def close(self) -> None:
