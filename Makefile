@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(EXTRAS)
 # change what `make install` gives. pyproject.toml keeps compatible ranges for users.
 LOCK := requirements/$(EXTRAS).lock
 
-.PHONY: install run test lint typecheck pytest bench bench-scale clean vendor-js vectors system-deps lock
+.PHONY: install run test lint typecheck pytest bench bench-scale clean vendor-js vectors system-deps lock chaos
 
 $(STAMP): $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ pytest: install system-deps
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The randomized fault test over a real cluster (tests/chaos/): SEEDS schedules of STEPS
+# faults each (CI runs 2 of 5 within `make test`); CHAOS_SEED=S replays one schedule.
+SEEDS ?= 20
+STEPS ?= 8
+chaos: install
+	CHAOS_SEEDS=$(SEEDS) CHAOS_STEPS=$(STEPS) $(BIN)/pytest tests/chaos -p no:cacheprovider -q
 
 # The reference comparison: poll vs push vs floor at S = 0 and 12, P = 5 (about 2.5 minutes).
 bench: install

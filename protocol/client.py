@@ -16,6 +16,11 @@ once; after 4029 (rate limit exceeded repeatedly) it waits ``rate_limited_delay`
 (1 s) more, so a client that keeps being rate limited reconnects at most about
 once a second, and more slowly each time.
 
+``url`` may be a list of URLs (the nodes of a cluster, without a load balancer in
+front): the client connects to the first, and whenever a connection ends (the node is
+unreachable, closed it with 1012 or 1001, or the connection dropped) it tries the next
+one, round the list, so an agent whose node dies resumes on another by itself.
+
 ``token`` may be a callable (plain or async) instead of a string: it is called
 for every connection, and a connection closed with 4001 after its WELCOME (its
 token expired) reconnects with a fresh token and resumes. A 4001 at HELLO, and
@@ -36,7 +41,7 @@ import asyncio
 import contextlib
 import inspect
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 import websockets
@@ -81,7 +86,7 @@ class RoomClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         role: Role = "agent",
         client: str | None = None,
@@ -93,7 +98,11 @@ class RoomClient:
         stable_after: float = STABLE_AFTER,
         open_timeout: float = 10.0,
     ) -> None:
-        self.url = url
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise ValueError("connect() needs at least one URL")
+        #: Which of :attr:`urls` the client connects to next.
+        self.url_index = 0
         self.token = token
         fixed = token if isinstance(token, str) else None
         self.sync = ClientSync(role=role, client=client, token=fixed)
@@ -115,6 +124,11 @@ class RoomClient:
         self._seq_waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     # --- public API ----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The URL of the current (or next) connection."""
+        return self.urls[self.url_index]
 
     @property
     def state(self) -> dict[str, Any]:
@@ -277,6 +291,8 @@ class RoomClient:
             if not self.reconnect or (code not in RETRYABLE_CLOSE_CODES and not expired):
                 self._fail(ServerClosed(code, reason))
                 return
+            # Another node of the cluster may be up where this one is not.
+            self.url_index = (self.url_index + 1) % len(self.urls)
             await asyncio.sleep(self.backoff.delay(code, loop.time(), random.random()))
 
     def _dispatch(self, events: list[Event]) -> None:
@@ -324,7 +340,7 @@ class RoomClient:
 
 @contextlib.asynccontextmanager
 async def connect(
-    url: str,
+    url: str | Sequence[str],
     *,
     role: Role = "agent",
     client: str | None = None,
@@ -333,6 +349,9 @@ async def connect(
     open_timeout: float = 10.0,
 ) -> AsyncIterator[RoomClient]:
     """Join a room and keep its state in sync until the block exits.
+
+    ``url`` is one room URL or several (the same room on each node of a cluster): the
+    client moves to the next one when a connection ends.
 
     ``token`` is a JWT, or a callable (sync or async) returning a fresh one for
     each connection, so the client resumes by itself when an open connection's

@@ -60,6 +60,8 @@ class App:
         )
         default = PresenceDocumentRoom if config.document_presence else DocumentRoom
         self.room_types = RoomTypes.parse(config.room_types, default)
+        for overlap in self.room_types.overlaps():
+            log.warning(overlap)
         self.auth = build_authenticator(config)
         self.rooms = RoomManager(config, self.store, self.room_types, self.metrics)
         self.cluster: ClusterNode | None = None

@@ -59,8 +59,11 @@ class RoomFeed:
         history: History,
         config: Config,
         metrics: Metrics,
+        type_name: str = "",
     ) -> None:
         self.name = name
+        #: The room type it was created as (``module:Qualname``), as stored.
+        self.type_name = type_name
         #: The state at ``head`` (between begin_batch and end_batch, possibly ahead of it).
         self.state = state
         self.epoch = epoch
@@ -370,11 +373,12 @@ class RoomFeed:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run ``coro`` as a task the feed cancels when it closes."""
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def fail(self, exc: BaseException) -> None:
         """The room cannot go on: refuse reads and close every member with 1011."""

@@ -21,6 +21,7 @@ from statecast.server.limits import TokenBucket
 from statecast.server.listing import Listing, bearer
 from statecast.server.live import LiveRoom, Request
 from statecast.server.pages import Pages
+from statecast.server.registry import RoomTypeMissing
 from statecast.server.store.base import StoreUnavailable
 from statecast.server.ws import ROOM_PATH
 
@@ -116,6 +117,8 @@ class HttpListener:
         except RoomFailed as exc:
             response = error(503, "unavailable", str(exc))
             response.headers["Retry-After"] = "1"
+        except RoomTypeMissing as exc:  # an operator's mistake: logged once per room
+            response = error(503, "room_type_missing", str(exc))
         except StoreUnavailable:
             # Not processed (a write whose outcome is unknown is answered by the writer,
             # not here): the same request may be sent again. The store's own error stays

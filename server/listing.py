@@ -21,7 +21,7 @@ from aiohttp import web
 
 from statecast.protocol.errors import NoSuchRoom, Rejection
 from statecast.server.live import LiveRoom
-from statecast.server.registry import type_name
+from statecast.server.registry import RoomTypeMissing, type_name
 from statecast.server.store.base import RoomSummary
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class Listing:
         feed = live.feed
         return {
             "room": feed.name,
-            "type": type_name(self.app.room_types.for_room(feed.name)),
+            "type": feed.type_name or type_name(self.app.room_types.for_room(feed.name)),
             "epoch": feed.epoch,
             "seq": feed.head,
             "agents": live.presence.agents,
@@ -118,5 +118,9 @@ class Listing:
                 raise NoSuchRoom(f"no room {name!r}")
             body = self.row(summary)
         (body,) = await self.counted([body])
-        body["actions"] = self.app.room_types.for_room(name).action_names()
+        try:
+            body["actions"] = self.app.room_types.for_stored(name, body["type"]).action_names()
+        except RoomTypeMissing as exc:
+            body["actions"] = []  # not served here: the room keeps its type's rules
+            body["error"] = {"code": "room_type_missing", "message": str(exc)}
         return web.json_response(body)

@@ -64,9 +64,11 @@ class LiveRoom:
         return self.writer is not None and not self.writer.stopped
 
     def submit(self, request: Request) -> None:
-        if self.owned:
-            assert self.writer is not None
-            self.writer.submit(request)
+        writer = self.writer
+        if writer is not None and not writer.stopped:
+            writer.submit(request)
+        elif writer is not None and writer.handing_on:
+            writer.queue_behind(request)  # handed on with the rest, in order
         elif self.forward is not None:
             self.forward(self, request)
         else:

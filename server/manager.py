@@ -28,7 +28,7 @@ from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.history import MIN_HISTORY_BYTES, History
 from statecast.server.live import LiveRoom
 from statecast.server.metrics import Metrics
-from statecast.server.registry import RoomTypes, type_name
+from statecast.server.registry import RoomTypeMissing, RoomTypes, type_name
 from statecast.server.room import Room
 from statecast.server.store.base import RoomRecord, Store
 from statecast.server.writer import RoomWriter, WriterHooks
@@ -50,6 +50,7 @@ class RoomManager:
         self._creating: set[str] = set()
         self.closing = False
         self._lost: set[str] = set()  # rooms whose published history the store lost
+        self._type_missing: set[str] = set()  # rooms logged as of a type not registered
         self._unloading: dict[str, asyncio.Task[None]] = {}
         self._waiters: collections.Counter[str] = collections.Counter()
         self._sweeper: asyncio.Task[None] | None = None
@@ -139,8 +140,21 @@ class RoomManager:
         )
 
     async def rebuild(self, name: str, record: RoomRecord) -> tuple[Room, History]:
-        """The room at the record's head (checkpoint, then the log) and its replay history."""
-        room_class = self.room_types.for_room(name)
+        """The room at the record's head (checkpoint, then the log) and its replay history.
+
+        Its type is the one it was created as (:class:`RoomTypeMissing` if that is not
+        registered here), never another that its name now maps to."""
+        try:
+            room_class = self.room_types.for_stored(name, record.type_name)
+        except RoomTypeMissing:
+            if name not in self._type_missing:
+                self._type_missing.add(name)
+                log.error(
+                    "room type not registered: the room is not served",
+                    room=name,
+                    type=record.type_name,
+                )
+            raise
         room = room_class(name, msgpack.unpackb(record.checkpoint_state, raw=False))
         history = History(self.config.history_diffs, self.config.history_bytes)
         tail = await self._log_tail(name, record.checkpoint_seq)
@@ -170,6 +184,7 @@ class RoomManager:
             history=history,
             config=self.config,
             metrics=self.metrics,
+            type_name=record.type_name,
         )
 
     def make_writer(

@@ -57,11 +57,33 @@ def load_room_class(spec: str) -> type[Room]:
     return obj
 
 
+def _built_in() -> tuple[type[Room], ...]:
+    """The room types statecast ships: a room created as one is always served as it."""
+    from statecast.server.rooms.document import PresenceDocumentRoom
+    from statecast.server.rooms.grid import GridRoom
+
+    return (DocumentRoom, PresenceDocumentRoom, GridRoom)
+
+
 def _current_directory_first() -> None:
     """Put the current directory first on ``sys.path``, as ``python -m`` does, once."""
     cwd = os.getcwd()
     if not any(os.path.abspath(p or os.curdir) == cwd for p in sys.path):
         sys.path.insert(0, cwd)
+
+
+class RoomTypeMissing(Exception):
+    """A stored room's type is not registered here: the room is not served as another type
+    (its rules are its security), and the message says how to register it."""
+
+    def __init__(self, room: str, stored: str) -> None:
+        super().__init__(
+            f"room {room!r} was created as type {stored!r}, which this server does not "
+            f"register: start it with --room-type '{room}={stored}' (or a pattern that "
+            f"matches the room)"
+        )
+        self.room = room
+        self.stored = stored
 
 
 class RoomTypes:
@@ -86,7 +108,34 @@ class RoomTypes:
         self.entries.append((pattern, room_class))
 
     def for_room(self, name: str) -> type[Room]:
+        """The type a new room of this name is created as."""
         for pattern, room_class in self.entries:
             if fnmatch.fnmatchcase(name, pattern):
                 return room_class
         return self.default
+
+    def for_stored(self, name: str, stored: str) -> type[Room]:
+        """The type of an existing room, created as ``stored``: the one its name maps to if
+        that is it, else any registered type of that name; never another type."""
+        room_class = self.for_room(name)
+        if type_name(room_class) == stored:
+            return room_class
+        for candidate in (*(c for _, c in self.entries), self.default, *_built_in()):
+            if type_name(candidate) == stored:
+                return candidate
+        raise RoomTypeMissing(name, stored)
+
+    def overlaps(self) -> list[str]:
+        """A line for each registered pattern that a pattern before it can shadow: the
+        first that matches a name wins."""
+        lines = []
+        for i, (pattern, room_class) in enumerate(self.entries):
+            for earlier, earlier_class in self.entries[:i]:
+                if earlier_class is room_class:
+                    continue
+                if fnmatch.fnmatchcase(pattern, earlier) or fnmatch.fnmatchcase(earlier, pattern):
+                    lines.append(
+                        f"--room-type patterns {earlier!r} and {pattern!r} overlap: a room "
+                        f"both match is a {type_name(earlier_class)} (the first given wins)"
+                    )
+        return lines

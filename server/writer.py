@@ -160,6 +160,8 @@ class RoomWriter:
         #: Client ids the room may record for exactly-once (0: no limit): --auth none only.
         self.max_clients = config.max_room_clients if config.auth == "none" else 0
         self._wake = asyncio.Event()
+        #: The store lost the room (its owner found out between writes): write it back.
+        self._write_back = False
         self._unwritten: list[StoredChange] = []
         self._write_chain: asyncio.Task[None] | None = None
         self._worker = asyncio.create_task(self._work(), name=f"room {feed.name}")
@@ -210,6 +212,8 @@ class RoomWriter:
                 if self._inbox and self.hooks is not None:  # e.g. a batch re-queued after a
                     self.hooks.refused(self, self.stop())  # write-back: on to the new owner
                 return
+            if self._write_back and not await self._written_back():
+                return
             if not self._inbox:
                 continue
             batch, self._inbox = self._inbox, []
@@ -223,9 +227,8 @@ class RoomWriter:
                 if self.hooks is None:
                     raise
                 log.warning("the store lost the room: writing it back", room=self.name)
-                await self._keys_lost()
                 self._inbox[:0] = batch  # rolled back: it runs again on the new epoch
-                self._wake.set()
+                self.write_back_soon()
             except StoreUnavailable as exc:
                 log.warning("store unreachable", room=self.name, error=str(exc))
             except Exception as exc:
@@ -238,6 +241,43 @@ class RoomWriter:
                 return
             # Let joins and reads that waited for the publish run before the next batch.
             await asyncio.sleep(0)
+
+    def write_back_soon(self) -> None:
+        """The store lost the room's keys: write the room back before the next batch."""
+        self._write_back = True
+        self._wake.set()
+
+    async def _written_back(self) -> bool:
+        """Write the room back (hooks.keys_lost); False if the writer must end.
+
+        Nothing can be written until the room is back, so this waits: while the store is
+        unreachable, and while another node holds the lease for a moment without writing
+        (a follower leaves the write-back to the owner, whose copy is the freshest), for up
+        to a lease TTL; then another node owns the room and this writer hands on."""
+        self._write_back = False
+        if self.hooks is None:
+            return True
+        refusals = 0
+        while True:
+            if self.feed.failed is not None:
+                return False
+            if self.stopped:
+                self.hooks.refused(self, self.stop())
+                return False
+            self.feed.begin_batch()
+            try:
+                await self._keys_lost()
+                return True
+            except (RoomLost, Fenced) as exc:
+                refusals += 1
+                if refusals * RETRY_INTERVAL >= self.config.lease_ttl:
+                    self._refused(Fenced(str(exc)), [])
+                    return False
+            except StoreUnavailable:
+                pass
+            finally:
+                self.feed.end_batch()
+            await asyncio.sleep(RETRY_INTERVAL)
 
     async def _retry_suspended(self) -> bool:
         """Write the rolled-back batch until the store answers; False if the writer must end."""
@@ -268,9 +308,8 @@ class RoomWriter:
                 if self.hooks is None:
                     raise
                 self.suspended = None
-                await self._keys_lost()
-                self._inbox[:0] = unanswered
-                self._wake.set()
+                self._inbox[:0] = unanswered  # rolled back: they run again on the new epoch
+                self.write_back_soon()
                 return True
             else:
                 self.suspended = None
@@ -519,11 +558,38 @@ class RoomWriter:
                 await self._worker
 
     def stop(self) -> list[Request | HookRequest]:
-        """Stop writing (the lease is lost or handed over); returns the unanswered requests."""
+        """Stop writing (the lease is lost or handed over); returns the unanswered requests.
+
+        While a batch is in flight (being written, or waiting for an unreachable store)
+        nothing is returned: the worker hands the queued requests on through
+        ``hooks.refused`` once that batch's outcome is known, behind the batch's own if it
+        was refused, so a client's actions reach the next owner in aid order.
+        """
         self.stopped = True
         self._wake.set()
+        if self._batch_in_flight:
+            return []
         unanswered, self._inbox = self._inbox, []
         return unanswered
+
+    @property
+    def _batch_in_flight(self) -> bool:
+        return self.feed.busy or self.suspended is not None
+
+    @property
+    def handing_on(self) -> bool:
+        """Stopped, with requests still to hand on once the batch in flight is settled: a new
+        request must queue behind them (:meth:`queue_behind`) to keep its client's order."""
+        return (
+            self.stopped
+            and not self._worker.done()
+            and (self._batch_in_flight or bool(self._inbox))
+        )
+
+    def queue_behind(self, request: Request) -> None:
+        """Queue ``request`` behind what a stopped writer hands on (see :attr:`handing_on`)."""
+        self._inbox.append(request)
+        self._wake.set()
 
     def _refused(self, exc: Fenced, requests: list[Request | HookRequest]) -> None:
         """Another process owns the room: stop now, hand the unanswered requests over."""

@@ -27,6 +27,7 @@ from statecast.protocol.messages import PROTOCOL_VERSION, Action, Error, Hello, 
 from statecast.server.fanout import FeedConnection, Subscriber, close_or_abort
 from statecast.server.live import LiveRoom, RoomFailed
 from statecast.server.live import Request as ActionRequest
+from statecast.server.registry import RoomTypeMissing
 from statecast.server.store.base import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -167,6 +168,8 @@ class Session:
             await self._close(exc.close_code, exc.reason[:120])
         except RoomFailed:
             await self._close(1011, "room failed")
+        except RoomTypeMissing as exc:  # logged once per room by the manager
+            await self._close(4011, f"room type not registered here: {exc.stored}"[:120])
         except StoreUnavailable:  # the room could not be loaded: retry with backoff
             log.warning("store unreachable", code=1011)
             await self._close(1011, "the store cannot be reached now: try again")

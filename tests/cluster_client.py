@@ -1,8 +1,10 @@
 """A client of a whole cluster: the project's sync machine, reconnecting to the next node.
 
 It records what the cluster tests assert: every close code, every seq gap seen
-live (a DIFF more than one above the client's seq), every epoch, and the outcome
-of each of its actions by aid.
+live (a DIFF more than one above the client's seq), every DIFF that arrived twice
+(one at or below the client's seq while live: the sync machine would drop it
+silently), the ops of every DIFF by (epoch, seq), every epoch, and the outcome of
+each of its actions by aid.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+import msgpack
 import websockets
 from websockets.exceptions import ConnectionClosed
 
@@ -28,6 +31,10 @@ class Roamer:
         self.node = 0
         self.closes: list[int] = []
         self.gaps: list[tuple[int, int]] = []
+        #: (epoch, seq) of every DIFF received while the client already held that seq.
+        self.duplicates: list[tuple[str, int]] = []
+        #: The ops of every DIFF received, as msgpack bytes, by (epoch, seq).
+        self.diffs: dict[tuple[str, int], bytes] = {}
         self.epochs: list[str] = []
         #: (epoch, seq, state) of every SNAPSHOT received.
         self.snapshots: list[tuple[str, int, dict[str, Any]]] = []
@@ -88,10 +95,16 @@ class Roamer:
         if not self.sync.live:
             return
         seq = self.sync.seq
+        epoch = self.sync.epoch or ""
         for message in messages:
             if isinstance(message, Diff):
                 if message.seq > seq + 1:
                     self.gaps.append((seq, message.seq))
+                elif message.seq <= seq:
+                    self.duplicates.append((epoch, message.seq))
+                self.diffs.setdefault(
+                    (epoch, message.seq), msgpack.packb(message.ops, use_bin_type=True)
+                )
                 seq = max(seq, message.seq)
             else:
                 return  # a SNAPSHOT or WELCOME: the sync machine takes it from here
@@ -128,6 +141,17 @@ class Roamer:
         self._waiters[aid] = waiter
         await self._flush()
         return await asyncio.wait_for(waiter, 30 * SCALE)
+
+    def send(self, name: str, args: Any) -> int:
+        """Send an action without waiting (pipelining); its outcome lands in ``outcomes``."""
+        aid = self.sync.act(name, args)
+        asyncio.get_running_loop().create_task(self._flush())
+        return aid
+
+    def drop(self) -> None:
+        """Cut the current connection (no close frame): it reconnects to the next node."""
+        if self._ws is not None:
+            self._ws.transport.abort()
 
     async def close(self) -> None:
         self._stopping = True

@@ -1,22 +1,36 @@
 """Actions on a node that does not own the room: forwarded to the owner through Redis.
 
-The forwarding node publishes ``[node, request id, client, aid, name, args]`` on
-the room's inbox channel, which only the owner subscribes to. PUBLISH says how
-many subscribers got it: none means no node owns the room right now, so this
-node tries to take the lease itself and, failing that, tries again until about
-two lease TTLs have passed; then the action is answered ``unavailable`` (it was
-never processed). The owner runs it like any other action and publishes
-``[[request id, epoch, seq, code, message], ...]`` on the forwarding node's own
-channel after the batch's diffs, and the answer reaches the agent only once this
-node's feed has published the diff it names (DIFF before ACK on every connection).
+The exactly-once record is one last aid per client, which is only right if a client's
+actions reach the room's writer in aid order. So forwarding keeps one **lane** per
+(room, client) on this node, and a lane is strictly ordered:
 
-An answer that does not come (the owner died after taking the action) is asked
-for again: the action is sent once more when a new owner announces itself, and
-every lease TTL until then. Sending it twice is safe: the owner remembers each
-client's last processed aid, so one it already processed is answered ACK nil.
-After ANSWER_TRIES the outcome counts as unknown: a WebSocket agent is closed with
-1011 and learns what was processed from WELCOME's ``acked`` when it resumes; an
-HTTP agent gets 504 ``timeout`` and reads ``GET /rooms/{room}/clients/{client}``.
+* its actions are sent as **units**: one message ``[node, client, [[request id, aid,
+  name, args], ...]]`` on the room's inbox channel holding every unanswered action of
+  the lane, in the order they were submitted; the owner submits a unit's actions to
+  its writer in that order;
+* **one unit in flight** per lane: the next unit goes only once every action of the
+  last one is answered (what arrives meanwhile waits and goes in the next unit, so
+  pipelining agents still get batches), so a later action never overtakes an earlier
+  one, whatever the owner does;
+* an action the owner did not run because it does not own the room (any more) is
+  answered ``retry`` and stays at the front of the lane for the next unit; an answer
+  that does not come (the owner died) sends the whole unanswered unit again, when a
+  new owner announces itself and every ``answer_timeout`` until then. Sending an
+  action twice is safe because the copies are in order: the owner remembers each
+  client's last processed aid, so a copy it already processed is answered ACK nil;
+* when this node takes the room over, every lane's actions go to its own writer, in
+  order, before anything newer can reach it.
+
+PUBLISH says how many subscribers got a unit: none means no node owns the room right
+now, so this node tries to take the lease itself and, failing that, tries again until
+about two lease TTLs have passed; then the unit's actions are answered ``unavailable``
+(never processed). The owner answers ``[[request id, epoch, seq, code, message], ...]``
+on this node's own channel after the batch's diffs, and the answer reaches the agent
+only once this node's feed has published the diff it names (DIFF before ACK on every
+connection). After ANSWER_TRIES sends without an answer the outcome counts as unknown:
+the lane gives up, a WebSocket agent is closed with 1011 and learns what was processed
+from WELCOME's ``acked`` when it resumes; an HTTP agent gets 504 ``timeout`` and reads
+``GET /rooms/{room}/clients/{client}``.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -44,25 +59,28 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 ANSWER_TRIES = 5
+#: The answer code of a node that did not run an action because it does not own the room:
+#: the forwarding node sends it again (it never reaches a client).
+RETRY = "retry"
 
 
 class OutcomeUnknown(Exception):
     """The owner took the action and did not answer: it may or may not have been processed."""
 
 
-def encode_action(node: str, request_id: int, req: Request) -> bytes:
-    return bytes(
-        msgpack.packb(
-            [node, request_id, req.client, req.aid, req.name, req.args], use_bin_type=True
-        )
-    )
+def encode_unit(node: str, client: str, unit: list[tuple[int, Request]]) -> bytes:
+    rows = [[request_id, req.aid, req.name, req.args] for request_id, req in unit]
+    return bytes(msgpack.packb([node, client, rows], use_bin_type=True))
 
 
-def decode_action(data: bytes) -> tuple[str, int, str, int, str, Any]:
-    node, request_id, client, aid, name, args = msgpack.unpackb(
-        data, raw=False, strict_map_key=False
-    )
-    return str(node), int(request_id), str(client), int(aid), str(name), args
+def decode_unit(data: bytes, received: float) -> list[Request]:
+    """A unit's actions, in the lane's order, each answering to the node that sent it."""
+    node, client, rows = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    node, client = str(node), str(client)
+    return [
+        Request(client, int(aid), str(name), args, RemoteReply(node, int(request_id)), received)
+        for request_id, aid, name, args in rows
+    ]
 
 
 def encode_answers(epoch: str, outcomes: list[Outcome]) -> dict[str, bytes]:
@@ -80,6 +98,38 @@ def encode_answers(epoch: str, outcomes: list[Outcome]) -> dict[str, bytes]:
     }
 
 
+def retry_outcomes(requests: list[Request]) -> list[Outcome]:
+    """Answers for forwarded actions this node did not run: the sender sends them again."""
+    return [(req, None, Rejection(RETRY, "this node does not own the room")) for req in requests]
+
+
+@dataclass(eq=False)
+class _Lane:
+    """One client's forwarded actions in one room, oldest first."""
+
+    live: LiveRoom
+    client: str
+    #: Unanswered actions by request id, in submission order (sent or not).
+    queue: dict[int, Request] = field(default_factory=dict)
+    #: The request ids of the unit in flight, not yet answered.
+    inflight: set[int] = field(default_factory=set)
+    #: Request ids that may have reached an owner: never answered ``unavailable`` after
+    #: that (the owner may have run them), only by an owner or as unknown.
+    delivered: set[int] = field(default_factory=set)
+    sends: int = 0
+    timer: asyncio.TimerHandle | None = None
+    task: asyncio.Task[None] | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Bumped when the lane is emptied from outside (taken over, given up): a send in
+    #: flight then leaves the lane alone.
+    generation: int = 0
+
+    def stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
 class Forwarder:
     def __init__(
         self,
@@ -92,67 +142,147 @@ class Forwarder:
         self.lease_ttl = lease_ttl
         self.take_over = take_over
         self.slow_timeout = slow_timeout
-        #: How long to wait for an owner's answer before sending the action again.
+        #: How long to wait for an owner's answer before sending the unit again.
         self.answer_timeout = max(1.0, 1.5 * lease_ttl)
         self._ids = itertools.count(1)
-        self._pending: dict[int, tuple[LiveRoom, Request, asyncio.TimerHandle | None]] = {}
-        self._tries: dict[int, int] = {}
+        self._lanes: dict[tuple[str, str], _Lane] = {}
+        self._where: dict[int, _Lane] = {}
+
+    @property
+    def waiting(self) -> int:
+        """Actions forwarded (or about to be) and not answered yet."""
+        return len(self._where)
 
     def forward(self, live: LiveRoom, req: Request) -> None:
+        key = (live.name, req.client)
+        lane = self._lanes.get(key)
+        if lane is None or lane.live is not live:
+            if lane is not None:  # the room was reloaded: the old lane's actions are lost
+                self._give_up_lane(lane)
+            lane = self._lanes[key] = _Lane(live, req.client)
         request_id = next(self._ids)
-        self._pending[request_id] = (live, req, None)
-        self._tries[request_id] = 1
-        live.feed.spawn(self._send(live, req, request_id))
+        lane.queue[request_id] = req
+        self._where[request_id] = lane
+        if lane.task is None or lane.task.done():
+            lane.task = live.feed.spawn(self._run(lane))
+        elif not lane.inflight:
+            lane.wake.set()
 
     def reforward(self, live: LiveRoom) -> None:
-        """A new owner announced itself: send it every action still waiting for an answer."""
-        for request_id, (other, req, timer) in list(self._pending.items()):
-            if other is live and timer is not None:
-                timer.cancel()
-                self._pending[request_id] = (live, req, None)
-                live.feed.spawn(self._send(live, req, request_id))
+        """A new owner announced itself: send it every unit still waiting for an answer."""
+        for lane in self._lanes_of(live):
+            if lane.inflight:
+                self._resend(lane)
 
-    async def _send(self, live: LiveRoom, req: Request, request_id: int) -> None:
+    def _lanes_of(self, live: LiveRoom) -> list[_Lane]:
+        return [lane for lane in self._lanes.values() if lane.live is live]
+
+    def _resend(self, lane: _Lane) -> None:
+        lane.stop_timer()
+        lane.inflight.clear()
+        lane.wake.set()
+
+    async def _run(self, lane: _Lane) -> None:
+        """The lane's only sender: one unit at a time, the oldest action first."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 2 * self.lease_ttl
-        data = encode_action(self.store.node_id, request_id, req)
-        while True:
+        deadline: float | None = None
+        while lane.queue:
+            if lane.inflight:
+                lane.wake.clear()
+                await lane.wake.wait()
+                continue
+            generation = lane.generation
+            unit = list(lane.queue.items())
+            data = encode_unit(self.store.node_id, lane.client, unit)
             try:
-                received = await self.store.publish(inbox_channel(live.name), data)
-            except StoreUnavailable:
-                self._settle(request_id, None, None, UNAVAILABLE)
-                return
-            if request_id not in self._pending:
-                return  # answered already (an owner's answer can beat PUBLISH's reply)
+                received = await self.store.publish(inbox_channel(lane.live.name), data)
+            except StoreUnavailable as exc:
+                if lane.generation != generation:
+                    continue
+                if exc.sent:  # it may have reached the owner: wait for answers, as sent
+                    self._sent(lane, [(i, r) for i, r in unit if i in lane.queue])
+                    continue
+                self._unavailable(lane, unit)
+                if lane.queue and not lane.inflight:
+                    await asyncio.sleep(0.05)
+                continue
+            if lane.generation != generation:
+                continue  # taken over meanwhile: those actions went to this node's writer
             if received > 0:
-                timer = loop.call_later(self.answer_timeout, self._timed_out, request_id)
-                self._pending[request_id] = (live, req, timer)
-                return
-            # No owner right now: take the room over if its lease is free.
-            if await self.take_over(live) and live.writer is not None:
-                self._pending.pop(request_id, None)
-                live.writer.submit(req)
-                return
-            if loop.time() > deadline:
-                self._settle(request_id, None, None, UNAVAILABLE)
-                return
+                deadline = None
+                self._sent(lane, [(i, r) for i, r in unit if i in lane.queue])
+                continue
+            # No owner right now: take the room over if its lease is free (the lanes'
+            # actions then go to this node's writer, in order: see resubmit()).
+            if await self.take_over(lane.live):
+                deadline = None
+                continue
+            if deadline is None:
+                deadline = loop.time() + 2 * self.lease_ttl
+            elif loop.time() > deadline:
+                deadline = None
+                self._unavailable(lane, unit)
+                if lane.queue and not lane.inflight:
+                    lane.sends += 1  # delivered ones wait: one more try without an answer
+                    if lane.sends >= ANSWER_TRIES:
+                        self._give_up_lane(lane)
+                        return
+                continue
             await asyncio.sleep(0.05)
+        if self._lanes.get((lane.live.name, lane.client)) is lane:
+            del self._lanes[(lane.live.name, lane.client)]
+
+    def _unavailable(self, lane: _Lane, unit: list[tuple[int, Request]]) -> None:
+        """No owner took the unit: its actions that never reached one are answered
+        ``unavailable`` (not processed); those that may have stay in the lane."""
+        for request_id, _ in unit:
+            if request_id not in lane.delivered:
+                self._settle(request_id, None, None, UNAVAILABLE)
+
+    def _sent(self, lane: _Lane, unit: list[tuple[int, Request]]) -> None:
+        if not unit:
+            return
+        lane.inflight = {request_id for request_id, _ in unit}
+        lane.delivered |= lane.inflight
+        lane.sends += 1
+        lane.stop_timer()
+        lane.timer = asyncio.get_running_loop().call_later(
+            self.answer_timeout, self._timed_out, lane
+        )
 
     def on_answers(self, data: bytes) -> None:
         for request_id, epoch, seq, code, message in msgpack.unpackb(data, raw=False):
+            request_id = int(request_id)
+            if code == RETRY:
+                self._retry(request_id)
+                continue
             rejection = Rejection(code, message) if code is not None else None
-            self._settle(int(request_id), epoch, seq, rejection)
+            self._settle(request_id, epoch, seq, rejection)
+
+    def _retry(self, request_id: int) -> None:
+        lane = self._where.get(request_id)
+        if lane is None or request_id not in lane.inflight:
+            return
+        lane.inflight.discard(request_id)  # it stays queued: the next unit carries it
+        if not lane.inflight:
+            lane.stop_timer()
+            lane.wake.set()
 
     def _settle(
         self, request_id: int, epoch: str | None, seq: int | None, rejection: Rejection | None
     ) -> None:
-        entry = self._pending.pop(request_id, None)
-        self._tries.pop(request_id, None)
-        if entry is None:
+        lane = self._where.pop(request_id, None)
+        if lane is None:
             return
-        live, req, timer = entry
-        if timer is not None:
-            timer.cancel()
+        req = lane.queue.pop(request_id)
+        lane.delivered.discard(request_id)
+        if request_id in lane.inflight:
+            lane.inflight.discard(request_id)
+            if not lane.inflight:
+                lane.stop_timer()
+                lane.sends = 0
+                lane.wake.set()
+        live = lane.live
 
         def deliver() -> None:
             _deliver(req, seq, rejection)
@@ -167,53 +297,78 @@ class Forwarder:
             return
         follower.answer(epoch, seq, deliver)
 
-    def _timed_out(self, request_id: int) -> None:
-        entry = self._pending.get(request_id)
-        if entry is None:
+    def _timed_out(self, lane: _Lane) -> None:
+        lane.timer = None
+        if not lane.inflight:
             return
-        live, req, _ = entry
-        tries = self._tries.get(request_id, ANSWER_TRIES)
-        if tries < ANSWER_TRIES:
-            self._tries[request_id] = tries + 1
-            self._pending[request_id] = (live, req, None)
-            live.feed.spawn(self._send(live, req, request_id))
+        if lane.sends < ANSWER_TRIES:
+            self._resend(lane)
             return
-        self._give_up(request_id)
+        self._give_up_lane(lane)
 
-    def _give_up(self, request_id: int) -> None:
-        self._tries.pop(request_id, None)
-        entry = self._pending.pop(request_id, None)
-        if entry is None:
-            return
-        live, req, _ = entry
-        log.warning("forwarded action not answered", room=live.name, client=req.client, aid=req.aid)
-        if isinstance(req.reply, Subscriber):
-            sub = req.reply
-            live.feed.spawn(
-                close_or_abort(sub.conn, 1011, "action outcome unknown", self.slow_timeout)
+    def _give_up_lane(self, lane: _Lane) -> None:
+        """No answer after ANSWER_TRIES sends: every action of the lane has an unknown
+        outcome (the later ones must not overtake it), so the agent resumes from acked."""
+        lane.stop_timer()
+        lane.generation += 1
+        requests = list(lane.queue.items())
+        lane.queue.clear()
+        lane.inflight.clear()
+        lane.wake.set()
+        if self._lanes.get((lane.live.name, lane.client)) is lane:
+            del self._lanes[(lane.live.name, lane.client)]
+        for request_id, req in requests:
+            self._where.pop(request_id, None)
+            log.warning(
+                "forwarded action not answered", room=lane.live.name, client=req.client, aid=req.aid
             )
-        elif isinstance(req.reply, asyncio.Future) and not req.reply.done():
-            req.reply.set_exception(OutcomeUnknown("the room's owner did not answer"))
+        unknown_outcome([req for _, req in requests], self.slow_timeout)
 
     def resubmit(self, live: LiveRoom) -> None:
-        """This node now owns the room: actions still waiting for the old owner run here.
+        """This node now owns the room: every lane's actions run here, in order.
 
-        One the old owner did process was logged with its aid, so it is answered as a
-        duplicate (ACK nil) rather than applied twice.
+        Called as the writer is installed, before anything newer can reach it. One the
+        old owner did process was logged with its aid, so it is answered as a duplicate
+        (ACK nil) rather than applied twice; the copies are in order, so none overtakes.
         """
         assert live.writer is not None
-        for request_id, (other, req, timer) in list(self._pending.items()):
-            if other is live and timer is not None:
-                timer.cancel()
-                del self._pending[request_id]
-                self._tries.pop(request_id, None)
+        for lane in self._lanes_of(live):
+            lane.stop_timer()
+            lane.generation += 1
+            requests = list(lane.queue.items())
+            lane.queue.clear()
+            lane.inflight.clear()
+            lane.wake.set()
+            del self._lanes[(live.name, lane.client)]
+            for request_id, req in requests:
+                self._where.pop(request_id, None)
                 live.writer.submit(req)
 
     def fail_all(self, live: LiveRoom) -> None:
         """The room is closing here: its waiting forwarded actions are left unknown."""
-        for request_id, (other, _, _) in list(self._pending.items()):
-            if other is live:
-                self._give_up(request_id)
+        for lane in self._lanes_of(live):
+            self._give_up_lane(lane)
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def unknown_outcome(requests: list[Request], slow_timeout: float = 5.0) -> None:
+    """Actions this node cannot know the outcome of (never answered ``unavailable``: they may
+    have been processed). An agent's connection closes with 1011, so it resumes and learns
+    what was processed from WELCOME's ``acked``; an HTTP caller gets 504 ``timeout``."""
+    closed: set[Subscriber] = set()
+    for req in requests:
+        if isinstance(req.reply, Subscriber):
+            if req.reply not in closed:
+                closed.add(req.reply)
+                task = asyncio.ensure_future(
+                    close_or_abort(req.reply.conn, 1011, "action outcome unknown", slow_timeout)
+                )
+                _closing.add(task)
+                task.add_done_callback(_closing.discard)
+        elif isinstance(req.reply, asyncio.Future) and not req.reply.done():
+            req.reply.set_exception(OutcomeUnknown("the room's owner did not answer"))
 
 
 def _deliver(req: Request, seq: int | None, rejection: Rejection | None) -> None:

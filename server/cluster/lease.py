@@ -4,7 +4,9 @@ A lease is taken with a new fencing token (the store's ``acquire`` script), so
 every write the owner makes is checked against the newest token inside Redis.
 Renewal runs every third of the TTL for every owned room in one pipeline; a room
 whose lease is found lost (expired while this node was paused or cut off, or
-taken by a newer owner) is reported at once and this node stops writing for it.
+taken by a newer owner) is reported at once and this node stops writing for it. One
+whose lease and keys are both gone (Redis restarted empty) is not lost to anyone: its
+owner, which holds the freshest copy, takes the lease again and writes the room back.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ log = structlog.get_logger()
 
 
 class LeaseStore(Protocol):
+    gone: set[str]
+
     async def acquire(self, room: str, ttl: float) -> int | None: ...
 
     async def renew(self, rooms: list[str], ttl: float) -> set[str]: ...
@@ -32,10 +36,18 @@ class LeaseStore(Protocol):
 
 
 class Leases:
-    def __init__(self, store: LeaseStore, ttl: float, on_lost: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        store: LeaseStore,
+        ttl: float,
+        on_lost: Callable[[str], None],
+        on_gone: Callable[[str], None] | None = None,
+    ) -> None:
         self.store = store
         self.ttl = ttl
         self.on_lost = on_lost
+        #: Called for an owned room whose lease and keys Redis lost (nobody took it over).
+        self.on_gone = on_gone
         self.owned: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -75,6 +87,10 @@ class Leases:
                     log.warning("room lease lost: this node stops writing for it", room=room)
                     self.drop(room)
                     self.on_lost(room)
+            for room in self.store.gone:
+                if room in self.owned and self.on_gone is not None:
+                    log.warning("redis lost the room: its owner writes it back", room=room)
+                    self.on_gone(room)
 
     async def close(self) -> None:
         if self._task is not None:

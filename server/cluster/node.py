@@ -27,13 +27,19 @@ import structlog
 
 from statecast.protocol.errors import Rejection
 from statecast.server.cluster.follower import Follower
-from statecast.server.cluster.forwarding import Forwarder, decode_action, encode_answers
+from statecast.server.cluster.forwarding import (
+    Forwarder,
+    decode_unit,
+    encode_answers,
+    retry_outcomes,
+    unknown_outcome,
+)
 from statecast.server.cluster.lease import Leases
 from statecast.server.epoch import starting
 from statecast.server.fanout import Subscriber
 from statecast.server.feed import RoomFeed
 from statecast.server.live import LiveRoom
-from statecast.server.registry import type_name
+from statecast.server.registry import RoomTypeMissing, type_name
 from statecast.server.store.base import RoomLost, StoreUnavailable
 from statecast.server.store.redis import (
     Bus,
@@ -44,7 +50,6 @@ from statecast.server.store.redis import (
     node_channel,
 )
 from statecast.server.writer import (
-    UNAVAILABLE,
     HookRequest,
     Outcome,
     RemoteReply,
@@ -69,6 +74,10 @@ ROSTER = "roster"
 #: A node unheard for this many TTLs (no roster: it died) has its agents depart.
 PRESENCE_EXPIRY = 2
 HAND_OVER_TIMEOUT = 5.0
+#: After Redis starts, how long past a third of the TTL a node waits before it creates a
+#: room Redis does not have (the owners' buses re-subscribe and renewals write back).
+#: Redis reports its uptime in whole seconds, so the wait rounds up.
+RESTORE_MARGIN = 2.0
 
 
 class ClusterNode:
@@ -77,12 +86,15 @@ class ClusterNode:
         self.store = store
         self.config = manager.config
         self.ttl = self.config.lease_ttl
-        self.leases = Leases(store, self.ttl, self._lease_lost)
+        self.leases = Leases(store, self.ttl, self._lease_lost, self._room_gone)
         self.forwarder = Forwarder(store, self.ttl, self.take_over, self.config.slow_timeout)
         self.bus: Bus = store.bus(self._on_message, self._on_reconnect)
         self._channels: dict[str, tuple[str, str]] = {}  # channel -> (kind, room)
         self._check: asyncio.Task[None] | None = None
         self._taking: dict[str, asyncio.Task[bool]] = {}
+        #: When this node first and last found a room it wanted to take over missing from
+        #: Redis, in one stretch.
+        self._missing: dict[str, tuple[float, float]] = {}
         #: (room, client) -> the newest HELLO number seen for it, and this node's own
         #: connection's number: one live connection per agent id across the cluster.
         self._hellos: dict[tuple[str, str], int] = {}
@@ -97,6 +109,7 @@ class ClusterNode:
         return self.store.node_id
 
     async def start(self) -> None:
+        log.info("cluster node started", node=self.node_id)
         self.bus.start()
         self.leases.start()
         self._check = asyncio.create_task(self._check_forever(), name="cluster check")
@@ -132,6 +145,13 @@ class ClusterNode:
             if not create:
                 await self._give_up(name)
                 return None
+            wait = await self._restore_wait(name)
+            if wait is not None:
+                await self._give_up(name)  # quietly: the owner may need the lease to write back
+                if wait == 0:
+                    raise StoreUnavailable(f"room {name} is held by a node: not created afresh")
+                await asyncio.sleep(wait)
+                return await self.load(name, create)
             fresh = manager.new_record(name)
             if not await self.store.create_if_absent(name, fresh):
                 record = await self.store.load(name)  # created meanwhile by a lease-less writer
@@ -218,15 +238,14 @@ class ClusterNode:
             if live is not None:
                 self._on_agents(live, msgpack.unpackb(data, raw=False, strict_map_key=False))
         elif kind == "in":
-            node, request_id, client, aid, name, args = decode_action(data)
-            req = Request(
-                client, aid, name, args, RemoteReply(node, request_id), time.perf_counter()
-            )
+            # A unit of one client's actions, in its lane's order: into the writer as is.
+            requests = decode_unit(data, time.perf_counter())
             if live is not None and live.owned:
                 assert live.writer is not None
-                live.writer.submit(req)
+                for req in requests:
+                    live.writer.submit(req)
             else:
-                self._publish_answers("", [(req, None, UNAVAILABLE)])
+                self._publish_answers("", retry_outcomes(requests))
 
     def _on_reconnect(self) -> None:
         """Messages may have been lost while the bus was down: repair every follower. The
@@ -242,8 +261,11 @@ class ClusterNode:
     async def number_hello(self, live: LiveRoom) -> int | None:
         """The next HELLO number of the room, cluster-wide (None while Redis is down): the
         higher number is the newer connection of a client id."""
+        name = live.name
+        known = [n for (room, _), n in self._hellos.items() if room == name]
+        floor = max([*known, *self._own_hellos.values()], default=0)
         try:
-            return await self.store.next_hello(live.name)
+            return await self.store.next_hello(name, floor)
         except StoreUnavailable:
             return None  # one connection per node still holds; the next roster tells the owner
 
@@ -363,12 +385,22 @@ class ClusterNode:
         if self.manager.rooms.get(name) is not live or live.failed is not None:
             return False
         try:
+            # A room Redis lost is written back by its owner; a follower does not even take
+            # the lease until the room has been missing for a while (_may_write_back).
+            if await self.store.head(name) is None and not self._may_write_back(name):
+                return False
             if not await self.leases.acquire(name):
                 return False
             record = await self.store.load(name)
         except StoreUnavailable:
             return False
         feed = live.feed
+        if record is None and not self._may_write_back(name):
+            with contextlib.suppress(StoreUnavailable):
+                await self.leases.release(name, b"")  # quietly: the owner writes it back
+            self.leases.drop(name)
+            return False
+        self._missing.pop(name, None)
         if record is None:
             await self._write_back(feed)  # Redis lost the room: this node's copy goes back
         elif record.epoch != feed.epoch or record.head != feed.head:
@@ -378,9 +410,16 @@ class ClusterNode:
             if feed.epoch != record.epoch or feed.head != record.head:
                 rebuilt, history = await self.manager.rebuild(name, record)
                 feed.reset(record.epoch, record.head, rebuilt.state, dict(record.acked), history)
-        room_class = self.manager.room_types.for_room(name)
+        try:
+            room_class = self.manager.room_types.for_stored(name, feed.type_name)
+        except RoomTypeMissing:
+            await self._give_up(name)
+            self.leases.drop(name)
+            return False
         room = room_class(name, feed.state)
         live.writer = self.manager.make_writer(feed, room, hooks=self)
+        # The forwarded actions still waiting go first, before anything newer can.
+        self.forwarder.resubmit(live)
         live.presence.run_hooks(room.has_presence_hooks(), room.present_agents())
         if live.follower is not None:
             live.follower.closed = True
@@ -388,7 +427,6 @@ class ClusterNode:
             live.follower = None
         await self._unlisten(feed_channel(name))
         await self._listen(inbox_channel(name), "in", name)
-        self.forwarder.resubmit(live)
         with contextlib.suppress(StoreUnavailable):  # followers re-send what waits for an answer
             await self.store.publish(feed_channel(name), _notice(TAKEN, self.node_id))
         log.info("room taken over", room=name, epoch=feed.epoch, head=feed.head)
@@ -409,6 +447,36 @@ class ClusterNode:
         if live.follower is not None:
             await live.follower.repair()
 
+    def _room_gone(self, room: str) -> None:
+        """Redis lost an owned room's keys and its lease: this node's copy is the freshest,
+        so it writes the room back (the writer takes the lease again first)."""
+        live = self.manager.rooms.get(room)
+        if live is not None and live.owned:
+            assert live.writer is not None
+            live.writer.write_back_soon()
+
+    async def _restore_wait(self, name: str) -> float | None:
+        """Before creating a room Redis does not have: None to go ahead; 0 when another node
+        holds it in memory (Redis lost it, its owner writes it back: never create it afresh);
+        else how long to wait for Redis, started moments ago, to be given back the rooms it
+        lost (an owner writes its room back at its next renewal, a third of a TTL)."""
+        if await self.store.held_elsewhere(name):
+            return 0.0
+        window = self.ttl / 3 + RESTORE_MARGIN
+        uptime = await self.store.uptime()
+        return window - uptime if uptime < window else None
+
+    def _may_write_back(self, name: str) -> bool:
+        """Whether this follower may write back a room Redis lost: only once it has been
+        missing for two TTLs (its owner died too), since a follower's copy may be behind
+        the owner's; the owner writes it back within a third of a TTL (_room_gone)."""
+        now = time.monotonic()
+        first, last = self._missing.get(name, (now, now))
+        if now - last > self.ttl:  # not seen missing lately: it came back in between
+            first = now
+        self._missing[name] = (first, now)
+        return now - first >= 2 * self.ttl
+
     def _lease_lost(self, room: str) -> None:
         live = self.manager.rooms.get(room)
         if live is not None and live.owned:
@@ -422,6 +490,7 @@ class ClusterNode:
 
         Presence hooks are not handed on: the new owner runs the hooks of its own members.
         """
+        retry: list[Request] = []
         for req in requests:
             if not isinstance(req, Request):
                 continue
@@ -429,9 +498,11 @@ class ClusterNode:
                 assert live.writer is not None
                 live.writer.submit(req)
             elif isinstance(req.reply, RemoteReply):
-                self._publish_answers("", [(req, None, UNAVAILABLE)])
+                retry.append(req)  # the sending node's lane sends them again, in order
             else:
                 self.forward(live, req)
+        if retry:
+            self._publish_answers("", retry_outcomes(retry))
 
     # --- writer hooks --------------------------------------------------------------------
 
@@ -450,8 +521,14 @@ class ClusterNode:
     def refused(self, writer: RoomWriter, requests: list[Request | HookRequest]) -> None:
         live = self.manager.rooms.get(writer.name)
         if live is None:
-            # The room is no longer held here: its unanswered actions were not processed.
-            writer.answer([(r, None, UNAVAILABLE) for r in requests if isinstance(r, Request)])
+            # The room is no longer held here. Forwarded actions go back to their lanes, to
+            # be sent on to the room's owner; this node's own may have been written (a batch
+            # whose write was in doubt), so their outcome is unknown: the agent resumes.
+            local = [r for r in requests if isinstance(r, Request)]
+            self._publish_answers(
+                "", retry_outcomes([r for r in local if isinstance(r.reply, RemoteReply)])
+            )
+            unknown_outcome([r for r in local if not isinstance(r.reply, RemoteReply)])
             return
         if live.writer is writer and live.follower is None:
             self._become_follower(live)
@@ -466,10 +543,8 @@ class ClusterNode:
         """Redis lost the room: this node's state becomes seq 0 of a new epoch (the old
         epoch's history is gone), written back with the acked aids; SNAPSHOT to all."""
         name = feed.name
-        room_class = self.manager.room_types.for_room(name)
-        record = starting(
-            type_name(room_class), msgpack.packb(feed.state, use_bin_type=True), feed.acked
-        )
+        kind = feed.type_name or type_name(self.manager.room_types.for_room(name))
+        record = starting(kind, msgpack.packb(feed.state, use_bin_type=True), feed.acked)
         await self.store.create(name, record)
         old_epoch, old_head = feed.epoch, feed.head
         history = feed.history

@@ -134,6 +134,8 @@ class RedisStore:
         self._held: dict[str, _Held] = {}
         self._batches = itertools.count(1)
         self._scripts: dict[str, Any] = {}
+        #: Rooms the last renew() found gone from Redis (lease and keys both lost).
+        self.gone: set[str] = set()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -147,7 +149,7 @@ class RedisStore:
             retry=Retry(NoBackoff(), 0),
             client_name=f"statecast-{self.node_id}",
         )
-        for name in ("append", "create", "checkpoint", "acquire", "renew", "release"):
+        for name in ("append", "create", "checkpoint", "acquire", "renew", "release", "hello"):
             self._scripts[name] = client.register_script(_script(name))
         self._redis = client
         try:
@@ -171,6 +173,19 @@ class RedisStore:
             return bool(await self.redis.ping())
         except _UNREACHABLE:
             return False
+
+    async def held_elsewhere(self, room: str) -> bool:
+        """Whether some node holds the room in memory (its owner subscribes to the inbox,
+        every node holding it to the agents channel), whatever Redis still has of it. A node
+        still waiting for a new room's record subscribes to neither."""
+        channels = (inbox_channel(room), agents_channel(room))
+        counts = await self._call(lambda: self.redis.pubsub_numsub(*channels))
+        return any(int(count) for _, count in counts)
+
+    async def uptime(self) -> float:
+        """Seconds since the Redis server started."""
+        info = await self._call(lambda: self.redis.info("server"))
+        return float(info["uptime_in_seconds"])
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         script = self._scripts[name]
@@ -269,9 +284,10 @@ class RedisStore:
             return None
         return epoch.decode(), int(head)
 
-    async def next_hello(self, room: str) -> int:
-        """A number that orders agent HELLOs of the room across the cluster (newer: higher)."""
-        return int(await self._call(lambda: self.redis.incr(_key(room, "hellos"))))
+    async def next_hello(self, room: str, floor: int = 0) -> int:
+        """A number that orders agent HELLOs of the room across the cluster (newer: higher),
+        above ``floor``, the highest the caller knows of (hello.lua)."""
+        return int(await self._run("hello", [_key(room, "hellos")], [floor]))
 
     async def put_who(self, room: str, agents: list[str], spectators: int, ttl: float) -> None:
         """This node's field of ``sc:{R}:who``, valid for ``ttl`` seconds (None: drop it)."""
@@ -452,8 +468,12 @@ class RedisStore:
         return token
 
     async def renew(self, rooms: Sequence[str], ttl: float) -> set[str]:
-        """Extend every lease held for ``rooms``; returns the rooms whose lease is lost."""
+        """Extend every lease held for ``rooms``; returns the rooms whose lease is lost.
+
+        A room whose lease and keys are both gone (Redis lost them) is in :attr:`gone`
+        after the call, not in the result: no other node took it."""
         owned = [(r, self._held[r].token) for r in rooms if r in self._held]
+        self.gone = set()
         if not owned:
             return set()
 
@@ -461,14 +481,15 @@ class RedisStore:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for room, token in owned:
                     await self._scripts["renew"](
-                        keys=[_key(room, "lease")],
+                        keys=[_key(room, "lease"), _key(room, "meta")],
                         args=[self.node_id, token, int(ttl * 1000)],
                         client=pipe,
                     )
                 return list(await pipe.execute())
 
-        results = await self._call(run)
-        return {room for (room, _), ok in zip(owned, results, strict=True) if not int(ok)}
+        results = [int(r) for r in await self._call(run)]
+        self.gone = {room for (room, _), r in zip(owned, results, strict=True) if r == 2}
+        return {room for (room, _), r in zip(owned, results, strict=True) if r == 0}
 
     async def release(self, room: str, message: bytes) -> bool:
         """Give the lease back and publish ``message`` on the room's feed; forget the room."""

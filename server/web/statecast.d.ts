@@ -93,7 +93,10 @@ export interface EventMap {
 }
 
 export class Room {
+  /** The URL of the current (or next) connection: one of `urls`. */
   readonly url: string;
+  /** Every URL given to connect(); a connection that ends moves on to the next (round the list). */
+  readonly urls: readonly string[];
   readonly role: Role;
   /** The state at `seq` (null until the first SNAPSHOT). Updated in place: read, don't write. */
   readonly state: State | null;
@@ -134,6 +137,7 @@ export class Room {
   close(): void;
 }
 
-export function connect(url: string, options?: ConnectOptions): Room;
+/** `url` may be a list: the same room on each node of a cluster, tried in turn. */
+export function connect(url: string | readonly string[], options?: ConnectOptions): Room;
 export function applyOps(state: State, ops: Op[], maxDepth?: number): void;
 export class ClientSync {}

@@ -115,10 +115,13 @@ function snapshotOf(room) {
 }
 
 export class Room {
-  /** @param {string} url @param {import("./statecast").ConnectOptions} options */
+  /** @param {string | string[]} url @param {import("./statecast").ConnectOptions} options */
   constructor(url, options = {}) {
     const role = options.role ?? "agent";
-    this.url = url;
+    /** Every URL of the room (one per node of a cluster); a connection that ends moves on to the next. */
+    this.urls = Array.isArray(url) ? [...url] : [url];
+    if (this.urls.length === 0) throw new TypeError("connect() needs at least one URL");
+    this._urlIndex = 0;
     this.role = role;
     this.status = "connecting";
     this.lastSync = null;
@@ -131,7 +134,7 @@ export class Room {
     const client = options.client ?? null;
     this._sync = new ClientSync({ role, client, token: options.token ?? null });
     /** An agent given no client id claims one for this tab before its first connection. */
-    this._claim = role === "agent" && client === null ? claimTabClientId(url) : null;
+    this._claim = role === "agent" && client === null ? claimTabClientId(this.urls[0]) : null;
     this._releaseClient = NO_CLAIM;
     /** Why the client stopped: what act() rejects with from then on. */
     this._stopError = null;
@@ -155,6 +158,16 @@ export class Room {
     });
     this.ready.catch(() => {}); // a stop before WELCOME must not be an unhandled rejection
     this._online = () => this._networkBack();
+    if (typeof this._WebSocket !== "function") {
+      // Node 20 has no global WebSocket: say so at once rather than retry forever.
+      const err = new StatecastError(
+        "no_websocket",
+        "this runtime has no WebSocket: use Node.js 22 or newer, run Node 20 with " +
+          "--experimental-websocket, or pass one to connect(url, {WebSocket}) (e.g. the ws package's)",
+      );
+      queueMicrotask(() => this._stop(1006, "no WebSocket", err));
+      return;
+    }
     globalThis.addEventListener?.("online", this._online);
     this._open();
   }
@@ -447,8 +460,15 @@ export class Room {
     this._schedule(code);
   }
 
+  /** The URL of the current (or next) connection. */
+  get url() {
+    return this.urls[this._urlIndex];
+  }
+
   _schedule(code) {
     if (this._stopped) return;
+    // Another node of the cluster may be up where this one is not.
+    this._urlIndex = (this._urlIndex + 1) % this.urls.length;
     this._setStatus(this._welcomes === 0 ? "connecting" : "reconnecting");
     const delay = this._backoff.delay(code, now(), Math.random());
     this._timer = setTimeout(() => this._retryNow(), delay);
@@ -502,7 +522,10 @@ export class Room {
   }
 }
 
-/** Connect to a room; returns its handle at once (`await room.ready` for the WELCOME). */
+/**
+ * Connect to a room; returns its handle at once (`await room.ready` for the WELCOME). `url` may
+ * be a list: the same room on each node of a cluster, tried in turn whenever a connection ends.
+ */
 export function connect(url, options = {}) {
   return new Room(url, options);
 }

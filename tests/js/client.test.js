@@ -338,3 +338,45 @@ test("a frame handed over as a view into a larger buffer (a Node Buffer) decodes
   assert.deepEqual(room.state, { n: 1 });
   room.close();
 });
+
+test("given several URLs, the client moves to the next one when a node refuses or leaves", async () => {
+  fresh(["refuse", "open", "open"]);
+  const urls = ["ws://a/rooms/r", "ws://b/rooms/r", "ws://c/rooms/r"];
+  const room = connect(urls, { WebSocket: Scripted, client: "c1", reconnect: { baseDelay: 1, maxDelay: 2 } });
+  await until(() => Scripted.sockets.length === 2 && last().sent.length === 1, "the second node");
+  assert.deepEqual(Scripted.sockets.map((s) => s.url), urls.slice(0, 2));
+  last().deliver(welcome("snapshot", 3), [3, E, 3, { x: 1 }]);
+  await room.ready;
+  assert.equal(room.url, urls[1]);
+  const acting = room.act("patch", [[0, ["y"], 2]]);
+  last().end(1012, "node stopping");
+  await until(() => Scripted.sockets.length === 3 && last().sent.length >= 1, "the third node");
+  assert.equal(last().url, urls[2]);
+  const [hello, action] = last().sent;
+  assert.deepEqual(hello[1].resume, [E, 3]); // resumes where it was, on another node
+  assert.equal(action, undefined); // the action goes again after WELCOME
+  last().deliver(welcome("current", 3));
+  await until(() => last().sent.length === 2, "the action re-sent");
+  assert.equal(last().sent[1][0], 4);
+  last().deliver([5, 4, [[0, ["y"], 2]]], [7, last().sent[1][1], 4]);
+  assert.equal(await acting, 4);
+  room.close();
+});
+
+test("without a WebSocket implementation, connect() fails at once and says how to get one", async () => {
+  const errors = [];
+  const saved = Object.getOwnPropertyDescriptor(globalThis, "WebSocket");
+  globalThis.WebSocket = undefined; // as on Node 20 without --experimental-websocket
+  let room;
+  try {
+    room = connect("ws://test/rooms/r", { client: "c1" });
+  } finally {
+    if (saved) Object.defineProperty(globalThis, "WebSocket", saved);
+    else delete globalThis.WebSocket;
+  }
+  room.on("error", (e) => errors.push(e));
+  await assert.rejects(room.ready, (err) => err.code === "no_websocket" && /Node\.js 22/.test(err.message) && /--experimental-websocket/.test(err.message));
+  assert.equal(room.status, "closed");
+  assert.equal(errors.length, 1);
+  await assert.rejects(room.act("patch", []), (err) => err.code === "no_websocket");
+});

@@ -73,3 +73,21 @@ async def test_connect_with_a_token_acts_as_its_subject() -> None:
             async with connect(url, token=token(rooms=["other-*"])):
                 pass
         assert closed.value.code == 4003
+
+
+async def test_connect_with_several_urls_moves_on_from_a_node_that_is_down(
+    server: RunningServer,
+) -> None:
+    """Given a cluster's URLs and no load balancer, connect() tries the next URL when one is
+    unreachable, and comes back round the list when that connection ends."""
+    from tests.redis_server import free_port
+
+    dead = f"ws://127.0.0.1:{free_port()}/rooms/api-urls"
+    live = server.room_url("api-urls")
+    async with connect([dead, live], client="a") as agent:
+        assert agent.url == live
+        assert await agent.act("patch", [[0, ["n"], 1]]) == 1
+        await agent.drop_connection()  # round the list: the dead node, then this one again
+        assert await agent.act("patch", [[0, ["n"], 2]]) == 2
+        assert agent.url == live
+        assert agent.connections == 2

@@ -86,6 +86,7 @@ async def settle(nodes: list[Node], clients: list[Roamer], room: str) -> dict[st
             if same_nodes and same_clients:
                 for c in clients:
                     assert c.digest() == first["digest"]
+                    assert c.duplicates == [], c.duplicates  # no DIFF delivered twice
                 return first
             await asyncio.sleep(0.05)
 
