@@ -108,6 +108,10 @@ async def run(spectators: int, rooms: int, concurrency: int, serve_args: Sequenc
                 joined: list[ClientConnection] = []
                 refused: list[int] = []
                 url = f"ws://127.0.0.1:{ws_port}/rooms/busy"
+                # Spectators never create a room: an agent's (empty) action does.
+                empty = {"client": "capacity", "aid": 1, "name": "patch", "args": []}
+                async with http.post(f"{base}/rooms/busy/actions", json=empty) as resp:
+                    resp.raise_for_status()
                 for first in range(0, spectators, BATCH):
                     count = min(BATCH, spectators - first)
                     for result in await asyncio.gather(

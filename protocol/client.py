@@ -42,7 +42,7 @@ import contextlib
 import inspect
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -58,6 +58,7 @@ from statecast.protocol.backoff import (
 from statecast.protocol.errors import (
     RETRYABLE_CLOSE_CODES,
     ClientIdTakenOver,
+    ConnectFailed,
     MalformedMessage,
     Rejection,
     ServerClosed,
@@ -79,6 +80,8 @@ __all__ = ["RoomClient", "TokenSource", "connect"]
 
 #: A token, or something that returns a fresh one for each connection.
 TokenSource: TypeAlias = str | Callable[[], str] | Callable[[], Awaitable[str]]
+#: Where a client is: before its first WELCOME, live, between connections, or done.
+Status: TypeAlias = Literal["connecting", "live", "reconnecting", "closed"]
 
 
 class RoomClient:
@@ -97,6 +100,7 @@ class RoomClient:
         rate_limited_delay: float = RATE_LIMITED_DELAY,
         stable_after: float = STABLE_AFTER,
         open_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
     ) -> None:
         self.urls = [url] if isinstance(url, str) else list(url)
         if not self.urls:
@@ -114,6 +118,12 @@ class RoomClient:
             stable_after=stable_after,
         )
         self.open_timeout = open_timeout
+        #: How long start() waits for the first WELCOME before it raises ConnectFailed.
+        self.connect_timeout = connect_timeout
+        self.status: Status = "connecting"
+        #: Why the last connection attempt failed or ended (for ConnectFailed).
+        self.last_error = ""
+        self._status_waiters: list[tuple[frozenset[str], asyncio.Future[None]]] = []
         self.connections = 0
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -147,21 +157,43 @@ class RoomClient:
         return self.sync.client
 
     async def start(self) -> None:
-        """Connect and return once the first state is held."""
+        """Connect and return once the first state is held.
+
+        Raises :class:`ConnectFailed` when no URL gave a WELCOME within
+        ``connect_timeout`` (with the last reason: refused, an HTTP status and the
+        server's answer, a timeout), or at once when the server refused the handshake
+        with a 4xx status; the client is closed then.
+        """
         self._task = asyncio.create_task(self._run(), name=f"statecast-client {self.url}")
         waiter = asyncio.ensure_future(self._ready.wait())
-        done, _ = await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if waiter not in done:
-            waiter.cancel()
+        done, _ = await asyncio.wait(
+            {waiter, self._task}, timeout=self.connect_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if waiter in done:
+            return
+        waiter.cancel()
+        if self._task in done:
             self._task.result()  # raises what ended the task, if it raised
             self._raise_if_failed()
             raise ServerClosed(1006, "connection ended before the first state")
+        failure = ConnectFailed(
+            self.url if len(self.urls) == 1 else ", ".join(self.urls),
+            f"no WELCOME within {self.connect_timeout:g} s"
+            + (f" (last: {self.last_error})" if self.last_error else ""),
+        )
+        self._fail(failure)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StatecastError, OSError):
+            await self._task
+        raise failure
 
-    async def act(self, name: str, args: Any) -> int | None:
+    async def act(self, name: str, args: Any, *, timeout: float | None = None) -> int | None:
         """Send an action; return its ACK seq (None if processed earlier) or raise Rejection.
 
         A spectator's act() raises ``Rejection("forbidden")`` at once, as the server would
-        answer, without sending anything.
+        answer, without sending anything. With ``timeout``, :class:`TimeoutError` after that
+        many seconds without an answer; the action stays sent (it is re-sent with its aid
+        after a reconnect, and takes effect at most once).
         """
         self._raise_if_failed()
         if self.sync.role != "agent":
@@ -170,7 +202,28 @@ class RoomClient:
         fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         self._acts[aid] = fut
         await self._flush()
-        return await fut
+        if timeout is None:
+            return await fut
+        return await asyncio.wait_for(asyncio.shield(fut), timeout)
+
+    async def wait_for_status(self, *statuses: Status, timeout: float | None = None) -> Status:
+        """Return once :attr:`status` is one of ``statuses`` (at once if it is)."""
+        if self.status in statuses:
+            return self.status
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._status_waiters.append((frozenset(statuses), fut))
+        await asyncio.wait_for(fut, timeout)
+        return self.status
+
+    def _set_status(self, status: Status) -> None:
+        self.status = status
+        keep = []
+        for statuses, fut in self._status_waiters:
+            if status in statuses and not fut.done():
+                fut.set_result(None)
+            elif not fut.done():
+                keep.append((statuses, fut))
+        self._status_waiters = keep
 
     def changes(self) -> AsyncIterator[Event]:
         """Every event from this call on: Changed, StateReplaced, Welcomed, ServerNotice.
@@ -270,12 +323,22 @@ class RoomClient:
                 code = exc.rcvd.code if exc.rcvd is not None else 1006
                 reason = exc.rcvd.reason if exc.rcvd is not None else "connection lost"
             except InvalidStatus as exc:
-                code, reason = 1006, f"handshake refused: HTTP {exc.response.status_code}"
+                body = exc.response.body.decode(errors="replace").strip()[:200]
+                reason = f"HTTP {exc.response.status_code}" + (f": {body}" if body else "")
+                code, self.last_error = 1006, f"{self.url}: {reason}"
                 if exc.response.status_code < 500:
-                    self._fail(ServerClosed(code, reason))
+                    failure = ServerClosed(code, f"handshake refused: {reason}")
+                    if not welcomed and self.connections == 0:
+                        self._fail(ConnectFailed(self.url, f"the server answered {reason}"))
+                    else:
+                        self._fail(failure)
                     return
+            except ConnectionRefusedError:
+                code, reason = 1006, "connection refused (nothing listens there)"
+                self.last_error = f"{self.url}: {reason}"
             except (OSError, InvalidHandshake, TimeoutError) as exc:
-                code, reason = 1006, str(exc)
+                code, reason = 1006, str(exc) or type(exc).__name__
+                self.last_error = f"{self.url}: {reason}"
             except BaseException as exc:
                 self._fail(exc)
                 raise
@@ -283,7 +346,10 @@ class RoomClient:
                 self._ws = None
                 self.sync.connection_lost()
             if self.sync.state_kind.value == "closed":
+                self._set_status("closed")
                 return
+            if welcomed:
+                self.last_error = f"{self.url}: closed {code} {reason}".strip()
             if code == 4009:
                 self._fail(ClientIdTakenOver(self.sync.client, reason))
                 return
@@ -293,6 +359,7 @@ class RoomClient:
                 return
             # Another node of the cluster may be up where this one is not.
             self.url_index = (self.url_index + 1) % len(self.urls)
+            self._set_status("connecting" if not self._ready.is_set() else "reconnecting")
             await asyncio.sleep(self.backoff.delay(code, loop.time(), random.random()))
 
     def _dispatch(self, events: list[Event]) -> None:
@@ -322,10 +389,13 @@ class RoomClient:
             self._seq_waiters = keep
         if self.sync.live:
             self._ready.set()
+            if self.status != "live":
+                self._set_status("live")
 
     def _fail(self, exc: BaseException) -> None:
         if self._failure is None:
             self._failure = exc
+        self._set_status("closed")
         for fut in self._acts.values():
             if not fut.done():
                 fut.set_exception(exc)
@@ -347,18 +417,28 @@ async def connect(
     token: TokenSource | None = None,
     reconnect: bool = True,
     open_timeout: float = 10.0,
+    connect_timeout: float = 10.0,
 ) -> AsyncIterator[RoomClient]:
     """Join a room and keep its state in sync until the block exits.
 
     ``url`` is one room URL or several (the same room on each node of a cluster): the
-    client moves to the next one when a connection ends.
+    client moves to the next one when a connection ends. The first WELCOME must come
+    within ``connect_timeout`` seconds, else :class:`ConnectFailed` says why (nothing
+    listening, the HTTP status and the server's answer); after it, the client reconnects
+    by itself whatever happens.
 
     ``token`` is a JWT, or a callable (sync or async) returning a fresh one for
     each connection, so the client resumes by itself when an open connection's
     token expires (close 4001).
     """
     room = RoomClient(
-        url, role=role, client=client, token=token, reconnect=reconnect, open_timeout=open_timeout
+        url,
+        role=role,
+        client=client,
+        token=token,
+        reconnect=reconnect,
+        open_timeout=open_timeout,
+        connect_timeout=connect_timeout,
     )
     try:
         await room.start()

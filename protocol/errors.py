@@ -131,5 +131,16 @@ class ClientIdTakenOver(ServerClosed):
         )
 
 
+class ConnectFailed(StatecastError):
+    """connect() could not make its first connection: ``reason`` says why (refused,
+    the HTTP status and the server's answer, a timeout). After a first WELCOME the
+    client reconnects by itself instead."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot connect to {url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
 #: Close codes after which a client should reconnect and resume (docs/protocol.md §8).
 RETRYABLE_CLOSE_CODES: Final[frozenset[int]] = frozenset({1001, 1006, 1011, 1012, 1013, 4008, 4029})

@@ -8,7 +8,9 @@ with 1001, checkpoint every room, close the store.
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
+import sqlite3
 from dataclasses import dataclass
 
 import structlog
@@ -27,6 +29,11 @@ from statecast.server.store.redis import RedisStore
 from statecast.server.ws import WebSocketListener
 
 log = structlog.get_logger()
+
+
+class StartupError(Exception):
+    """The server cannot start (a port in use, a store held elsewhere): one line that says
+    what to do, and exit status 2."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +88,35 @@ class App:
         return TokenBucket(c.action_rate, c.action_burst, c.rate_strikes)
 
     async def start(self) -> Ports:
+        """Open the store and bind both ports; :class:`StartupError` (with everything opened
+        so far closed again) when one of them cannot be had."""
         raise_open_file_limit(self.config.max_connections)
         if self.config.auth == "none":
             log.warning("auth is off: every client may join any room in any role (--auth none)")
-        await self.store.open()
-        if self.cluster is not None:
-            await self.cluster.start()
-        http_port = await self.http.start()
-        ws_port = await self.ws.start()
+        config = self.config
+        try:
+            await self.store.open()
+        except sqlite3.OperationalError as exc:
+            raise StartupError(
+                f"the store {config.store} cannot be opened ({exc}): if another statecast "
+                f"server uses it, stop that one or give this one another --store"
+            ) from None
+        try:
+            if self.cluster is not None:
+                await self.cluster.start()
+            which = "--http-port"
+            http_port = await self.http.start()
+            which = "--port"
+            ws_port = await self.ws.start()
+        except OSError as exc:
+            port = config.http_port if which == "--http-port" else config.port
+            await self._close_started()
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"{which} {port}: the port is in use on {config.host} (another statecast "
+                    f"serve?): stop it or choose another {which}"
+                ) from None
+            raise StartupError(f"{which} {port} on {config.host}: {exc}") from None
         self.ports = Ports(ws=ws_port, http=http_port)
         self.ready = True
         log.info(
@@ -99,6 +127,13 @@ class App:
             durability=self.config.durability,
         )
         return self.ports
+
+    async def _close_started(self) -> None:
+        self.ws.close()
+        await self.http.close()
+        if self.cluster is not None:
+            await self.cluster.close()
+        await self.store.close()
 
     async def stop(self) -> None:
         """Graceful shutdown: nothing acknowledged is lost, every client is told 1001.

@@ -22,7 +22,7 @@ COMMANDS_GROUP = "statecast.commands"
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from statecast.server.app import App
+    from statecast.server.app import App, StartupError
     from statecast.server.logging import configure_logging
 
     try:
@@ -48,15 +48,19 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:  # e.g. --auth jwt without a usable key
         sys.stderr.write(f"statecast: {exc}\n")
         return 2
+    run: Any = asyncio.run
     if config.uvloop:
         try:
             import uvloop
         except ImportError:
             pass
         else:
-            uvloop.run(app.serve_forever())
-            return 0
-    asyncio.run(app.serve_forever())
+            run = uvloop.run
+    try:
+        run(app.serve_forever())
+    except StartupError as exc:
+        sys.stderr.write(f"statecast: {exc}\n")
+        return 2
     return 0
 
 

@@ -64,16 +64,81 @@ class Config:
             from statecast.server.cors import parse_origins
 
             parse_origins(self.cors_origins)  # a ValueError names the bad origin
-        if self.max_message_bytes < 64 * 1024:
-            raise ValueError("max_message_bytes may not be below 64 KiB (docs/protocol.md §4.3)")
-        if self.durability not in ("ack", "async"):
-            raise ValueError("durability is 'ack' or 'async'")
-        if self.auth not in ("none", "jwt"):
-            raise ValueError("auth is 'none' or 'jwt'")
-        if self.workers < 1:
-            raise ValueError("workers must be at least 1")
-        if self.lease_ttl <= 0:
-            raise ValueError("lease_ttl must be above 0")
+        for name, rule in _RULES.items():
+            problem = rule.check(getattr(self, name))
+            if problem is not None:
+                raise ValueError(f"{flag_name(name)} ({env_name(name)}): {problem}")
+        if self.port and self.port == self.http_port:
+            raise ValueError(
+                f"--port and --http-port are both {self.port}: give the HTTP side another port"
+            )
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """What a setting may be: a range (``low`` and ``high`` included, ``above`` excluded)
+    or one of ``choices``."""
+
+    low: float | None = None
+    high: float | None = None
+    above: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def check(self, value: Any) -> str | None:
+        if self.choices:
+            return None if value in self.choices else f"{value!r} is not one of {self.choices}"
+        if self.above is not None and not value > self.above:
+            return f"{value} must be above {self.above:g}"
+        if self.low is not None and value < self.low:
+            return f"{value} must be at least {self.low:g}"
+        if self.high is not None and value > self.high:
+            return f"{value} must be at most {self.high:g}"
+        return None
+
+
+_PORT = _Rule(low=0, high=65535)
+_POSITIVE = _Rule(above=0)
+_COUNT = _Rule(low=0)
+_RULES: dict[str, _Rule] = {
+    "port": _PORT,
+    "http_port": _PORT,
+    "durability": _Rule(choices=("ack", "async")),
+    "checkpoint_every": _Rule(low=1),
+    # docs/protocol.md §4.3: a server accepts messages of at least 64 KiB.
+    "max_message_bytes": _Rule(low=64 * 1024),
+    "hello_timeout": _POSITIVE,
+    "ping_interval": _COUNT,  # 0: no keep-alive pings
+    "ping_timeout": _COUNT,  # 0: no timeout
+    "history_diffs": _COUNT,
+    "history_bytes": _COUNT,
+    "slow_high_water": _Rule(low=1),
+    "slow_timeout": _POSITIVE,
+    "max_depth": _Rule(low=1),
+    "log_level": _Rule(choices=("debug", "info", "warning", "error")),
+    "log_format": _Rule(choices=("auto", "json", "console")),
+    "leave_grace": _COUNT,
+    "auth": _Rule(choices=("none", "jwt")),
+    "jwt_algorithm": _Rule(choices=("HS256", "RS256")),
+    "action_rate": _COUNT,  # 0: unlimited
+    "action_burst": _Rule(low=1),
+    "rate_strikes": _COUNT,
+    "max_connections": _Rule(low=1),
+    "max_room_connections": _COUNT,
+    "max_room_clients": _COUNT,
+    "max_rooms": _Rule(low=1),
+    "idle_unload": _COUNT,
+    "max_state_bytes": _COUNT,
+    "max_key_length": _COUNT,
+    "http_max_body": _Rule(low=1),
+    "http_idle_timeout": _POSITIVE,
+    "lease_ttl": _POSITIVE,
+    "wait_replicas": _COUNT,
+    "workers": _Rule(low=1),
+}
+
+
+def flag_name(name: str) -> str:
+    return "--room-type" if name == "room_types" else "--" + name.replace("_", "-")
 
 
 _HELP: dict[str, str] = {
@@ -87,7 +152,7 @@ _HELP: dict[str, str] = {
     "checkpoint_every": "diffs between state checkpoints in the store",
     "max_message_bytes": "largest WebSocket message accepted (close 1009 above)",
     "hello_timeout": "seconds for the WebSocket handshake, then again for the HELLO (close 4000)",
-    "ping_interval": "seconds between keep-alive pings",
+    "ping_interval": "seconds between keep-alive pings (0: none)",
     "ping_timeout": "seconds to wait for a pong",
     "history_diffs": "diffs held per room for replay",
     "history_bytes": "bytes of diffs held per room for replay",
@@ -108,7 +173,7 @@ _HELP: dict[str, str] = {
     "jwt_public_key": "path to a PEM public key for RS256",
     "jwt_algorithm": "HS256 | RS256",
     "public_spectators": "let spectators read without a token when auth is on",
-    "action_rate": "actions per second per connection (token bucket refill)",
+    "action_rate": "actions per second per connection (token bucket refill; 0: unlimited)",
     "action_burst": "token bucket size",
     "rate_strikes": "refusals within about a second that close 4029 (0: never close)",
     "max_connections": "WebSocket connections in total",
@@ -172,9 +237,18 @@ def _convert(type_name: str, raw: Any) -> Any:
     if raw is None:
         return None
     if type_name == "int":
-        return int(raw)
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a whole number") from None
     if type_name == "float":
-        return float(raw)
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a number") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{raw!r} is not a finite number")
+        return value
     if type_name == "bool":
         return raw if isinstance(raw, bool) else _parse_bool(raw)
     if type_name == "str | None":
@@ -192,16 +266,21 @@ def load_config(
     values: dict[str, Any] = {}
     for f in fields(Config):
         raw: Any = getattr(args, f.name, None) if args is not None else None
+        source = flag_name(f.name)
         if raw is None and env_name(f.name) in env:
             raw = env[env_name(f.name)]
+            source = env_name(f.name)
             if f.name == "room_types":
                 raw = [s for s in raw.split(",") if s.strip()]
         if raw is None:
             continue
         if f.name == "room_types":
             values[f.name] = tuple(raw)
-        else:
+            continue
+        try:
             values[f.name] = _convert(str(f.type), raw)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
     values.update(overrides)
     return Config(**values)
 
@@ -215,7 +294,7 @@ def describe(config: Config) -> Sequence[tuple[str, str, str, str]]:
             default = ()
         rows.append(
             (
-                "--room-type" if f.name == "room_types" else "--" + f.name.replace("_", "-"),
+                flag_name(f.name),
                 env_name(f.name),
                 repr(default),
                 _HELP.get(f.name, ""),

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from statecast.protocol.errors import ProtocolViolation, Rejection
 from statecast.protocol.ops import MAX_SAFE_INT
+from statecast.protocol.rooms import ROOM_NAME_PATTERN, ROOM_NAME_RULE, room_name_problem
 from statecast.server.auth import MAX_CLIENT_ID_LENGTH
 from statecast.server.cluster.forwarding import OutcomeUnknown
 from statecast.server.cors import enable_cors, parse_origins
@@ -23,7 +24,6 @@ from statecast.server.live import LiveRoom, Request
 from statecast.server.pages import Pages
 from statecast.server.registry import RoomTypeMissing
 from statecast.server.store.base import StoreUnavailable
-from statecast.server.ws import ROOM_PATH
 
 if TYPE_CHECKING:
     from statecast.server.app import App
@@ -32,7 +32,7 @@ log = structlog.get_logger()
 
 CHANGES_LIMIT = 1000
 BUCKETS_HELD = 10_000
-_ROOM = ROOM_PATH.pattern.removeprefix("/rooms/").strip("()")
+_ROOM = ROOM_NAME_PATTERN
 
 _AUTH_STATUS = {4001: 401, 4003: 403, 4004: 404}
 
@@ -66,9 +66,14 @@ class HttpListener:
         self.listing = Listing(app)
         r.add_get("/rooms", self.listing.rooms)
         r.add_get(f"/rooms/{{room:{_ROOM}}}", self.listing.room)
-        Pages(app).add_routes(r, _ROOM)
+        pages = Pages(app)
+        pages.add_routes(r, _ROOM)
         r.add_get("/healthz", self.healthz)
         r.add_get("/metrics", self.metrics)
+        # Last: a /rooms/{room}... path whose name breaks the rule gets the rule, not a 404.
+        r.add_get("/rooms/{room}/watch", pages.bad_room_name)
+        r.add_get("/rooms/{room}{tail:(/.*)?}", self.bad_room_name)
+        r.add_post("/rooms/{room}{tail:(/.*)?}", self.bad_room_name)
         self.web.middlewares.append(self._errors)
 
     async def start(self) -> int:
@@ -134,6 +139,10 @@ class HttpListener:
             )
         self.app.metrics.http_requests.labels(name, str(response.status)).inc()
         return response
+
+    async def bad_room_name(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["room"]
+        return error(400, "invalid", room_name_problem(name) or ROOM_NAME_RULE)
 
     async def _room(self, request: web.Request, *, create: bool = False) -> LiveRoom:
         name = request.match_info["room"]

@@ -8,6 +8,7 @@ import re
 import time
 from http import HTTPStatus
 from typing import TYPE_CHECKING, cast
+from urllib.parse import unquote
 
 import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -18,12 +19,14 @@ from websockets.http11 import Request, Response
 from statecast.protocol import codec
 from statecast.protocol.errors import (
     MalformedMessage,
+    NoSuchRoom,
     NotPermitted,
     OutOfOrder,
     ProtocolViolation,
     Rejection,
 )
 from statecast.protocol.messages import PROTOCOL_VERSION, Action, Error, Hello, Resync
+from statecast.protocol.rooms import ROOM_NAME_PATTERN, room_name_problem
 from statecast.server.fanout import FeedConnection, Subscriber, close_or_abort
 from statecast.server.live import LiveRoom, RoomFailed
 from statecast.server.live import Request as ActionRequest
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 
-ROOM_PATH = re.compile(r"/rooms/([A-Za-z0-9_.-]{1,128})")
+ROOM_PATH = re.compile(rf"/rooms/({ROOM_NAME_PATTERN})")
 
 
 def room_from_path(path: str) -> str | None:
@@ -91,6 +94,11 @@ class WebSocketListener:
 
     def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         if room_from_path(request.path) is None:
+            path = request.path.split("?", 1)[0]
+            if path.startswith("/rooms/") and path.count("/") == 2:
+                problem = room_name_problem(unquote(path.removeprefix("/rooms/")))
+                # 404 as the base contract says for any other path; the body names the rule.
+                return _plain(conn, HTTPStatus.NOT_FOUND, problem or "bad room name")
             return _plain(conn, HTTPStatus.NOT_FOUND, "no such endpoint: use /rooms/{room}")
         if self.open >= self.app.config.max_connections:
             response = _plain(conn, HTTPStatus.SERVICE_UNAVAILABLE, "too many connections")
@@ -220,9 +228,17 @@ class Session:
             raise OutOfOrder(f"unsupported protocol version {hello.v}")
         identity = self.app.auth.authorize(hello.token, self.room_name, hello.role, hello.client)
         try:
-            room = await self.app.rooms.require(self.room_name, create=self.app.config.create_rooms)
+            # A spectator never creates a room (a mistyped name is 4004, not an empty room).
+            create = self.app.config.create_rooms and identity.role == "agent"
+            room = await self.app.rooms.require(self.room_name, create=create)
         except Rejection as exc:
             raise _Refused(exc.message) from None
+        except NoSuchRoom:
+            if identity.role == "agent":
+                raise
+            raise NoSuchRoom(
+                f"no room {self.room_name!r}: spectators never create rooms, agents do"
+            ) from None
         config = self.app.config
         client = identity.client if identity.role == "agent" else None
         taking_over = client is not None and client in room.presence.connected

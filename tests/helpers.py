@@ -36,6 +36,12 @@ class RunningServer:
         return f"{self.ws_url}/rooms/{room}"
 
 
+async def make_room(server: RunningServer, name: str) -> None:
+    """Create room ``name`` as an agent's first join would: spectators never create rooms,
+    and a test whose spectator joins first needs the room to be there."""
+    await server.app.rooms.get(name, create=True)
+
+
 @contextlib.asynccontextmanager
 async def running_server(**settings: Any) -> AsyncIterator[RunningServer]:
     """Start a statecast server on 127.0.0.1 with free ports; stop it gracefully after."""

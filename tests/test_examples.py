@@ -46,9 +46,10 @@ async def test_every_example_runs_against_a_real_server() -> None:
         assert spectator.stdout is not None
         try:
             first = await asyncio.wait_for(spectator.stdout.readline(), TIMEOUT * 2)
-            assert first.decode() == "state at seq 0 {}\n"
+            assert first.decode().startswith("no room lobby yet: waiting for an agent")
 
-            # Twice: the second run reads where bot-1 is and moves it on (a change, a diff).
+            # Twice: the first run creates the room, which the waiting spectator then shows;
+            # the second reads where bot-1 is and moves it on (a change, a diff).
             for x, seq in ((1, 1), (2, 2)):
                 out = await run_example("agent.py", env={"STATECAST_URL": server.ws_url})
                 state = {"bots": {"bot-1": {"x": x, "y": 0}}}
@@ -56,9 +57,15 @@ async def test_every_example_runs_against_a_real_server() -> None:
                     f"applied as diff {seq} state: {state}",
                     "refused: invalid del: no key 'no-such-key'",
                 ]
-                seen = await asyncio.wait_for(spectator.stdout.readline(), TIMEOUT)
-                assert seen.decode().startswith(f"Changed(seq={seq}, ")
-                assert seen.decode().endswith(f"-> {state}\n")
+                while True:
+                    seen = (await asyncio.wait_for(spectator.stdout.readline(), TIMEOUT)).decode()
+                    if not seen.startswith("no room lobby yet"):
+                        break
+                if seq == 1:
+                    assert seen == f"state at seq 1 {state}\n"
+                else:
+                    assert seen.startswith(f"Changed(seq={seq}, ")
+                    assert seen.endswith(f"-> {state}\n")
 
             out = await run_example("counter.py", server.ws_url)
             assert out.splitlines() == [

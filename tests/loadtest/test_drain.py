@@ -10,7 +10,7 @@ from statecast.loadtest.drain import DrainedPoller, Drainer, open_drained
 from statecast.loadtest.measure import Counters
 from statecast.loadtest.observers import Tally
 from statecast.loadtest.scenario import Timeline, now_us
-from tests.helpers import TIMEOUT, BareClient, running_server
+from tests.helpers import TIMEOUT, BareClient, make_room, running_server
 
 
 async def _act(client: BareClient, count: int) -> None:
@@ -26,6 +26,7 @@ async def test_drained_spectators_reach_the_head_and_answer_pings() -> None:
     """Three drained spectators read every DIFF of 30 actions, and survive many pings."""
     async with running_server(ping_interval=0.1, ping_timeout=0.3) as server:
         url = server.room_url("d")
+        await make_room(server, "d")
         counters = Counters()
         drainer = Drainer()
         for _ in range(3):

@@ -8,7 +8,7 @@ import json
 from statecast.loadtest.measure import Counters
 from statecast.loadtest.runner import set_up_room
 from statecast.loadtest.wire import HttpConnection, open_websocket
-from tests.helpers import TIMEOUT, RunningServer
+from tests.helpers import TIMEOUT, RunningServer, make_room
 
 
 async def test_http_connection_polls_with_etag_and_counts_every_byte(server: RunningServer) -> None:
@@ -32,6 +32,7 @@ async def test_http_connection_polls_with_etag_and_counts_every_byte(server: Run
 async def test_counted_websocket_counts_handshake_and_frames(server: RunningServer) -> None:
     """Handshake bytes count both ways, and a binary message reaches the callback synchronously."""
     counters = Counters()
+    await make_room(server, "w")
     ws = await open_websocket(server.room_url("w"), counters, TIMEOUT)
     assert counters.up > 100 and counters.down > 100  # the HTTP upgrade, both ways
     got: asyncio.Queue[bytes] = asyncio.Queue()

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from statecast.protocol.errors import Unauthenticated
 from statecast.server.config import Config
 from statecast.server.jwt_auth import JwtAuth, load_key
-from tests.helpers import TIMEOUT, RunningServer, bare, http_session, running_server
+from tests.helpers import TIMEOUT, RunningServer, bare, http_session, make_room, running_server
 
 SECRET = "statecast-test-secret-0123456789abcdef"
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,6 +113,7 @@ async def test_agent_acts_as_its_token_subject() -> None:
 async def test_agent_token_may_spectate_but_a_spectator_cannot_act() -> None:
     """An agent token grants reading; a spectator session's ACTION gets ERROR forbidden."""
     async with jwt_server() as srv, bare(srv.room_url("game-1")) as ws:
+        await make_room(srv, "game-1")
         welcome = await ws.hello("spectator", token=token(role="agent"))
         assert welcome["role"] == "spectator"
         await ws.recv_type(3)

@@ -9,7 +9,7 @@ import pytest
 from statecast import Rejection, connect
 from statecast.protocol.errors import ServerClosed
 from statecast.protocol.sync import Changed
-from tests.helpers import TIMEOUT, RunningServer, running_server
+from tests.helpers import TIMEOUT, RunningServer, make_room, running_server
 from tests.server.test_auth import SECRET, token
 
 
@@ -54,6 +54,7 @@ async def test_changes_holds_events_from_the_call_not_from_the_first_iteration(
 async def test_changes_ends_with_server_closed_once_the_client_closes(
     server: RunningServer,
 ) -> None:
+    await make_room(server, "api-close")
     async with connect(server.room_url("api-close"), role="spectator") as spectator:
         changes = spectator.changes()
     with pytest.raises(ServerClosed):
@@ -91,3 +92,65 @@ async def test_connect_with_several_urls_moves_on_from_a_node_that_is_down(
         assert await agent.act("patch", [[0, ["n"], 2]]) == 2
         assert agent.url == live
         assert agent.connections == 2
+
+
+async def test_connect_to_a_port_where_nothing_listens_fails_saying_so() -> None:
+    from statecast import ConnectFailed
+    from tests.redis_server import free_port
+
+    url = f"ws://127.0.0.1:{free_port()}/rooms/nobody"
+    with pytest.raises(ConnectFailed) as failed:
+        async with connect(url, client="a", connect_timeout=0.5):
+            pass
+    assert "connection refused (nothing listens there)" in str(failed.value)
+    assert url in str(failed.value)
+
+
+async def test_connect_to_a_wrong_path_fails_with_the_servers_answer(
+    server: RunningServer,
+) -> None:
+    from statecast import ConnectFailed
+
+    with pytest.raises(ConnectFailed) as failed:
+        async with connect(f"{server.ws_url}/room/typo", client="a"):
+            pass
+    assert "HTTP 404: no such endpoint: use /rooms/{room}" in str(failed.value)
+
+
+async def test_status_follows_the_connection_and_can_be_waited_for(server: RunningServer) -> None:
+    url = server.room_url("api-status")
+    async with connect(url, client="a") as agent:
+        assert agent.status == "live"
+        await agent.drop_connection()
+        assert await agent.wait_for_status("reconnecting", timeout=TIMEOUT) == "reconnecting"
+        assert await agent.wait_for_status("live", timeout=TIMEOUT) == "live"
+        assert agent.connections == 2
+    assert agent.status == "closed"
+
+
+async def test_act_with_a_timeout_raises_timeout_and_the_action_still_counts_once() -> None:
+    """A server that WELCOMEs and never answers: act(timeout=) raises TimeoutError, and the
+    action stays pending (re-sent with its aid on the next connection)."""
+    import msgpack
+    import websockets
+
+    frames: list[list[object]] = []
+
+    async def silent(ws: websockets.ServerConnection) -> None:
+        async for frame in ws:
+            unpacker = msgpack.Unpacker(raw=False)
+            unpacker.feed(frame)
+            for message in unpacker:
+                frames.append(message)
+                if message[0] == 1:
+                    welcome = {"epoch": "e", "seq": 0, "role": "agent", "client": "a"}
+                    welcome |= {"acked": 0, "sync": "snapshot"}
+                    await ws.send(msgpack.packb([2, welcome]) + msgpack.packb([3, "e", 0, {}]))
+
+    async with websockets.serve(silent, "127.0.0.1", 0) as ws_server:
+        port = ws_server.sockets[0].getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}/rooms/r", client="a") as agent:
+            with pytest.raises(TimeoutError):
+                await agent.act("patch", [[0, ["x"], 1]], timeout=0.2)
+            assert agent.sync.pending == [1]
+            assert [m[0] for m in frames] == [1, 4]

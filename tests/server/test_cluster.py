@@ -55,6 +55,15 @@ async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float
             await asyncio.sleep(0.02)
 
 
+async def create_on(node: Node, room: str) -> None:
+    """Create the room through ``node`` (its owner then) with an agent's empty action:
+    spectators never create rooms."""
+    status, _ = await node.post(
+        f"/rooms/{room}/actions", {"client": "setup", "aid": 1, "name": "patch", "args": []}
+    )
+    assert status == 200
+
+
 def bump(client: str, i: int) -> list[Any]:
     """An action whose effect counts: the client's own counter and its last value."""
     return [[0, ["by", client], i]]
@@ -467,6 +476,7 @@ async def test_presence_of_agents_on_any_node(redis_node: RedisServer) -> None:
     async with cluster(redis_node.url, 2, *PRESENCE) as nodes, contextlib.AsyncExitStack() as s:
         room = "present"
         urls = [n.room_url(room) for n in nodes]
+        await create_on(nodes[0], room)  # node 0 owns it
         spectators = []
         for url in urls:  # the first loads the room on node 0: node 0 owns it
             spectator = await s.enter_async_context(bare(url))
@@ -529,6 +539,7 @@ async def test_the_agents_of_a_node_that_died_leave(redis_node: RedisServer) -> 
     async with cluster(redis_node.url, 2, *PRESENCE) as nodes, contextlib.AsyncExitStack() as s:
         room = "orphans"
         urls = [n.room_url(room) for n in nodes]
+        await create_on(nodes[0], room)  # node 0 owns it
         spectator = await s.enter_async_context(bare(urls[0]))  # node 0 owns the room
         await spectator.hello("spectator")
         await spectator.recv_type(3)

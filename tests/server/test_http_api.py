@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 import rfc8785
 
-from tests.helpers import RunningServer, http_session, running_server
+from tests.helpers import RunningServer, http_session, make_room, running_server
 from tests.server.test_protocol_messages import joined
 
 
@@ -134,8 +134,7 @@ async def test_head_oldest_follows_trimming() -> None:
     held, seq.
     """
     async with running_server(history_diffs=2) as server, http_session() as http:
-        async with joined(server, "h-oldest", "spectator"):
-            pass  # creates the room with no diffs
+        await make_room(server, "h-oldest")  # with no diffs
         _, _, head = await get(http, f"{server.http_url}/rooms/h-oldest/head")
         assert head["seq"] == 0 and head["oldest"] == 0
         for aid in range(1, 6):

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from statecast.server.history import MIN_HISTORY_BYTES
-from tests.helpers import bare, eventually, http_session, running_server
+from tests.helpers import bare, eventually, http_session, make_room, running_server
 
 IDLE = 0.2
 
@@ -55,10 +55,11 @@ async def test_idle_room_unloads_and_resumes_on_its_epoch(store: str, tmp_path: 
 async def test_room_with_a_connection_stays_loaded() -> None:
     """A spectator that stays connected keeps its room in memory, however quiet the room."""
     async with running_server(idle_unload=IDLE) as srv, bare(srv.room_url("watched")) as watcher:
+        await make_room(srv, "watched")
         await watcher.hello("spectator")
         await watcher.recv_type(3)
         async with bare(srv.room_url("other")) as passer:  # a room that does go idle
-            await passer.hello("spectator")
+            await passer.hello("agent", client="p")
             await passer.recv_type(3)
         await eventually(lambda: "other" not in srv.app.rooms.rooms)
         assert "watched" in srv.app.rooms.rooms
@@ -75,6 +76,7 @@ async def test_max_rooms_counts_rooms_held_not_rooms_created() -> None:
     async with running_server(max_rooms=1, idle_unload=IDLE) as srv, http_session() as http:
         body = {"client": "c", "aid": 1, "name": "patch", "args": [[0, ["x"], 1]]}
         async with bare(srv.room_url("first")) as holder:
+            await make_room(srv, "first")
             await holder.hello("spectator")
             await holder.recv_type(3)
             async with http.post(f"{srv.http_url}/rooms/second/actions", json=body) as resp:

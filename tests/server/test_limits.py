@@ -34,6 +34,7 @@ from tests.helpers import (
     bare,
     eventually,
     http_session,
+    make_room,
     running_server,
 )
 
@@ -165,6 +166,7 @@ async def test_spectator_actions_and_resyncs_spend_the_bucket() -> None:
     """A spectator's refused ACTIONs and any RESYNC are rate limited like an agent's ACTIONs."""
     settings = {"action_rate": 1, "action_burst": 2, "rate_strikes": 10}
     async with running_server(**settings) as srv, bare(srv.room_url("r")) as ws:
+        await make_room(srv, "r")
         welcome = await ws.hello("spectator")
         await ws.recv_type(3)
         await ws.send(patch(1, [0, ["x"], 1]), patch(2, [0, ["x"], 1]), patch(3))

@@ -14,7 +14,7 @@ from statecast.server.store import sqlite
 from statecast.server.store.base import RoomSummary
 from statecast.server.store.memory import MemoryStore
 from statecast.server.store.sqlite import SQLiteStore
-from tests.helpers import RunningServer, bare, http_session, running_server
+from tests.helpers import RunningServer, bare, http_session, make_room, running_server
 from tests.server.test_auth import SECRET, bearer, jwt_server, token
 from tests.server.test_protocol_messages import joined
 from tests.server.test_store_contract import record
@@ -39,6 +39,7 @@ async def test_listing_shows_who_is_connected_to_rooms_in_memory() -> None:
     """A live room reports its type, epoch, head, connected agent ids and spectator count."""
     async with running_server(room_types=(f"grid-*={GRID}",)) as srv:
         await patch(srv, "doc", "writer", 1)
+        await make_room(srv, "grid-1")
         async with (
             joined(srv, "doc", client="bot-b") as (_, welcome),
             joined(srv, "doc", client="bot-a"),

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 from statecast.server.pages import WEB_DIR
-from tests.helpers import RunningServer, http_session
+from tests.helpers import RunningServer, http_session, make_room
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,10 +20,13 @@ async def test_pages_and_the_client_are_served_as_what_they_are(server: RunningS
         async with http.get(f"{server.http_url}/") as r:
             assert r.status == 200 and r.content_type == "text/html"
             assert "/static/index-page.js" in await r.text()
+        async with http.get(f"{server.http_url}/rooms/nobody/watch") as r:
+            assert r.status == 404 and r.content_type == "text/html"
+        assert "nobody" not in server.app.rooms.rooms  # a page view creates nothing
+        await make_room(server, "lobby")
         async with http.get(f"{server.http_url}/rooms/lobby/watch") as r:
             assert r.status == 200 and r.content_type == "text/html"
             assert f'name="statecast-ws-port" content="{ws_port}"' in await r.text()
-        assert "lobby" not in server.app.rooms.rooms  # a page view creates nothing
         for path in ("statecast.js", "ops.js", "vendor/msgpack/index.mjs", "watch-page.js"):
             async with http.get(f"{server.http_url}/static/{path}") as r:
                 assert r.status == 200, path

@@ -16,7 +16,15 @@ from statecast.protocol.client import connect
 from statecast.protocol.errors import ClientIdTakenOver, Rejection, ServerClosed
 from statecast.server.room import ActionContext, Room, action
 from statecast.server.rooms.document import PresenceDocumentRoom
-from tests.helpers import TIMEOUT, BareClient, bare, eventually, http_session, running_server
+from tests.helpers import (
+    TIMEOUT,
+    BareClient,
+    bare,
+    eventually,
+    http_session,
+    make_room,
+    running_server,
+)
 
 GRID = ("grid-*=statecast.server.rooms.grid:GridRoom",)
 SECRET = "statecast-test-secret-0123456789abcdef"
@@ -60,6 +68,7 @@ async def test_joins_and_leaves_are_diffs_spectators_see_live_and_on_resume() ->
     """Agent joins and leaves are numbered DIFFs under "presence"; a resume replays them."""
     async with running_server(document_presence=True, leave_grace=0.0) as srv:
         url = srv.room_url("p")
+        await make_room(srv, "p")
         async with bare(url) as spec:
             epoch = (await _join(spec, "spectator"))["epoch"]
             async with bare(url) as a:
@@ -111,6 +120,7 @@ async def test_a_hook_that_raises_changes_nothing_and_the_room_keeps_serving() -
     spec_ = f"fragile-*={__name__}:FragileRoom"
     async with running_server(room_types=(spec_,), leave_grace=0.0) as srv:
         url = srv.room_url("fragile-1")
+        await make_room(srv, "fragile-1")
         async with bare(url) as spec:
             await _join(spec, "spectator")
             with capture_logs() as logs:
@@ -143,6 +153,7 @@ async def test_reconnect_within_the_grace_is_neither_leave_nor_join() -> None:
     """A dropped agent that resumes within --leave-grace makes no DIFF; its next action does."""
     async with running_server(document_presence=True, leave_grace=60.0) as srv:
         url = srv.room_url("p")
+        await make_room(srv, "p")
         async with bare(url) as spec, bare(url) as a:
             await _join(spec, "spectator")
             welcome = await _join(a, client="a")
@@ -160,6 +171,7 @@ async def test_past_the_grace_an_agent_leaves_and_its_grid_piece_is_removed() ->
     """The grid room removes a piece whose agent stayed away past the grace."""
     async with running_server(room_types=GRID, leave_grace=0.3) as srv:
         url = srv.room_url("grid-1")
+        await make_room(srv, "grid-1")
         async with bare(url) as spec:
             await _join(spec, "spectator")
             async with bare(url) as a:
@@ -175,6 +187,7 @@ async def test_a_second_connection_with_one_agent_id_takes_over_with_4009() -> N
     """The older connection is closed with 4009 and logged; the newer one acts."""
     async with running_server(document_presence=True) as srv:
         url = srv.room_url("p")
+        await make_room(srv, "p")
         async with bare(url) as spec, bare(url) as first, bare(url) as second:
             await _join(spec, "spectator")
             await _join(first, client="bot-1")
@@ -309,6 +322,7 @@ async def test_the_1001st_spectator_of_a_room_is_accepted_by_default() -> None:
     """--max-room-connections is bounded only by --max-connections unless set."""
     async with running_server() as srv:
         url = srv.room_url("busy")
+        await make_room(srv, "busy")
         async with contextlib.AsyncExitStack() as stack:
             clients = [await stack.enter_async_context(bare(url)) for _ in range(1001)]
             await asyncio.gather(*(c.send([1, {"v": 1, "role": "spectator"}]) for c in clients))

@@ -28,6 +28,7 @@ from tests.helpers import (
     RunningServer,
     bare,
     http_session,
+    make_room,
     pack,
     running_server,
 )
@@ -293,6 +294,7 @@ async def test_no_frame_follows_the_servers_close_frame(server: RunningServer) -
     handshake and its own frames, and reads the server's bytes raw to the end.
     """
     room = "close-midstream"
+    await make_room(server, room)
     reader, writer = await asyncio.open_connection("127.0.0.1", int(server.ws_url.rsplit(":")[-1]))
     client = ClientProtocol(parse_uri(server.room_url(room)))
     client.send_request(client.connect())

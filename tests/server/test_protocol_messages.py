@@ -20,6 +20,7 @@ from tests.helpers import (
     RunningServer,
     bare,
     http_session,
+    make_room,
     running_server,
 )
 
@@ -30,7 +31,12 @@ EPOCH_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
 async def joined(
     server: RunningServer, room: str, role: str = "agent", **hello: Any
 ) -> AsyncIterator[tuple[BareClient, dict[str, Any]]]:
-    """A bare client that sent HELLO and read its WELCOME (and SNAPSHOT, when one follows)."""
+    """A bare client that sent HELLO and read its WELCOME (and SNAPSHOT, when one follows).
+
+    A spectator's room is created first, as an agent's join would (spectators never create
+    rooms: tests/server/test_room_names.py)."""
+    if role == "spectator":
+        await make_room(server, room)
     async with bare(server.room_url(room)) as client:
         welcome = await client.hello(role, **hello)
         if welcome["sync"] == "snapshot":

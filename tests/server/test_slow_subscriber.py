@@ -28,6 +28,7 @@ from tests.helpers import (
     RunningServer,
     bare,
     eventually,
+    make_room,
     running_server,
     unpack,
 )
@@ -50,7 +51,10 @@ def metric(server: RunningServer, name: str, labels: dict[str, str] | None = Non
 
 @contextlib.asynccontextmanager
 async def stalled_client(server: RunningServer) -> AsyncIterator[ClientConnection]:
-    """A websockets client that takes almost nothing from the network unless recv() is called."""
+    """A websockets client that takes almost nothing from the network unless recv() is called.
+
+    Its room is created first (it joins as a spectator, and spectators never create rooms)."""
+    await make_room(server, ROOM)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", int(server.ws_url.rsplit(":", 1)[1])))
