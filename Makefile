@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(EXTRAS)
 # change what `make install` gives. pyproject.toml keeps compatible ranges for users.
 LOCK := requirements/$(EXTRAS).lock
 
-.PHONY: install run test lint typecheck pytest bench bench-scale clean vendor-js vectors system-deps lock chaos
+.PHONY: install run test lint typecheck pytest bench bench-scale clean vendor-js vectors system-deps lock chaos wheel-check
 
 $(STAMP): $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,19 @@ system-deps:
 pytest: install system-deps
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+test: lint typecheck pytest wheel-check
+
+# What a user installs is what is tested: the wheel built from this tree, in a clean venv
+# with the locked dependencies, run from outside the tree (tests/wheel_check.py).
+WHEEL_DIR := build/wheel-check
+wheel-check: install
+	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w $(WHEEL_DIR) .
+	$(PYTHON) -m venv $(WHEEL_DIR)/venv
+	$(WHEEL_DIR)/venv/bin/python -m pip install --quiet --require-hashes -r requirements/plot.lock
+	$(WHEEL_DIR)/venv/bin/python -m pip install --quiet --no-deps $(WHEEL_DIR)/statecast-*.whl
+	cp tests/wheel_check.py $(WHEEL_DIR)/
+	cd $(WHEEL_DIR) && venv/bin/python -P wheel_check.py
 
 # The randomized fault test over a real cluster (tests/chaos/): SEEDS schedules of STEPS
 # faults each (CI runs 2 of 5 within `make test`); CHAOS_SEED=S replays one schedule.
@@ -65,7 +77,7 @@ bench-scale: install
 	$(BIN)/statecast bench --modes poll,push,raw --agents 8 --rate 5 --spectators 10,100,1000,3000,10000 --poll-hz 5 --duration 10 --warmup 3 --no-live --json bench-scale.json --report bench-scale-report
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build
 
 # The browser copy of @msgpack/msgpack (its ESM build and licence) that the server ships in
 # server/web/vendor/msgpack/; refresh it from the npm registry (needs npm, only here).

@@ -48,6 +48,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from statecast.protocol import codec
 from statecast.protocol.backoff import (
     BASE_DELAY,
     MAX_DELAY,
@@ -64,7 +65,7 @@ from statecast.protocol.errors import (
     ServerClosed,
     StatecastError,
 )
-from statecast.protocol.messages import Role
+from statecast.protocol.messages import Action, Role
 from statecast.protocol.sync import (
     ActionAcked,
     ActionRejected,
@@ -121,6 +122,7 @@ class RoomClient:
         #: How long start() waits for the first WELCOME before it raises ConnectFailed.
         self.connect_timeout = connect_timeout
         self.status: Status = "connecting"
+        self._max_message: int | None = None
         #: Why the last connection attempt failed or ended (for ConnectFailed).
         self.last_error = ""
         self._status_waiters: list[tuple[frozenset[str], asyncio.Future[None]]] = []
@@ -198,6 +200,7 @@ class RoomClient:
         self._raise_if_failed()
         if self.sync.role != "agent":
             raise Rejection("forbidden", "spectators may not act")
+        self._check_size(name, args)
         aid = self.sync.act(name, args)
         fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         self._acts[aid] = fut
@@ -205,6 +208,28 @@ class RoomClient:
         if timeout is None:
             return await fut
         return await asyncio.wait_for(asyncio.shield(fut), timeout)
+
+    def _check_size(self, name: str, args: Any) -> None:
+        """Refuse, here, an action larger than the server accepts (its WELCOME says how
+        much): sent, it would close the whole connection with 1009."""
+        limit = self.max_message
+        if limit is None:
+            return
+        try:
+            size = len(codec.encode(Action(2**53, name, args)))
+        except (TypeError, ValueError):
+            return  # not encodable: the sync machine says so as it would have
+        if size > limit:
+            raise Rejection(
+                "too_large",
+                f"the action is {size} bytes encoded; the server accepts messages of at most "
+                f"{limit} bytes",
+            )
+
+    @property
+    def max_message(self) -> int | None:
+        """The largest message the server accepts, from its last WELCOME (None: unknown)."""
+        return self._max_message
 
     async def wait_for_status(self, *statuses: Status, timeout: float | None = None) -> Status:
         """Return once :attr:`status` is one of ``statuses`` (at once if it is)."""
@@ -364,6 +389,8 @@ class RoomClient:
 
     def _dispatch(self, events: list[Event]) -> None:
         for event in events:
+            if isinstance(event, Welcomed):
+                self._max_message = event.welcome.max_message
             if isinstance(event, ActionAcked):
                 fut = self._acts.pop(event.aid, None)
                 if fut is not None and not fut.done():

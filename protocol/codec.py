@@ -248,6 +248,7 @@ def _decode_welcome(value: list[Any]) -> Welcome:
     _require(b.get("client") is None or type(b.get("client")) is str, "WELCOME 'client'")
     _require(_is_int(b.get("acked")) and b["acked"] >= 0, "WELCOME 'acked' must be an int")
     _require(type(b.get("sync")) is str and b["sync"] in SYNC_KINDS, "WELCOME 'sync' is unknown")
+    limit = b.get("max_message")
     return Welcome(
         epoch=b["epoch"],
         seq=b["seq"],
@@ -255,6 +256,7 @@ def _decode_welcome(value: list[Any]) -> Welcome:
         client=b.get("client"),
         acked=b["acked"],
         sync=cast(SyncKind, b["sync"]),
+        max_message=limit if _is_int(limit) and limit > 0 else None,  # ignored if malformed
     )
 
 

@@ -54,19 +54,22 @@ class Welcome:
     client: str | None
     acked: int
     sync: SyncKind
+    #: statecast extension: the largest message the server accepts, in bytes (None: not
+    #: said), so a client can refuse a larger action itself instead of being closed 1009.
+    max_message: int | None = None
 
     def to_wire(self) -> list[Any]:
-        return [
-            WELCOME,
-            {
-                "epoch": self.epoch,
-                "seq": self.seq,
-                "role": self.role,
-                "client": self.client,
-                "acked": self.acked,
-                "sync": self.sync,
-            },
-        ]
+        body: dict[str, Any] = {
+            "epoch": self.epoch,
+            "seq": self.seq,
+            "role": self.role,
+            "client": self.client,
+            "acked": self.acked,
+            "sync": self.sync,
+        }
+        if self.max_message is not None:
+            body["max_message"] = self.max_message
+        return [WELCOME, body]
 
 
 @dataclass(frozen=True, slots=True)

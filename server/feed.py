@@ -317,7 +317,8 @@ class RoomFeed:
         acked = 0
         if sub.role == "agent" and sub.client is not None:  # "" is a client id too
             acked = self.acked.get(sub.client, 0)
-        welcome = Welcome(self.epoch, self.head, sub.role, sub.client, acked, sync)  # type: ignore[arg-type]
+        limit = self.config.max_message_bytes
+        welcome = Welcome(self.epoch, self.head, sub.role, sub.client, acked, sync, limit)  # type: ignore[arg-type]
         since = resume[1] if resume is not None else 0
         for payload in self._catch_up(sync, since, codec.encode(welcome)):
             sub.send(payload)

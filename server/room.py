@@ -49,6 +49,7 @@ id, is neither a leave nor a join. Spectators never run hooks.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Final, Literal, TypeVar
@@ -305,6 +306,16 @@ class Room:
                 if name is not None:
                     handlers[name] = attr
         cls._handlers = handlers
+        for attr in (*handlers.values(), "on_join", "on_leave"):
+            fn = getattr(cls, attr)
+            if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+                raise TypeError(
+                    f"{cls.__module__}.{cls.__qualname__}.{attr} is async: room handlers "
+                    f"and hooks are synchronous. A room runs one action at a time, all or "
+                    f"nothing; an await would let other actions see it half done, and it "
+                    f"would never be awaited. Do the waiting in the agent and pass what it "
+                    f"got in the action's args."
+                )
 
     def __init__(self, name: str, state: dict[str, Any] | None = None) -> None:
         self.name = name

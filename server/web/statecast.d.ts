@@ -18,6 +18,8 @@ export interface Welcome {
   client: string | null;
   acked: number;
   sync: SyncKind;
+  /** statecast extension: the largest message the server accepts, in bytes. */
+  max_message?: number;
 }
 
 export interface ConnectOptions {
@@ -95,6 +97,8 @@ export interface EventMap {
 export class Room {
   /** The URL of the current (or next) connection: one of `urls`. */
   readonly url: string;
+  /** The largest message the server accepts (its WELCOME's max_message), or null before it; act() refuses a larger action with "too_large". */
+  readonly maxMessage: number | null;
   /** Every URL given to connect(); a connection that ends moves on to the next (round the list). */
   readonly urls: readonly string[];
   readonly role: Role;

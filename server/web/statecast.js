@@ -125,6 +125,7 @@ export class Room {
     this.role = role;
     this.status = "connecting";
     this.lastSync = null;
+    this.maxMessage = null;
     /** WELCOMEs after the first: how often the client came back. */
     this.reconnects = 0;
     this.closeCode = null;
@@ -230,6 +231,15 @@ export class Room {
     if (this.role !== "agent") throw new StatecastError("forbidden", "spectators may not act");
     await this.ready;
     if (this._stopped) throw this._stopError;
+    // Larger than the server accepts (its WELCOME says): sent, it would close the
+    // connection with 1009, so it is refused here and the session goes on.
+    const limit = this.maxMessage;
+    if (limit !== null) {
+      const size = encode([4, 2 ** 53, name, args], { ignoreUndefined: true }).length;
+      if (size > limit) {
+        throw new StatecastError("too_large", `the action is ${size} bytes encoded; the server accepts messages of at most ${limit} bytes`);
+      }
+    }
     const aid = this._sync.act(name, args);
     const result = new Promise((resolve, reject) => this._acts.set(aid, { resolve, reject }));
     this._flush();
@@ -375,6 +385,8 @@ export class Room {
       case "welcome": {
         const w = event.welcome;
         this.lastSync = w.sync;
+        /** The largest message the server accepts (WELCOME's max_message), or null. */
+        this.maxMessage = Number.isInteger(w.max_message) && w.max_message > 0 ? w.max_message : null;
         this._backoff.welcomed(now());
         if (this._welcomes++ > 0) this.reconnects += 1;
         this._readyResolve(w);

@@ -380,3 +380,19 @@ test("without a WebSocket implementation, connect() fails at once and says how t
   assert.equal(errors.length, 1);
   await assert.rejects(room.act("patch", []), (err) => err.code === "no_websocket");
 });
+
+test("an action larger than WELCOME's max_message is refused locally and the session goes on", async () => {
+  fresh();
+  const room = connect("ws://test/rooms/r", { WebSocket: Scripted, client: "c1" });
+  await until(() => last()?.sent.length === 1, "HELLO");
+  last().deliver(welcome("snapshot", 0, { max_message: 65536 }), [3, E, 0, {}]);
+  await room.ready;
+  assert.equal(room.maxMessage, 65536);
+  await assert.rejects(room.act("patch", [[0, ["big"], "x".repeat(70_000)]]), (err) => err.code === "too_large" && /65536/.test(err.message));
+  assert.equal(last().sent.length, 1); // nothing was sent
+  const small = room.act("patch", [[0, ["x"], 1]]);
+  await until(() => last().sent.length === 2, "the small action");
+  last().deliver([5, 1, [[0, ["x"], 1]]], [7, last().sent[1][1], 1]);
+  assert.equal(await small, 1);
+  room.close();
+});

@@ -154,3 +154,19 @@ async def test_act_with_a_timeout_raises_timeout_and_the_action_still_counts_onc
                 await agent.act("patch", [[0, ["x"], 1]], timeout=0.2)
             assert agent.sync.pending == [1]
             assert [m[0] for m in frames] == [1, 4]
+
+
+async def test_an_action_over_the_servers_limit_is_refused_here_and_the_session_goes_on() -> None:
+    """WELCOME says the server's message limit; a larger action is Rejection("too_large")
+    naming it, sent nowhere, instead of a 1009 that would end the session."""
+    async with (
+        running_server(max_message_bytes=64 * 1024) as server,
+        connect(server.room_url("api-big"), client="a") as agent,
+    ):
+        assert agent.max_message == 64 * 1024
+        with pytest.raises(Rejection) as refused:
+            await agent.act("patch", [[0, ["big"], "x" * 70_000]])
+        assert refused.value.code == "too_large" and "65536" in refused.value.message
+        assert agent.sync.pending == []
+        assert await agent.act("patch", [[0, ["small"], 1]]) == 1
+        assert agent.connections == 1

@@ -114,7 +114,8 @@ async def test_hello_gets_welcome_then_snapshot(server: RunningServer) -> None:
         await c.send([1, {"v": 1, "role": "agent", "client": "alice"}])
         kind, welcome = await c.recv()
         assert kind == 2
-        assert set(welcome) == {"epoch", "seq", "role", "client", "acked", "sync"}
+        # The base keys, plus statecast's max_message extension (§5.3).
+        assert set(welcome) == {"epoch", "seq", "role", "client", "acked", "sync", "max_message"}
         assert EPOCH_RE.fullmatch(welcome["epoch"])
         assert welcome == {
             "epoch": welcome["epoch"],
@@ -123,6 +124,7 @@ async def test_hello_gets_welcome_then_snapshot(server: RunningServer) -> None:
             "client": "alice",
             "acked": 0,
             "sync": "snapshot",
+            "max_message": 1 << 20,
         }
         assert await c.recv() == [3, welcome["epoch"], 0, {}]
 

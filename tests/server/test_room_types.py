@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
+import pytest
 
 from statecast.protocol.errors import Rejection
 from statecast.server.room import ActionContext, Room, action
@@ -40,3 +41,26 @@ async def test_refused_op_that_a_handler_catches_leaves_no_trace() -> None:
             assert (await resp.json())["state"] == {"b": 1}
         room = server.app.rooms.rooms[ROOM].writer.room
         assert room.state_bytes == len(msgpack.packb(room.state, use_bin_type=True))
+
+
+@pytest.mark.parametrize("what", ["action", "on_join"])
+def test_an_async_handler_is_refused_where_the_type_is_defined(what: str) -> None:
+    """An async handler would never be awaited (its coroutine dropped, the action a no-op):
+    defining such a room type fails at once, saying handlers are synchronous and why."""
+    with pytest.raises(TypeError) as refused:
+        if what == "action":
+
+            class Claims(Room):
+                @action("claim")
+                async def claim(self, ctx: ActionContext, args: Any) -> None:
+                    ctx.set(["owner"], ctx.client)
+
+        else:
+
+            class Greets(Room):
+                async def on_join(self, ctx: ActionContext) -> None:  # type: ignore[override]
+                    ctx.set(["hello"], ctx.client)
+
+    message = str(refused.value)
+    assert "is async: room handlers and hooks are synchronous" in message
+    assert "one action at a time" in message
