@@ -429,8 +429,15 @@ class RedisStore:
         if code < 0:
             reason = {-2: "fenced by a newer lease", -3: "another epoch", -4: "the log moved on"}
             raise Fenced(f"room {room}: write refused ({reason[code]}, head {int(head)})")
-        held.head = last
-        await self._wait_replicas()
+        previous, held.head = held.head, last
+        try:
+            await self._wait_replicas()
+        except StoreUnavailable:
+            # Written on the primary, not yet held by the replicas: the writer sends the
+            # same batch again, which the script recognises by its id (never written twice),
+            # and waits for the replicas again before anything is acknowledged.
+            held.head, held.unsure = previous, (what, batch_id)
+            raise
 
     async def _wait_replicas(self) -> None:
         if self.wait_replicas <= 0:

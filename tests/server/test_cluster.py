@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import random
 import signal
 import sys
@@ -448,20 +449,37 @@ async def test_one_connection_per_agent_id_across_nodes(redis_node: RedisServer)
 
 
 async def test_wait_replicas_acks_once_a_replica_holds_the_diff(redis_node: RedisServer) -> None:
-    """With --wait-replicas 1 an ACK comes only once the replica has the batch."""
+    """With --wait-replicas 1 an ACK comes only once the replica has the batch: with the
+    replica stopped (SIGSTOP), the batch is on the primary and the node has found the replica
+    silent, and still no ACK; once the replica runs again, the ACK comes."""
     import redis as redis_client
 
+    log = "sc:{replicated}:log"
     with (
         running_redis(replica_of=redis_node.port) as replica,
         contextlib.closing(redis_client.Redis(port=replica.port)) as view,
+        contextlib.closing(redis_client.Redis(port=redis_node.port)) as primary,
     ):
         await eventually(lambda: view.info("replication")["master_link_status"] == "up")
         async with cluster(redis_node.url, 1, *FLAGS, "--wait-replicas", "1") as nodes:
             agent = Roamer([nodes[0].room_url("replicated")], client="a")
             await agent.start()
-            for i in range(1, 4):
-                assert await agent.act("patch", [[0, ["k"], i]]) == ("ack", i)
-                assert view.xlen("sc:{replicated}:log") == i  # on the replica before the ACK
+            assert await agent.act("patch", [[0, ["k"], 1]]) == ("ack", 1)
+            assert view.xlen(log) == 1  # on the replica before the ACK
+            assert replica.process is not None
+            os.kill(replica.process.pid, signal.SIGSTOP)
+            try:
+                aid = agent.send("patch", [[0, ["k"], 2]])
+                await eventually(lambda: primary.xlen(log) == 2)  # written on the primary
+                # The node's WAIT timed out (the replica is silent): the ACK would be out by
+                # now if the node did not wait for the replica.
+                await eventually(lambda: "only 0 of 1 replicas confirmed" in nodes[0].output())
+                assert aid not in agent.outcomes
+            finally:
+                os.kill(replica.process.pid, signal.SIGCONT)
+            await eventually(lambda: aid in agent.outcomes)
+            assert agent.outcomes[aid] == ("ack", 2)
+            assert view.xlen(log) == 2
             await agent.close()
 
 

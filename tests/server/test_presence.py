@@ -150,21 +150,29 @@ async def test_a_hook_that_raises_changes_nothing_and_the_room_keeps_serving() -
 
 
 async def test_reconnect_within_the_grace_is_neither_leave_nor_join() -> None:
-    """A dropped agent that resumes within --leave-grace makes no DIFF; its next action does."""
-    async with running_server(document_presence=True, leave_grace=60.0) as srv:
+    """A dropped agent that resumes within --leave-grace makes no DIFF; its next action does.
+    The grace is short, and the proof that no leave was left pending is another agent's
+    leave: dropped after the first agent's reconnect, its leave is the next DIFF, where a
+    pending leave of the first (its timer started earlier) would have come first."""
+    async with running_server(document_presence=True, leave_grace=0.5) as srv:
         url = srv.room_url("p")
         await make_room(srv, "p")
-        async with bare(url) as spec, bare(url) as a:
+        async with bare(url) as spec, bare(url) as a, bare(url) as b:
             await _join(spec, "spectator")
             welcome = await _join(a, client="a")
             assert await spec.recv() == [5, 1, [[0, ["presence"], {"a": True}]]]
+            await _join(b, client="b")
+            assert await spec.recv() == [5, 2, [[0, ["presence", "b"], True]]]
             a.ws.transport.abort()
             async with bare(url) as back:
-                resumed = await back.hello("agent", client="a", resume=[welcome["epoch"], 1])
+                resumed = await back.hello("agent", client="a", resume=[welcome["epoch"], 2])
                 assert resumed["sync"] == "current"
                 await back.send([4, 1, "patch", [[0, ["n"], 1]]])
-                assert await _reply(back, 1) == [7, 1, 2]
-            assert await spec.recv() == [5, 2, [[0, ["n"], 1]]]
+                assert await _reply(back, 1) == [7, 1, 3]
+                assert await spec.recv() == [5, 3, [[0, ["n"], 1]]]
+                b.ws.transport.abort()
+                assert await spec.recv() == [5, 4, [[1, ["presence", "b"]]]]
+                assert srv.app.rooms.rooms["p"].feed.state["presence"] == {"a": True}
 
 
 async def test_past_the_grace_an_agent_leaves_and_its_grid_piece_is_removed() -> None:
