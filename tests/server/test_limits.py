@@ -181,7 +181,9 @@ async def test_spectator_actions_and_resyncs_spend_the_bucket() -> None:
 
 async def test_http_actions_over_the_rate_get_429() -> None:
     """POST /actions over a client's rate answers 429 rate_limited and applies nothing."""
-    async with running_server(action_rate=1, action_burst=2) as srv, http_session() as http:
+    # A refill of one token per 1,000 s: the third POST finds the bucket empty however slowly
+    # the machine runs them.
+    async with running_server(action_rate=0.001, action_burst=2) as srv, http_session() as http:
         url = f"{srv.http_url}/rooms/h/actions"
         statuses = []
         for aid in range(1, 4):
