@@ -41,6 +41,8 @@ class Roamer:
         #: The ``sync`` of every WELCOME: how each (re)connection caught up.
         self.syncs: list[str] = []
         self.outcomes: dict[int, tuple[str, Any]] = {}
+        #: When each aid's answer arrived (event loop time).
+        self.answered_at: dict[int, float] = {}
         self.connections = 0
         self._ws: Any = None
         self._welcomed = asyncio.Event()
@@ -124,6 +126,7 @@ class Roamer:
 
     def _settle(self, aid: int, outcome: tuple[str, Any]) -> None:
         self.outcomes[aid] = outcome
+        self.answered_at[aid] = asyncio.get_running_loop().time()
         waiter = self._waiters.pop(aid, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(outcome)

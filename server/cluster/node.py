@@ -248,13 +248,17 @@ class ClusterNode:
                 self._publish_answers("", retry_outcomes(requests))
 
     def _on_reconnect(self) -> None:
-        """Messages may have been lost while the bus was down: repair every follower. The
-        other nodes' agents count as heard now: their rosters follow within a check."""
+        """Messages may have been lost while the bus was down: repair every follower and send
+        forwarded units that wait for answers again. The other nodes' agents count as heard
+        now: their rosters follow within a check."""
         now = time.monotonic()
         for live in list(self.manager.rooms.values()):
             live.presence.heard_all(now)
             if live.follower is not None:
                 live.follower.repair_soon()
+            # Answers to this node's forwarded units may have been lost with the bus: send
+            # what still waits again now (a copy already run is answered ACK nil, in order).
+            self.forwarder.reforward(live)
 
     # --- one connection per agent id ------------------------------------------------------
 

@@ -18,6 +18,7 @@ returns every broken promise as one line, so a failure shows all of them at once
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,11 +35,16 @@ class ActorLog:
     kind: str
     outcomes: dict[int, tuple[str, Any] | None] = field(default_factory=dict)
 
+    #: When (event loop time) each ACK arrived, for the unavailability figures.
+    acked_at: list[float] = field(default_factory=list)
+
     def sent(self, n: int) -> None:
         self.outcomes.setdefault(n, None)
 
-    def answered(self, n: int, outcome: tuple[str, Any]) -> None:
+    def answered(self, n: int, outcome: tuple[str, Any], at: float | None = None) -> None:
         self.outcomes[n] = outcome
+        if at is not None and outcome[0] == "ack":
+            self.acked_at.append(at)
 
 
 @dataclass
@@ -109,3 +115,24 @@ def check(
                     f"two diffs at (epoch, seq) {key}: {first[0]} and {client.name} disagree"
                 )
     return problems, tally
+
+
+def unavailability(
+    actors: list[ActorLog], windows: list[tuple[tuple[str, ...], float, float]]
+) -> dict[str, float]:
+    """For each fault kind, the longest time any actor went without an ACK across a step
+    that held that fault (from the step's start to the end of its quiet gap): a figure for
+    the report, not a promise the test asserts (timings are a benchmark's business)."""
+    worst: dict[str, float] = {}
+    for kinds, start, end in windows:
+        longest = 0.0
+        for actor in actors:
+            times = sorted(actor.acked_at)
+            before = [t for t in times if t <= start]
+            inside = [t for t in times if start < t <= end]
+            after = [t for t in times if t > end]
+            points = before[-1:] + inside + after[:1]
+            longest = max([longest, *(b - a for a, b in itertools.pairwise(points))])
+        for kind in kinds:
+            worst[kind] = max(worst.get(kind, 0.0), longest)
+    return worst

@@ -105,20 +105,27 @@ class LinkProxy:
             writer.transport.abort()
             return
         self._links.update((writer, up_writer))
-        await asyncio.gather(
-            self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
-        )
+        pumps = [
+            asyncio.ensure_future(self._pump(reader, up_writer)),
+            asyncio.ensure_future(self._pump(up_reader, writer)),
+        ]
+        # Either side closing closes both, as a TCP connection does end to end (a node
+        # subscribed to Redis sends nothing, so it must hear of Redis' close this way).
+        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        for pump in pumps:
+            pump.cancel()
         for w in (writer, up_writer):
             self._links.discard(w)
             w.transport.abort()
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            data = await reader.read(65536)
-            if not data or not self.open:
-                return
-            writer.write(data)
-            await writer.drain()
+        with contextlib.suppress(OSError):
+            while True:
+                data = await reader.read(65536)
+                if not data or not self.open:
+                    return
+                writer.write(data)
+                await writer.drain()
 
 
 def node_id(node: Node) -> str | None:
@@ -148,6 +155,8 @@ class Nemesis:
         self.cut_clients = cut_clients
         self.injected: dict[str, int] = {}
         self.log: list[str] = []
+        #: (faults, start, end) of each step, in event loop time.
+        self.windows: list[tuple[tuple[str, ...], float, float]] = []
 
     async def owner(self) -> int | None:
         client = aioredis.Redis(port=self.redis.port, socket_timeout=0.5)
@@ -166,7 +175,9 @@ class Nemesis:
         return None
 
     async def run(self, steps: list[Step]) -> None:
+        loop = asyncio.get_running_loop()
         for step in steps:
+            started = loop.time()
             heals = []
             for fault in step.faults:
                 heal = await self._inject(fault, step.pick)
@@ -176,6 +187,7 @@ class Nemesis:
             for heal in reversed(heals):
                 await heal()
             await asyncio.sleep(step.quiet)
+            self.windows.append((step.faults, started, loop.time()))
 
     async def _inject(self, fault: str, pick: int) -> object:  # returns an async heal()
         owner = await self.owner()
@@ -213,7 +225,8 @@ class Nemesis:
 
             return resume
         if fault == "pause_redis":
-            assert self.redis.process is not None
+            if self.redis.process is None:  # overlapping a restart: Redis is down already
+                return nothing
             pid = self.redis.process.pid
             os.kill(pid, signal.SIGSTOP)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import random
 import shutil
@@ -30,7 +31,7 @@ import pytest
 
 from statecast.protocol.client import RoomClient
 from statecast.protocol.errors import Rejection, StatecastError
-from tests.chaos.history import ActorLog, Observed, check
+from tests.chaos.history import ActorLog, Observed, check, unavailability
 from tests.chaos.nemesis import LinkProxy, Nemesis, schedule
 from tests.cluster_client import Roamer
 from tests.cluster_nodes import Node
@@ -89,10 +90,10 @@ class RawAgent:
             await asyncio.sleep(1 / self.rate)
 
     def _collect(self) -> None:
-        for aid, outcome in self.roamer.outcomes.items():
-            n = self._n_of.get(aid)
+        for aid, outcome in list(self.roamer.outcomes.items()):
+            n = self._n_of.pop(aid, None)
             if n is not None:
-                self.log.answered(n, outcome)
+                self.log.answered(n, outcome, self.roamer.answered_at.get(aid))
 
     @property
     def settled(self) -> bool:
@@ -117,7 +118,7 @@ class ShippedAgent:
         except StatecastError:
             return  # the client ended: unanswered
         else:
-            self.log.answered(n, ("ack", seq))
+            self.log.answered(n, ("ack", seq), asyncio.get_running_loop().time())
 
     async def run(self, stop: asyncio.Event) -> None:
         n = 0
@@ -165,7 +166,8 @@ class HttpActor:
                     except (aiohttp.ClientError, TimeoutError, ValueError):
                         status, answer = 0, None
                     if status == 200:
-                        self.log.answered(n, ("ack", answer["seq"]))
+                        at = asyncio.get_running_loop().time()
+                        self.log.answered(n, ("ack", answer["seq"]), at)
                         break
                     if 400 <= status < 500 and status != 429:
                         self.log.answered(n, ("error", answer.get("code")))
@@ -317,10 +319,23 @@ async def test_exactly_once_under_a_random_fault_schedule(seed: int, tmp_path: A
         ]
         found, tally = check([a.log for a in actors], observed, final)
         problems += found
+        gaps = unavailability([a.log for a in actors], nemesis.windows)
+        if os.environ.get("CHAOS_VERBOSE"):
+            t0 = nemesis.windows[0][1] if nemesis.windows else 0.0
+            for faults, start, end in nemesis.windows:
+                print(f"step {faults} {start - t0:.2f}..{end - t0:.2f}", file=sys.stderr)
+            for a in actors:
+                times = sorted(a.log.acked_at)
+                long = [
+                    f"{x - t0:.2f}+{y - x:.2f}" for x, y in itertools.pairwise(times) if y - x > 1
+                ]
+                print(a.log.client, long, file=sys.stderr)
         summary = (
             f"seed {seed}: faults {nemesis.injected}; acked {tally.acked} "
             f"({tally.acked_none} as 'already processed'), refused {tally.refused}, "
-            f"unanswered {tally.unanswered}, applied {tally.applied}"
+            f"unanswered {tally.unanswered}, applied {tally.applied}; longest time an "
+            f"actor went without an ACK, by fault: "
+            + ", ".join(f"{kind} {seconds:.2f} s" for kind, seconds in sorted(gaps.items()))
         )
         print(summary, file=sys.stderr)
         assert not problems, (
@@ -337,6 +352,11 @@ async def test_exactly_once_under_a_random_fault_schedule(seed: int, tmp_path: A
         sys.stderr.write(f"chaos seed {seed}: the nodes' whole logs are in {tmp_path}\n")
         raise
     finally:
+        if os.environ.get("CHAOS_VERBOSE"):
+            for node in nodes:
+                node.log.flush()
+                shutil.copy(node.log.name, tmp_path / f"{node.name}.log")
+            sys.stderr.write(f"chaos seed {seed}: the nodes' whole logs are in {tmp_path}\n")
         stop.set()
         for task in tasks:
             task.cancel()
