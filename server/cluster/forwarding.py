@@ -12,8 +12,12 @@ actions reach the room's writer in aid order. So forwarding keeps one **lane** p
   last one is answered (what arrives meanwhile waits and goes in the next unit, so
   pipelining agents still get batches), so a later action never overtakes an earlier
   one, whatever the owner does;
-* an action the owner did not run because it does not own the room (any more) is
-  answered ``retry`` and stays at the front of the lane for the next unit; an answer
+* an action the owner did not run, because it does not own the room (any more) or could
+  not write it (the store unreachable: ``unavailable`` to a client of its own), is
+  answered ``retry`` and stays at the front of the lane for the next unit, sent again
+  after RETRY_DELAY for up to ``retry_for``; the lane never tells its client "not
+  processed" for an action it may have sent twice, since another copy may still run; an
+  answer
   that does not come (the owner died) sends the whole unanswered unit again, when a
   new owner announces itself and every ``answer_timeout`` until then. Sending an
   action twice is safe because the copies are in order: the owner remembers each
@@ -59,6 +63,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 ANSWER_TRIES = 5
+#: How long a lane waits before sending again actions an owner answered ``retry``.
+RETRY_DELAY = 0.1
 #: The answer code of a node that did not run an action because it does not own the room:
 #: the forwarding node sends it again (it never reaches a client).
 RETRY = "retry"
@@ -84,13 +90,20 @@ def decode_unit(data: bytes, received: float) -> list[Request]:
 
 
 def encode_answers(epoch: str, outcomes: list[Outcome]) -> dict[str, bytes]:
-    """One message per forwarding node: its answers in the order the owner processed them."""
+    """One message per forwarding node: its answers in the order the owner processed them.
+
+    ``unavailable`` (this copy was not processed: the store could not be written) goes back
+    as ``retry``: a lane may have sent the same action more than once (a re-send, a PUBLISH
+    retried after a timeout), and another copy may still be run, so the sending node must
+    not tell its client "not processed"; it sends the action again, in order, until an
+    owner processes it or its outcome counts as unknown."""
     by_node: dict[str, list[list[Any]]] = {}
     for req, seq, rejection in outcomes:
         assert isinstance(req.reply, RemoteReply)
         row = [req.reply.request, epoch, seq, None, None]
         if rejection is not None:
-            row[3], row[4] = rejection.code, rejection.message
+            code = RETRY if rejection.code == UNAVAILABLE.code else rejection.code
+            row[3], row[4] = code, rejection.message
         by_node.setdefault(req.reply.node, []).append(row)
     return {
         node_channel(node): bytes(msgpack.packb(rows, use_bin_type=True))
@@ -123,6 +136,10 @@ class _Lane:
     #: Bumped when the lane is emptied from outside (taken over, given up): a send in
     #: flight then leaves the lane alone.
     generation: int = 0
+    #: The last unit had actions answered ``retry``: wait RETRY_DELAY before the next.
+    retried: bool = False
+    #: Since when (event loop time) the lane's actions have only been answered ``retry``.
+    retrying_since: float | None = None
 
     def stop_timer(self) -> None:
         if self.timer is not None:
@@ -144,6 +161,10 @@ class Forwarder:
         self.slow_timeout = slow_timeout
         #: How long to wait for an owner's answer before sending the unit again.
         self.answer_timeout = max(1.0, 1.5 * lease_ttl)
+        #: How long a lane goes on sending actions only ever answered ``retry`` (no owner can
+        #: run them: the store is unreachable, or ownership is moving) before their outcome
+        #: counts as unknown.
+        self.retry_for = 2 * lease_ttl + self.answer_timeout
         self._ids = itertools.count(1)
         self._lanes: dict[tuple[str, str], _Lane] = {}
         self._where: dict[int, _Lane] = {}
@@ -190,6 +211,17 @@ class Forwarder:
             if lane.inflight:
                 lane.wake.clear()
                 await lane.wake.wait()
+                continue
+            if lane.retried:  # the owner could not run them (yet): again, shortly
+                lane.retried = False
+                now = loop.time()
+                if lane.retrying_since is None:
+                    lane.retrying_since = now
+                elif now - lane.retrying_since > self.retry_for:
+                    self._give_up_lane(lane)  # outcome unknown: the agent resumes
+                    return
+                lane.sends = 0  # sends counts unanswered units only
+                await asyncio.sleep(RETRY_DELAY)
                 continue
             generation = lane.generation
             unit = list(lane.queue.items())
@@ -264,6 +296,7 @@ class Forwarder:
         if lane is None or request_id not in lane.inflight:
             return
         lane.inflight.discard(request_id)  # it stays queued: the next unit carries it
+        lane.retried = True
         if not lane.inflight:
             lane.stop_timer()
             lane.wake.set()
@@ -281,6 +314,7 @@ class Forwarder:
             if not lane.inflight:
                 lane.stop_timer()
                 lane.sends = 0
+                lane.retrying_since = None
                 lane.wake.set()
         live = lane.live
 

@@ -18,6 +18,8 @@ import signal
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from tests.cluster_nodes import Node
 from tests.redis_server import RedisServer
@@ -128,6 +130,14 @@ class LinkProxy:
                 await writer.drain()
 
 
+def admin(port: int) -> aioredis.Redis:
+    """A client for the nemesis' own look-ups, failing fast: Redis may be the one paused,
+    and a fault's injection must not hold up the heal of another."""
+    return aioredis.Redis(
+        port=port, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+    )
+
+
 def node_id(node: Node) -> str | None:
     """The id the node's current process logged at start ("cluster node started")."""
     found = None
@@ -159,7 +169,7 @@ class Nemesis:
         self.windows: list[tuple[tuple[str, ...], float, float]] = []
 
     async def owner(self) -> int | None:
-        client = aioredis.Redis(port=self.redis.port, socket_timeout=0.5)
+        client = admin(self.redis.port)
         try:
             holder = await client.get(f"sc:{{{self.room}}}:lease")
         except Exception:
@@ -245,10 +255,11 @@ class Nemesis:
 
             return start_redis
         if fault == "kill_bus":
-            client = aioredis.Redis(port=self.redis.port, socket_timeout=0.5)
+            client = admin(self.redis.port)
             with contextlib.suppress(Exception):
                 await client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
-            await client.aclose()
+            with contextlib.suppress(Exception):
+                await client.aclose()
             return nothing
         if fault == "cut_redis_link":
             link = self.links[pick % len(self.links)]
