@@ -515,11 +515,12 @@ async def test_presence_of_agents_on_any_node(redis_node: RedisServer) -> None:
         a = await s.enter_async_context(bare(urls[1]))
         welcome = await a.hello("agent", client="a")
         assert await older.closed() == 4009
-        await asyncio.sleep(3 * GRACE)  # a leave, had the takeover counted as one, is due
-        await a.send([4, welcome["acked"] + 1, "patch", [[0, ["k"], 1]]])
-        await all_see([5, 3, [[0, ["k"], 1]]])
+        # b leaves after the grace: a leave of "a", had the takeover counted as one, was due
+        # before it (its grace began earlier), so b's leave is the next DIFF only if none is.
         await b.ws.close()
-        await all_see([5, 4, [[1, ["presence", "b"]]]])
+        await all_see([5, 3, [[1, ["presence", "b"]]]])
+        await a.send([4, welcome["acked"] + 1, "patch", [[0, ["k"], 1]]])
+        await all_see([5, 4, [[0, ["k"], 1]]])
         await a.ws.close()
         await all_see([5, 5, [[1, ["presence", "a"]]]])
         assert "room taken over" not in nodes[1].output()  # node 0 owned it throughout
@@ -544,9 +545,15 @@ async def test_the_new_owner_keeps_presence(redis_node: RedisServer) -> None:
         assert await nodes[0].wait() == 0
         assert await gone.closed() == 1012
         assert await spectator.recv_type(5) == [5, 3, [[1, ["presence", "gone"]]]]
-        await asyncio.sleep(3 * GRACE)  # a leave of "stays", were it not counted, is due
+        # A probe joins and leaves: a leave of "stays", were it not counted as present, was
+        # due before the probe's (its grace began at the takeover), so it would come first.
+        probe = await s.enter_async_context(bare(urls[1]))
+        await probe.hello("agent", client="probe")
+        assert await spectator.recv_type(5) == [5, 4, [[0, ["presence", "probe"], True]]]
+        await probe.ws.close()
+        assert await spectator.recv_type(5) == [5, 5, [[1, ["presence", "probe"]]]]
         await stays.send([4, welcome["acked"] + 1, "patch", [[0, ["k"], 1]]])
-        assert await spectator.recv_type(5) == [5, 4, [[0, ["k"], 1]]]
+        assert await spectator.recv_type(5) == [5, 6, [[0, ["k"], 1]]]
         _, body = await nodes[1].get(f"/rooms/{room}/state")
         assert body["state"]["presence"] == {"stays": True}
 
