@@ -7,9 +7,10 @@ import contextlib
 import re
 
 import pytest
+from playwright.async_api import Browser, Page, Route
 from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Page, Route
 
+from statecast import connect
 from tests.helpers import TIMEOUT, http_session, running_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -58,3 +59,29 @@ async def test_a_slow_answer_for_the_old_page_never_overwrites_the_next_one(page
         rooms = [await rows.nth(i).get_attribute("data-room") for i in range(await rows.count())]
         assert rooms == names[PAGE:]
         assert await page.locator("#first").is_visible()
+
+
+async def test_the_pages_run_under_their_own_csp(browser: Browser) -> None:
+    """With the CSP enforced (no bypass, no evaluated probe): the room list lists the room and
+    the watch page goes live and shows its state, and the browser reports no CSP violation."""
+    async with running_server() as server:
+        async with connect(server.room_url("csp"), client="a") as agent:
+            await agent.act("patch", [[0, ["shown"], "under csp"]])
+        context = await browser.new_context()
+        page = await context.new_page()
+        violations: list[str] = []
+        page.on(
+            "console",
+            lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
+        )
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            await page.goto(f"{server.http_url}/")
+            await page.locator("#rooms").get_by_text("csp").wait_for(timeout=10_000)
+            await page.goto(f"{server.http_url}/rooms/csp/watch")
+            await page.locator("#status", has_text="live").wait_for(timeout=10_000)
+            await page.locator("#tree").get_by_text("under csp").wait_for(timeout=10_000)
+        finally:
+            await context.close()
+        assert violations == [] and errors == []

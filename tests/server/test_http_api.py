@@ -105,8 +105,7 @@ async def test_unknown_room_is_404_and_gets_never_create_it(server: RunningServe
                 status, _, body = await get(http, f"{server.http_url}/rooms/h-none/{path}")
                 assert status == 404, path
                 assert body["code"] == "no_such_room" and isinstance(body["message"], str)
-        _, _, health = await get(http, f"{server.http_url}/healthz")
-        assert health["rooms"] == 0
+        assert "h-none" not in server.app.rooms.rooms
 
 
 # --- /head ------------------------------------------------------------------------------------

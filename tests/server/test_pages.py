@@ -46,3 +46,26 @@ def test_every_web_file_ships_in_the_package() -> None:
     assert len(files) > 20
     missing = [f for f in files if not any(fnmatch.fnmatchcase(f, g) for g in globs)]
     assert missing == []
+
+
+async def test_every_answer_carries_the_security_headers_and_no_versions(
+    server: RunningServer,
+) -> None:
+    """nosniff, no referrer, no framing and a Server header without versions on pages,
+    static files and JSON; a strict CSP on the pages that lets the page reach only this
+    server's own WebSocket listener; /healthz tells nothing but its status."""
+    ws_port = server.ws_url.rsplit(":", 1)[1]
+    async with http_session() as http:
+        for path in ("/", "/static/statecast.js", "/rooms", "/healthz", "/rooms/nobody/watch"):
+            async with http.get(f"{server.http_url}{path}") as r:
+                assert r.headers["X-Content-Type-Options"] == "nosniff", path
+                assert r.headers["Referrer-Policy"] == "no-referrer", path
+                assert r.headers["X-Frame-Options"] == "DENY", path
+                assert r.headers["Server"] == "statecast", path
+                if r.content_type == "text/html":
+                    csp = r.headers["Content-Security-Policy"]
+                    assert "default-src 'none'" in csp and "script-src 'self'" in csp
+                    assert f"ws://127.0.0.1:{ws_port}" in csp and "frame-ancestors 'none'" in csp
+                    assert "unsafe-inline" not in csp
+        async with http.get(f"{server.http_url}/healthz") as r:
+            assert await r.json() == {"status": "ok"}
