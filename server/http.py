@@ -228,6 +228,15 @@ class HttpListener:
     async def actions(self, request: web.Request) -> web.StreamResponse:
         room_name = request.match_info["room"]
         token_client = self._read_auth(request, room_name, "agent")
+        if request.content_type != "application/json":
+            # A page on another origin can send a "simple" POST (text/plain, no-cors)
+            # without asking; it cannot send application/json without a CORS preflight.
+            return error(
+                415,
+                "invalid",
+                "POST actions need Content-Type: application/json "
+                f"(got {request.content_type or 'none'})",
+            )
         try:
             # A body trickling in is cut off like an idle connection (aiohttp's
             # keep-alive timer only covers the wait for a request's headers).

@@ -16,7 +16,8 @@ async def test_http_connection_polls_with_etag_and_counts_every_byte(server: Run
     counters = Counters()
     http = HttpConnection(server.http_url, counters)
     body = json.dumps({"client": "c", "aid": 1, "name": "patch", "args": [[0, ["k"], 1]]})
-    status, _, answer = await http.request("POST", "/rooms/w/actions", [], body.encode())
+    headers = [("Content-Type", "application/json")]
+    status, _, answer = await http.request("POST", "/rooms/w/actions", headers, body.encode())
     assert status == 200 and json.loads(answer) == {"seq": 1}
     status, headers, answer = await http.request("GET", "/rooms/w/state")
     assert status == 200 and json.loads(answer)["state"] == {"k": 1}

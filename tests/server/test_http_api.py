@@ -19,6 +19,8 @@ async def post_action(
     http: aiohttp.ClientSession, server: RunningServer, room: str, body: Any
 ) -> tuple[int, Any]:
     kwargs: dict[str, Any] = {"data": body} if isinstance(body, (str, bytes)) else {"json": body}
+    if "data" in kwargs:  # raw text, sent as JSON would be
+        kwargs["headers"] = {"Content-Type": "application/json"}
     async with http.post(f"{server.http_url}/rooms/{room}/actions", **kwargs) as r:
         return r.status, await r.json()
 
@@ -346,3 +348,18 @@ async def test_changes_are_paged() -> None:
                 seen.extend(page)
                 since = body["to"]
             assert seen == list(range(1, 1206))
+
+
+async def test_an_action_posted_as_anything_but_json_is_refused(server: RunningServer) -> None:
+    """A page on another origin can POST text/plain (or a form) without a CORS preflight;
+    a POST action must say application/json, or it is 415 and nothing is applied."""
+    body = '{"client": "x", "aid": 1, "name": "patch", "args": [[0, ["pwned"], 1]]}'
+    async with http_session() as http:
+        for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+            headers = {"Content-Type": content_type} if content_type else {}
+            async with http.post(
+                f"{server.http_url}/rooms/h-ctype/actions", data=body.encode(), headers=headers
+            ) as r:
+                answer = await r.json()
+                assert r.status == 415 and "application/json" in answer["message"]
+        assert "h-ctype" not in server.app.rooms.rooms
