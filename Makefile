@@ -93,7 +93,13 @@ vendor-js:
 	  && tar xzf msgpack-msgpack-$(MSGPACK_JS).tgz \
 	  && cd package/dist.esm && find . -name '*.mjs' -exec install -D -m 644 {} $(CURDIR)/$(VENDOR_JS)/{} \; \
 	  && install -m 644 ../LICENSE $(CURDIR)/$(VENDOR_JS)/LICENSE && rm -rf $$tmp
-	echo "@msgpack/msgpack $(MSGPACK_JS) (dist.esm), from the npm registry by 'make vendor-js'" > $(VENDOR_JS)/VERSION
+	# State keys are any strings (docs/protocol.md §2.2): a "__proto__" key becomes an own
+	# property (as JSON.parse makes it), never the prototype, instead of a DecodeError.
+	sed -i -e '/if (object === "__proto__") {/,+2d' \
+	  -e 's/^\( *\)state\.map\[state\.key\] = object;/\1if (state.key === "__proto__") Object.defineProperty(state.map, state.key, { value: object, writable: true, enumerable: true, configurable: true }); else state.map[state.key] = object;/' \
+	  $(VENDOR_JS)/Decoder.mjs
+	grep -q 'Object.defineProperty(state.map' $(VENDOR_JS)/Decoder.mjs
+	echo "@msgpack/msgpack $(MSGPACK_JS) (dist.esm), from the npm registry by 'make vendor-js'; Decoder.mjs keeps a \"__proto__\" map key as an own property (the Makefile's sed)" > $(VENDOR_JS)/VERSION
 
 # The op and sync vectors the JS client's Node tests check, generated from protocol/.
 vectors: install

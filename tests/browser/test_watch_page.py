@@ -438,3 +438,32 @@ async def test_a_page_whose_socket_went_dead_comes_back_when_the_network_does(
         held = await page_room(page)
         assert held["stats"]["reconnects"] == 1 and held["sync"] == "replay"
         assert held["applied"]["breaks"] == 0 and held["state"]["n"] == 5
+
+
+async def test_keys_like_proto_are_watched_not_a_reconnect_loop(
+    page: Page, server: RunningServer
+) -> None:
+    """State keys are any strings: an agent's "__proto__" and "constructor" keys (in the
+    SNAPSHOT and in later DIFFs) are drawn, the page stays live on one connection, and
+    nothing reaches Object.prototype."""
+    async with connect(server.room_url("proto"), client="a") as agent:
+        await agent.act("patch", [[0, ["__proto__"], {"polluted": 1}], [0, ["constructor"], 2]])
+        await watch(page, server, "proto")
+        await agent.act("patch", [[0, ["__proto__", "x"], 3]])
+        await until(page, "seq => window.statecastWatch.room.seq === seq", agent.seq)
+        await page.locator("#tree").get_by_text("polluted").wait_for(timeout=MS)
+        probe = await page.evaluate(
+            """() => {
+                const r = window.statecastWatch.room;
+                return {own: Object.getOwnPropertyDescriptor(r.state, "__proto__").value,
+                        constructor: r.state.constructor, polluted: ({}).polluted ?? null,
+                        reconnects: r.reconnects, status: r.status};
+            }"""
+        )
+        assert probe == {
+            "own": {"polluted": 1, "x": 3},
+            "constructor": 2,
+            "polluted": None,
+            "reconnects": 0,
+            "status": "live",
+        }

@@ -396,3 +396,22 @@ test("an action larger than WELCOME's max_message is refused locally and the ses
   assert.equal(await small, 1);
   room.close();
 });
+
+test("keys like __proto__ and constructor are held as own keys, never the prototype", async () => {
+  fresh();
+  const room = connect("ws://test/rooms/r", { WebSocket: Scripted, client: "c1" });
+  await until(() => last()?.sent.length === 1, "HELLO");
+  const state = JSON.parse('{"__proto__": {"polluted": 1}, "constructor": 2, "hasOwnProperty": 3}');
+  last().deliver(welcome("snapshot", 4), [3, E, 4, state]);
+  await room.ready;
+  last().deliver([5, 5, [[0, ["__proto__", "x"], 2], [0, ["n"], JSON.parse('{"__proto__": 7}')]]]);
+  await until(() => room.seq === 5, "the DIFF");
+  assert.equal(room.status, "live");
+  assert.equal(Scripted.sockets.length, 1); // no reconnect loop
+  assert.deepEqual(Object.getOwnPropertyDescriptor(room.state, "__proto__").value, { polluted: 1, x: 2 });
+  assert.equal(room.state.constructor, 2);
+  assert.equal(Object.getOwnPropertyDescriptor(room.state.n, "__proto__").value, 7);
+  assert.equal(({}).polluted, undefined);
+  assert.equal(Object.getPrototypeOf(room.state), Object.prototype);
+  room.close();
+});

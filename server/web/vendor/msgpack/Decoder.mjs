@@ -540,16 +540,13 @@ export class Decoder {
                     }
                 }
                 else if (state.type === STATE_MAP_KEY) {
-                    if (object === "__proto__") {
-                        throw new DecodeError("The key __proto__ is not allowed");
-                    }
                     state.key = this.mapKeyConverter(object);
                     state.type = STATE_MAP_VALUE;
                     continue DECODE;
                 }
                 else {
                     // it must be `state.type === State.MAP_VALUE` here
-                    state.map[state.key] = object;
+                    if (state.key === "__proto__") Object.defineProperty(state.map, state.key, { value: object, writable: true, enumerable: true, configurable: true }); else state.map[state.key] = object;
                     state.readCount++;
                     if (state.readCount === state.size) {
                         object = state.map;
