@@ -34,6 +34,9 @@ export class StatecastError extends Error {
   }
 }
 
+/** Undecodable or inapplicable frames in a row after which the client stops. */
+const MAX_BAD_FRAMES = 3;
+
 let tabCounter = 0;
 
 const freshClientId = () =>
@@ -130,6 +133,8 @@ export class Room {
     this.reconnects = 0;
     this.closeCode = null;
     this._welcomes = 0;
+    /** Frames in a row that could not be applied (see _fail). */
+    this._badFrames = 0;
     /** Bytes and frames received, for rates; diffs, duplicates and gaps come from the sync. */
     this.traffic = { frames: 0, bytes: 0 };
     const client = options.client ?? null;
@@ -364,7 +369,9 @@ export class Room {
       this._flush();
     } catch (err) {
       this._fail(ws, err);
+      return;
     }
+    this._badFrames = 0;
   }
 
   _message(m, size) {
@@ -440,8 +447,21 @@ export class Room {
     ws.send(frame);
   }
 
-  /** The server broke the contract: drop this connection and start again from a SNAPSHOT. */
+  /**
+   * The server broke the contract: drop this connection and start again from a SNAPSHOT.
+   * After MAX_BAD_FRAMES such frames in a row (a state this client cannot hold comes back
+   * with every SNAPSHOT) it stops with an error instead of reconnecting in a loop.
+   */
   _fail(ws, err) {
+    this._badFrames += 1;
+    if (this._badFrames >= MAX_BAD_FRAMES) {
+      const stop = new StatecastError(
+        "malformed",
+        `${this._badFrames} frames in a row could not be applied (last: ${err.message}): stopped rather than reconnect in a loop`,
+      );
+      this._stop(1006, err.message, stop);
+      return;
+    }
     this._emit("error", err);
     this._sync.forgetState();
     this._lost(ws, 1006, err.message);

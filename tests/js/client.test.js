@@ -415,3 +415,15 @@ test("keys like __proto__ and constructor are held as own keys, never the protot
   assert.equal(Object.getPrototypeOf(room.state), Object.prototype);
   room.close();
 });
+
+test("a frame that cannot be applied again and again stops the client instead of a reconnect loop", async () => {
+  fresh();
+  const errors = [];
+  const room = connect("ws://test/rooms/r", { WebSocket: Scripted, client: "c1", reconnect: { baseDelay: 1, maxDelay: 2 } });
+  room.on("error", (e) => errors.push(e));
+  Scripted.onHello = (socket) => socket.onmessage?.({ data: new Uint8Array([0xc1]).buffer }); // never valid msgpack
+  await assert.rejects(room.ready, (err) => err.code === "malformed" && /3 frames in a row/.test(err.message));
+  assert.equal(room.status, "closed");
+  assert.equal(Scripted.sockets.length, 3);
+  assert.equal(errors.at(-1).code, "malformed");
+});
