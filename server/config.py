@@ -58,6 +58,8 @@ class Config:
     workers: int = 1
     reuse_port: bool = False
     cors_origins: str = ""
+    allowed_hosts: str = ""
+    allowed_origins: str = ""
 
     def __post_init__(self) -> None:
         if self.cors_origins:
@@ -194,6 +196,11 @@ _HELP: dict[str, str] = {
     "reuse_port": "bind with SO_REUSEPORT so several processes share the ports (--workers sets it)",
     "wait_replicas": "with Redis: WAIT until this many replicas have each batch before ACK "
     "(0: ACK once the primary ran the write)",
+    "allowed_hosts": "Host names requests may carry, comma-separated, or * for any (default: "
+    "localhost, 127.0.0.1 and ::1 when bound to loopback, else any): a foreign Host is 403",
+    "allowed_origins": "origins whose pages may open a WebSocket or POST an action, "
+    "comma-separated, or * (default: this server's own pages and --cors-origins; any when "
+    "bound elsewhere than loopback without --allowed-hosts)",
     "cors_origins": "origins whose pages may read the HTTP side (CORS): a comma-separated list "
     "such as https://app.example,http://localhost:3000, or * for any; empty: CORS off",
 }

@@ -17,6 +17,7 @@ from statecast.server.auth import MAX_CLIENT_ID_LENGTH
 from statecast.server.cluster.forwarding import OutcomeUnknown
 from statecast.server.cors import enable_cors, parse_origins
 from statecast.server.feed import RoomFailed, RoomFeed
+from statecast.server.gate import Gate
 from statecast.server.limits import TokenBucket
 from statecast.server.listing import Listing, bearer
 from statecast.server.live import LiveRoom, Request
@@ -75,6 +76,7 @@ class HttpListener:
         r.add_post("/rooms/{room}{tail:(/.*)?}", self.bad_room_name)
         self.web.middlewares.append(self._errors)
         self.web.on_response_prepare.append(self._security_headers)
+        self.gate = Gate(app)
 
     async def start(self) -> int:
         config = self.app.config
@@ -124,6 +126,13 @@ class HttpListener:
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "unmatched"
+        refusal = self.gate.host_problem(request.headers.get("Host"))
+        if refusal is None and request.method == "POST":
+            refusal = self.gate.origin_problem(request.headers.get("Origin"))
+        if refusal is not None:
+            log.warning("request refused", route=name, reason=refusal)
+            self.app.metrics.http_requests.labels(name, "403").inc()
+            return error(403, "forbidden", refusal)
         try:
             response: web.StreamResponse = await handler(request)
         except web.HTTPException as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
@@ -13,6 +15,9 @@ class Metrics:
             "statecast_connections", "Open WebSocket connections", ["role"], registry=r
         )
         self.rooms = Gauge("statecast_rooms", "Rooms held in memory", registry=r)
+        #: Which process answered (a worker of --workers); here, not in /healthz, since
+        #: /metrics is the part an operator keeps private.
+        Gauge("statecast_process_id", "The id of the process serving", registry=r).set(os.getpid())
         self.actions = Counter("statecast_actions", "Actions processed", ["outcome"], registry=r)
         self.diffs = Counter("statecast_diffs", "Diffs produced", registry=r)
         self.bytes_sent = Counter(

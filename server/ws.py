@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
+from websockets.datastructures import Headers, MultipleValuesError
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -28,6 +28,7 @@ from statecast.protocol.errors import (
 from statecast.protocol.messages import PROTOCOL_VERSION, Action, Error, Hello, Resync
 from statecast.protocol.rooms import ROOM_NAME_PATTERN, room_name_problem
 from statecast.server.fanout import FeedConnection, Subscriber, close_or_abort
+from statecast.server.gate import Gate
 from statecast.server.live import LiveRoom, RoomFailed
 from statecast.server.live import Request as ActionRequest
 from statecast.server.registry import RoomTypeMissing
@@ -53,6 +54,7 @@ def _plain(conn: ServerConnection, status: HTTPStatus, text: str) -> Response:
 class WebSocketListener:
     def __init__(self, app: App) -> None:
         self.app = app
+        self.gate = Gate(app)
         self.server: Server | None = None
         #: Connections past the handshake (counted here: Server.connections is O(n)).
         self.open = 0
@@ -93,6 +95,15 @@ class WebSocketListener:
         return int(sockname[1])
 
     def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        try:
+            refusal = self.gate.host_problem(request.headers.get("Host"))
+            if refusal is None:
+                refusal = self.gate.origin_problem(request.headers.get("Origin"))
+        except MultipleValuesError:
+            refusal = "a handshake carries one Host and at most one Origin"
+        if refusal is not None:
+            log.warning("handshake refused", reason=refusal)
+            return _plain(conn, HTTPStatus.FORBIDDEN, refusal)
         if room_from_path(request.path) is None:
             path = request.path.split("?", 1)[0]
             if path.startswith("/rooms/") and path.count("/") == 2:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,16 +17,20 @@ from tests.redis_server import RedisServer, free_port
 
 
 async def pids_behind(url: str, want: int, exclude: frozenset[int] = frozenset()) -> set[int]:
-    """Worker PIDs seen on fresh connections to ``url`` until ``want`` of them answer."""
+    """Worker PIDs seen on fresh connections to ``url`` until ``want`` of them answer (each
+    worker's /metrics names its process)."""
     seen: set[int] = set()
     async with asyncio.timeout(30 * SCALE):
         while len(seen - exclude) < want:
             connector = aiohttp.TCPConnector(force_close=True)
             async with aiohttp.ClientSession(connector=connector) as session:
                 try:
-                    async with session.get(f"{url}/healthz") as response:
+                    async with session.get(f"{url}/metrics") as response:
                         if response.status == 200:
-                            seen.add((await response.json())["pid"])
+                            text = await response.text()
+                            match = re.search(r"^statecast_process_id (\S+)$", text, re.M)
+                            assert match is not None, "no statecast_process_id in /metrics"
+                            seen.add(int(float(match.group(1))))
                 except aiohttp.ClientError:
                     pass
             await asyncio.sleep(0.01)
