@@ -18,8 +18,29 @@ const token = hash.get("token");
 const roomName = decodeURIComponent(location.pathname.split("/")[2] ?? "");
 const wsPort = document.querySelector('meta[name="statecast-ws-port"]').content;
 const host = location.hostname.includes(":") ? `[${location.hostname}]` : location.hostname;
-const wsUrl =
-  hash.get("ws") ?? `${location.protocol === "https:" ? "wss" : "ws"}://${host}:${wsPort}/rooms/${encodeURIComponent(roomName)}`;
+const ownWsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${host}:${wsPort}/rooms/${encodeURIComponent(roomName)}`;
+
+/**
+ * The endpoint: this page's own server, or a `#ws=` override on this page's own host (a
+ * proxy in front of it, say). An override naming another host is ignored and said, so a
+ * link cannot make the page send its token to, or show a state from, another server.
+ */
+function chooseWsUrl() {
+  const asked = hash.get("ws");
+  if (asked === null) return { url: ownWsUrl, note: "" };
+  let parsed = null;
+  try {
+    parsed = new URL(asked);
+  } catch {
+    // not a URL: ignored below
+  }
+  if (parsed && (parsed.protocol === "ws:" || parsed.protocol === "wss:") && parsed.hostname === new URL(location.href).hostname) {
+    return { url: asked, note: `connected to ${asked} (from #ws=)` };
+  }
+  return { url: ownWsUrl, note: `ignored #ws=${asked}: this page connects only to its own host` };
+}
+
+const { url: wsUrl, note: wsNote } = chooseWsUrl();
 
 document.title = `${roomName} · statecast`;
 $("room-name").textContent = roomName;
@@ -68,6 +89,8 @@ function showNotice(text) {
 }
 
 async function main() {
+  $("status").title = wsUrl;
+  if (wsNote) showNotice(wsNote);
   let info = null;
   try {
     const headers = token ? { Authorization: `Bearer ${token}` } : {};

@@ -467,3 +467,19 @@ async def test_keys_like_proto_are_watched_not_a_reconnect_loop(
             "reconnects": 0,
             "status": "live",
         }
+
+
+async def test_a_ws_override_to_another_host_is_ignored_and_said(
+    page: Page, server: RunningServer
+) -> None:
+    """`#ws=` naming another host (with a token in the link) is not followed: the page
+    connects to its own server, says it ignored the override, and names its endpoint."""
+    async with connect(server.room_url("override"), client="a") as agent:
+        await agent.act("patch", [[0, ["k"], 1]])
+    await watch(page, server, "override", "#token=SECRET&ws=ws://elsewhere.example:1/steal")
+    notice = await page.locator("#notice").text_content()
+    assert notice is not None and notice.startswith("ignored #ws=ws://elsewhere.example:1/steal")
+    endpoint = await page.locator("#status").get_attribute("title")
+    assert endpoint == f"{server.ws_url}/rooms/override"
+    state = await page.evaluate("window.statecastWatch.room.state")
+    assert state == {"k": 1}
