@@ -1,39 +1,52 @@
 # Two commands on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= dev
 STAMP := $(VENV)/.installed-$(EXTRAS)
-# Installs come from a lock file with hashes (requirements/dev.lock: runtime, dev and plot;
-# requirements/plot.lock: runtime and plot, for the image), so an upstream release cannot
-# change what `make install` gives. pyproject.toml keeps compatible ranges for users.
-LOCK := requirements/$(EXTRAS).lock
+# Installs come from the lock (uv.lock: every package pinned, for every platform), through
+# the hashed requirement files exported from it (requirements/dev.txt: runtime, dev and plot;
+# requirements/plot.txt: runtime and plot, for the image; requirements/build.txt: the build
+# backend), so an upstream release cannot change what `make install` gives, and pip alone
+# installs them. pyproject.toml keeps compatible ranges for users.
+REQUIREMENTS := requirements/$(EXTRAS).txt
 
 .PHONY: install run test lint typecheck pytest bench bench-scale clean vendor-js vectors system-deps lock chaos wheel-check mutations
 
-$(STAMP): $(LOCK) pyproject.toml
+$(STAMP): $(REQUIREMENTS) requirements/build.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(REQUIREMENTS) -r requirements/build.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(STAMP)
 
-# Refresh the lock files from pyproject.toml's ranges (uv, from the dev lock itself).
-UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes --no-header
+# Refresh the lock from pyproject.toml's ranges and export it (uv, itself pinned in the lock).
+UV_EXPORT = $(BIN)/uv export --frozen --format requirements-txt --no-emit-project --no-header --quiet
 lock: install
-	$(UV_COMPILE) pyproject.toml requirements/build.in --all-extras --upgrade -o requirements/dev.lock
-	$(UV_COMPILE) pyproject.toml requirements/build.in --extra plot -c requirements/dev.lock -o requirements/plot.lock
-
-run: install
-	$(BIN)/statecast serve
+	$(BIN)/uv lock --upgrade --python 3.11
+	$(UV_EXPORT) --all-extras -o requirements/dev.txt
+	$(UV_EXPORT) --extra plot -o requirements/plot.txt
+	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes --no-header \
+	  requirements/build.in -o requirements/build.txt
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# mypy cannot follow setuptools' package-dir mapping: it checks a copy laid out as the
+# package installs (src/statecast/ with protocol/, server/ and loadtest/ inside), and its
+# messages name the files of the tree.
+TYPECHECK := build/typecheck
 typecheck: install
-	$(BIN)/mypy
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)
+	cp -Rp src/statecast $(TYPECHECK)/statecast
+	cp -Rp protocol server loadtest $(TYPECHECK)/statecast/
+	cd $(TYPECHECK) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml \
+	  --cache-dir $(CURDIR)/.mypy_cache -p statecast 2>&1 \
+	  | sed -e 's,^statecast/\(protocol\|server\|loadtest\)/,\1/,' -e 's,^statecast/,src/statecast/,'; \
+	  exit $${PIPESTATUS[0]}
 
 # The browser tests need Chromium and the JS tests Node: found on PATH, else installed from
 # Debian when running as root (CI), else the tests fail saying how to install them.
@@ -55,7 +68,7 @@ wheel-check: install
 	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)
 	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w $(WHEEL_DIR) .
 	$(PYTHON) -m venv $(WHEEL_DIR)/venv
-	$(WHEEL_DIR)/venv/bin/python -m pip install --quiet --require-hashes -r requirements/plot.lock
+	$(WHEEL_DIR)/venv/bin/python -m pip install --quiet --require-hashes -r requirements/plot.txt -r requirements/build.txt
 	$(WHEEL_DIR)/venv/bin/python -m pip install --quiet --no-deps $(WHEEL_DIR)/statecast-*.whl
 	cp tests/wheel_check.py $(WHEEL_DIR)/
 	cd $(WHEEL_DIR) && venv/bin/python -P wheel_check.py
