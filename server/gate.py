@@ -19,7 +19,6 @@ as same-origin. Two checks close that:
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -45,20 +44,13 @@ def host_name(header: str) -> str:
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
-@dataclass
 class Gate:
-    app: App
-
-    @property
-    def hosts(self) -> frozenset[str] | None:
-        """The allowed host names, or None for any."""
-        config = self.app.config
-        if config.allowed_hosts:
-            listed = frozenset(h.strip().lower() for h in config.allowed_hosts.split(","))
-            return None if "*" in listed else listed
-        if _is_loopback(config.host):
-            return frozenset((*LOOPBACK_NAMES, config.host.lower()))
-        return None
+    def __init__(self, app: App) -> None:
+        self.app = app
+        #: The allowed host names (None: any), fixed by the configuration.
+        self.hosts = _allowed_hosts(app)
+        #: The allowed origins, once the HTTP port they name is bound.
+        self._origins: frozenset[str] | None = None
 
     def host_problem(self, header: str | None) -> str | None:
         hosts = self.hosts
@@ -76,22 +68,41 @@ class Gate:
         """None when a request with this ``Origin`` header (or none) may change state."""
         if origin is None:
             return None  # not a browser, or a same-origin GET: nothing to check
-        config = self.app.config
-        if config.allowed_origins:
-            allowed = {o.strip() for o in config.allowed_origins.split(",")}
-        else:
-            hosts = self.hosts
-            if hosts is None:
-                return None
-            ports = self.app.ports
-            http_port = ports.http if ports is not None else config.http_port
-            allowed = {f"http://{f'[{h}]' if ':' in h else h}:{http_port}" for h in hosts} | {
-                f"https://{f'[{h}]' if ':' in h else h}:{http_port}" for h in hosts
-            }
-            allowed |= {o.strip() for o in config.cors_origins.split(",") if o.strip()}
-        if "*" in allowed or origin in allowed:
+        allowed = self._allowed_origins()
+        if allowed is None or origin in allowed:
             return None
         return (
             f"Origin {origin!r} may not act here: add it to --allowed-origins "
             "(or --cors-origins) if its pages should"
         )
+
+    def _allowed_origins(self) -> frozenset[str] | None:
+        """The allowed origins (None: any); kept once the HTTP port is known."""
+        if self._origins is not None:
+            return self._origins
+        config = self.app.config
+        if config.allowed_origins:
+            allowed = {o.strip() for o in config.allowed_origins.split(",")}
+        elif self.hosts is None:
+            return None
+        else:
+            ports = self.app.ports
+            http_port = ports.http if ports is not None else config.http_port
+            names = [f"[{h}]" if ":" in h else h for h in self.hosts]
+            allowed = {f"{scheme}://{h}:{http_port}" for h in names for scheme in ("http", "https")}
+            allowed |= {o.strip() for o in config.cors_origins.split(",") if o.strip()}
+        if "*" in allowed:
+            return None
+        if self.app.ports is not None:
+            self._origins = frozenset(allowed)
+        return frozenset(allowed)
+
+
+def _allowed_hosts(app: App) -> frozenset[str] | None:
+    config = app.config
+    if config.allowed_hosts:
+        listed = frozenset(h.strip().lower() for h in config.allowed_hosts.split(","))
+        return None if "*" in listed else listed
+    if _is_loopback(config.host):
+        return frozenset((*LOOPBACK_NAMES, config.host.lower()))
+    return None

@@ -17,6 +17,19 @@ import aiohttp
 from tests.helpers import SCALE
 from tests.redis_server import free_port
 
+#: What the cluster tests run every node with: a 1 s lease (failover within a test's
+#: patience) and a rate limit no test actor reaches.
+CLUSTER_FLAGS = (
+    "--lease-ttl",
+    "1.0",
+    "--log-level",
+    "info",
+    "--action-rate",
+    "1000",
+    "--action-burst",
+    "1000",
+)
+
 
 class Node:
     """One server process; its log goes to a file the test can print when it fails."""
@@ -142,4 +155,4 @@ async def cluster(redis_url: str, count: int, *flags: str) -> AsyncIterator[list
             node.close()
 
 
-__all__ = ["Node", "cluster", "signal"]
+__all__ = ["CLUSTER_FLAGS", "Node", "cluster", "signal"]

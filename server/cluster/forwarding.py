@@ -340,9 +340,9 @@ class Forwarder:
             return
         self._give_up_lane(lane)
 
-    def _give_up_lane(self, lane: _Lane) -> None:
-        """No answer after ANSWER_TRIES sends: every action of the lane has an unknown
-        outcome (the later ones must not overtake it), so the agent resumes from acked."""
+    def _close_lane(self, lane: _Lane) -> list[Request]:
+        """Take every action out of the lane, in order, and forget the lane (a send in
+        flight then leaves it alone: the generation moved)."""
         lane.stop_timer()
         lane.generation += 1
         requests = list(lane.queue.items())
@@ -351,12 +351,19 @@ class Forwarder:
         lane.wake.set()
         if self._lanes.get((lane.live.name, lane.client)) is lane:
             del self._lanes[(lane.live.name, lane.client)]
-        for request_id, req in requests:
+        for request_id, _ in requests:
             self._where.pop(request_id, None)
+        return [req for _, req in requests]
+
+    def _give_up_lane(self, lane: _Lane) -> None:
+        """No answer after ANSWER_TRIES sends: every action of the lane has an unknown
+        outcome (the later ones must not overtake it), so the agent resumes from acked."""
+        requests = self._close_lane(lane)
+        for req in requests:
             log.warning(
                 "forwarded action not answered", room=lane.live.name, client=req.client, aid=req.aid
             )
-        unknown_outcome([req for _, req in requests], self.slow_timeout)
+        unknown_outcome(requests, self.slow_timeout)
 
     def resubmit(self, live: LiveRoom) -> None:
         """This node now owns the room: every lane's actions run here, in order.
@@ -367,15 +374,7 @@ class Forwarder:
         """
         assert live.writer is not None
         for lane in self._lanes_of(live):
-            lane.stop_timer()
-            lane.generation += 1
-            requests = list(lane.queue.items())
-            lane.queue.clear()
-            lane.inflight.clear()
-            lane.wake.set()
-            del self._lanes[(live.name, lane.client)]
-            for request_id, req in requests:
-                self._where.pop(request_id, None)
+            for req in self._close_lane(lane):
                 live.writer.submit(req)
 
     def fail_all(self, live: LiveRoom) -> None:

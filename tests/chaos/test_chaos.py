@@ -30,6 +30,7 @@ import aiohttp
 import pytest
 
 from statecast.protocol.client import RoomClient
+from statecast.protocol.digest import state_digest
 from statecast.protocol.errors import Rejection, StatecastError
 from tests.chaos.history import ActorLog, Observed, check, unavailability
 from tests.chaos.nemesis import LinkProxy, Nemesis, schedule
@@ -37,20 +38,11 @@ from tests.cluster_client import Roamer
 from tests.cluster_nodes import Node
 from tests.helpers import SCALE
 from tests.redis_server import RedisServer
+from tests.server.test_cluster import FLAGS as CLUSTER_FLAGS
 
 ROOM = "chaos"
-FLAGS = (
-    "--lease-ttl",
-    "1.0",
-    "--log-level",
-    "info",
-    "--action-rate",
-    "1000",
-    "--action-burst",
-    "1000",
-    "--leave-grace",
-    "0",
-)
+# The cluster tests' flags (TTL 1 s, a rate limit no actor reaches), and no leave grace.
+FLAGS = (*CLUSTER_FLAGS, "--leave-grace", "0")
 IN_FLIGHT = 20
 
 
@@ -236,8 +228,6 @@ async def converge(nodes: list[Node], roamers: list[Roamer], shipped: list[RoomC
                 if (c.epoch, c.seq) != (first["epoch"], first["seq"])
             ]
             if not behind:
-                from statecast.protocol.digest import state_digest
-
                 wrong = [r.sync.client or "spectator" for r in roamers if r.digest() != key[2]]
                 wrong += [str(c.client_id) for c in shipped if state_digest(c.state) != key[2]]
                 return f"digests differ from /head: {wrong}" if wrong else ""

@@ -22,21 +22,11 @@ import aiohttp
 import pytest
 
 from tests.cluster_client import Roamer
-from tests.cluster_nodes import Node, cluster
+from tests.cluster_nodes import CLUSTER_FLAGS, Node, cluster
 from tests.helpers import SCALE, bare
 from tests.redis_server import RedisServer, running_redis
 
-TTL = "1.0"
-FLAGS = (
-    "--lease-ttl",
-    TTL,
-    "--log-level",
-    "info",
-    "--action-rate",
-    "1000",
-    "--action-burst",
-    "1000",
-)
+FLAGS = CLUSTER_FLAGS
 
 
 @pytest.fixture
