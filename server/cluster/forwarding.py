@@ -169,11 +169,6 @@ class Forwarder:
         self._lanes: dict[tuple[str, str], _Lane] = {}
         self._where: dict[int, _Lane] = {}
 
-    @property
-    def waiting(self) -> int:
-        """Actions forwarded (or about to be) and not answered yet."""
-        return len(self._where)
-
     def forward(self, live: LiveRoom, req: Request) -> None:
         key = (live.name, req.client)
         lane = self._lanes.get(key)

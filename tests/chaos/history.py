@@ -32,7 +32,6 @@ class ActorLog:
     """One acting client's outcomes by its own counter ``n``."""
 
     client: str
-    kind: str
     outcomes: dict[int, tuple[str, Any] | None] = field(default_factory=dict)
 
     #: When (event loop time) each ACK arrived, for the unavailability figures.

@@ -66,7 +66,7 @@ class RawAgent:
 
     def __init__(self, urls: list[str], client: str, rate: float) -> None:
         self.roamer = Roamer(urls, client=client)
-        self.log = ActorLog(client, "raw")
+        self.log = ActorLog(client)
         self.rate = rate
         self._n_of: dict[int, int] = {}
 
@@ -98,7 +98,7 @@ class ShippedAgent:
 
     def __init__(self, urls: list[str], client: str, rate: float) -> None:
         self.room = RoomClient(urls, client=client, backoff_base=0.05, backoff_max=0.5)
-        self.log = ActorLog(client, "shipped")
+        self.log = ActorLog(client)
         self.rate = rate
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -134,7 +134,7 @@ class HttpActor:
 
     def __init__(self, nodes: list[Node], client: str, rate: float) -> None:
         self.nodes = nodes
-        self.log = ActorLog(client, "http")
+        self.log = ActorLog(client)
         self.rate = rate
         self.busy = False
 
