@@ -28,6 +28,8 @@ import msgpack
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from statecast.loadtest.runner import ONE_HOST
+
 BATCH = 250
 
 
@@ -70,7 +72,7 @@ async def _wait_ready(http: aiohttp.ClientSession, base: str) -> None:
 
 async def run(spectators: int, rooms: int, concurrency: int, serve_args: Sequence[str]) -> None:
     ws_port, http_port = _free_port(), _free_port()
-    command = [sys.executable, "-m", "statecast.server", "serve", "--store", "memory"]
+    command = [sys.executable, "-m", "statecast.server", "serve", "--store", "memory", *ONE_HOST]
     command += ["--port", str(ws_port), "--http-port", str(http_port), "--log-level", "error"]
     proc = await asyncio.create_subprocess_exec(
         *command, *serve_args, stdout=asyncio.subprocess.DEVNULL

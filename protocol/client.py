@@ -58,6 +58,7 @@ from statecast.protocol.backoff import (
 )
 from statecast.protocol.errors import (
     RETRYABLE_CLOSE_CODES,
+    AnswerLost,
     ClientIdTakenOver,
     ConnectFailed,
     MalformedMessage,
@@ -131,7 +132,7 @@ class RoomClient:
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._failure: BaseException | None = None
-        self._acts: dict[int, asyncio.Future[int | None]] = {}
+        self._acts: dict[int, asyncio.Future[ActionAcked]] = {}
         self._listeners: set[asyncio.Queue[Event | None]] = set()
         self._seq_waiters: list[tuple[int, asyncio.Future[None]]] = []
 
@@ -197,12 +198,29 @@ class RoomClient:
         many seconds without an answer; the action stays sent (it is re-sent with its aid
         after a reconnect, and takes effect at most once).
         """
+        return (await self._perform(name, args, timeout)).seq
+
+    async def call(self, name: str, args: Any, *, timeout: float | None = None) -> Any:
+        """Send an action and return what its handler returned (None if nothing).
+
+        As :meth:`act`, but the result is the handler's answer (docs/protocol.md §5.8):
+        a task board's ``claim`` can say which task the agent got. An action re-sent after
+        a reconnect gets the same answer, since the room records it with the client's last
+        aid; :class:`AnswerLost` if the action took effect while the client was away and a
+        later action of this client did too (only the last answer is kept).
+        """
+        acked = await self._perform(name, args, timeout)
+        if not acked.answer_known:
+            raise AnswerLost(acked.aid)
+        return acked.answer
+
+    async def _perform(self, name: str, args: Any, timeout: float | None) -> ActionAcked:
         self._raise_if_failed()
         if self.sync.role != "agent":
             raise Rejection("forbidden", "spectators may not act")
         self._check_size(name, args)
         aid = self.sync.act(name, args)
-        fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[ActionAcked] = asyncio.get_running_loop().create_future()
         self._acts[aid] = fut
         await self._flush()
         if timeout is None:
@@ -394,7 +412,7 @@ class RoomClient:
             if isinstance(event, ActionAcked):
                 fut = self._acts.pop(event.aid, None)
                 if fut is not None and not fut.done():
-                    fut.set_result(event.seq)
+                    fut.set_result(event)
                 continue
             if isinstance(event, ActionRejected):
                 fut = self._acts.pop(event.aid, None)

@@ -90,6 +90,17 @@ def encode_diff_parts(seq: int, encoded_ops: Sequence[bytes]) -> bytes:
     return b"".join((_DIFF_HEAD, _pack(seq), _array_header(len(encoded_ops)), *encoded_ops))
 
 
+_ACK_WITH_ANSWER_HEAD = bytes((0x94, ACK))
+
+
+def encode_ack(aid: int, seq: int | None, answer: bytes | None = None) -> bytes:
+    """An ACK; ``answer``, if given, is the handler's answer already encoded (the room
+    encodes it once, when it checks its size) and becomes the fourth element."""
+    if answer is None:
+        return _pack([ACK, aid, seq])
+    return b"".join((_ACK_WITH_ANSWER_HEAD, _pack(aid), _pack(seq), answer))
+
+
 def _array_header(n: int) -> bytes:
     if n < 16:
         return bytes((0x90 | n,))
@@ -196,7 +207,12 @@ def _decode_hello(value: list[Any]) -> Hello:
         )
         parsed_resume = (resume[0], resume[1])
     return Hello(
-        v=PROTOCOL_VERSION, role=cast(Role, role), token=token, client=client, resume=parsed_resume
+        v=PROTOCOL_VERSION,
+        role=cast(Role, role),
+        token=token,
+        client=client,
+        resume=parsed_resume,
+        answers=body.get("answers") is True,  # anything else: the client did not ask
     )
 
 
@@ -281,7 +297,7 @@ def _decode_ack(value: list[Any]) -> Ack:
         len(value) >= 3 and _is_int(value[1]) and (value[2] is None or _is_int(value[2])),
         "ACK is [7, aid, seq|nil]",
     )
-    return Ack(aid=value[1], seq=value[2])
+    return Ack(aid=value[1], seq=value[2], answer=value[3] if len(value) > 3 else None)
 
 
 def _decode_error(value: list[Any]) -> Error:

@@ -103,6 +103,20 @@ class Rejection(StatecastError):
         return ERROR_HTTP_STATUS.get(self.code, 400)
 
 
+class AnswerLost(StatecastError):
+    """The action took effect (exactly once) while the client was away, but its answer is
+    no longer known: a room keeps only each client's last answer (docs/protocol.md §5.8),
+    and a later action of this client was processed after it. Read the outcome from the
+    room's state, or make the call idempotent and call again."""
+
+    def __init__(self, aid: int) -> None:
+        super().__init__(
+            f"action {aid} took effect while the client was away; its answer is gone, since "
+            "a room keeps only a client's last answer: read the outcome from the state"
+        )
+        self.aid = aid
+
+
 class ServerClosed(StatecastError):
     """The server closed the connection with a code that says not to retry."""
 

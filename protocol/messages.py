@@ -19,6 +19,8 @@ ACTION: Final = 4
 DIFF: Final = 5
 RESYNC: Final = 6
 ACK: Final = 7
+#: The largest answer a handler may give, encoded (docs/protocol.md §5.8).
+MAX_ANSWER_BYTES: Final = 8192
 ERROR: Final = 8
 
 Role: TypeAlias = Literal["agent", "spectator"]
@@ -34,9 +36,13 @@ class Hello:
     token: str | None = None
     client: str | None = None
     resume: tuple[str, int] | None = None
+    #: statecast extension (docs/protocol.md §5.8): ACKs may carry a handler's answer.
+    answers: bool = False
 
     def to_wire(self) -> list[Any]:
         body: dict[str, Any] = {"v": self.v, "role": self.role}
+        if self.answers:
+            body["answers"] = True
         if self.token is not None:
             body["token"] = self.token
         if self.client is not None:
@@ -114,9 +120,13 @@ class Resync:
 class Ack:
     aid: int
     seq: int | None
+    #: The handler's answer (statecast extension, §5.8); None: it gave none.
+    answer: Any = None
 
     def to_wire(self) -> list[Any]:
-        return [ACK, self.aid, self.seq]
+        if self.answer is None:
+            return [ACK, self.aid, self.seq]
+        return [ACK, self.aid, self.seq, self.answer]
 
 
 @dataclass(frozen=True, slots=True)

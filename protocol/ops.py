@@ -86,6 +86,9 @@ def clone_value(value: Any, depth_left: int = DEFAULT_MAX_DEPTH) -> Value:
         if depth_left <= 0:
             raise too_large("value nested too deeply")
         return [clone_value(v, depth_left - 1) for v in value]
+    inner = getattr(value, "__statecast_value__", _MISSING)
+    if inner is not _MISSING:  # a read-only view of a room's state (server/state_view.py)
+        return clone_value(inner, depth_left)
     raise invalid(f"{t.__name__} is not a state value")
 
 

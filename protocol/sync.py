@@ -114,10 +114,17 @@ class Changed:
 
 @dataclass(frozen=True, slots=True)
 class ActionAcked:
-    """The action was processed; ``seq`` is None when its outcome was not repeated."""
+    """The action was processed; ``seq`` is None when its outcome was not repeated.
+
+    ``answer`` is the handler's answer (None: it gave none). ``answer_known`` is False
+    when the action was processed while the client was away and a later one of its
+    actions was too: the room keeps only the last answer (docs/protocol.md §5.8).
+    """
 
     aid: int
     seq: int | None
+    answer: Any = None
+    answer_known: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +178,12 @@ class ClientSync:
         self._transition("connect")
         resume = (self.epoch, self.seq) if self.epoch is not None else None
         hello = Hello(
-            v=PROTOCOL_VERSION, role=self.role, token=self.token, client=self.client, resume=resume
+            v=PROTOCOL_VERSION,
+            role=self.role,
+            token=self.token,
+            client=self.client,
+            resume=resume,
+            answers=True,
         )
         self._out.append(codec.encode(hello))
 
@@ -240,7 +252,7 @@ class ClientSync:
         elif isinstance(message, Snapshot):
             self._on_snapshot(message)
         elif isinstance(message, Ack):
-            self._resolve(message.aid, ActionAcked(message.aid, message.seq))
+            self._resolve(message.aid, ActionAcked(message.aid, message.seq, message.answer))
         elif isinstance(message, Error):
             if message.aid is None:
                 self._events.append(ServerNotice(message.code, message.message))
@@ -261,8 +273,10 @@ class ClientSync:
         self._last_aid = max(self._last_aid, w.acked)
         self._events.append(Welcomed(w))
         for aid in sorted(self._pending):
-            if aid <= w.acked:
-                self._resolve(aid, ActionAcked(aid, None))
+            if aid < w.acked:  # processed while away, and a later one too: answer gone
+                self._resolve(aid, ActionAcked(aid, None, answer_known=False))
+        # The rest are sent again, w.acked included: the room answers its last aid with
+        # ACK [7, aid, nil, answer?], its recorded answer (§5.8), and applies nothing.
         for aid in sorted(self._pending):
             self._send_action(self._pending[aid])
 

@@ -8,6 +8,7 @@ with 1001, checkpoint every room, close the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import signal
 import sqlite3
@@ -22,13 +23,18 @@ from statecast.server.http import HttpListener
 from statecast.server.limits import TokenBucket, raise_open_file_limit
 from statecast.server.manager import RoomManager
 from statecast.server.metrics import Metrics
+from statecast.server.quotas import Quotas, StoreBounds
 from statecast.server.registry import RoomTypes
 from statecast.server.rooms.document import DocumentRoom, PresenceDocumentRoom
 from statecast.server.store import Store, open_store
+from statecast.server.store.base import StoreUnavailable
 from statecast.server.store.redis import RedisStore
 from statecast.server.ws import WebSocketListener
 
 log = structlog.get_logger()
+
+#: Seconds between readings of the store's size (server/quotas.py's StoreBounds).
+USAGE_INTERVAL = 1.0
 
 
 class StartupError(Exception):
@@ -71,6 +77,9 @@ class App:
             log.warning(overlap)
         self.auth = build_authenticator(config)
         self.rooms = RoomManager(config, self.store, self.room_types, self.metrics)
+        self.quotas = self.rooms.quotas = Quotas(config, self.metrics)
+        self.bounds = self.rooms.bounds = StoreBounds(config, self.metrics)
+        self._usage: asyncio.Task[None] | None = None
         self.cluster: ClusterNode | None = None
         if isinstance(self.store, RedisStore):
             self.cluster = self.rooms.cluster = ClusterNode(self.rooms, self.store)
@@ -102,6 +111,8 @@ class App:
                 f"server uses it, stop that one or give this one another --store"
             ) from None
         try:
+            await self._read_usage()  # the store's bounds hold from the first request on
+            self._usage = asyncio.create_task(self._watch_usage(), name="store usage")
             if self.cluster is not None:
                 await self.cluster.start()
             which = "--http-port"
@@ -128,7 +139,27 @@ class App:
         )
         return self.ports
 
+    async def _read_usage(self) -> None:
+        try:
+            self.bounds.update(await self.store.usage())
+        except StoreUnavailable as exc:  # the last reading stands; the next one may do
+            log.debug("store usage not read", error=str(exc))
+
+    async def _watch_usage(self) -> None:
+        """Read the store's size about once a second (``--max-store-bytes``, gauges)."""
+        while True:
+            await asyncio.sleep(USAGE_INTERVAL)
+            await self._read_usage()
+
+    async def _stop_usage(self) -> None:
+        if self._usage is not None:
+            self._usage.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._usage
+            self._usage = None
+
     async def _close_started(self) -> None:
+        await self._stop_usage()
         self.ws.close()
         await self.http.close()
         if self.cluster is not None:
@@ -157,6 +188,7 @@ class App:
         if self.cluster is not None:
             await self.cluster.close()
         await self.http.close()
+        await self._stop_usage()
         await self.store.close()
         self._stopped.set()
         log.info("stopped")

@@ -49,6 +49,14 @@ class Config:
     max_rooms: int = 10_000
     idle_unload: float = 300.0
     max_state_bytes: int = 8 << 20
+    max_store_bytes: int = 1 << 30
+    max_stored_rooms: int = 100_000
+    identity_rooms_per_minute: float = 60.0
+    identity_connections: int = 100
+    identity_action_rate: float = 200.0
+    identity_write_rate: int = 1 << 20
+    room_clients_per_identity: int = 100
+    trusted_proxies: str = ""
     max_key_length: int = 1024
     http_max_body: int = 1 << 20
     http_idle_timeout: float = 75.0
@@ -66,6 +74,13 @@ class Config:
             from statecast.server.cors import parse_origins
 
             parse_origins(self.cors_origins)  # a ValueError names the bad origin
+        if self.trusted_proxies:
+            from statecast.server.quotas import parse_proxies
+
+            try:
+                parse_proxies(self.trusted_proxies)
+            except ValueError as exc:
+                raise ValueError(f"--trusted-proxies (STATECAST_TRUSTED_PROXIES): {exc}") from None
         for name, rule in _RULES.items():
             problem = rule.check(getattr(self, name))
             if problem is not None:
@@ -130,6 +145,13 @@ _RULES: dict[str, _Rule] = {
     "max_rooms": _Rule(low=1),
     "idle_unload": _COUNT,
     "max_state_bytes": _COUNT,
+    "max_store_bytes": _COUNT,
+    "max_stored_rooms": _COUNT,
+    "identity_rooms_per_minute": _COUNT,
+    "identity_connections": _COUNT,
+    "identity_action_rate": _COUNT,
+    "identity_write_rate": _COUNT,
+    "room_clients_per_identity": _COUNT,
     "max_key_length": _COUNT,
     "http_max_body": _Rule(low=1),
     "http_idle_timeout": _POSITIVE,
@@ -186,6 +208,21 @@ _HELP: dict[str, str] = {
     "idle_unload": "seconds an idle room (no connection, no request) stays in memory before "
     "it is checkpointed and unloaded (0: only when --max-rooms needs the space)",
     "max_state_bytes": "encoded size a room's state may reach (too_large)",
+    "max_store_bytes": "bytes the store may hold (SQLite: its file; Redis: used_memory; "
+    "memory: states and logs); past it no room is created and no state grows (0: unlimited)",
+    "max_stored_rooms": "rooms the store may hold; past it no room is created (0: unlimited)",
+    "identity_rooms_per_minute": "rooms one client (token subject, else address) may create "
+    "per minute (0: unlimited)",
+    "identity_connections": "WebSocket connections one client (token subject, else address) "
+    "may hold (0: unlimited)",
+    "identity_action_rate": "actions per second one client (token subject, else address) may "
+    "send over all its connections and client ids, bursting to twice it (0: unlimited)",
+    "identity_write_rate": "bytes of actions per second one client (token subject, else "
+    "address) may send, bursting to 16 s of it (0: unlimited)",
+    "room_clients_per_identity": "client ids one address may have a room record under "
+    "--auth none (0: unlimited)",
+    "trusted_proxies": "proxies whose X-Forwarded-For names the client's address, "
+    "comma-separated addresses or networks (default: none, the peer address counts)",
     "max_key_length": "longest map key or path segment, in characters (too_large)",
     "http_max_body": "largest HTTP request body",
     "http_idle_timeout": "seconds an idle HTTP keep-alive connection stays open",

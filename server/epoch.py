@@ -50,5 +50,7 @@ def starting(type_name: str, state: bytes, acked: dict[str, int] | None = None) 
 
 def restarted(record: RoomRecord) -> RoomRecord:
     """``record`` on a new epoch whose seq 0 holds its head state, with an empty log and
-    the same acknowledged aids."""
-    return starting(record.type_name, fold(record.checkpoint_state, record.diffs), record.acked)
+    the same acknowledged aids and answers."""
+    fresh = starting(record.type_name, fold(record.checkpoint_state, record.diffs), record.acked)
+    fresh.answers = dict(record.answers)
+    return fresh

@@ -95,6 +95,7 @@ class Subscriber:
     """One WebSocket connection's seat in a room."""
 
     __slots__ = (
+        "answers",
         "client",
         "conn",
         "held",
@@ -107,8 +108,12 @@ class Subscriber:
         "write",
     )
 
-    def __init__(self, conn: FeedConnection, role: Role, client: str | None) -> None:
+    def __init__(
+        self, conn: FeedConnection, role: Role, client: str | None, *, answers: bool = False
+    ) -> None:
         self.conn = conn
+        #: The HELLO asked for handlers' answers in ACKs (docs/protocol.md §5.8).
+        self.answers = answers
         self.transport: Any = conn.transport
         self.protocol = conn.protocol
         # Bound once, so the fan-out loop reaches the transport without a Python call.

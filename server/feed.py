@@ -70,6 +70,8 @@ class RoomFeed:
         self.head = head
         #: Each client's last processed aid, as of ``head``.
         self.acked = acked
+        #: Each client's last answer and the aid it answered (the writer keeps it; §5.8).
+        self.answers: dict[str, tuple[int, bytes]] = {}
         self.history = history
         self.config = config
         self.metrics = metrics

@@ -7,6 +7,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+import msgpack
 import structlog
 from aiohttp import web
 
@@ -22,6 +23,7 @@ from statecast.server.limits import TokenBucket
 from statecast.server.listing import Listing, bearer
 from statecast.server.live import LiveRoom, Request
 from statecast.server.pages import Pages
+from statecast.server.quotas import requester
 from statecast.server.registry import RoomTypeMissing
 from statecast.server.store.base import StoreUnavailable
 
@@ -275,11 +277,32 @@ class HttpListener:
             return error(400, "invalid", "name must be a string")
         if not self._bucket(client).take():
             return error(429, "rate_limited", f"over {self.app.config.action_rate:g} actions/s")
-        live = await self._room(request, create=self.app.config.create_rooms)
+        quotas = self.app.quotas
+        forwarded = ",".join(request.headers.getall("X-Forwarded-For", [])) or None
+        who = quotas.identity(token_client, request.remote, forwarded)
+        refusal = quotas.act(who) or quotas.write(who, len(raw))
+        if refusal is not None:
+            return error(429, "rate_limited", refusal)
+        token = requester.set(who)
+        try:
+            live = await self._room(request, create=self.app.config.create_rooms)
+        finally:
+            requester.reset(token)
+        if client not in live.feed.acked and not quotas.may_bring(live.introduced, who, client):
+            return error(
+                403,
+                "forbidden",
+                f"this address brought {self.app.config.room_clients_per_identity} client ids "
+                f"into the room (--room-clients-per-identity): reuse one",
+            )
         reply: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        live.submit(Request(client, aid, name, body.get("args"), reply, time.perf_counter()))
+        req = Request(client, aid, name, body.get("args"), reply, time.perf_counter())
+        live.submit(req)
         seq = await reply
-        return web.json_response({"seq": seq})
+        if req.answer is None:
+            return web.json_response({"seq": seq})
+        # The handler's answer (docs/protocol.md §10.5): a state value, so JSON can hold it.
+        return web.json_response({"seq": seq, "answer": msgpack.unpackb(req.answer, raw=False)})
 
     def _bucket(self, client: str) -> TokenBucket:
         bucket = self.buckets.get(client)

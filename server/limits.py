@@ -43,8 +43,11 @@ class TokenBucket:
         self._stamp = time.monotonic()
         self._strikes = 0.0
 
-    def take(self) -> bool:
-        """Spend a token if there is one (no strikes: for HTTP, which answers 429)."""
+    def take(self, cost: float = 1.0) -> bool:
+        """Spend ``cost`` tokens if there are (no strikes: for HTTP, which answers 429).
+
+        A cost above the burst is allowed once the bucket is full (so one large item
+        is never refused forever), leaving it in debt."""
         if self.rate <= 0:
             return True
         now = time.monotonic()
@@ -53,10 +56,15 @@ class TokenBucket:
         self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
         if self.strikes > 0:
             self._strikes = max(0.0, self._strikes - elapsed * self.strikes / STRIKE_WINDOW)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= min(cost, self.burst):
+            self._tokens -= cost
             return True
         return False
+
+    def full(self) -> bool:
+        """Whether the bucket has refilled to its burst (its owner is idle)."""
+        elapsed = time.monotonic() - self._stamp
+        return self.rate <= 0 or self._tokens + elapsed * self.rate >= self.burst
 
     def check(self) -> str | None:
         """None if the action may go ahead, else why not; raises after too many refusals."""

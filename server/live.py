@@ -22,7 +22,7 @@ log = structlog.get_logger()
 
 
 class LiveRoom:
-    __slots__ = ("feed", "follower", "forward", "last_active", "presence", "writer")
+    __slots__ = ("feed", "follower", "forward", "introduced", "last_active", "presence", "writer")
 
     def __init__(
         self,
@@ -34,6 +34,8 @@ class LiveRoom:
         grace: float = 0.0,
     ) -> None:
         self.feed = feed
+        #: Client ids each identity brought into the room (--room-clients-per-identity).
+        self.introduced: dict[str, set[str]] = {}
         self.writer = writer
         self.follower = follower
         self.forward = forward

@@ -28,6 +28,7 @@ from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.history import MIN_HISTORY_BYTES, History
 from statecast.server.live import LiveRoom
 from statecast.server.metrics import Metrics
+from statecast.server.quotas import Quotas, StoreBounds, requester
 from statecast.server.registry import RoomTypeMissing, RoomTypes, type_name
 from statecast.server.room import Room
 from statecast.server.store.base import RoomRecord, Store
@@ -56,6 +57,9 @@ class RoomManager:
         self._sweeper: asyncio.Task[None] | None = None
         #: Set by the app when the store is shared by a cluster (server/cluster/node.py).
         self.cluster: ClusterNode | None = None
+        #: Per-identity quotas and the store's bounds (server/quotas.py), set by the app.
+        self.quotas: Quotas | None = None
+        self.bounds: StoreBounds | None = None
 
     async def get(self, name: str, *, create: bool) -> LiveRoom | None:
         """The live room ``name``, loaded from the store or created if asked; None if absent."""
@@ -131,6 +135,14 @@ class RoomManager:
         creating = sum(1 for n in self._creating if n not in self.rooms)
         if len(self.rooms) + creating >= self.config.max_rooms and not self._unload_idle():
             raise Rejection("unavailable", "the server holds its maximum number of busy rooms")
+        refusal = self.bounds.creation_refused() if self.bounds is not None else None
+        if refusal is not None:
+            self.metrics.quota_refusals.labels("store").inc()
+            raise Rejection("unavailable", refusal)
+        if self.quotas is not None:
+            refusal = self.quotas.create_room(requester.get())
+            if refusal is not None:
+                raise Rejection("rate_limited", refusal)
         self._creating.add(name)
         room_class = self.room_types.for_room(name)
         room = room_class(name)
@@ -175,7 +187,7 @@ class RoomManager:
     def make_feed(
         self, name: str, state: dict[str, Any], record: RoomRecord, history: History
     ) -> RoomFeed:
-        return RoomFeed(
+        feed = RoomFeed(
             name,
             state,
             epoch=record.epoch,
@@ -186,12 +198,20 @@ class RoomManager:
             metrics=self.metrics,
             type_name=record.type_name,
         )
+        feed.answers = dict(record.answers)
+        return feed
 
     def make_writer(
         self, feed: RoomFeed, room: Room, hooks: WriterHooks | None = None
     ) -> RoomWriter:
         return RoomWriter(
-            feed, room, store=self.store, config=self.config, metrics=self.metrics, hooks=hooks
+            feed,
+            room,
+            store=self.store,
+            config=self.config,
+            metrics=self.metrics,
+            hooks=hooks,
+            bounds=self.bounds,
         )
 
     def hold(self, live: LiveRoom) -> LiveRoom:

@@ -60,6 +60,18 @@ class Metrics:
             ["route", "status"],
             registry=r,
         )
+        self.quota_refusals = Counter(
+            "statecast_quota_refusals",
+            "Requests refused by a per-identity quota or the store's bounds",
+            ["quota"],
+            registry=r,
+        )
+        self.store_bytes = Gauge(
+            "statecast_store_bytes",
+            "Bytes the store holds (as the store measures them)",
+            registry=r,
+        )
+        self.store_rooms = Gauge("statecast_store_rooms", "Rooms the store holds", registry=r)
         self.commit_seconds = Histogram(
             "statecast_store_commit_seconds", "Store commit time per batch", registry=r
         )

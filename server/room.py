@@ -58,8 +58,10 @@ import msgpack
 
 from statecast.protocol import codec, ops
 from statecast.protocol.errors import Rejection
+from statecast.protocol.messages import MAX_ANSWER_BYTES
+from statecast.server.state_view import StateMap, StateMutation
 
-HandlerT = TypeVar("HandlerT", bound=Callable[..., None])
+HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
 
 _MISSING: Final = object()
 
@@ -78,15 +80,17 @@ class ActionContext:
     """What a handler sees: who acts, the state, and the change-recording API."""
 
     __slots__ = (
+        "_state",
         "_undo",
+        "_view",
         "changed",
         "client",
         "encoded_ops",
         "max_depth",
         "max_key_length",
+        "over_budget",
         "size_budget",
         "size_delta",
-        "state",
     )
 
     def __init__(
@@ -97,19 +101,30 @@ class ActionContext:
         *,
         max_key_length: int | None = None,
         size_budget: int | None = None,
+        over_budget: str | None = None,
     ) -> None:
-        self.state = state
+        self._state = state
+        self._view: StateMap | None = None
         self.client = client
         self.max_depth = max_depth
         self.max_key_length = max_key_length
         #: Bytes the state may still grow by (None: not tracked).
         self.size_budget = size_budget
+        #: The refusal when an op would go over the budget.
+        self.over_budget = over_budget or "the room's state would exceed its size limit"
         #: Estimated change of the state's encoded size so far.
         self.size_delta = 0
         self.encoded_ops: list[bytes] = []
         #: Whether a recorded op changed the state (an exact no-op set does not).
         self.changed = False
         self._undo: list[ops.Undo] = []
+
+    @property
+    def state(self) -> StateMap:
+        """The state, read-only (server/state_view.py): change it through the methods below."""
+        if self._view is None:
+            self._view = StateMap(self._state, None, None)
+        return self._view
 
     def set(self, path: list[str | int], value: Any) -> None:
         p = ops.check_path(path, self.max_depth)
@@ -128,7 +143,7 @@ class ActionContext:
         A set to the value already there is left out (no diff wakes anyone for it),
         unless ``exact``: then it is recorded all the same, without counting as a change.
         """
-        noop = op[0] == ops.SET and unchanged(self.state, op[1], op[2])
+        noop = op[0] == ops.SET and unchanged(self._state, op[1], op[2])
         if noop and not exact:
             return
         try:
@@ -140,12 +155,12 @@ class ActionContext:
             _check_key_lengths(op, limit)
         delta = 0
         if self.size_budget is not None:
-            delta = size_change(self.state, op, len(encoded))
+            delta = size_change(self._state, op, len(encoded))
             if delta > 0 and self.size_delta + delta > self.size_budget:
-                raise Rejection("too_large", "the room's state would exceed its size limit")
+                raise Rejection("too_large", self.over_budget)
         mark = len(self._undo)
         try:
-            ops.apply_op(self.state, op, self._undo)
+            ops.apply_op(self._state, op, self._undo)
         except BaseException:
             # A set can create maps on its path and then fail: undo this op alone, so
             # that a handler which catches the refusal and goes on leaves no trace of it.
@@ -295,6 +310,8 @@ class Room:
     max_state_bytes: int | None = None
     #: The state's encoded size: exact after :meth:`set_limits`, then kept up to date by op.
     state_bytes: int = 0
+    #: Why the state may not grow now (the store is full, server/quotas.py), or None.
+    growth_refused: str | None = None
     _handlers: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -317,9 +334,32 @@ class Room:
                     f"got in the action's args."
                 )
 
+    #: The context of the handler that is running (None between actions).
+    _running: ActionContext | None = None
+
     def __init__(self, name: str, state: dict[str, Any] | None = None) -> None:
         self.name = name
-        self.state: dict[str, Any] = state if state is not None else self.initial_state()
+        self.state = state if state is not None else self.initial_state()
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The room's state; while a handler or hook runs, a read-only view of it.
+
+        The view (server/state_view.py) is what makes an in-place change impossible:
+        a handler that writes ``self.state[...]`` gets :class:`StateMutation` instead
+        of a change no DIFF would carry.
+        """
+        running = self._running
+        return self._state if running is None else running.state  # type: ignore[return-value]
+
+    @state.setter
+    def state(self, value: dict[str, Any]) -> None:
+        if self._running is not None:
+            raise StateMutation(
+                "assigning self.state in a handler: change the state with ctx.set, "
+                "ctx.delete or ctx.insert"
+            )
+        self._state = value
 
     def initial_state(self) -> dict[str, Any]:
         return {}
@@ -359,8 +399,12 @@ class Room:
 
     def run_action(
         self, client: str, name: str, args: Any, undo: list[ops.Undo] | None = None
-    ) -> list[bytes]:
-        """Run one action all or nothing; return its encoded ops or raise Rejection.
+    ) -> tuple[list[bytes], bytes | None]:
+        """Run one action all or nothing; return its encoded ops and answer, or raise Rejection.
+
+        The answer is what the handler returned, encoded (None when it returned None):
+        it must be a state value of at most ``MAX_ANSWER_BYTES`` encoded, else the action
+        is refused (``invalid`` / ``too_large``) and changes nothing.
 
         ``undo``, if given, receives the applied action's undo entries, so a whole
         batch can be rolled back when its write to the store does not happen.
@@ -374,33 +418,64 @@ class Room:
         self, client: str, hook: Literal["join", "leave"], undo: list[ops.Undo] | None = None
     ) -> list[bytes]:
         """Run :meth:`on_join` or :meth:`on_leave` all or nothing; return its encoded ops."""
-        return self._run(undo, client, self.on_join if hook == "join" else self.on_leave)
+        hook_fn = self.on_join if hook == "join" else self.on_leave
+        return self._run(undo, client, hook_fn)[0]
 
     def _run(
         self,
         undo: list[ops.Undo] | None,
         client: str,
-        handler: Callable[..., None],
+        handler: Callable[..., Any],
         *args: Any,
-    ) -> list[bytes]:
+    ) -> tuple[list[bytes], bytes | None]:
         budget = None
         if self.max_state_bytes is not None:
             budget = self.max_state_bytes - self.state_bytes
+        refused = self.growth_refused
+        if refused is not None:
+            budget = 0  # shrinking and same-size changes still go through
         ctx = ActionContext(
-            self.state,
+            self._state,
             client,
             self.max_depth,
             max_key_length=self.max_key_length,
             size_budget=budget,
+            over_budget=refused,
         )
+        self._running = ctx
+        answer: bytes | None = None
         try:
-            handler(ctx, *args)
+            returned = handler(ctx, *args)
+            if returned is not None:
+                answer = _encode_answer(returned, self.max_depth)
             if budget is not None and ctx.size_delta > max(budget, 0):
-                raise Rejection("too_large", "the room's state would exceed its size limit")
+                raise Rejection("too_large", ctx.over_budget)
         except BaseException:
             ctx.rollback()
             raise
+        finally:
+            self._running = None
         self.state_bytes += ctx.size_delta
         if undo is not None:
             undo.extend(ctx._undo)
-        return ctx.encoded_ops
+        return ctx.encoded_ops, answer
+
+
+def _encode_answer(value: Any, max_depth: int) -> bytes:
+    """A handler's answer, checked and encoded once (docs/protocol.md §5.8)."""
+    try:
+        checked = ops.clone_value(value, max_depth)  # views unwrapped; a non-state value refused
+        encoded: bytes = msgpack.packb(checked, use_bin_type=True)
+    except Rejection as exc:
+        message = f"the handler's answer is not a state value: {exc.message}"
+        raise Rejection("invalid", message) from None
+    except UnicodeEncodeError:
+        message = "the handler's answer holds a string UTF-8 cannot encode"
+        raise Rejection("invalid", message) from None
+    if len(encoded) > MAX_ANSWER_BYTES:
+        raise Rejection(
+            "too_large",
+            f"the handler's answer is {len(encoded)} bytes encoded; "
+            f"answers are at most {MAX_ANSWER_BYTES}",
+        )
+    return encoded

@@ -47,14 +47,16 @@ import structlog
 
 from statecast.protocol import codec, ops
 from statecast.protocol.errors import Rejection
-from statecast.protocol.messages import Ack, Error
+from statecast.protocol.messages import Error
 from statecast.server.config import Config
 from statecast.server.fanout import Subscriber
 from statecast.server.feed import RoomFailed, RoomFeed
 from statecast.server.history import MIN_HISTORY_BYTES
 from statecast.server.metrics import Metrics
 from statecast.server.presence import Hook
+from statecast.server.quotas import StoreBounds
 from statecast.server.room import Room
+from statecast.server.state_view import StateMutation
 from statecast.server.store.base import (
     Fenced,
     RoomLost,
@@ -87,6 +89,9 @@ class Request:
     args: Any
     reply: Subscriber | asyncio.Future[int | None] | RemoteReply
     received: float
+    #: The handler's answer, encoded, once processed (docs/protocol.md §5.8): set when the
+    #: action ran and answered, or when it is the client's last aid re-sent.
+    answer: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -99,6 +104,16 @@ class HookRequest:
 
 Outcome = tuple[Request, int | None, Rejection | None]
 UNAVAILABLE = Rejection("unavailable", "the room's store cannot be reached: send it again later")
+
+
+def encode_outcome(req: Request, seq: int | None, rejection: Rejection | None) -> bytes:
+    """The ACK or ERROR for an action answered to a connection; the ACK carries the
+    handler's answer when the connection asked for answers in its HELLO (§5.8)."""
+    if rejection is not None:
+        return codec.encode(Error(req.aid, rejection.code, rejection.message))
+    reply = req.reply
+    answer = req.answer if isinstance(reply, Subscriber) and reply.answers else None
+    return codec.encode_ack(req.aid, seq, answer)
 
 
 class WriterHooks(Protocol):
@@ -135,8 +150,11 @@ class RoomWriter:
         config: Config,
         metrics: Metrics,
         hooks: WriterHooks | None = None,
+        bounds: StoreBounds | None = None,
     ) -> None:
         self.feed = feed
+        #: The store's bounds: while it is full, no state grows (server/quotas.py).
+        self.bounds = bounds
         self.room = room
         room.set_limits(
             max_depth=config.max_depth,
@@ -335,12 +353,17 @@ class RoomWriter:
         for change in pending.changes:
             if change.client is not None:
                 self.feed.acked[change.client] = change.aid
+                if change.answer is not None:
+                    self.feed.answers[change.client] = (change.aid, change.answer)
+                else:
+                    self.feed.answers.pop(change.client, None)
         self.room.state_bytes += pending.size_delta
         if pending.diffs:
             self._applied = pending.diffs[-1][0]
 
     async def _process(self, batch: list[Request | HookRequest]) -> None:
-        acked = self.feed.acked
+        acked, answers = self.feed.acked, self.feed.answers
+        answers_before: dict[str, tuple[int, bytes] | None] = {}
         changes: list[StoredChange] = []
         outcomes: list[Outcome] = []
         diffs: list[tuple[int, bytes]] = []
@@ -348,6 +371,7 @@ class RoomWriter:
         acked_before: dict[str, int] = {}
         applied_before, size_before = self._applied, self.room.state_bytes
         counts = {"applied": 0, "rejected": 0, "duplicate": 0}  # counted once per batch
+        self.room.growth_refused = self.bounds.full if self.bounds is not None else None
         for req in batch:
             if type(req) is HookRequest:
                 hook_diff = self._run_hook(req, undo)
@@ -356,7 +380,12 @@ class RoomWriter:
                     changes.append(StoredChange(self._applied, hook_diff, None, 0))
                 continue
             assert type(req) is Request
-            if req.aid <= acked.get(req.client, 0):
+            last = acked.get(req.client, 0)
+            if req.aid <= last:
+                if req.aid == last:  # the last aid: its answer, if it had one, again
+                    kept = answers.get(req.client)
+                    if kept is not None and kept[0] == req.aid:
+                        req.answer = kept[1]
                 outcomes.append((req, None, None))
                 counts["duplicate"] += 1
                 continue
@@ -364,12 +393,30 @@ class RoomWriter:
                 refusal = f"the room records at most {self.max_clients} client ids: reuse one"
                 outcomes.append((req, None, Rejection("forbidden", refusal)))
                 continue
-            acked_before.setdefault(req.client, acked.get(req.client, 0))
+            acked_before.setdefault(req.client, last)
+            if req.client not in answers_before:
+                answers_before[req.client] = answers.pop(req.client, None)
+            else:
+                answers.pop(req.client, None)
             acked[req.client] = req.aid
             try:
-                parts = self.room.run_action(req.client, req.name, req.args, undo)
+                parts, req.answer = self.room.run_action(req.client, req.name, req.args, undo)
             except Rejection as exc:
                 rejection: Rejection | None = exc
+            except StateMutation as exc:
+                log.error(
+                    "room handler changed the state in place: use ctx.set, ctx.delete or "
+                    "ctx.insert",
+                    room=self.name,
+                    action=req.name,
+                    error=str(exc),
+                )
+                rejection = Rejection(
+                    "invalid",
+                    f"action {req.name!r} failed in the room: its handler changed the state "
+                    f"in place (handlers change it only through ctx.set, ctx.delete or "
+                    f"ctx.insert); nothing was changed",
+                )
             except Exception:
                 log.exception("room handler raised", room=self.name, action=req.name)
                 rejection = Rejection("invalid", f"action {req.name!r} failed in the room")
@@ -385,7 +432,9 @@ class RoomWriter:
                 self._applied += 1
                 encoded = codec.encode_diff_parts(self._applied, parts)
                 diffs.append((self._applied, encoded))
-            changes.append(StoredChange(self._applied, encoded, req.client, req.aid))
+            if req.answer is not None:
+                answers[req.client] = (req.aid, req.answer)
+            changes.append(StoredChange(self._applied, encoded, req.client, req.aid, req.answer))
             outcomes.append((req, self._applied, None))
             counts["applied"] += 1
         for outcome, count in counts.items():
@@ -402,6 +451,11 @@ class RoomWriter:
                         acked[client] = aid
                     else:
                         acked.pop(client, None)
+                for client, kept in answers_before.items():
+                    if kept is not None:
+                        answers[client] = kept
+                    else:
+                        answers.pop(client, None)
                 size_delta = self.room.state_bytes - size_before
                 self.room.state_bytes, self._applied = size_before, applied_before
                 if isinstance(exc, StoreUnavailable):
@@ -494,12 +548,7 @@ class RoomWriter:
             if isinstance(req.reply, RemoteReply):
                 remote.append((req, seq, rejection))
             elif isinstance(req.reply, Subscriber):
-                message: Ack | Error = (
-                    Error(req.aid, rejection.code, rejection.message)
-                    if rejection is not None
-                    else Ack(req.aid, seq)
-                )
-                extras.setdefault(req.reply, []).append(codec.encode(message))
+                extras.setdefault(req.reply, []).append(encode_outcome(req, seq, rejection))
             elif not req.reply.done():
                 if rejection is not None:
                     req.reply.set_exception(rejection)

@@ -31,6 +31,7 @@ from statecast.server.fanout import FeedConnection, Subscriber, close_or_abort
 from statecast.server.gate import Gate
 from statecast.server.live import LiveRoom, RoomFailed
 from statecast.server.live import Request as ActionRequest
+from statecast.server.quotas import requester
 from statecast.server.registry import RoomTypeMissing
 from statecast.server.store.base import StoreUnavailable
 
@@ -160,6 +161,9 @@ class Session:
         self.limiter = app.new_rate_limiter()
         self._expiry: asyncio.TimerHandle | None = None
         self._present = False  # counted by the room's presence
+        #: Who this connection counts against (server/quotas.py), once its HELLO is read.
+        self.identity: str | None = None
+        self._counted = False  # in the identity's connections
 
     async def run(self) -> None:
         config = self.app.config
@@ -177,9 +181,9 @@ class Session:
             await self._hello(hello)
             metrics.connections.labels(self._role()).inc()
             try:
-                await self._handle(messages[1:])
+                await self._handle(messages[1:], len(first))
                 async for frame in self.conn:
-                    await self._handle(self._decode(frame))
+                    await self._handle(self._decode(frame), len(frame))
             finally:
                 metrics.connections.labels(self._role()).dec()
         except ProtocolViolation as exc:
@@ -195,6 +199,8 @@ class Session:
         except ConnectionClosed:
             pass
         finally:
+            if self._counted and self.identity is not None:
+                self.app.quotas.disconnect(self.identity)
             if self._expiry is not None:
                 self._expiry.cancel()
             if self.room is not None and self.sub is not None:
@@ -206,6 +212,17 @@ class Session:
                     self.room.presence.depart(self.sub)
                     if self.app.cluster is not None:
                         self.app.cluster.agent_left(self.room, self.sub, current)
+
+    def _peer(self) -> str | None:
+        address = self.conn.remote_address
+        return str(address[0]) if address else None
+
+    def _forwarded(self) -> str | None:
+        request = self.conn.request
+        if request is None:
+            return None
+        values = request.headers.get_all("X-Forwarded-For")
+        return ",".join(values) if values else None
 
     async def _close(self, code: int, reason: str) -> None:
         """Close from the session's own task, reading (and dropping) what the client sent
@@ -238,6 +255,14 @@ class Session:
         if hello.v != PROTOCOL_VERSION:
             raise OutOfOrder(f"unsupported protocol version {hello.v}")
         identity = self.app.auth.authorize(hello.token, self.room_name, hello.role, hello.client)
+        quotas = self.app.quotas
+        subject = identity.client if self.app.config.auth == "jwt" else None
+        self.identity = who = quotas.identity(subject, self._peer(), self._forwarded())
+        refusal = quotas.connect(who)
+        if refusal is not None:
+            raise _Refused(refusal)
+        self._counted = True
+        token = requester.set(who)
         try:
             # A spectator never creates a room (a mistyped name is 4004, not an empty room).
             create = self.app.config.create_rooms and identity.role == "agent"
@@ -250,6 +275,8 @@ class Session:
             raise NoSuchRoom(
                 f"no room {self.room_name!r}: spectators never create rooms, agents do"
             ) from None
+        finally:
+            requester.reset(token)
         config = self.app.config
         client = identity.client if identity.role == "agent" else None
         taking_over = client is not None and client in room.presence.connected
@@ -260,13 +287,24 @@ class Session:
             raise NotPermitted(
                 f"the room records at most {config.max_room_clients} client ids: reuse one"
             )
+        if (
+            client is not None
+            and client not in room.feed.acked
+            and not quotas.may_bring(room.introduced, who, client)
+        ):
+            raise NotPermitted(
+                f"this address brought {config.room_clients_per_identity} client ids into the "
+                f"room (--room-clients-per-identity): reuse one"
+            )
         cluster = self.app.cluster
         number = None
         if cluster is not None and client is not None:
             number = await cluster.number_hello(room)  # numbered before it joins: 4009 order
         self.room = room
         room.feed.connections += 1
-        self.sub = sub = Subscriber(self.conn, identity.role, identity.client)
+        self.sub = sub = Subscriber(
+            self.conn, identity.role, identity.client, answers=hello.answers
+        )
         welcome = await room.feed.join(sub, hello.resume)
         structlog.contextvars.bind_contextvars(conn=sub.id)
         log.debug("joined", role=identity.role, client=identity.client, sync=welcome.sync)
@@ -286,11 +324,18 @@ class Session:
         log.info("token expired", code=4001)
         self.app.ws.close_later(self.conn, 4001, "token expired")
 
-    async def _handle(self, messages: list[Hello | Action | Resync]) -> None:
+    async def _handle(self, messages: list[Hello | Action | Resync], size: int) -> None:
         room, sub = self.room, self.sub
         assert room is not None and sub is not None
+        # The frame's bytes count against the identity's writes when it carries actions.
+        over = None
+        if any(type(m) is Action for m in messages):
+            over = self.app.quotas.write(self.identity, size)
         for message in messages:
             if isinstance(message, Action):
+                if over is not None:
+                    sub.send(codec.encode(Error(message.aid, "rate_limited", over)))
+                    continue
                 self._action(room, sub, message)
             elif isinstance(message, Resync):
                 # A RESYNC can cost a whole SNAPSHOT: it spends a token like an ACTION.
@@ -311,6 +356,8 @@ class Session:
     def _action(self, room: LiveRoom, sub: Subscriber, action: Action) -> None:
         # The bucket comes first, so a spectator's refused actions are limited too.
         refusal = self.limiter.check()
+        if refusal is None:  # then the identity's, over all its connections and client ids
+            refusal = self.app.quotas.act(self.identity)
         if refusal is not None:
             sub.send(codec.encode(Error(action.aid, "rate_limited", refusal)))
             return

@@ -14,12 +14,14 @@ from typing import Any
 
 import aiohttp
 
-from tests.helpers import SCALE
+from tests.helpers import ONE_HOST_FLAGS, SCALE
 from tests.redis_server import free_port
 
 #: What the cluster tests run every node with: a 1 s lease (failover within a test's
-#: patience) and a rate limit no test actor reaches.
+#: patience), a rate limit no test actor reaches, and no per-identity quotas (every actor
+#: comes from 127.0.0.1).
 CLUSTER_FLAGS = (
+    *ONE_HOST_FLAGS,
     "--lease-ttl",
     "1.0",
     "--log-level",

@@ -42,10 +42,26 @@ async def make_room(server: RunningServer, name: str) -> None:
     await server.app.rooms.get(name, create=True)
 
 
+#: The per-identity quotas off (server/quotas.py): a test's many clients all come from
+#: 127.0.0.1, one identity. The quota tests set them themselves.
+ONE_HOST_SETTINGS: dict[str, Any] = {
+    "identity_action_rate": 0,
+    "identity_write_rate": 0,
+    "identity_connections": 0,
+    "identity_rooms_per_minute": 0,
+    "room_clients_per_identity": 0,
+}
+ONE_HOST_FLAGS: tuple[str, ...] = tuple(
+    f"--{name.replace('_', '-')}={value}" for name, value in ONE_HOST_SETTINGS.items()
+)
+
+
 @contextlib.asynccontextmanager
 async def running_server(**settings: Any) -> AsyncIterator[RunningServer]:
     """Start a statecast server on 127.0.0.1 with free ports; stop it gracefully after."""
     settings.setdefault("store", "memory")
+    for name, value in ONE_HOST_SETTINGS.items():
+        settings.setdefault(name, value)
     config = Config(host="127.0.0.1", port=0, http_port=0, **settings)
     app = App(config)
     ports = await app.start()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import TIMEOUT
+from tests.helpers import ONE_HOST_FLAGS, TIMEOUT
 
 STATECAST = Path(sys.executable).with_name("statecast")
 
@@ -66,7 +66,14 @@ async def run_to_end(
 async def run_serve(*args: str, cwd: Path) -> tuple[int, str]:
     """Run ``statecast serve ARGS`` that is expected to exit; its exit code and stderr."""
     code, _, err = await run_to_end(
-        str(STATECAST), "serve", "--port=0", "--http-port=0", *args, cwd=cwd, timeout=TIMEOUT * 4
+        str(STATECAST),
+        "serve",
+        "--port=0",
+        "--http-port=0",
+        *ONE_HOST_FLAGS,
+        *args,
+        cwd=cwd,
+        timeout=TIMEOUT * 4,
     )
     return code, err
 
@@ -79,7 +86,7 @@ async def start_serve(*args: str, cwd: Path) -> ServeProcess:
     assert STATECAST.exists(), f"{STATECAST} is missing: install statecast (make install)"
     proc = await asyncio.create_subprocess_exec(
         str(STATECAST), "serve", "--host=127.0.0.1", "--port=0", "--http-port=0",
-        "--store=memory", "--log-format=json", *args,
+        "--store=memory", "--log-format=json", *ONE_HOST_FLAGS, *args,
         cwd=cwd,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,

@@ -20,6 +20,7 @@ from tests.serve_process import run_to_end, serve_process
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 ROOM_TYPE = "counter-*=mypackage.rooms:Counter"
+BOARD_TYPE = "board-*=mypackage.tasks:TaskBoard"
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("STATECAST_")}
 
 
@@ -35,7 +36,8 @@ async def run_example(name: str, *args: str, env: dict[str, str] | None = None) 
 
 
 async def test_every_example_runs_against_a_real_server() -> None:
-    async with serve_process("--room-type", ROOM_TYPE, cwd=EXAMPLES) as server:
+    types = ("--room-type", ROOM_TYPE, "--room-type", BOARD_TYPE)
+    async with serve_process(*types, cwd=EXAMPLES) as server:
         spectator = await asyncio.create_subprocess_exec(
             sys.executable, str(EXAMPLES / "spectator.py"), server.ws_url,
             cwd=ROOT,
@@ -73,6 +75,13 @@ async def test_every_example_runs_against_a_real_server() -> None:
                 "n = 1",
                 "refused: invalid add takes a positive int",
             ]
+
+            out = await run_example("taskboard.py", server.ws_url)
+            assert out.splitlines() == [
+                "claimed t1 at seq 1",
+                "claimed t2 at seq 2",
+                "refused: conflict no free task",
+            ]
         finally:
             if spectator.returncode is None:
                 spectator.send_signal(signal.SIGINT)  # Ctrl-C: the example ends quietly
@@ -85,7 +94,14 @@ def test_the_readme_shows_the_examples_as_they_are() -> None:
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"`(examples/[\w/]+\.py)`:\n\n```python\n(.*?)```\n", readme, re.S)
     shown = {path for path, _ in blocks}
-    assert shown == {"examples/agent.py", "examples/spectator.py", "examples/mypackage/rooms.py"}
+    assert shown == {
+        "examples/agent.py",
+        "examples/spectator.py",
+        "examples/mypackage/rooms.py",
+        "examples/mypackage/tasks.py",
+        "examples/taskboard.py",
+    }
     for path, code in blocks:
         assert code == (ROOT / path).read_text(), f"the README's {path} differs from the file"
     assert f"--room-type '{ROOM_TYPE}'" in readme
+    assert f"--room-type '{BOARD_TYPE}'" in readme

@@ -49,13 +49,17 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import structlog
 
-from statecast.protocol import codec
 from statecast.protocol.errors import Rejection
-from statecast.protocol.messages import Ack, Error
 from statecast.server.fanout import Subscriber, close_or_abort
 from statecast.server.store.base import StoreUnavailable
 from statecast.server.store.redis import RedisStore, inbox_channel, node_channel
-from statecast.server.writer import UNAVAILABLE, Outcome, RemoteReply, Request
+from statecast.server.writer import (
+    UNAVAILABLE,
+    Outcome,
+    RemoteReply,
+    Request,
+    encode_outcome,
+)
 
 if TYPE_CHECKING:
     from statecast.server.live import LiveRoom
@@ -100,7 +104,7 @@ def encode_answers(epoch: str, outcomes: list[Outcome]) -> dict[str, bytes]:
     by_node: dict[str, list[list[Any]]] = {}
     for req, seq, rejection in outcomes:
         assert isinstance(req.reply, RemoteReply)
-        row = [req.reply.request, epoch, seq, None, None]
+        row = [req.reply.request, epoch, seq, None, None, req.answer]
         if rejection is not None:
             code = RETRY if rejection.code == UNAVAILABLE.code else rejection.code
             row[3], row[4] = code, rejection.message
@@ -278,13 +282,13 @@ class Forwarder:
         )
 
     def on_answers(self, data: bytes) -> None:
-        for request_id, epoch, seq, code, message in msgpack.unpackb(data, raw=False):
+        for request_id, epoch, seq, code, message, answer in msgpack.unpackb(data, raw=False):
             request_id = int(request_id)
             if code == RETRY:
                 self._retry(request_id)
                 continue
             rejection = Rejection(code, message) if code is not None else None
-            self._settle(request_id, epoch, seq, rejection)
+            self._settle(request_id, epoch, seq, rejection, answer)
 
     def _retry(self, request_id: int) -> None:
         lane = self._where.get(request_id)
@@ -297,12 +301,18 @@ class Forwarder:
             lane.wake.set()
 
     def _settle(
-        self, request_id: int, epoch: str | None, seq: int | None, rejection: Rejection | None
+        self,
+        request_id: int,
+        epoch: str | None,
+        seq: int | None,
+        rejection: Rejection | None,
+        answer: bytes | None = None,
     ) -> None:
         lane = self._where.pop(request_id, None)
         if lane is None:
             return
         req = lane.queue.pop(request_id)
+        req.answer = answer
         lane.delivered.discard(request_id)
         if request_id in lane.inflight:
             lane.inflight.discard(request_id)
@@ -401,16 +411,12 @@ def unknown_outcome(requests: list[Request], slow_timeout: float = 5.0) -> None:
 
 def _deliver(req: Request, seq: int | None, rejection: Rejection | None) -> None:
     if isinstance(req.reply, Subscriber):
-        message: Ack | Error = (
-            Error(req.aid, rejection.code, rejection.message)
-            if rejection is not None
-            else Ack(req.aid, seq)
-        )
         sub = req.reply
+        message = encode_outcome(req, seq, rejection)
         if sub.lagging:
-            sub.held.append(codec.encode(message))
+            sub.held.append(message)
         else:
-            sub.send(codec.encode(message))
+            sub.send(message)
     elif isinstance(req.reply, asyncio.Future) and not req.reply.done():
         if rejection is not None:
             req.reply.set_exception(rejection)

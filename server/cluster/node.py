@@ -549,6 +549,7 @@ class ClusterNode:
         name = feed.name
         kind = feed.type_name or type_name(self.manager.room_types.for_room(name))
         record = starting(kind, msgpack.packb(feed.state, use_bin_type=True), feed.acked)
+        record.answers = dict(feed.answers)  # a follower's copy has none: it never ran actions
         await self.store.create(name, record)
         old_epoch, old_head = feed.epoch, feed.head
         history = feed.history

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from statecast.protocol import ops
@@ -47,16 +47,16 @@ class PresenceDocumentRoom(DocumentRoom):
         record_patch(ctx, parsed)
 
     def on_join(self, ctx: ActionContext) -> None:
-        if type(self.state.get(PRESENCE_KEY)) is not dict:
+        if not isinstance(self.state.get(PRESENCE_KEY), Mapping):  # a view, in a hook
             ctx.set([PRESENCE_KEY], {ctx.client: True})
         else:
             ctx.set([PRESENCE_KEY, ctx.client], True)
 
     def on_leave(self, ctx: ActionContext) -> None:
         present = self.state.get(PRESENCE_KEY)
-        if type(present) is dict and ctx.client in present:
+        if isinstance(present, Mapping) and ctx.client in present:
             ctx.delete([PRESENCE_KEY, ctx.client])
 
     def present_agents(self) -> Iterable[str]:
         present = self.state.get(PRESENCE_KEY)
-        return list(present) if type(present) is dict else ()
+        return list(present) if isinstance(present, Mapping) else ()

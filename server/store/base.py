@@ -8,9 +8,11 @@ store to do anything shaped like a particular database.
 Contract (tests/server/test_store_contract.py runs it against every backend):
 
 * ``append`` records a batch of changes atomically: each change carries the
-  diff it produced (or none, for a rejected or no-op action) and the client's
-  new last processed aid, committed together, so after a crash the diff and
-  the aid survive or vanish together. When ``append`` returns, the batch is
+  diff it produced (or none, for a rejected or no-op action), the client's
+  new last processed aid and the handler's answer if it gave one, committed
+  together, so after a crash the diff, the aid and the answer survive or vanish
+  together. A client's answer is kept until a later answer of its replaces it
+  (``RoomRecord.answers``); checkpoints leave answers alone. When ``append`` returns, the batch is
   as durable as the backend makes anything.
 * ``load`` returns what was appended (the checkpoint plus every later diff).
 * ``diffs_after`` serves replay from the log beyond what the room holds in memory.
@@ -34,6 +36,8 @@ class StoredChange:
     diff: bytes | None
     client: str | None
     aid: int
+    #: The handler's answer, encoded (docs/protocol.md §5.8); None when it gave none.
+    answer: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -46,6 +50,9 @@ class RoomRecord:
     acked: dict[str, int] = field(default_factory=dict)
     diffs: list[tuple[int, bytes]] = field(default_factory=list)
     """Encoded DIFFs after the checkpoint, in seq order."""
+    answers: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    """Per client, the last answer recorded and the aid it answered: it is the answer to
+    the client's last processed aid only while that aid is ``acked[client]``."""
 
     @property
     def head(self) -> int:
@@ -61,6 +68,12 @@ class RoomSummary:
     epoch: str
     seq: int
     """The head: the highest seq stored (a diff in the log, else the checkpoint's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreUsage:
+    rooms: int
+    bytes: int
 
 
 class StoreUnavailable(Exception):
@@ -122,4 +135,10 @@ class Store(Protocol):
 
     async def room_summary(self, room: str) -> RoomSummary | None:
         """The same row for one room, or None when the store does not hold it (O(1))."""
+        ...
+
+    async def usage(self) -> StoreUsage:
+        """How much the store holds, for ``--max-store-bytes`` and ``--max-stored-rooms``.
+
+        Read about once a second, so it may cost a query but not a scan of the data."""
         ...

@@ -6,7 +6,7 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import replace
 
-from statecast.server.store.base import RoomRecord, RoomSummary, StoredChange
+from statecast.server.store.base import RoomRecord, RoomSummary, StoredChange, StoreUsage
 
 
 class MemoryStore:
@@ -36,16 +36,23 @@ class MemoryStore:
         record = self._rooms[name]
         return RoomSummary(name, record.type_name, record.epoch, record.head)
 
+    async def usage(self) -> StoreUsage:
+        """O(rooms): the memory store is for tests and trials, not for many rooms."""
+        held = sum(
+            len(r.checkpoint_state) + sum(len(d) for _, d in r.diffs) for r in self._rooms.values()
+        )
+        return StoreUsage(len(self._rooms), held)
+
     async def load(self, room: str) -> RoomRecord | None:
         record = self._rooms.get(room)
         if record is None:
             return None
-        return replace(record, acked=dict(record.acked), diffs=list(record.diffs))
+        return _copy(record)
 
     async def create(self, room: str, record: RoomRecord) -> None:
         if room not in self._rooms:
             bisect.insort(self._names, room)
-        self._rooms[room] = replace(record, acked=dict(record.acked), diffs=list(record.diffs))
+        self._rooms[room] = _copy(record)
 
     async def append(self, room: str, changes: Sequence[StoredChange]) -> None:
         record = self._rooms[room]
@@ -54,6 +61,8 @@ class MemoryStore:
                 record.diffs.append((change.seq, change.diff))
             if change.client is not None:
                 record.acked[change.client] = change.aid
+                if change.answer is not None:
+                    record.answers[change.client] = (change.aid, change.answer)
 
     async def diffs_after(self, room: str, seq: int) -> list[tuple[int, bytes]]:
         record = self._rooms.get(room)
@@ -67,3 +76,12 @@ class MemoryStore:
         record.checkpoint_state = state
         record.acked = dict(acked)
         record.diffs = [(s, d) for s, d in record.diffs if s > seq]
+
+
+def _copy(record: RoomRecord) -> RoomRecord:
+    return replace(
+        record,
+        acked=dict(record.acked),
+        diffs=list(record.diffs),
+        answers=dict(record.answers),
+    )

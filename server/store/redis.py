@@ -8,6 +8,8 @@ them together, Redis Cluster included):
 * ``sc:{R}:state``  the checkpoint: the state at ``cp``, msgpack
 * ``sc:{R}:log``    stream of DIFFs; entry ID ``<seq>-0``, field ``d`` = the encoded DIFF
 * ``sc:{R}:acked``  hash: client id -> last processed aid
+* ``sc:{R}:answers``  hash: client id -> msgpack ``[aid, answer]``, its last handler
+  answer (docs/protocol.md §5.8) and the aid it answered
 * ``sc:{R}:lease``  ``"<node> <token>"``, expiring after the lease TTL
 * ``sc:{R}:fence``  the fencing counter, INCR at each acquisition
 
@@ -60,6 +62,7 @@ from statecast.server.store.base import (
     RoomSummary,
     StoredChange,
     StoreUnavailable,
+    StoreUsage,
 )
 
 log = structlog.get_logger()
@@ -238,6 +241,16 @@ class RedisStore:
                 out.append(RoomSummary(room, type_name.decode(), epoch.decode(), int(head)))
         return out
 
+    async def usage(self) -> StoreUsage:
+        """Rooms from the name index; bytes as Redis's used_memory (the whole server's:
+        give statecast a Redis of its own, or set Redis's maxmemory instead)."""
+
+        async def read() -> tuple[int, dict[str, Any]]:
+            return int(await self.redis.zcard(ROOMS_INDEX)), await self.redis.info("memory")
+
+        rooms, info = await self._call(read)
+        return StoreUsage(rooms, int(info.get("used_memory", 0)))
+
     async def room_summary(self, room: str) -> RoomSummary | None:
         type_name, epoch, head = await self._call(
             lambda: self.redis.hmget(_key(room, "meta"), ["type", "epoch", "head"])
@@ -253,9 +266,10 @@ class RedisStore:
                 pipe.get(_key(room, "state"))
                 pipe.hgetall(_key(room, "acked"))
                 pipe.xrange(_key(room, "log"))
+                pipe.hgetall(_key(room, "answers"))
                 return list(await pipe.execute())
 
-        meta, state, acked, entries = await self._call(read)
+        meta, state, acked, entries, answers = await self._call(read)
         if not meta or state is None:
             return None
         checkpoint_seq = int(meta[b"cp"])
@@ -271,6 +285,7 @@ class RedisStore:
             checkpoint_state=bytes(state),
             acked={c.decode(): int(a) for c, a in acked.items()},
             diffs=diffs,
+            answers={c.decode(): _unpack_answer(a) for c, a in answers.items()},
         )
         self._track(room, record.epoch, record.head)
         return record
@@ -350,7 +365,7 @@ class RedisStore:
         return "" if held is None or held.token is None else str(held.token)
 
     def _room_keys(self, room: str) -> list[str]:
-        return [_key(room, p) for p in ("meta", "log", "acked", "fence", "state")]
+        return [_key(room, p) for p in ("meta", "log", "acked", "fence", "state", "answers")]
 
     async def create(self, room: str, record: RoomRecord) -> None:
         await self._create(room, record, only_new=False)
@@ -374,6 +389,9 @@ class RedisStore:
         args.append(len(record.acked))
         for client, aid in record.acked.items():
             args += [client, aid]
+        args.append(len(record.answers))
+        for client, (aid, answer) in record.answers.items():
+            args += [client, _pack_answer(aid, answer)]
         result = int(await self._run("create", self._room_keys(room), args))
         if result == -2:
             raise Fenced(f"room {room}: another node owns it")
@@ -389,9 +407,12 @@ class RedisStore:
             raise Fenced(f"room {room}: not loaded by this node")
         diffs = [(c.seq, c.diff) for c in changes if c.diff is not None]
         acked: dict[str, int] = {}
+        answers: dict[str, bytes] = {}
         for change in changes:
             if change.client is not None:
                 acked[change.client] = change.aid
+                if change.answer is not None:
+                    answers[change.client] = _pack_answer(change.aid, change.answer)
         last = diffs[-1][0] if diffs else held.head
         batch = msgpack.packb(
             [held.epoch, held.head, last, b"".join(d for _, d in diffs), acked],
@@ -416,7 +437,10 @@ class RedisStore:
         args.append(len(acked))
         for client, aid in acked.items():
             args += [client, aid]
-        keys = self._room_keys(room)[:4]
+        args.append(len(answers))
+        for client, packed in answers.items():
+            args += [client, packed]
+        keys = [_key(room, p) for p in ("meta", "log", "acked", "fence", "answers")]
         try:
             code, head = await self._run("append", keys, args)
         except StoreUnavailable as exc:
@@ -625,3 +649,13 @@ def _safe(url: str) -> str:
         return url
     scheme, rest = url.split("://", 1)
     return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+
+
+def _pack_answer(aid: int, answer: bytes) -> bytes:
+    """A client's last answer as the answers hash holds it: msgpack ``[aid, answer]``."""
+    return bytes(msgpack.packb([aid, answer], use_bin_type=True))
+
+
+def _unpack_answer(packed: bytes) -> tuple[int, bytes]:
+    aid, answer = msgpack.unpackb(packed, raw=False)
+    return int(aid), bytes(answer)

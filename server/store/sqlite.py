@@ -2,7 +2,8 @@
 
 Layout: ``rooms`` holds each room's epoch and checkpoint (encoded state at
 ``checkpoint_seq``), ``diffs`` the log of encoded DIFFs, ``acked`` each client's
-last processed aid. An appended batch writes its diffs and its clients' aids in
+last processed aid, ``answers`` each client's last handler answer and the aid it
+answered. An appended batch writes its diffs, its clients' aids and answers in
 one transaction, so after a crash a diff and the aid that produced it survive
 or vanish together.
 
@@ -45,7 +46,7 @@ import aiosqlite
 import structlog
 
 from statecast.server.epoch import fold, new_epoch
-from statecast.server.store.base import RoomRecord, RoomSummary, StoredChange
+from statecast.server.store.base import RoomRecord, RoomSummary, StoredChange, StoreUsage
 
 log = structlog.get_logger()
 
@@ -76,7 +77,19 @@ CREATE TABLE IF NOT EXISTS acked (
     aid INTEGER NOT NULL,
     PRIMARY KEY (room, client)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS answers (
+    room INTEGER NOT NULL REFERENCES rooms (id),
+    client TEXT NOT NULL,
+    aid INTEGER NOT NULL,
+    answer BLOB NOT NULL,
+    PRIMARY KEY (room, client)
+) WITHOUT ROWID;
 """
+
+_UPSERT_ANSWER = (
+    "INSERT INTO answers (room, client, aid, answer) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (room, client) DO UPDATE SET aid = excluded.aid, answer = excluded.answer"
+)
 
 _UPSERT_ACKED = (
     "INSERT INTO acked (room, client, aid) VALUES (?, ?, ?) "
@@ -118,6 +131,7 @@ class _Write:
     done: asyncio.Future[None]
     diffs: list[tuple[int, bytes]] = field(default_factory=list)
     acked: dict[str, int] = field(default_factory=dict)
+    answers: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     run: Callable[[Db], Awaitable[None]] | None = None
 
 
@@ -225,6 +239,16 @@ class SQLiteStore:
         )
         return [RoomSummary(*row) for row in rows]
 
+    async def usage(self) -> StoreUsage:
+        """Rooms counted on the name index; bytes as the file's pages in use (the WAL,
+        emptied at each checkpoint of SQLite's, aside)."""
+        db = self._conn()
+        rooms = await _scalar(db, "SELECT count(*) FROM rooms", ())
+        pages = await _scalar(db, "PRAGMA page_count", ())
+        free = await _scalar(db, "PRAGMA freelist_count", ())
+        size = await _scalar(db, "PRAGMA page_size", ())
+        return StoreUsage(int(rooms or 0), (int(pages or 0) - int(free or 0)) * int(size or 0))
+
     async def room_summary(self, room: str) -> RoomSummary | None:
         rows = list(await self._conn().execute_fetchall(_SUMMARY + "WHERE r.name = ?", (room,)))
         return RoomSummary(*rows[0]) if rows else None
@@ -249,6 +273,9 @@ class SQLiteStore:
             "SELECT seq, diff FROM diffs WHERE room = ? AND seq > ? ORDER BY seq",
             (room_id, checkpoint_seq),
         )
+        answers = await db.execute_fetchall(
+            "SELECT client, aid, answer FROM answers WHERE room = ?", (room_id,)
+        )
         return RoomRecord(
             epoch=epoch,
             type_name=type_name,
@@ -256,6 +283,7 @@ class SQLiteStore:
             checkpoint_state=bytes(state),
             acked={client: aid for client, aid in acked},
             diffs=[(seq, bytes(diff)) for seq, diff in diffs],
+            answers={client: (aid, bytes(answer)) for client, aid, answer in answers},
         )
 
     async def diffs_after(self, room: str, seq: int) -> list[tuple[int, bytes]]:
@@ -274,6 +302,7 @@ class SQLiteStore:
             if old is not None:
                 await db.execute("DELETE FROM diffs WHERE room = ?", (old,))
                 await db.execute("DELETE FROM acked WHERE room = ?", (old,))
+                await db.execute("DELETE FROM answers WHERE room = ?", (old,))
                 await db.execute("DELETE FROM rooms WHERE id = ?", (old,))
             cursor = await db.execute(
                 "INSERT INTO rooms (name, epoch, type_name, checkpoint_seq, checkpoint_state) "
@@ -297,6 +326,10 @@ class SQLiteStore:
                 "INSERT INTO diffs (room, seq, diff) VALUES (?, ?, ?)",
                 [(room_id, s, d) for s, d in record.diffs],
             )
+            await db.executemany(
+                "INSERT INTO answers (room, client, aid, answer) VALUES (?, ?, ?, ?)",
+                [(room_id, c, a, ans) for c, (a, ans) in record.answers.items()],
+            )
 
         self._ids.pop(room, None)
         await self._submit(room, run=run)
@@ -310,6 +343,8 @@ class SQLiteStore:
                 write.diffs.append((change.seq, change.diff))
             if change.client is not None:
                 write.acked[change.client] = change.aid
+                if change.answer is not None:
+                    write.answers[change.client] = (change.aid, change.answer)
         await self._enqueue(write)
 
     async def checkpoint(self, room: str, seq: int, state: bytes, acked: dict[str, int]) -> None:
@@ -389,17 +424,19 @@ class SQLiteStore:
     async def _transaction(self, db: Db, group: list[_Write]) -> None:
         await db.execute("BEGIN IMMEDIATE")
         try:
-            diffs: list[tuple[int, int, bytes]] = []
-            acked: list[tuple[int, str, int]] = []
+            rows = _Rows()
             for write in group:
                 if write.run is not None:
-                    await _flush_rows(db, diffs, acked)
+                    await rows.flush(db)
                     await write.run(db)
                     continue
                 room_id = self._ids[write.room]
-                diffs.extend((room_id, s, d) for s, d in write.diffs)
-                acked.extend((room_id, c, a) for c, a in write.acked.items())
-            await _flush_rows(db, diffs, acked)
+                rows.diffs.extend((room_id, s, d) for s, d in write.diffs)
+                rows.acked.extend((room_id, c, a) for c, a in write.acked.items())
+                rows.answers.extend(
+                    (room_id, c, a, answer) for c, (a, answer) in write.answers.items()
+                )
+            await rows.flush(db)
             await db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
@@ -408,15 +445,24 @@ class SQLiteStore:
         self.commits += 1
 
 
-async def _flush_rows(
-    db: Db, diffs: list[tuple[int, int, bytes]], acked: list[tuple[int, str, int]]
-) -> None:
-    if diffs:
-        await db.executemany("INSERT INTO diffs (room, seq, diff) VALUES (?, ?, ?)", diffs)
-        diffs.clear()
-    if acked:
-        await db.executemany(_UPSERT_ACKED, acked)
-        acked.clear()
+@dataclass(slots=True)
+class _Rows:
+    """Appended rows of a transaction, written by one executemany per table."""
+
+    diffs: list[tuple[int, int, bytes]] = field(default_factory=list)
+    acked: list[tuple[int, str, int]] = field(default_factory=list)
+    answers: list[tuple[int, str, int, bytes]] = field(default_factory=list)
+
+    async def flush(self, db: Db) -> None:
+        if self.diffs:
+            await db.executemany("INSERT INTO diffs (room, seq, diff) VALUES (?, ?, ?)", self.diffs)
+            self.diffs.clear()
+        if self.acked:
+            await db.executemany(_UPSERT_ACKED, self.acked)
+            self.acked.clear()
+        if self.answers:
+            await db.executemany(_UPSERT_ANSWER, self.answers)
+            self.answers.clear()
 
 
 def _settle(group: list[_Write], exc: BaseException | None) -> None:

@@ -132,6 +132,13 @@ export class Room {
    * ("taken_over" after 4009, "closed" after close() or another final close code).
    */
   act(name: string, args?: unknown): Promise<number | null>;
+  /**
+   * Resolves with what the action's handler returned (null if nothing): the answer its ACK
+   * carries (docs/protocol.md §5.8); an action sent again after a reconnect gets the same
+   * answer. Rejects as act() does, and with code "answer_lost" when the action took effect
+   * while the client was away and a later one of its actions did too.
+   */
+  call(name: string, args?: unknown): Promise<Value | null>;
   /** For React's useSyncExternalStore. */
   subscribe(callback: () => void): () => void;
   getSnapshot(): RoomSnapshot;

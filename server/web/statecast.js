@@ -6,6 +6,7 @@
 //   room.on("change", (ops, seq) => render(room.state));
 //   room.watch("players/*/hp", (hp, before, path) => flash(path));
 //   const seq = await room.act("patch", [[0, ["x"], 1]]);   // agents only
+//   const task = await room.call("claim", null);            // the handler's answer
 //
 // The client reconnects with full-jitter exponential backoff (backoff.js: reset only by a
 // connection that stayed up a while, a second more after close 4029, at once after close
@@ -233,6 +234,25 @@ export class Room {
    * while the client was away), rejects with a StatecastError carrying the ERROR code.
    */
   async act(name, args) {
+    return (await this._perform(name, args)).seq;
+  }
+
+  /**
+   * Run an action; resolves with what its handler returned (null if nothing), the answer
+   * its ACK carries (docs/protocol.md §5.8). The room records a client's last answer, so an
+   * action sent again after a reconnect gets the same one; rejects with code "answer_lost"
+   * when the action took effect while the client was away and a later one of its actions
+   * did too (only the last answer is kept).
+   */
+  async call(name, args) {
+    const acked = await this._perform(name, args);
+    if (!acked.answerKnown) {
+      throw new StatecastError("answer_lost", `action ${acked.aid} took effect while the client was away; its answer is gone, since a room keeps only a client's last answer: read the outcome from the state`, { aid: acked.aid });
+    }
+    return acked.answer;
+  }
+
+  async _perform(name, args) {
     if (this.role !== "agent") throw new StatecastError("forbidden", "spectators may not act");
     await this.ready;
     if (this._stopped) throw this._stopError;
@@ -417,7 +437,7 @@ export class Room {
         const waiter = this._acts.get(event.aid);
         this._acts.delete(event.aid);
         if (!waiter) break;
-        if (event.type === "ack") waiter.resolve(event.seq);
+        if (event.type === "ack") waiter.resolve(event);
         else waiter.reject(new StatecastError(event.code, event.message, { aid: event.aid }));
         break;
       }

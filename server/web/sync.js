@@ -156,7 +156,8 @@ export class ClientSync {
   /** A connection is open: queue its HELLO, resuming when a state is held. */
   connect() {
     this._transition("connect");
-    const hello = { v: PROTOCOL_VERSION, role: this.role };
+    // answers: ACKs may carry a handler's answer (docs/protocol.md §5.8).
+    const hello = { v: PROTOCOL_VERSION, role: this.role, answers: true };
     if (this.token != null) hello.token = this.token;
     if (this.client != null) hello.client = this.client;
     if (this.epoch !== null && !this._fresh) hello.resume = [this.epoch, this.seq];
@@ -202,7 +203,9 @@ export class ClientSync {
       case SNAPSHOT:
         return this._onSnapshot(m[1], m[2], m[3]);
       case ACK:
-        return this._resolve(m[1], { type: "ack", aid: m[1], seq: m[2] });
+        return this._resolve(m[1], {
+          type: "ack", aid: m[1], seq: m[2], answer: m.length > 3 ? m[3] : null, answerKnown: true,
+        });
       case ERROR:
         if (m[1] === null) return this._events.push({ type: "notice", code: m[2], message: m[3] });
         return this._resolve(m[1], { type: "rejected", aid: m[1], code: m[2], message: m[3] });
@@ -246,8 +249,11 @@ export class ClientSync {
     this.acked = w.acked;
     this._lastAid = Math.max(this._lastAid, w.acked);
     this._events.push({ type: "welcome", welcome: w });
+    // Below acked: processed while away, and a later one too, so its answer is gone. The
+    // rest are sent again, acked included: the room answers its client's last aid with
+    // ACK [7, aid, nil, answer?] and applies nothing.
     for (const aid of this.pending) {
-      if (aid <= w.acked) this._resolve(aid, { type: "ack", aid, seq: null });
+      if (aid < w.acked) this._resolve(aid, { type: "ack", aid, seq: null, answer: null, answerKnown: false });
     }
     for (const aid of this.pending) this._send(this._pending.get(aid));
   }

@@ -123,16 +123,40 @@ test("resume sends (epoch, seq) and re-sends pending actions with their original
   last().deliver([5, 1, [[0, ["a"], 1]]]);
   last().end(1006);
   await until(() => Scripted.sockets.length === 2 && last().sent.length >= 1, "reconnect");
-  assert.deepEqual(last().sent[0], [1, { v: 1, role: "agent", client: "c1", resume: [E, 1] }]);
+  assert.deepEqual(last().sent[0], [1, { v: 1, role: "agent", client: "c1", resume: [E, 1], answers: true }]);
   last().deliver(welcome("current", 1, { acked: 1 }));
-  await until(() => last().sent.length === 2, "re-sent ACTION");
-  assert.deepEqual(last().sent[1], [4, 2, "patch", [[0, ["b"], 2]]]);
-  last().deliver([5, 2, [[0, ["b"], 2]]], [7, 2, 2]);
+  // The last aid the room processed goes again too: the room answers it, applying nothing.
+  await until(() => last().sent.length === 3, "re-sent ACTIONs");
+  assert.deepEqual(last().sent.slice(1), [[4, 1, "patch", [[0, ["a"], 1]]], [4, 2, "patch", [[0, ["b"], 2]]]]);
+  last().deliver([7, 1, null], [5, 2, [[0, ["b"], 2]]], [7, 2, 2]);
   assert.equal(await first, null); // processed while away: its outcome is not repeated
   assert.equal(await second, 2);
   assert.equal(room.reconnects, 1);
   assert.equal(room.lastSync, "current");
   assert.deepEqual(room.state, { a: 1, b: 2 });
+  room.close();
+});
+
+test("call() resolves with the handler's answer, again after a reconnect; an earlier one's is lost", async () => {
+  fresh();
+  const room = await joined({ reconnect: { baseDelay: 1, maxDelay: 2 } });
+  const claimed = room.call("claim", null);
+  await until(() => last().sent.length === 2, "ACTION");
+  last().deliver([5, 1, [[0, ["t1"], "c1"]]], [7, 1, 1, { task: "t1" }]);
+  assert.deepEqual(await claimed, { task: "t1" });
+  const lost = room.call("claim", null);
+  const again = room.call("claim", null);
+  const plain = room.act("claim", null);
+  await until(() => last().sent.length === 5, "three ACTIONs");
+  last().end(1006);
+  await until(() => Scripted.sockets.length === 2 && last().sent.length >= 1, "reconnect");
+  last().deliver(welcome("current", 1, { acked: 3 }));
+  await until(() => last().sent.length === 3, "re-sent ACTIONs");
+  assert.deepEqual(last().sent.slice(1).map((m) => m[1]), [3, 4]);
+  last().deliver([7, 3, null, "t3"], [7, 4, 2, null]);
+  await assert.rejects(lost, (err) => err.code === "answer_lost" && err.aid === 2);
+  assert.equal(await again, "t3");
+  assert.equal(await plain, 2);
   room.close();
 });
 

@@ -17,7 +17,7 @@ function normal(e) {
     case "change":
       return { type: "change", seq: e.seq, ops: e.ops };
     case "ack":
-      return { type: "ack", aid: e.aid, seq: e.seq };
+      return { type: "ack", aid: e.aid, seq: e.seq, answer: e.answer, answerKnown: e.answerKnown };
     case "rejected":
       return { type: "rejected", aid: e.aid, code: e.code };
     default:

@@ -327,6 +327,27 @@ SYNC_SCRIPTS: list[tuple[str, dict[str, Any], list[Any]]] = [
         ],
     ),
     (
+        "answers: an ACK's fourth element; after a reconnect the last aid is sent again and "
+        "the earlier ones' answers are lost",
+        {"client": "c1"},
+        [
+            "connect",
+            welcome("snapshot", 0),
+            [3, E, 0, {}],
+            ["act", "claim", None],
+            [5, 1, [[0, ["t1"], "c1"]]],
+            [7, 1, 1, "t1"],
+            ["act", "claim", None],
+            ["act", "claim", None],
+            ["act", "claim", None],
+            "lost",
+            "connect",
+            welcome("current", 1, acked=3),
+            [7, 3, None, {"task": "t3"}],
+            [7, 4, None, None, "ignored"],
+        ],
+    ),
+    (
         "an ACK for an aid never sent is ignored",
         {"client": "c1"},
         ["connect", welcome("snapshot", 0), [3, E, 0, {}], [7, 42, 0]],
@@ -390,7 +411,13 @@ def _event(e: Event) -> dict[str, Any]:
     if isinstance(e, Changed):
         return {"type": "change", "seq": e.seq, "ops": e.ops}
     if isinstance(e, ActionAcked):
-        return {"type": "ack", "aid": e.aid, "seq": e.seq}
+        return {
+            "type": "ack",
+            "aid": e.aid,
+            "seq": e.seq,
+            "answer": e.answer,
+            "answerKnown": e.answer_known,
+        }
     if isinstance(e, ActionRejected):
         return {"type": "rejected", "aid": e.aid, "code": e.code}
     if isinstance(e, ServerNotice):

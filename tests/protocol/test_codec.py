@@ -358,7 +358,7 @@ def test_server_frames_skip_unknown_types_and_extra_fields() -> None:
         "sync": "current",
         "future": True,
     }
-    frame = pack([99, "x"], [2, welcome, "more"], [7, 1, None, "more"], [5, 2, [], 0])
+    frame = pack([99, "x"], [2, welcome, "more"], [7, 1, None, None, "more"], [5, 2, [], 0])
     assert codec.decode_server_frame(frame) == [
         Welcome("abcdefgh", 1, "agent", None, 0, "current"),
         Ack(1, None),

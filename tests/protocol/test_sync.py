@@ -70,7 +70,7 @@ def test_connect_sends_hello_and_resumes_once_a_state_is_held() -> None:
     """The first HELLO has no resume; after a snapshot, a reconnect resumes from (epoch, seq)."""
     sync = ClientSync("agent", client="c1", token="tok")
     sync.connect()
-    assert sent(sync) == [Hello(1, "agent", token="tok", client="c1")]
+    assert sent(sync) == [Hello(1, "agent", token="tok", client="c1", answers=True)]
     assert sync.state_kind is SyncState.JOINING
     sync.receive_frame(welcome(seq=4) + codec.encode(Snapshot(EPOCH, 4, {"a": 1})))
     events = sync.events_received()
@@ -80,7 +80,9 @@ def test_connect_sends_hello_and_resumes_once_a_state_is_held() -> None:
     sync.connection_lost()
     assert sync.state_kind is SyncState.IDLE
     sync.connect()
-    assert sent(sync) == [Hello(1, "agent", token="tok", client="c1", resume=(EPOCH, 4))]
+    assert sent(sync) == [
+        Hello(1, "agent", token="tok", client="c1", resume=(EPOCH, 4), answers=True)
+    ]
 
 
 def test_welcome_current_and_replay_go_live_without_snapshot() -> None:
@@ -210,7 +212,7 @@ def test_actions_queued_while_disconnected_are_sent_after_welcome() -> None:
     aid = sync.act("patch", [])
     assert sync.data_to_send() == []
     sync.connect()
-    assert sent(sync) == [Hello(1, "agent", client="c1", resume=(EPOCH, 0))]
+    assert sent(sync) == [Hello(1, "agent", client="c1", resume=(EPOCH, 0), answers=True)]
     sync.receive_frame(welcome("current"))
     assert sent(sync) == [Action(aid, "patch", [])]
 
@@ -337,8 +339,9 @@ def test_diff_stream_with_duplicates_and_gaps_converges(
     st.integers(1, 8),
     st.data(),
 )
-def test_reconnect_resends_exactly_the_actions_above_acked(n: int, data: st.DataObject) -> None:
-    """After a reconnect, pending actions with aid <= acked resolve as seq=None; the rest resend."""
+def test_reconnect_resends_exactly_the_actions_from_acked(n: int, data: st.DataObject) -> None:
+    """After a reconnect, pending actions with aid < acked resolve as seq=None with their
+    answer lost; the one at acked (whose answer the room keeps, §5.8) and the rest resend."""
     sync = joined()
     aids = [sync.act("patch", [[0, ["k"], i]]) for i in range(n)]
     assert aids == list(range(1, n + 1))
@@ -351,15 +354,16 @@ def test_reconnect_resends_exactly_the_actions_above_acked(n: int, data: st.Data
     sync.connection_lost()
     acked = data.draw(st.integers(max(resolved, default=0), n), label="WELCOME acked")
     sync.connect()
-    assert sent(sync) == [Hello(1, "agent", client="c1", resume=(EPOCH, 0))]
+    assert sent(sync) == [Hello(1, "agent", client="c1", resume=(EPOCH, 0), answers=True)]
     sync.receive_frame(welcome("current", acked=acked))
     pending = [a for a in aids if a not in resolved]
     resent = sent(sync)
-    assert resent == [Action(a, "patch", [[0, ["k"], a - 1]]) for a in pending if a > acked]
+    assert resent == [Action(a, "patch", [[0, ["k"], a - 1]]) for a in pending if a >= acked]
     events = sync.events_received()
     assert isinstance(events[0], Welcomed)
-    assert events[1:] == [ActionAcked(a, None) for a in pending if a <= acked]
-    assert sync.pending == [a for a in pending if a > acked]
+    lost = [ActionAcked(a, None, answer_known=False) for a in pending if a < acked]
+    assert events[1:] == lost
+    assert sync.pending == [a for a in pending if a >= acked]
     assert sync.act("patch", []) == n + 1
 
 

@@ -8,6 +8,7 @@ same object: nothing survives its process, but the contract still holds).
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ from statecast.server.store.memory import MemoryStore
 from statecast.server.store.redis import RedisStore
 from statecast.server.store.sqlite import SQLiteStore
 from tests.redis_server import RedisServer, free_port
+from tests.serve_process import ServeProcess, serve_process
 
 Factory = Callable[[], Store]
 
@@ -113,6 +115,40 @@ async def test_append_records_diffs_and_acked_aids(store: Store) -> None:
     assert loaded.diffs == [(1, diff(1, 1)), (2, diff(2, 2)), (3, diff(3, 3))]
     assert loaded.acked == {"a": 2, "b": 8}
     assert loaded.head == 3
+
+
+async def test_answers_are_kept_with_their_aid_through_checkpoints_and_reopening(
+    factory: Factory,
+) -> None:
+    """A handler's answer is stored with the aid it answered, in the append that records
+    the aid; a later answer replaces it, a checkpoint leaves it, a reopened store has it,
+    and re-creating the room replaces the answers with the record's."""
+    first = factory()
+    await first.open()
+    await first.create("r", record())
+    await first.append(
+        "r",
+        [
+            StoredChange(1, diff(1, 1), "a", 1, b"\xa2t1"),
+            StoredChange(1, None, "b", 4, b"\x01"),
+            StoredChange(2, diff(2, 2), "a", 2, b"\xa2t2"),
+        ],
+    )
+    await first.append("r", [StoredChange(2, None, "b", 5)])  # rejected: no answer
+    await first.checkpoint("r", 2, msgpack.packb({"k": 2}), {"a": 2, "b": 5})
+    loaded = await first.load("r")
+    assert loaded is not None
+    # b's answer is for aid 4; its last aid is 5, so that answer no longer answers it.
+    assert loaded.answers == {"a": (2, b"\xa2t2"), "b": (4, b"\x01")}
+    assert loaded.acked == {"a": 2, "b": 5}
+    await first.close()
+    second = factory()
+    await second.open()
+    again = await second.load("r")
+    assert again is not None and again.answers == loaded.answers
+    await second.create("r", RoomRecord("epoch-0002", "t", 0, msgpack.packb({}), {"c": 1}))
+    fresh = await second.load("r")
+    assert fresh is not None and fresh.answers == {} and fresh.acked == {"c": 1}
 
 
 async def test_diffs_after_serves_the_log_beyond_a_seq(store: Store) -> None:
@@ -309,6 +345,24 @@ async def test_sqlite_keeps_a_log_tail_below_the_checkpoint(tmp_path: Path) -> N
         assert loaded is not None and loaded.diffs == [] and loaded.head == 5
     finally:
         await store.close()
+
+
+async def test_sqlite_says_recovering_only_after_a_run_that_did_not_stop(tmp_path: Path) -> None:
+    """A new file under folders that do not exist yet, and a cleanly stopped one, start
+    quietly; only after kill -9 does the server say it recovers (real processes)."""
+    store = f"--store=sqlite:{tmp_path / 'new' / 'folder' / 's.db'}"
+
+    def recovering(server: ServeProcess) -> bool:
+        return any("unclean stop" in str(line.get("event")) for line in server.log)
+
+    async with serve_process(store, cwd=tmp_path) as first:
+        assert not recovering(first)
+        assert await first.stop(signal.SIGTERM) == 0
+    async with serve_process(store, cwd=tmp_path) as second:
+        assert not recovering(second)
+        await second.stop(signal.SIGKILL)
+    async with serve_process(store, cwd=tmp_path) as third:
+        assert recovering(third)
 
 
 async def test_sqlite_file_is_held_by_one_server(tmp_path: Path) -> None:

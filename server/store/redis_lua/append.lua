@@ -4,6 +4,7 @@
 -- KEYS[2]  log    stream: one entry per diff, ID "<seq>-0", field d = the encoded DIFF
 -- KEYS[3]  acked  hash: client -> last processed aid
 -- KEYS[4]  fence  counter: the newest lease's fencing token
+-- KEYS[5]  answers hash: client -> msgpack [aid, answer], its last handler answer
 -- ARGV[1]  fencing token of the writer ("" when the writer holds no lease)
 -- ARGV[2]  epoch the writer is on
 -- ARGV[3]  head the writer expects the log to end at
@@ -12,6 +13,7 @@
 -- ARGV[6]  the batch as published (encoded once by the writer)
 -- ARGV[7]  n: number of diffs, then n pairs (seq, encoded DIFF)
 -- then     m: number of clients, then m pairs (client, aid)
+-- then     k: number of answers, then k pairs (client, msgpack [aid, answer])
 --
 -- Returns {1, head} once written, {1, head} again for a retry of the batch last
 -- written, or {code, head} refusing it with nothing changed:
@@ -55,6 +57,12 @@ local m = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, m do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+local k = tonumber(ARGV[i] or '0')
+i = i + 1
+for _ = 1, k do
+  redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
 redis.call('HSET', KEYS[1], 'head', head, 'batch', ARGV[4])
