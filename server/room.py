@@ -467,6 +467,8 @@ def _encode_answer(value: Any, max_depth: int) -> bytes:
         checked = ops.clone_value(value, max_depth)  # views unwrapped; a non-state value refused
         encoded: bytes = msgpack.packb(checked, use_bin_type=True)
     except Rejection as exc:
+        if exc.code == "too_large":  # nested deeper than the room allows
+            raise Rejection("too_large", f"the handler's answer: {exc.message}") from None
         message = f"the handler's answer is not a state value: {exc.message}"
         raise Rejection("invalid", message) from None
     except UnicodeEncodeError:

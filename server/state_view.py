@@ -21,7 +21,7 @@ value.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, KeysView, Mapping, Sequence
 from typing import Any, NoReturn, overload
 
 _ABSENT: Any = object()
@@ -136,8 +136,9 @@ class StateMap(_View, Mapping[str, Any]):
     def __iter__(self) -> Iterator[str]:
         return iter(self._raw)
 
-    def keys(self) -> Any:
-        return self._raw.keys()
+    def keys(self) -> KeysView[str]:
+        # Not the dict's own keys(): its .mapping would hand out the raw dict.
+        return KeysView(self)
 
     def values(self) -> Iterator[Any]:  # type: ignore[override]
         """The values, wrapped as they are reached (a loop that stops early wraps no more)."""
@@ -189,9 +190,8 @@ class StateList(_View, Sequence[Any]):
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):  # a new list, but its maps and lists are the state's
             return [view(v) for v in self._raw[index]]
-        if index < 0:
-            index += len(self._raw)
-        return self._child(index, self._raw[index])
+        value = self._raw[index]  # IndexError as a list would
+        return self._child(index % len(self._raw), value)
 
     def __iter__(self) -> Iterator[Any]:
         child = self._child

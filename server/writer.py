@@ -380,6 +380,7 @@ class RoomWriter:
                     changes.append(StoredChange(self._applied, hook_diff, None, 0))
                 continue
             assert type(req) is Request
+            req.answer = None  # a request run again (handed on, re-queued) answers afresh
             last = acked.get(req.client, 0)
             if req.aid <= last:
                 if req.aid == last:  # the last aid: its answer, if it had one, again

@@ -163,6 +163,9 @@ class Session:
         self._present = False  # counted by the room's presence
         #: Who this connection counts against (server/quotas.py), once its HELLO is read.
         self.identity: str | None = None
+        #: WELCOME's acked: the client's last aid, which it may send once again for its
+        #: answer (docs/protocol.md §5.8); no limit refuses that one (0: none pending).
+        self._resend = 0
         self._counted = False  # in the identity's connections
 
     async def run(self) -> None:
@@ -306,6 +309,7 @@ class Session:
             self.conn, identity.role, identity.client, answers=hello.answers
         )
         welcome = await room.feed.join(sub, hello.resume)
+        self._resend = welcome.acked
         structlog.contextvars.bind_contextvars(conn=sub.id)
         log.debug("joined", role=identity.role, client=identity.client, sync=welcome.sync)
         older = room.presence.arrive(sub)
@@ -329,10 +333,16 @@ class Session:
         assert room is not None and sub is not None
         # The frame's bytes count against the identity's writes when it carries actions.
         over = None
-        if any(type(m) is Action for m in messages):
+        if any(type(m) is Action and m.aid != self._resend for m in messages):
             over = self.app.quotas.write(self.identity, size)
         for message in messages:
             if isinstance(message, Action):
+                if message.aid == self._resend:
+                    # Already processed: ACK nil (and its answer), never applied again, so
+                    # never refused by a limit either (an ERROR says it changed nothing).
+                    self._resend = 0
+                    self._submit(room, sub, message)
+                    continue
                 if over is not None:
                     sub.send(codec.encode(Error(message.aid, "rate_limited", over)))
                     continue
@@ -361,6 +371,9 @@ class Session:
         if refusal is not None:
             sub.send(codec.encode(Error(action.aid, "rate_limited", refusal)))
             return
+        self._submit(room, sub, action)
+
+    def _submit(self, room: LiveRoom, sub: Subscriber, action: Action) -> None:
         if sub.role != "agent" or sub.client is None:
             sub.send(codec.encode(Error(action.aid, "forbidden", "spectators may not act")))
             return

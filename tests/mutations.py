@@ -86,6 +86,107 @@ MUTATIONS = [
         "tests/server/test_room_type_import.py::"
         "test_a_room_keeps_its_type_when_the_server_restarts_without_it",
     ),
+    Mutation(
+        "a set to the value already there counts as a change",
+        "an action that changes nothing makes no DIFF, no seq and no ETag",
+        "server/room.py",
+        "noop = op[0] == ops.SET and unchanged(self._state, op[1], op[2])",
+        "noop = False",
+        "tests/server/test_noop_ops.py::test_noop_set_yields_no_diff_and_keeps_the_etag",
+    ),
+    Mutation(
+        "a refused op is not undone",
+        "a handler that catches a refused op leaves no trace of it",
+        "server/room.py",
+        "            ops.rollback(partial)\n",
+        "            pass\n",
+        "tests/server/test_room_types.py::test_refused_op_that_a_handler_catches_leaves_no_trace",
+    ),
+    Mutation(
+        "handlers see the raw state",
+        "a handler that changes the state in place is refused and changes nothing",
+        "server/room.py",
+        "return self._state if running is None else running.state",
+        "return self._state",
+        "tests/server/test_room_types.py::"
+        "test_a_handler_that_changes_the_state_in_place_is_refused_and_changes_nothing",
+    ),
+    Mutation(
+        "the last aid's answer forgotten",
+        "the client's last aid sent again gets its recorded answer",
+        "server/writer.py",
+        "                if req.aid == last:",
+        "                if False:",
+        "tests/server/test_answers.py::test_the_last_aid_sent_again_gets_its_answer_again",
+    ),
+    Mutation(
+        "no per-identity action bucket",
+        "rotating client ids does not sidestep the rate limit",
+        "server/ws.py",
+        "            refusal = self.app.quotas.act(self.identity)",
+        "            refusal = None",
+        "tests/server/test_quotas.py::test_rotating_client_ids_does_not_sidestep_the_rate_limit",
+    ),
+    Mutation(
+        "tokens never expire on an open connection",
+        "an open connection is closed with 4001 once its token's exp passes",
+        "server/ws.py",
+        "self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)",
+        "pass",
+        "tests/server/test_presence.py::"
+        "test_an_open_connection_is_closed_4001_when_its_token_expires",
+    ),
+    Mutation(
+        "an async run that never closed keeps its epochs",
+        "--durability async: after a crash every room starts a new epoch",
+        "server/store/sqlite.py",
+        'if previous == "async":',
+        "if False:",
+        "tests/server/test_store_contract.py::"
+        "test_sqlite_async_run_that_never_closed_starts_new_epochs",
+    ),
+    Mutation(
+        "the append script ignores the fencing token",
+        "a stale owner's write is refused inside Redis",
+        "server/store/redis_lua/append.lua",
+        "if token ~= '' and redis.call('GET', KEYS[4]) ~= token then",
+        "if false then",
+        "tests/server/test_store_contract.py::"
+        "test_redis_refuses_a_stale_owners_write_inside_the_script",
+    ),
+    Mutation(
+        "a second connection with an agent's id does not take over",
+        "one live connection per agent client id: the older is closed 4009",
+        "server/ws.py",
+        "        older = room.presence.arrive(sub)",
+        "        room.presence.arrive(sub)\n        older = None",
+        "tests/server/test_presence.py::test_a_second_connection_with_one_agent_id_takes_over_with_4009",
+    ),
+    Mutation(
+        "client ids recorded without bound",
+        "under --auth none a room records at most --max-room-clients client ids",
+        "server/ws.py",
+        'if client is not None and config.auth == "none" and not room.may_record(client):',
+        "if False:",
+        "tests/server/test_presence.py::"
+        "test_client_ids_are_bounded_in_length_and_number_under_auth_none",
+    ),
+    Mutation(
+        "any Host accepted",
+        "a foreign Host is refused on both listeners (DNS rebinding)",
+        "server/gate.py",
+        "        if name in hosts:\n            return None",
+        "        if True:\n            return None",
+        "tests/server/test_gate.py::test_a_foreign_host_is_refused_on_both_listeners",
+    ),
+    Mutation(
+        "the store's room bound ignored",
+        "past --max-stored-rooms no room is created",
+        "server/manager.py",
+        "refusal = self.bounds.creation_refused() if self.bounds is not None else None",
+        "refusal = None",
+        "tests/server/test_quotas.py::test_the_store_holds_a_bounded_number_of_rooms",
+    ),
 ]
 
 

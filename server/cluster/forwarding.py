@@ -104,7 +104,9 @@ def encode_answers(epoch: str, outcomes: list[Outcome]) -> dict[str, bytes]:
     by_node: dict[str, list[list[Any]]] = {}
     for req, seq, rejection in outcomes:
         assert isinstance(req.reply, RemoteReply)
-        row = [req.reply.request, epoch, seq, None, None, req.answer]
+        row = [req.reply.request, epoch, seq, None, None]
+        if req.answer is not None:  # a sixth element only then: older nodes read five
+            row.append(req.answer)
         if rejection is not None:
             code = RETRY if rejection.code == UNAVAILABLE.code else rejection.code
             row[3], row[4] = code, rejection.message
@@ -282,7 +284,9 @@ class Forwarder:
         )
 
     def on_answers(self, data: bytes) -> None:
-        for request_id, epoch, seq, code, message, answer in msgpack.unpackb(data, raw=False):
+        for row in msgpack.unpackb(data, raw=False):
+            request_id, epoch, seq, code, message = row[:5]
+            answer = row[5] if len(row) > 5 else None  # a node without answers sends five
             request_id = int(request_id)
             if code == RETRY:
                 self._retry(request_id)

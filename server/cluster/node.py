@@ -414,6 +414,10 @@ class ClusterNode:
             if feed.epoch != record.epoch or feed.head != record.head:
                 rebuilt, history = await self.manager.rebuild(name, record)
                 feed.reset(record.epoch, record.head, rebuilt.state, dict(record.acked), history)
+        if record is not None:
+            # A follower never kept answers (only the owner's writer records them): the
+            # store's are the room's, for each client's last aid (docs/protocol.md §5.8).
+            feed.answers = dict(record.answers)
         try:
             room_class = self.manager.room_types.for_stored(name, feed.type_name)
         except RoomTypeMissing:

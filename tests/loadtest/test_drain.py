@@ -10,7 +10,7 @@ from statecast.loadtest.drain import DrainedPoller, Drainer, open_drained
 from statecast.loadtest.measure import Counters
 from statecast.loadtest.observers import Tally
 from statecast.loadtest.scenario import Timeline, now_us
-from tests.helpers import TIMEOUT, BareClient, make_room, running_server
+from tests.helpers import TIMEOUT, BareClient, eventually, make_room, running_server
 
 
 async def _act(client: BareClient, count: int) -> None:
@@ -63,7 +63,11 @@ async def test_a_drained_poller_reads_seqs_from_etags_and_polls_after_the_drain(
             await asyncio.sleep(0.1)
             await BareClient(ws).send([4, 3, "patch", [[0, ["k"], 3]]])
             await BareClient(ws).recv_type(7)
-            await asyncio.sleep(0.6)  # past the end: it polls on until told its last poll
+            # Past the end it polls on, until told its last poll: a poll after the end
+            # must come (a poller that stopped at the end would never make one).
+            await eventually(lambda: now_us() > timeline.end)
+            polls = counters.http_304 + counters.http_200
+            await eventually(lambda: counters.http_304 + counters.http_200 > polls)
             assert not running.done()
             poller.final_after = now_us()
             await asyncio.wait_for(running, TIMEOUT)

@@ -191,3 +191,23 @@ async def test_an_action_forwarded_to_the_owner_brings_its_answer_back(redis_url
             "/rooms/board-c/actions", {"client": "h", "aid": 1, "name": "claim"}
         )
         assert (status, body) == (200, {"seq": 3, "answer": "t3"})
+
+
+async def test_the_last_aid_sent_again_is_answered_even_with_no_tokens_left() -> None:
+    """No limit refuses the re-sent last aid: an ERROR would say it changed nothing, and a
+    client retrying on it would apply the action twice."""
+    async with running_server(room_types=(SPEC,), identity_action_rate=1) as server:
+        url = server.room_url("board-6")
+        async with bare(url) as first:
+            await first.hello(client="a", answers=True)
+            await first.recv_type(3)
+            await first.send([4, 1, "claim", None], [4, 2, "claim", None])
+            assert await first.recv_type(7) == [7, 1, 1, "t1"]
+            assert await first.recv_type(7) == [7, 2, 2, "t2"]  # the burst (2) is spent
+        async with bare(url) as again:
+            assert (await again.hello(client="a", answers=True, resume=["x", 0]))["acked"] == 2
+            await again.recv_type(3)
+            await again.send([4, 2, "claim", None], [4, 3, "claim", None])
+            replies = {m[1]: m for m in [await again.recv(), await again.recv()]}
+            assert replies[2] == [7, 2, None, "t2"]
+            assert replies[3][:3] == [8, 3, "rate_limited"]

@@ -6,9 +6,12 @@ import asyncio
 
 import pytest
 
-from statecast import Rejection, connect
+from statecast import (
+    Changed,  # what changes() yields is part of the public API
+    Rejection,
+    connect,
+)
 from statecast.protocol.errors import ServerClosed
-from statecast.protocol.sync import Changed
 from tests.helpers import TIMEOUT, RunningServer, make_room, running_server
 from tests.server.test_auth import SECRET, token
 

@@ -24,13 +24,22 @@ from statecast.server.config import Config
 from statecast.server.live import LiveRoom, Request, RoomFailed
 from statecast.server.store.base import StoredChange
 from statecast.server.store.memory import MemoryStore
-from tests.helpers import TIMEOUT, BareClient, RunningServer, bare, http_session
+from tests.helpers import (
+    ONE_HOST_SETTINGS,
+    TIMEOUT,
+    BareClient,
+    RunningServer,
+    bare,
+    http_session,
+)
 from tests.server.test_slow_subscriber import (
     BLOB,
     HIGH_WATER,
     MAX_ACTIONS,
+    drain_until_closed,
     eventually,
     fast_limits,
+    join_and_stall,
     server_side,
     stalled_client,
 )
@@ -68,6 +77,7 @@ class GatedStore(MemoryStore):
 @contextlib.asynccontextmanager
 async def serving(store: GatedStore, **settings: Any) -> AsyncIterator[tuple[App, str, str]]:
     """(app, WebSocket room URL, HTTP base URL) of a server on ``store``."""
+    settings = {**ONE_HOST_SETTINGS, **settings}
     config = Config(host="127.0.0.1", port=0, http_port=0, store="memory", **settings)
     app = App(config, store=store)
     ports = await app.start()
@@ -82,26 +92,27 @@ def live_room(app: App) -> LiveRoom:
 
 
 async def test_lagging_subscriber_of_a_failed_room_is_closed_1011() -> None:
-    """A subscriber waiting for its catch-up SNAPSHOT when the room fails is closed with 1011."""
+    """A subscriber that fell behind for real (it stopped reading, and the room skipped it
+    ahead, waiting to send it a SNAPSHOT) when the room fails is closed with 1011 too: the
+    close reaches it behind what it was owed, once it reads again."""
     store = GatedStore()
-    async with (
-        serving(store, durability="ack") as (app, url, _),
-        bare(url) as agent,
-        bare(url) as watcher,
-    ):
-        await agent.hello("agent", client="a")
-        await agent.recv_type(3)
-        await watcher.hello("spectator")
-        await watcher.recv_type(3)
-        live = live_room(app)
-        store.hold = True
-        await agent.send([4, 1, "patch", [[0, ["x"], 1]]])
-        await asyncio.wait_for(store.entered.wait(), TIMEOUT)
-        (sub,) = [s for s in live.feed.members if s.role == "spectator"]
-        live.feed.skip_ahead(sub)  # as a backlog past the high-water mark would
-        store.release.set()
-        assert await agent.closed() == 1011
-        assert await watcher.closed() == 1011
+    settings = {"slow_high_water": HIGH_WATER, "slow_timeout": TIMEOUT * 4, **fast_limits()}
+    async with serving(store, durability="ack", **settings) as (app, url, http_url):
+        server = RunningServer(app, url.rsplit("/rooms/", 1)[0], http_url)
+        async with stalled_client(server) as slow_ws, bare(server.room_url(SLOW_ROOM)) as agent:
+            # Pushes until the stalled spectator is skipped ahead: it then waits, out of the
+            # room's members, for its backlog to drain before its SNAPSHOT, and it does not
+            # read, so it is still waiting when the room fails.
+            await join_and_stall(server, slow_ws, agent)
+            assert app.metrics.registry.get_sample_value("statecast_slow_subscriber_skips_total")
+            store.hold = True
+            await agent.send([4, 100_000, "patch", [[0, ["x"], 1]]])
+            await asyncio.wait_for(store.entered.wait(), TIMEOUT)
+            reader = asyncio.create_task(drain_until_closed(slow_ws))
+            store.release.set()
+            assert await agent.closed() == 1011
+            await reader
+            assert slow_ws.close_code == 1011
 
 
 async def test_write_failure_found_by_the_next_batch_still_starts_a_new_epoch() -> None:

@@ -69,3 +69,15 @@ def test_a_deep_copy_is_plain_and_the_handlers_own() -> None:
     assert type(mine) is dict and type(mine["inner"]["x"]) is list
     mine["inner"]["x"].append(3)
     assert state == STATE
+
+
+def test_keys_and_indexes_give_no_way_around_the_view() -> None:
+    state = copy.deepcopy(STATE)
+    v = view(state)
+    mapping = getattr(v.keys(), "mapping", v.keys())  # a dict's keys() would expose the dict
+    with pytest.raises((StateMutation, TypeError)):
+        mapping["n"] = 5
+    assert v["l"][-1] == "s"
+    with pytest.raises(IndexError):
+        v["l"][-4]
+    assert state == STATE

@@ -426,6 +426,10 @@ async def test_redis_refuses_a_stale_owners_write_inside_the_script(redis_url: s
         else:
             raise AssertionError("the old lease never expired")
         assert await new.load("r") is not None
+        # Before the new owner writes anything, the old one's head is still right: only the
+        # fencing token tells the two apart.
+        with pytest.raises(Fenced, match="fenced by a newer lease"):
+            await old.append("r", [StoredChange(2, diff(2, 7), "a", 2)])
         await new.append("r", [StoredChange(2, diff(2, 2), "b", 1)])
         with pytest.raises(Fenced):
             await old.append("r", [StoredChange(2, diff(2, 9), "a", 2)])
