@@ -103,6 +103,7 @@ class RoomClient:
         stable_after: float = STABLE_AFTER,
         open_timeout: float = 10.0,
         connect_timeout: float = 10.0,
+        net_change: bool = True,
     ) -> None:
         self.urls = [url] if isinstance(url, str) else list(url)
         if not self.urls:
@@ -111,7 +112,7 @@ class RoomClient:
         self.url_index = 0
         self.token = token
         fixed = token if isinstance(token, str) else None
-        self.sync = ClientSync(role=role, client=client, token=fixed)
+        self.sync = ClientSync(role=role, client=client, token=fixed, net_change=net_change)
         self.reconnect = reconnect
         self.backoff = Backoff(
             base_delay=backoff_base,
@@ -463,6 +464,7 @@ async def connect(
     reconnect: bool = True,
     open_timeout: float = 10.0,
     connect_timeout: float = 10.0,
+    net_change: bool = True,
 ) -> AsyncIterator[RoomClient]:
     """Join a room and keep its state in sync until the block exits.
 
@@ -475,6 +477,10 @@ async def connect(
     ``token`` is a JWT, or a callable (sync or async) returning a fresh one for
     each connection, so the client resumes by itself when an open connection's
     token expires (close 4001).
+
+    ``net_change``: after an absence, catch up by the net change (one PATCH, reported
+    as one :class:`Changed`) when that is the smallest answer; False for a client that
+    must see every change, which then gets a replay or a SNAPSHOT (docs/protocol.md §5.11).
     """
     room = RoomClient(
         url,
@@ -484,6 +490,7 @@ async def connect(
         reconnect=reconnect,
         open_timeout=open_timeout,
         connect_timeout=connect_timeout,
+        net_change=net_change,
     )
     try:
         await room.start()

@@ -33,6 +33,7 @@ from statecast.protocol.messages import (
     DIFF,
     ERROR,
     HELLO,
+    PATCH,
     PROTOCOL_VERSION,
     RESYNC,
     ROLES,
@@ -46,6 +47,7 @@ from statecast.protocol.messages import (
     Error,
     Hello,
     Message,
+    Patch,
     Resync,
     Role,
     ServerMessage,
@@ -213,6 +215,7 @@ def _decode_hello(value: list[Any]) -> Hello:
         client=client,
         resume=parsed_resume,
         answers=body.get("answers") is True,  # anything else: the client did not ask
+        patch=body.get("patch") is True,
     )
 
 
@@ -311,8 +314,23 @@ def _decode_error(value: list[Any]) -> Error:
     return Error(aid=value[1], code=value[2], message=value[3])
 
 
+def _decode_patch(value: list[Any]) -> Patch:
+    _require(
+        len(value) >= 5
+        and type(value[1]) is str
+        and _is_int(value[2])
+        and _is_int(value[3])
+        and value[2] >= 0
+        and value[3] > value[2]
+        and type(value[4]) is list,
+        "PATCH is [9, epoch, since, seq > since, ops]",
+    )
+    return Patch(epoch=value[1], since=value[2], seq=value[3], ops=value[4])
+
+
 _SERVER_DECODERS: dict[int, Callable[[list[Any]], ServerMessage]] = {
     WELCOME: _decode_welcome,
+    PATCH: _decode_patch,
     SNAPSHOT: _decode_snapshot,
     DIFF: _decode_diff,
     ACK: _decode_ack,

@@ -22,11 +22,13 @@ ACK: Final = 7
 #: The largest answer a handler may give, encoded (docs/protocol.md §5.8).
 MAX_ANSWER_BYTES: Final = 8192
 ERROR: Final = 8
+#: statecast extension (docs/protocol.md §5.11): the net change from a client's seq.
+PATCH: Final = 9
 
 Role: TypeAlias = Literal["agent", "spectator"]
-SyncKind: TypeAlias = Literal["snapshot", "replay", "current"]
+SyncKind: TypeAlias = Literal["snapshot", "replay", "current", "patch"]
 ROLES: Final[frozenset[str]] = frozenset({"agent", "spectator"})
-SYNC_KINDS: Final[frozenset[str]] = frozenset({"snapshot", "replay", "current"})
+SYNC_KINDS: Final[frozenset[str]] = frozenset({"snapshot", "replay", "current", "patch"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +40,15 @@ class Hello:
     resume: tuple[str, int] | None = None
     #: statecast extension (docs/protocol.md §5.8): ACKs may carry a handler's answer.
     answers: bool = False
+    #: statecast extension (docs/protocol.md §5.11): a resume may be answered by PATCH.
+    patch: bool = False
 
     def to_wire(self) -> list[Any]:
         body: dict[str, Any] = {"v": self.v, "role": self.role}
         if self.answers:
             body["answers"] = True
+        if self.patch:
+            body["patch"] = True
         if self.token is not None:
             body["token"] = self.token
         if self.client is not None:
@@ -130,6 +136,19 @@ class Ack:
 
 
 @dataclass(frozen=True, slots=True)
+class Patch:
+    """The net change taking the state at ``since`` to the state at ``seq`` (§5.11)."""
+
+    epoch: str
+    since: int
+    seq: int
+    ops: list[Any]
+
+    def to_wire(self) -> list[Any]:
+        return [PATCH, self.epoch, self.since, self.seq, self.ops]
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     aid: int | None
     code: str
@@ -140,5 +159,5 @@ class Error:
 
 
 ClientMessage: TypeAlias = Hello | Action | Resync
-ServerMessage: TypeAlias = Welcome | Snapshot | Diff | Ack | Error
+ServerMessage: TypeAlias = Welcome | Snapshot | Diff | Ack | Error | Patch
 Message: TypeAlias = ClientMessage | ServerMessage

@@ -56,12 +56,14 @@ from statecast.protocol.messages import (
     Diff,
     Error,
     Hello,
+    Patch,
     Resync,
     Role,
     ServerMessage,
     Snapshot,
     Welcome,
 )
+from statecast.protocol.netchange import apply_net_change
 
 
 class SyncState(enum.Enum):
@@ -78,6 +80,7 @@ TRANSITIONS: Final[dict[tuple[SyncState, str], SyncState]] = {
     (SyncState.IDLE, "connect"): SyncState.JOINING,
     (SyncState.JOINING, "welcome:snapshot"): SyncState.SYNCING,
     (SyncState.JOINING, "welcome:replay"): SyncState.LIVE,
+    (SyncState.JOINING, "welcome:patch"): SyncState.LIVE,  # the PATCH follows
     (SyncState.JOINING, "welcome:current"): SyncState.LIVE,
     (SyncState.SYNCING, "snapshot"): SyncState.LIVE,
     (SyncState.LIVE, "snapshot"): SyncState.LIVE,
@@ -156,7 +159,16 @@ class PendingAction:
 class ClientSync:
     """One client's view of one room, across any number of connections."""
 
-    def __init__(self, role: Role = "agent", client: str | None = None, token: str | None = None):
+    def __init__(
+        self,
+        role: Role = "agent",
+        client: str | None = None,
+        token: str | None = None,
+        net_change: bool = True,
+    ):
+        #: Ask for PATCH (net-change catch-up, docs/protocol.md §5.11); False: replay or
+        #: SNAPSHOT only, for a client that must see every change.
+        self.net_change = net_change
         self.role: Role = role
         self.client = client
         self.token = token
@@ -184,6 +196,7 @@ class ClientSync:
             client=self.client,
             resume=resume,
             answers=True,
+            patch=self.net_change,
         )
         self._out.append(codec.encode(hello))
 
@@ -249,6 +262,8 @@ class ClientSync:
     def _receive(self, message: ServerMessage) -> None:
         if isinstance(message, Diff):
             self._on_diff(message)
+        elif isinstance(message, Patch):
+            self._on_patch(message)
         elif isinstance(message, Snapshot):
             self._on_snapshot(message)
         elif isinstance(message, Ack):
@@ -304,6 +319,22 @@ class ClientSync:
         if self.state_kind is SyncState.RESYNCING:
             self._transition("gap_filled")
         self._events.append(Changed(d.seq, d.ops))
+
+    def _on_patch(self, p: Patch) -> None:
+        """The net change from our seq to ``p.seq`` (docs/protocol.md §5.11), applied all or
+        nothing; reported as one Changed holding every touched path."""
+        if self.state_kind not in (SyncState.LIVE, SyncState.RESYNCING) or self.state is None:
+            raise MalformedMessage(f"PATCH in state {self.state_kind.value}")
+        if p.epoch != self.epoch or p.since != self.seq:
+            raise MalformedMessage(f"PATCH from {p.since} of another state than ours")
+        try:
+            apply_net_change(self.state, ops.parse_ops(p.ops))
+        except Rejection as exc:
+            raise MalformedMessage(f"PATCH to {p.seq} does not apply: {exc}") from None
+        self.seq = p.seq
+        if self.state_kind is SyncState.RESYNCING:
+            self._transition("gap_filled")
+        self._events.append(Changed(p.seq, p.ops))
 
     def _resolve(self, aid: int, event: ActionAcked | ActionRejected) -> None:
         self._pending.pop(aid, None)

@@ -23,6 +23,7 @@ class Config:
     ping_timeout: float = 20.0
     history_diffs: int = 10_000
     history_bytes: int = 16 << 20
+    tombstone_horizon: int = 100_000
     slow_high_water: int = 1 << 20
     slow_timeout: float = 30.0
     max_depth: int = 64
@@ -128,6 +129,7 @@ _RULES: dict[str, _Rule] = {
     "ping_timeout": _COUNT,  # 0: no timeout
     "history_diffs": _COUNT,
     "history_bytes": _COUNT,
+    "tombstone_horizon": _COUNT,
     "slow_high_water": _Rule(low=1),
     "slow_timeout": _POSITIVE,
     "max_depth": _Rule(low=1),
@@ -180,6 +182,9 @@ _HELP: dict[str, str] = {
     "ping_timeout": "seconds to wait for a pong",
     "history_diffs": "diffs held per room for replay",
     "history_bytes": "bytes of diffs held per room for replay",
+    "tombstone_horizon": "diffs back that a resume can still get the net change for "
+    "(PATCH): which entries changed, deletions included, is kept that far (0: since the "
+    "room loaded)",
     "slow_high_water": "unsent bytes after which a subscriber is skipped ahead by SNAPSHOT",
     "slow_timeout": "seconds a skipped subscriber may take to drain before close 4008",
     "max_depth": "nesting levels allowed in state and paths",

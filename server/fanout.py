@@ -101,6 +101,7 @@ class Subscriber:
         "held",
         "id",
         "lagging",
+        "patch",
         "plain",
         "protocol",
         "role",
@@ -109,9 +110,17 @@ class Subscriber:
     )
 
     def __init__(
-        self, conn: FeedConnection, role: Role, client: str | None, *, answers: bool = False
+        self,
+        conn: FeedConnection,
+        role: Role,
+        client: str | None,
+        *,
+        answers: bool = False,
+        patch: bool = False,
     ) -> None:
         self.conn = conn
+        #: The HELLO asked for net-change catch-up (PATCH, docs/protocol.md §5.11).
+        self.patch = patch
         #: The HELLO asked for handlers' answers in ACKs (docs/protocol.md §5.8).
         self.answers = answers
         self.transport: Any = conn.transport

@@ -32,7 +32,7 @@ import structlog
 
 from statecast.protocol import codec
 from statecast.protocol.digest import state_digest
-from statecast.protocol.messages import Welcome
+from statecast.protocol.messages import Patch, Welcome
 from statecast.server.config import Config
 from statecast.server.fanout import Subscriber, close_or_abort, frame_binary
 from statecast.server.history import History
@@ -281,25 +281,42 @@ class RoomFeed:
             self._snapshot = (self.head, codec.encode_snapshot(self.epoch, self.head, self.state))
         return self._snapshot[1]
 
-    def plan_sync(self, resume: tuple[str, int] | None) -> str:
-        """docs/protocol.md §6.2: current at the head; replay if held and smaller; else snapshot."""
+    def plan_sync(
+        self, resume: tuple[str, int] | None, patch: bool = False
+    ) -> tuple[str, bytes | None]:
+        """docs/protocol.md §6.2: current at the head; else the smallest of a replay (if the
+        diffs are held), the net change (a PATCH, for a client that asked for them, from a
+        seq within the index's horizon, §5.11) and a SNAPSHOT. Returns the kind and, for a
+        PATCH, its bytes."""
         if resume is None:
-            return "snapshot"
+            return "snapshot", None
         epoch, seq = resume
         if epoch != self.epoch or seq > self.head:
-            return "snapshot"
+            return "snapshot", None
         if seq == self.head:
-            return "current"
-        if self.history.holds_after(seq) and self.history.size_after(seq) < len(
-            self.snapshot_bytes()
-        ):
-            return "replay"
-        return "snapshot"
+            return "current", None
+        best, size = "snapshot", len(self.snapshot_bytes())
+        if self.history.holds_after(seq):
+            replay = self.history.size_after(seq)
+            if replay < size:
+                best, size = "replay", replay
+        if patch and seq >= self.history.index.horizon:
+            net = self.history.index.net_change(self.state, seq)
+            if net is not None:
+                encoded = codec.encode(Patch(self.epoch, seq, self.head, net))
+                if len(encoded) < size:
+                    return "patch", encoded
+        return best, None
 
-    def _catch_up(self, sync: str, since: int, lead: bytes = b"") -> Iterator[bytes]:
+    def _catch_up(
+        self, sync: str, since: int, lead: bytes = b"", patch: bytes | None = None
+    ) -> Iterator[bytes]:
         """Payloads that bring a subscriber from ``since`` to the head (``lead`` first)."""
         if sync == "snapshot":
             yield lead + self.snapshot_bytes()
+            return
+        if patch is not None:
+            yield lead + patch
             return
         chunk = [lead] if lead else []
         size = len(lead)
@@ -315,14 +332,14 @@ class RoomFeed:
 
     async def join(self, sub: Subscriber, resume: tuple[str, int] | None) -> Welcome:
         await self.settled()
-        sync = self.plan_sync(resume)
+        sync, patch = self.plan_sync(resume, sub.patch)
         acked = 0
         if sub.role == "agent" and sub.client is not None:  # "" is a client id too
             acked = self.acked.get(sub.client, 0)
         limit = self.config.max_message_bytes
         welcome = Welcome(self.epoch, self.head, sub.role, sub.client, acked, sync, limit)  # type: ignore[arg-type]
         since = resume[1] if resume is not None else 0
-        for payload in self._catch_up(sync, since, codec.encode(welcome)):
+        for payload in self._catch_up(sync, since, codec.encode(welcome), patch):
             sub.send(payload)
         self.add(sub)
         self.metrics.resumes.labels(sync).inc()
@@ -332,8 +349,8 @@ class RoomFeed:
         await self.settled()
         if sub.lagging or sub not in self.members:
             return "snapshot"  # a SNAPSHOT is on its way already
-        sync = self.plan_sync((epoch, seq))
-        for payload in self._catch_up(sync, seq):
+        sync, patch = self.plan_sync((epoch, seq), sub.patch)
+        for payload in self._catch_up(sync, seq, patch=patch):
             sub.send(payload)
         self.metrics.resumes.labels(sync).inc()
         return sync

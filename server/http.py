@@ -229,6 +229,22 @@ class HttpListener:
             return error(400, "invalid", "since is too long")
         feed = await self._feed(request)
         await feed.settled()
+        if request.query.get("compact") == "1":
+            # The net change (docs/protocol.md §10.4): one op per entry that differs.
+            index = feed.history.index
+            net = index.net_change(feed.state, since) if epoch == feed.epoch else None
+            if net is None or since > feed.head:
+                return error(
+                    410, "gone", "that seq is past the horizon or of another epoch: fetch /state"
+                )
+            body = {
+                "epoch": feed.epoch,
+                "from": since,
+                "to": feed.head,
+                "horizon": index.horizon,
+                "ops": net,
+            }
+            return web.json_response(body, dumps=_dumps)
         if epoch != feed.epoch or since > feed.head or since < feed.oldest:
             return error(410, "gone", "those changes are not held: fetch /state instead")
         changes = feed.changes_after(since, CHANGES_LIMIT)

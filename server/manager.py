@@ -168,16 +168,22 @@ class RoomManager:
                 )
             raise
         room = room_class(name, msgpack.unpackb(record.checkpoint_state, raw=False))
-        history = History(self.config.history_diffs, self.config.history_bytes)
+        history = History(
+            self.config.history_diffs, self.config.history_bytes, self.config.tombstone_horizon
+        )
         tail = await self._log_tail(name, record.checkpoint_seq)
         history.reset(tail[0][0] - 1 if tail else record.checkpoint_seq)
         for seq, encoded in tail:
             history.append(seq, encoded)
+            # Below the checkpoint: already in the state, and in the net-change index too,
+            # so that a client from before a restart gets the net change (§5.11).
+            history.index.record_ops(seq, msgpack.unpackb(encoded, raw=False)[2])
         for seq, encoded in record.diffs:
             _, diff_seq, diff_ops = msgpack.unpackb(encoded, raw=False)
             if diff_seq != seq:
                 raise RuntimeError(f"room {name}: log entry {seq} holds diff {diff_seq}")
             ops.apply_wire_ops(room.state, diff_ops, room.max_depth)
+            history.index.record_ops(seq, diff_ops)
             history.append(seq, encoded)
         # As a live room does after each batch: diffs past the state's own size would cost
         # more to replay than a SNAPSHOT, so a reloaded small room holds kilobytes too.

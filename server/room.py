@@ -52,7 +52,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, Final, Literal, TypeVar
+from typing import Any, ClassVar, Final, Literal, NamedTuple, TypeVar
 
 import msgpack
 
@@ -91,6 +91,7 @@ class ActionContext:
         "over_budget",
         "size_budget",
         "size_delta",
+        "touched",
     )
 
     def __init__(
@@ -117,6 +118,8 @@ class ActionContext:
         self.encoded_ops: list[bytes] = []
         #: Whether a recorded op changed the state (an exact no-op set does not).
         self.changed = False
+        #: (kind, path) of each recorded op, for the net-change index (protocol/netchange.py).
+        self.touched: list[tuple[int, ops.Path]] = []
         self._undo: list[ops.Undo] = []
 
     @property
@@ -170,11 +173,13 @@ class ActionContext:
             raise
         self.size_delta += delta
         self.encoded_ops.append(encoded)
+        self.touched.append((op[0], op[1]))
         self.changed = self.changed or not noop
 
     def rollback(self) -> None:
         ops.rollback(self._undo)
         self.encoded_ops.clear()
+        self.touched.clear()
         self.size_delta = 0
         self.changed = False
 
@@ -299,6 +304,14 @@ def _check_key_lengths(op: ops.Op, limit: int) -> None:
             pending.extend(value)
 
 
+class Ran(NamedTuple):
+    """What running a handler gave: its ops (encoded), its answer, the entries it changed."""
+
+    parts: list[bytes]
+    answer: bytes | None
+    touched: list[tuple[int, ops.Path]]
+
+
 class Room:
     """Base of every room type. One instance per live room; it owns the state."""
 
@@ -399,7 +412,7 @@ class Room:
 
     def run_action(
         self, client: str, name: str, args: Any, undo: list[ops.Undo] | None = None
-    ) -> tuple[list[bytes], bytes | None]:
+    ) -> Ran:
         """Run one action all or nothing; return its encoded ops and answer, or raise Rejection.
 
         The answer is what the handler returned, encoded (None when it returned None):
@@ -416,10 +429,10 @@ class Room:
 
     def run_hook(
         self, client: str, hook: Literal["join", "leave"], undo: list[ops.Undo] | None = None
-    ) -> list[bytes]:
-        """Run :meth:`on_join` or :meth:`on_leave` all or nothing; return its encoded ops."""
+    ) -> Ran:
+        """Run :meth:`on_join` or :meth:`on_leave` all or nothing (its answer is ignored)."""
         hook_fn = self.on_join if hook == "join" else self.on_leave
-        return self._run(undo, client, hook_fn)[0]
+        return self._run(undo, client, hook_fn)
 
     def _run(
         self,
@@ -427,7 +440,7 @@ class Room:
         client: str,
         handler: Callable[..., Any],
         *args: Any,
-    ) -> tuple[list[bytes], bytes | None]:
+    ) -> Ran:
         budget = None
         if self.max_state_bytes is not None:
             budget = self.max_state_bytes - self.state_bytes
@@ -458,7 +471,7 @@ class Room:
         self.state_bytes += ctx.size_delta
         if undo is not None:
             undo.extend(ctx._undo)
-        return ctx.encoded_ops, answer
+        return Ran(ctx.encoded_ops, answer, ctx.touched)
 
 
 def _encode_answer(value: Any, max_depth: int) -> bytes:

@@ -138,6 +138,7 @@ class _Pending:
     diffs: list[tuple[int, bytes]]
     outcomes: list[Outcome]
     size_delta: int
+    touched: list[tuple[int, list[tuple[int, ops.Path]]]]
 
 
 class RoomWriter:
@@ -332,6 +333,7 @@ class RoomWriter:
             else:
                 self.suspended = None
                 self._reapply(pending)
+                self._index(pending.touched)
                 await self._after_write(pending.diffs, pending.outcomes)
                 log.info("store reachable again: the room goes on", room=self.name)
                 return True
@@ -364,6 +366,7 @@ class RoomWriter:
     async def _process(self, batch: list[Request | HookRequest]) -> None:
         acked, answers = self.feed.acked, self.feed.answers
         answers_before: dict[str, tuple[int, bytes] | None] = {}
+        touched: list[tuple[int, list[tuple[int, ops.Path]]]] = []
         changes: list[StoredChange] = []
         outcomes: list[Outcome] = []
         diffs: list[tuple[int, bytes]] = []
@@ -374,9 +377,11 @@ class RoomWriter:
         self.room.growth_refused = self.bounds.full if self.bounds is not None else None
         for req in batch:
             if type(req) is HookRequest:
-                hook_diff = self._run_hook(req, undo)
-                if hook_diff is not None:
+                hooked = self._run_hook(req, undo)
+                if hooked is not None:
+                    hook_diff, hook_touched = hooked
                     diffs.append((self._applied, hook_diff))
+                    touched.append((self._applied, hook_touched))
                     changes.append(StoredChange(self._applied, hook_diff, None, 0))
                 continue
             assert type(req) is Request
@@ -401,7 +406,8 @@ class RoomWriter:
                 answers.pop(req.client, None)
             acked[req.client] = req.aid
             try:
-                parts, req.answer = self.room.run_action(req.client, req.name, req.args, undo)
+                ran = self.room.run_action(req.client, req.name, req.args, undo)
+                parts, req.answer = ran.parts, ran.answer
             except Rejection as exc:
                 rejection: Rejection | None = exc
             except StateMutation as exc:
@@ -433,6 +439,7 @@ class RoomWriter:
                 self._applied += 1
                 encoded = codec.encode_diff_parts(self._applied, parts)
                 diffs.append((self._applied, encoded))
+                touched.append((self._applied, ran.touched))
             if req.answer is not None:
                 answers[req.client] = (req.aid, req.answer)
             changes.append(StoredChange(self._applied, encoded, req.client, req.aid, req.answer))
@@ -463,8 +470,9 @@ class RoomWriter:
                     if not exc.sent:  # certainly not written: answer now, nothing waits
                         self.answer([(req, None, UNAVAILABLE) for req, _, _ in outcomes])
                     else:
-                        self.suspended = _Pending(changes, diffs, outcomes, size_delta)
+                        self.suspended = _Pending(changes, diffs, outcomes, size_delta, touched)
                 raise
+        self._index(touched)
         await self._after_write(diffs, outcomes)
 
     async def _after_write(self, diffs: list[tuple[int, bytes]], outcomes: list[Outcome]) -> None:
@@ -478,18 +486,27 @@ class RoomWriter:
                     # The log still holds every diff: the next period tries again.
                     log.info("checkpoint skipped", room=self.name, error=str(exc))
 
-    def _run_hook(self, req: HookRequest, undo: list[ops.Undo]) -> bytes | None:
-        """The hook's DIFF, if it changed anything. A hook that raises changes nothing and is
-        logged: presence must not take the room down."""
+    def _run_hook(
+        self, req: HookRequest, undo: list[ops.Undo]
+    ) -> tuple[bytes, list[tuple[int, ops.Path]]] | None:
+        """The hook's DIFF and the entries it changed, if it changed anything. A hook that
+        raises changes nothing and is logged: presence must not take the room down."""
         try:
-            parts = self.room.run_hook(req.client, req.hook, undo)
+            ran = self.room.run_hook(req.client, req.hook, undo)
         except Exception:
             log.exception("room hook raised", room=self.name, hook=req.hook, client=req.client)
             return None
-        if not parts:
+        if not ran.parts:
             return None
         self._applied += 1
-        return codec.encode_diff_parts(self._applied, parts)
+        return codec.encode_diff_parts(self._applied, ran.parts), ran.touched
+
+    def _index(self, touched: list[tuple[int, list[tuple[int, ops.Path]]]]) -> None:
+        """Record what each written diff changed in the net-change index (§5.11)."""
+        index = self.feed.history.index
+        for seq, changed in touched:
+            for kind, path in changed:
+                index.record(seq, kind, path)
 
     async def _persist(self, changes: list[StoredChange]) -> None:
         self._unchecked = True

@@ -306,7 +306,7 @@ class Session:
         self.room = room
         room.feed.connections += 1
         self.sub = sub = Subscriber(
-            self.conn, identity.role, identity.client, answers=hello.answers
+            self.conn, identity.role, identity.client, answers=hello.answers, patch=hello.patch
         )
         welcome = await room.feed.join(sub, hello.resume)
         self._resend = welcome.acked

@@ -75,7 +75,8 @@ class FaultProxy:
         return f"ws://127.0.0.1:{self.port}/rooms/{room}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        """Listen (again, after :meth:`stop`, on the same port: clients find it where it was)."""
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
         self.port = int(self._server.sockets[0].getsockname()[1])
 
     def calm(self) -> None:

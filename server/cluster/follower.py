@@ -90,8 +90,10 @@ class Follower:
 
     def _apply(self, diffs: list[tuple[int, bytes, Any]], acked: dict[str, int]) -> None:
         feed = self.feed
-        for _, _, diff_ops in diffs:
-            ops.apply_wire_ops(feed.state, diff_ops, self.feed.config.max_depth)
+        index = feed.history.index
+        for seq, _, diff_ops in diffs:
+            ops.apply_wire_ops(feed.state, diff_ops, feed.config.max_depth)
+            index.record_ops(seq, diff_ops)
         feed.acked.update(acked)
         feed.publish([(seq, encoded) for seq, encoded, _ in diffs], {})
         self.deliver_answers()

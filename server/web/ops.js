@@ -199,6 +199,25 @@ export function applyOps(state, rawOps, maxDepth = DEFAULT_MAX_DEPTH) {
   }
 }
 
+/**
+ * Apply a PATCH's net change (docs/protocol.md §5.11), all or nothing: `set` as ever, and a
+ * `del` of a path that is not there changes nothing (the entry may have come and gone).
+ */
+export function applyNetChange(state, rawOps, maxDepth = DEFAULT_MAX_DEPTH) {
+  const parsed = parseOps(rawOps, maxDepth);
+  const undo = [];
+  try {
+    for (const op of parsed) {
+      if (op[0] !== 0 && op[0] !== 1) throw invalid("a net change holds only set and del");
+      if (op[0] === 1 && valueAt(state, op[1]) === undefined) continue;
+      applyOp(state, op, undo);
+    }
+  } catch (err) {
+    while (undo.length) undo.pop()();
+    throw err;
+  }
+}
+
 /** The value at `path` in `state`, or undefined when there is none. */
 export function valueAt(state, path) {
   let node = state;

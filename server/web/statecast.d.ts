@@ -8,7 +8,7 @@ export type Path = (string | number)[];
 export type Op = [0, Path, Value] | [1, Path] | [2, Path, Value];
 
 export type Role = "agent" | "spectator";
-export type SyncKind = "snapshot" | "replay" | "current";
+export type SyncKind = "snapshot" | "replay" | "current" | "patch";
 export type Status = "connecting" | "syncing" | "live" | "resyncing" | "reconnecting" | "closed";
 
 export interface Welcome {
@@ -43,6 +43,12 @@ export interface ConnectOptions {
   reconnect?:
     | boolean
     | { baseDelay?: number; maxDelay?: number; rateLimitedDelay?: number; stableAfter?: number };
+  /**
+   * Catch up by the net change (a PATCH, docs/protocol.md §5.11) when that is smallest
+   * (default true). false: a resume gets every diff (replay) or a SNAPSHOT, as for a client
+   * that must see each change, a changelog say.
+   */
+  netChange?: boolean;
   /** A WebSocket constructor (default globalThis.WebSocket; in Node 20, e.g. the `ws` package's). */
   WebSocket?: new (url: string) => WebSocket;
 }
@@ -54,6 +60,8 @@ export interface Stats {
   duplicates: number;
   /** Gaps seen (each answered by one RESYNC). */
   gaps: number;
+  /** PATCHes applied: catch-ups by the net change (docs/protocol.md §5.11), one "change" each. */
+  patches: number;
   frames: number;
   bytes: number;
   reconnects: number;

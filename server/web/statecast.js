@@ -139,7 +139,9 @@ export class Room {
     /** Bytes and frames received, for rates; diffs, duplicates and gaps come from the sync. */
     this.traffic = { frames: 0, bytes: 0 };
     const client = options.client ?? null;
-    this._sync = new ClientSync({ role, client, token: options.token ?? null });
+    this._sync = new ClientSync({
+      role, client, token: options.token ?? null, netChange: options.netChange ?? true,
+    });
     /** An agent given no client id claims one for this tab before its first connection. */
     this._claim = role === "agent" && client === null ? claimTabClientId(this.urls[0]) : null;
     this._releaseClient = NO_CLAIM;

@@ -27,7 +27,7 @@
 //   any         connectionLost()                idle
 //   any         close()                         closed
 
-import { applyOps, isMap, OpError } from "./ops.js";
+import { applyNetChange, applyOps, isMap, OpError } from "./ops.js";
 
 export const PROTOCOL_VERSION = 1;
 export const HELLO = 1;
@@ -38,6 +38,7 @@ export const DIFF = 5;
 export const RESYNC = 6;
 export const ACK = 7;
 export const ERROR = 8;
+export const PATCH = 9;
 
 /** Close codes after which a client reconnects and resumes (docs/protocol.md, "Closing"). */
 export const RETRYABLE_CLOSE_CODES = new Set([1001, 1006, 1011, 1012, 1013, 4008, 4029]);
@@ -46,6 +47,7 @@ const TRANSITIONS = new Map([
   ["idle connect", "joining"],
   ["joining welcome:snapshot", "syncing"],
   ["joining welcome:replay", "live"],
+  ["joining welcome:patch", "live"],
   ["joining welcome:current", "live"],
   ["syncing snapshot", "live"],
   ["live snapshot", "live"],
@@ -55,7 +57,7 @@ const TRANSITIONS = new Map([
 ]);
 
 const ROLES = new Set(["agent", "spectator"]);
-const SYNC_KINDS = new Set(["snapshot", "replay", "current"]);
+const SYNC_KINDS = new Set(["snapshot", "replay", "current", "patch"]);
 
 /** The server broke the wire contract (a malformed message, or one out of order). */
 export class ProtocolError extends Error {
@@ -100,6 +102,13 @@ export function checkServerMessage(m) {
     case DIFF:
       require(m.length >= 3 && isInt(m[1]) && Array.isArray(m[2]), "DIFF is [5, seq, ops]");
       return true;
+    case PATCH:
+      require(
+        m.length >= 5 && typeof m[1] === "string" && isSeq(m[2]) && isInt(m[3]) && m[3] > m[2] &&
+          Array.isArray(m[4]),
+        "PATCH is [9, epoch, since, seq > since, ops]",
+      );
+      return true;
     case ACK:
       require(m.length >= 3 && isInt(m[1]) && (m[2] === null || isInt(m[2])), "ACK is [7, aid, seq|nil]");
       return true;
@@ -125,7 +134,8 @@ export function checkServerMessage(m) {
  * {type: "notice", code, message}. Messages to send (takeOutgoing()) are decoded arrays.
  */
 export class ClientSync {
-  constructor({ role = "agent", client = null, token = null } = {}) {
+  constructor({ role = "agent", client = null, token = null, netChange = true } = {}) {
+    this.netChange = netChange;
     this.role = role;
     this.client = client;
     this.token = token;
@@ -136,7 +146,7 @@ export class ClientSync {
     this.acked = 0;
     this.welcomed = false;
     /** Counters: DIFFs applied, duplicates ignored, gaps seen (each sends one RESYNC). */
-    this.stats = { diffs: 0, duplicates: 0, gaps: 0 };
+    this.stats = { diffs: 0, duplicates: 0, gaps: 0, patches: 0 };
     this._lastAid = 0;
     this._fresh = false;
     this._pending = new Map();
@@ -157,7 +167,9 @@ export class ClientSync {
   connect() {
     this._transition("connect");
     // answers: ACKs may carry a handler's answer (docs/protocol.md §5.8).
+    // patch: a resume may be answered by the net change (§5.11).
     const hello = { v: PROTOCOL_VERSION, role: this.role, answers: true };
+    if (this.netChange) hello.patch = true;
     if (this.token != null) hello.token = this.token;
     if (this.client != null) hello.client = this.client;
     if (this.epoch !== null && !this._fresh) hello.resume = [this.epoch, this.seq];
@@ -200,6 +212,8 @@ export class ClientSync {
     switch (m[0]) {
       case DIFF:
         return this._onDiff(m[1], m[2]);
+      case PATCH:
+        return this._onPatch(m[1], m[2], m[3], m[4]);
       case SNAPSHOT:
         return this._onSnapshot(m[1], m[2], m[3]);
       case ACK:
@@ -290,6 +304,26 @@ export class ClientSync {
     }
     this.seq = seq;
     this.stats.diffs += 1;
+    if (this.stateKind === "resyncing") this._transition("gap_filled");
+    this._events.push({ type: "change", seq, ops });
+  }
+
+  /** The net change from our seq to `seq`, applied all or nothing; one "change" event. */
+  _onPatch(epoch, since, seq, ops) {
+    if ((this.stateKind !== "live" && this.stateKind !== "resyncing") || this.state === null) {
+      throw new ProtocolError(`PATCH in state ${this.stateKind}`);
+    }
+    if (epoch !== this.epoch || since !== this.seq) {
+      throw new ProtocolError(`PATCH from ${since} of another state than ours`);
+    }
+    try {
+      applyNetChange(this.state, ops);
+    } catch (err) {
+      if (err instanceof OpError) throw new ProtocolError(`PATCH to ${seq} does not apply: ${err.message}`);
+      throw err;
+    }
+    this.seq = seq;
+    this.stats.patches += 1;
     if (this.stateKind === "resyncing") this._transition("gap_filled");
     this._events.push({ type: "change", seq, ops });
   }

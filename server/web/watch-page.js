@@ -109,7 +109,9 @@ async function main() {
   $("type").title = info ? info.type : "";
   const isGrid = info !== null && GRID_TYPE.test(info.type);
 
-  const room = connect(wsUrl, { role: "spectator", token: token ?? undefined });
+  // #netchange=0: catch up by every diff (replay) instead of the net change.
+  const netChange = hash.get("netchange") !== "0";
+  const room = connect(wsUrl, { role: "spectator", token: token ?? undefined, netChange });
   measure.room = room;
   room.on("status", invalidate);
   room.on("welcome", invalidate);

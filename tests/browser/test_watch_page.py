@@ -134,7 +134,7 @@ async def test_a_dropped_page_resumes_by_replay_without_gap_or_duplicate(
     (its sync kind and the server's statecast_syncs{sync="replay"}), no gap, no duplicate."""
     async with connect(server.room_url("stream"), client="writer") as agent:
         await agent.act("patch", [[0, ["blob"], "x" * 50_000], [0, ["tail"], []]])
-        await watch(page, server, "stream")
+        await watch(page, server, "stream", "#netchange=0")  # every diff: a replay
         before = await page_room(page)
         stop = asyncio.Event()
 
@@ -172,6 +172,26 @@ async def test_a_dropped_page_resumes_by_replay_without_gap_or_duplicate(
         async with http_session() as http, http.get(f"{server.http_url}/metrics") as resp:
             metrics = await resp.text()
         assert re.search(r'^statecast_syncs_total\{sync="replay"\} [1-9]', metrics, re.M), metrics
+
+
+async def test_a_page_back_after_many_diffs_catches_up_by_the_net_change(
+    page: Page, server: RunningServer
+) -> None:
+    """By default the page asks for PATCH: back after 50 diffs to one key, it gets one
+    PATCH (shown as its sync kind) and the server's state."""
+    async with connect(server.room_url("net"), client="writer") as agent:
+        await agent.act("patch", [[0, ["blob"], "x" * 5_000], [0, ["n"], 0]])
+        await watch(page, server, "net")
+        (victim,) = spectators(server, "net")
+        victim.conn.transport.abort()
+        for n in range(1, 51):
+            await agent.act("patch", [[0, ["n"], n]])
+        head = (await http_json(f"{server.http_url}/rooms/net/head"))["seq"]
+        await until(page, "seq => window.statecastWatch.room.seq === seq", head)
+        held = await page_room(page)
+        assert held["sync"] == "patch" and held["state"]["n"] == 50
+        assert await page.locator("#sync").inner_text() == "patch"
+        assert held["state"] == (await http_json(f"{server.http_url}/rooms/net/state"))["state"]
 
 
 CLIENT = """async ({url, script}) => {
@@ -426,7 +446,7 @@ async def test_a_page_whose_socket_went_dead_comes_back_when_the_network_does(
     ):
         proxy.calm()
         await agent.act("patch", [[0, ["n"], 0], [0, ["blob"], "x" * 5000]])
-        await watch(page, server, "netchange", f"#ws={proxy.url('netchange')}")
+        await watch(page, server, "netchange", f"#ws={proxy.url('netchange')}&netchange=0")
         proxy.faults = True  # the page's connection goes dead: what it carries next stalls
         for n in range(1, 6):
             await agent.act("patch", [[0, ["n"], n]])

@@ -1,5 +1,6 @@
 """statecast.js in Node 20+ against a real server: a client started before the server retries
-(Node's WebSocket fires only ``error`` then), acts, and survives a drop exactly once."""
+(Node's WebSocket fires only ``error`` then), acts, and survives a drop exactly once; a
+spectator back after many diffs catches up by one PATCH (docs/protocol.md §5.11)."""
 
 from __future__ import annotations
 
@@ -66,3 +67,7 @@ async def test_node_client_waits_for_the_server_then_acts_exactly_once() -> None
     assert result["reconnects"] == 1
     assert all(o is None or isinstance(o, int) for o in result["outcomes"])
     assert served == result["state"] == {"list": list(range(10)), "big": 2**53 - 1}
+    # Back after 60 diffs to one entry: one PATCH, one "change" with one op, the same state.
+    patch = result["patch"]
+    assert patch["lastSync"] == "patch" and patch["patches"] == 1 and patch["same"]
+    assert patch["changes"] == [{"seq": 61, "ops": 1}]

@@ -348,6 +348,34 @@ SYNC_SCRIPTS: list[tuple[str, dict[str, Any], list[Any]]] = [
         ],
     ),
     (
+        "patch: a resume answered by the net change, applied as one change; a del of what is "
+        "not there changes nothing; a PATCH from another seq is a protocol error",
+        {"client": "c1"},
+        [
+            "connect",
+            welcome("snapshot", 0),
+            [3, E, 0, {"items": {"a": {"n": 0}, "b": {"n": 0}}, "log": [1]}],
+            "lost",
+            "connect",
+            welcome("patch", 40),
+            [
+                9,
+                E,
+                0,
+                40,
+                [
+                    [0, ["items", "a", "n"], 7],
+                    [1, ["items", "b"]],
+                    [1, ["gone", "x"]],
+                    [0, ["log"], [1, 2]],
+                    [0, ["new", "deep"], {}],
+                ],
+            ],
+            [5, 41, [[0, ["items", "a", "n"], 8]]],
+            [9, E, 3, 50, []],
+        ],
+    ),
+    (
         "an ACK for an aid never sent is ignored",
         {"client": "c1"},
         ["connect", welcome("snapshot", 0), [3, E, 0, {}], [7, 42, 0]],
