@@ -325,7 +325,11 @@ class ClientSync:
         nothing; reported as one Changed holding every touched path."""
         if self.state_kind not in (SyncState.LIVE, SyncState.RESYNCING) or self.state is None:
             raise MalformedMessage(f"PATCH in state {self.state_kind.value}")
-        if p.epoch != self.epoch or p.since != self.seq:
+        if p.epoch == self.epoch and p.seq <= self.seq:
+            return  # already there (a SNAPSHOT overtook the RESYNC it answers)
+        # A net change from an older seq covers every change since it, so it brings any
+        # state between its since and its seq to its seq.
+        if p.epoch != self.epoch or not p.since <= self.seq < p.seq:
             raise MalformedMessage(f"PATCH from {p.since} of another state than ours")
         try:
             apply_net_change(self.state, ops.parse_ops(p.ops))

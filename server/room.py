@@ -173,7 +173,7 @@ class ActionContext:
             raise
         self.size_delta += delta
         self.encoded_ops.append(encoded)
-        self.touched.append((op[0], op[1]))
+        self.touched.append((op[0], list(op[1])))  # the handler may reuse its path list
         self.changed = self.changed or not noop
 
     def rollback(self) -> None:

@@ -187,6 +187,67 @@ MUTATIONS = [
         "refusal = None",
         "tests/server/test_quotas.py::test_the_store_holds_a_bounded_number_of_rooms",
     ),
+    Mutation(
+        "held diffs never replayed",
+        "a resume gets replay when every later diff is held and smaller than the snapshot",
+        "server/feed.py",
+        "        if self.history.holds_after(seq):",
+        "        if False:",
+        "tests/server/test_protocol_sync.py::test_trimmed_diffs_get_snapshot_and_held_ones_replay",
+    ),
+    Mutation(
+        "a lagging agent's ACK before its SNAPSHOT",
+        "the acting agent gets its DIFF before its ACK, also when skipped ahead by SNAPSHOT",
+        "server/feed.py",
+        'sub.send(b"".join((self.snapshot_bytes(), *held)))',
+        'sub.send(b"".join((*held, self.snapshot_bytes())))',
+        "tests/server/test_protocol_messages.py::"
+        "test_lagging_agent_gets_its_ack_after_the_snapshot_holding_its_diff",
+    ),
+    Mutation(
+        "a stalled subscriber never skipped ahead",
+        "a subscriber that stops reading is skipped ahead by SNAPSHOT and slows nobody else",
+        "server/feed.py",
+        "            if sub.paused:",
+        "            if False:",
+        "tests/server/test_slow_subscriber.py::"
+        "test_stalled_subscriber_is_bounded_then_skipped_ahead_by_snapshot",
+    ),
+    Mutation(
+        "GET /state without its token check",
+        "every HTTP request is checked, before the room is looked up",
+        "server/http.py",
+        '        self._read_auth(request, request.match_info["room"], "spectator")\n'
+        "        feed = await self._feed(request)\n"
+        "        etag, body = await feed.state_json()",
+        "        feed = await self._feed(request)\n        etag, body = await feed.state_json()",
+        "tests/server/test_auth.py::test_http_auth_is_checked_before_the_room_is_looked_up",
+    ),
+    Mutation(
+        "any Origin may write",
+        "a handshake or POST from another origin's page is refused",
+        "server/gate.py",
+        "        if allowed is None or origin in allowed:",
+        "        if True:",
+        "tests/server/test_gate.py::"
+        "test_a_page_on_another_origin_can_neither_post_nor_open_a_websocket",
+    ),
+    Mutation(
+        "actions posted as text/plain",
+        "a POST action must say application/json (415), so no page posts one unasked",
+        "server/http.py",
+        'if request.content_type != "application/json":',
+        "if False:",
+        "tests/server/test_http_api.py::test_an_action_posted_as_anything_but_json_is_refused",
+    ),
+    Mutation(
+        "the net change misses the maps a set made",
+        "state at a cursor plus the net change is the head (PATCH, §5.11)",
+        "protocol/netchange.py",
+        "                elif child.made > since and type(here) is dict and not here:",
+        "                elif False:",
+        "tests/protocol/test_netchange.py",
+    ),
 ]
 
 

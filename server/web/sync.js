@@ -313,7 +313,10 @@ export class ClientSync {
     if ((this.stateKind !== "live" && this.stateKind !== "resyncing") || this.state === null) {
       throw new ProtocolError(`PATCH in state ${this.stateKind}`);
     }
-    if (epoch !== this.epoch || since !== this.seq) {
+    if (epoch === this.epoch && seq <= this.seq) return; // a SNAPSHOT overtook its RESYNC
+    // A net change from an older seq covers every change since it: it brings any state
+    // between its since and its seq to its seq.
+    if (epoch !== this.epoch || !(since <= this.seq && this.seq < seq)) {
       throw new ProtocolError(`PATCH from ${since} of another state than ours`);
     }
     try {

@@ -349,7 +349,8 @@ SYNC_SCRIPTS: list[tuple[str, dict[str, Any], list[Any]]] = [
     ),
     (
         "patch: a resume answered by the net change, applied as one change; a del of what is "
-        "not there changes nothing; a PATCH from another seq is a protocol error",
+        "not there changes nothing; a PATCH not past our seq is ignored, one from an older "
+        "seq applies, one from a later seq is a protocol error",
         {"client": "c1"},
         [
             "connect",
@@ -372,7 +373,9 @@ SYNC_SCRIPTS: list[tuple[str, dict[str, Any], list[Any]]] = [
                 ],
             ],
             [5, 41, [[0, ["items", "a", "n"], 8]]],
-            [9, E, 3, 50, []],
+            [9, E, 30, 41, [[0, ["items", "a", "n"], 8]]],
+            [9, E, 39, 45, [[0, ["items", "a", "n"], 9], [1, ["items", "b"]]]],
+            [9, E, 46, 50, []],
         ],
     ),
     (

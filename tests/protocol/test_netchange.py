@@ -68,6 +68,12 @@ def test_state_at_any_cursor_plus_the_net_change_is_the_head(
         assert client == head, (cursor, net)
         if cursor == len(states) - 1:
             assert net == []
+        # A net change from an older seq brings any later state to the head too (a
+        # client may apply a PATCH from before the state it holds, docs/protocol.md §5.11).
+        for later in states[cursor + 1 :]:
+            client = copy.deepcopy(later)
+            apply_net_change(client, ops.parse_ops(copy.deepcopy(net)))
+            assert client == head
 
 
 @settings(max_examples=100, deadline=None)
