@@ -404,7 +404,10 @@ async def test_an_idle_room_unloads_and_gives_its_lease_up(redis_node: RedisServ
     that needs the room owns it and goes on from the same epoch and seq."""
     import redis as redis_client
 
-    async with cluster(redis_node.url, 2, *FLAGS, "--idle-unload", "0.3") as nodes:
+    # A lease far longer than the test: the key can only go because it was released, not
+    # because it expired.
+    flags = (*FLAGS, "--idle-unload", "0.3", "--lease-ttl", "30")
+    async with cluster(redis_node.url, 2, *flags) as nodes:
         room = "idle"
         first = Roamer([nodes[0].room_url(room)], client="a")
         await first.start()
