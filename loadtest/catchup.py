@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -85,7 +86,7 @@ async def run(items: int, diffs: int, touched: int, behind: int) -> dict[str, An
             for start in range(0, diffs, BATCH):
                 count = min(BATCH, diffs - start)
                 frame = b"".join(
-                    msgpack.packb([4, aid + 1 + k, "patch", [[0, _field(start + k, touched), k]]])
+                    msgpack.packb([4, aid + 1 + k, "patch", [_set(start + k, touched)]])
                     for k in range(count)
                 )
                 aid += min(BATCH, diffs - start)
@@ -96,7 +97,8 @@ async def run(items: int, diffs: int, touched: int, behind: int) -> dict[str, An
             head = live.feed.head
             index = live.feed.history.index
             out["index_nodes"] = index.nodes
-            for name, cursor in (("from the start", since), (f"{behind} behind", head - behind)):
+            nearer = max(since, head - behind)
+            for name, cursor in (("from the start", since), (f"{behind} behind", nearer)):
                 row: dict[str, Any] = {}
                 for label, patch in (("net change", True), ("base contract", False)):
                     sync, size, seconds = await _hello(ws_url, [epoch, cursor], head, patch)
@@ -118,8 +120,9 @@ async def run(items: int, diffs: int, touched: int, behind: int) -> dict[str, An
     return out
 
 
-def _field(n: int, touched: int) -> list[str]:
-    return ["items", f"i{n % touched}", "n"]
+def _set(n: int, touched: int) -> list[Any]:
+    """The n-th diff's op: item ``n % touched``'s ``n`` set to a value never set before."""
+    return [0, ["items", f"i{n % touched}", "n"], n + 1]
 
 
 async def _count_acks(ws: Any, acked: int, want: int) -> int:
@@ -131,6 +134,104 @@ async def _count_acks(ws: Any, acked: int, want: int) -> int:
             if message[0] in (7, 8):
                 acked += 1
     return acked
+
+
+def _positive_list(text: str) -> list[int]:
+    values = [int(v) for v in text.split(",") if v.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a comma-separated list of ints >= 1")
+    return values
+
+
+async def _sweep(items: int, diffs: list[int], touched: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    for t in touched:
+        for d in diffs:
+            got = await run(items, d, min(t, items), max(1, d // 4))
+            start = got["from the start"]
+            rows.append(
+                {
+                    "diffs": d,
+                    "touched": min(t, items),
+                    "patch bytes": start["net change"]["bytes"],
+                    "patch ms": start["net change"]["ms"],
+                    "without": start["base contract"]["sync"],
+                    "without bytes": start["base contract"]["bytes"],
+                    "without ms": start["base contract"]["ms"],
+                    "net change as ops": got["net change as ops"],
+                    "index nodes": got["index_nodes"],
+                }
+            )
+    return rows
+
+
+def _plot(rows: list[dict[str, Any]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for t in sorted({r["touched"] for r in rows}):
+        mine = [r for r in rows if r["touched"] == t]
+        xs = [r["diffs"] for r in mine]
+        ax.plot(xs, [r["patch bytes"] for r in mine], marker="o", label=f"PATCH, {t} touched")
+        ax.plot(
+            xs,
+            [r["without bytes"] for r in mine],
+            marker="x",
+            linestyle="--",
+            label=f"replay or SNAPSHOT, {t} touched",
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("diffs missed")
+    ax.set_ylabel("bytes to catch up")
+    ax.set_title("Catch-up cost: the net change against replay or SNAPSHOT")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    configure_logging("error")
+    rows = asyncio.run(_sweep(args.items, args.diffs, args.touched))
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"catch-up from the start of the absence ({args.items} items)")
+    for column in rows[0]:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
+    Console().print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    if args.plot:
+        _plot(rows, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "bench-catchup",
+        help="bytes and time of a resume: net change (PATCH) against replay or SNAPSHOT",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--items", type=int, default=10_000, help="items in the room")
+    parser.add_argument(
+        "--diffs", type=_positive_list, default=[10, 100, 1_000, 10_000, 100_000],
+        help="diffs missed (list; default: 10,100,1000,10000,100000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--touched", type=_positive_list, default=[1, 100, 10_000],
+        help="items those diffs change (list; default: 1,100,10000)",
+    )  # fmt: skip
+    parser.add_argument("--plot", help="write a PNG plot here (matplotlib: the plot extra)")
+    parser.add_argument("--json", help="write the rows as JSON here")
+    parser.set_defaults(func=_bench)
 
 
 def main() -> None:

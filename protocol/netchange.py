@@ -38,10 +38,11 @@ from statecast.protocol.ops import DEL, SET, Op, Path, Undo, apply_op, invalid, 
 _MISSING: Final = object()
 
 
-def entry_path(path: Path) -> Path:
-    """The entry an op at ``path`` changes: the path up to its first list index."""
+def entry_path(path: Path, depth: int = 0) -> Path:
+    """The entry an op at ``path`` changes: the path up to its first list index, and at
+    most ``depth`` keys long when ``depth`` is set (a room type's coarser entries)."""
     for i, seg in enumerate(path):
-        if type(seg) is int:
+        if type(seg) is int or i == depth > 0:
             return path[:i]
     return path
 
@@ -62,12 +63,14 @@ class _Node:
 class ChangeIndex:
     """The seq of each entry's last change since ``horizon`` (see the module doc)."""
 
-    def __init__(self, horizon: int, keep: int = 0) -> None:
+    def __init__(self, horizon: int, keep: int = 0, depth: int = 0) -> None:
         #: Net changes are known from this seq on; an older cursor needs a SNAPSHOT.
         self.horizon = horizon
         #: Seqs the index covers at least (``--tombstone-horizon``; 0: all since the start):
         #: past twice that, what is older is forgotten, so trimming costs O(1) per diff.
         self.keep = keep
+        #: Entries are at most this many keys deep (0: down to each op's own path).
+        self.depth = depth
         self._root = _Node()
         #: Nodes held (for memory figures).
         self.nodes = 0
@@ -79,7 +82,7 @@ class ChangeIndex:
 
     def record(self, seq: int, kind: int, path: Path) -> None:
         """An op of kind ``kind`` at ``path`` in the diff numbered ``seq``."""
-        entry = entry_path(path)
+        entry = entry_path(path, self.depth)
         makes = kind == SET and len(entry) == len(path)  # may create the maps above it
         node = self._root
         node.latest = seq

@@ -194,13 +194,16 @@ class App:
         log.info("stopped")
 
     async def serve_forever(self) -> None:
-        """Run until SIGINT or SIGTERM, then shut down gracefully."""
-        await self.start()
+        """Run until SIGINT or SIGTERM, then shut down gracefully.
+
+        The handlers go in before the server starts: a SIGTERM that follows the "serving"
+        line at once is a graceful stop too, not the default action's exit."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
+            await self.start()
             await stop.wait()
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):

@@ -24,13 +24,17 @@ MIN_HISTORY_BYTES: Final = 64 * 1024
 
 class History:
     def __init__(
-        self, max_diffs: int = 10_000, max_bytes: int = 16 << 20, keep_changes: int = 0
+        self,
+        max_diffs: int = 10_000,
+        max_bytes: int = 16 << 20,
+        keep_changes: int = 0,
+        entry_depth: int = 0,
     ) -> None:
         self.max_diffs = max_diffs
         self.max_bytes = max_bytes
         #: The net-change index over the same line of diffs (protocol/netchange.py): it
         #: outlives the diffs held here, to ``keep_changes`` seqs (--tombstone-horizon).
-        self.index = ChangeIndex(0, keep_changes)
+        self.index = ChangeIndex(0, keep_changes, entry_depth)
         self._entries: list[bytes] = []
         self._start = 0  # index of the oldest held entry in _entries
         self._first_seq = 1  # seq of _entries[_start]
@@ -44,7 +48,7 @@ class History:
         self._entries, self._ends = [], []
         self._start, self._bytes, self._trimmed_bytes = 0, 0, 0
         self._first_seq = head + 1
-        self.index = ChangeIndex(head, self.index.keep)
+        self.index = ChangeIndex(head, self.index.keep, self.index.depth)
 
     def __len__(self) -> int:
         return len(self._entries) - self._start

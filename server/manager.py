@@ -169,7 +169,10 @@ class RoomManager:
             raise
         room = room_class(name, msgpack.unpackb(record.checkpoint_state, raw=False))
         history = History(
-            self.config.history_diffs, self.config.history_bytes, self.config.tombstone_horizon
+            self.config.history_diffs,
+            self.config.history_bytes,
+            self.config.tombstone_horizon,
+            room_class.catchup_depth,
         )
         tail = await self._log_tail(name, record.checkpoint_seq)
         history.reset(tail[0][0] - 1 if tail else record.checkpoint_seq)

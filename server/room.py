@@ -325,6 +325,11 @@ class Room:
     state_bytes: int = 0
     #: Why the state may not grow now (the store is full, server/quotas.py), or None.
     growth_refused: str | None = None
+    #: How deep net-change catch-up tracks entries (docs/protocol.md §5.11): 0 follows
+    #: each op's own path (map keys all the way down); 2 makes ``["tasks", "t1"]`` the
+    #: entry for any change inside a task, so a PATCH carries whole tasks (fewer, larger
+    #: entries: a smaller index for rooms whose leaves change one by one).
+    catchup_depth: ClassVar[int] = 0
     _handlers: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

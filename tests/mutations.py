@@ -416,6 +416,89 @@ MUTATIONS = [
         "tests/chaos/test_chaos.py",
         (("CHAOS_SEED", "1,2"),),
     ),
+    Mutation(
+        "a refused patch's earlier ops kept (document room)",
+        "the built-in room applies a patch all or nothing, as the reference model does",
+        "server/room.py",
+        "            ctx.rollback()",
+        "            pass",
+        "tests/server/test_properties.py::test_document_room_matches_the_reference_model",
+    ),
+    Mutation(
+        "a batch's aids committed apart from its diffs",
+        "a diff and the aid that produced it are stored together: both or neither",
+        "server/store/sqlite.py",
+        "    async def flush(self, db: Db) -> None:\n",
+        "    async def flush(self, db: Db) -> None:\n"
+        "        if self.acked:\n"
+        "            await db.executemany(_UPSERT_ACKED, self.acked)\n"
+        "            self.acked.clear()\n"
+        '            await db.execute("COMMIT")\n'
+        '            await db.execute("BEGIN IMMEDIATE")\n',
+        "tests/server/test_store_contract.py::"
+        "test_sqlite_refuses_a_reused_seq_and_keeps_the_batch_atomic",
+    ),
+    Mutation(
+        "a frame handled message by message",
+        "a frame is checked whole: a malformed message anywhere means nothing in it took effect",
+        "protocol/codec.py",
+        "        messages.append(decoder(value))\n    return messages\n\n\n# --- client side",
+        "        try:\n            messages.append(decoder(value))\n"
+        "        except MalformedMessage:\n            break\n    return messages\n\n\n"
+        "# --- client side",
+        "tests/server/test_protocol_closing.py::test_frame_is_checked_whole",
+    ),
+    Mutation(
+        "a refusal fails the room",
+        "bad action args get ERROR invalid or too_large, never a close",
+        "server/writer.py",
+        "            except Rejection as exc:\n                rejection: Rejection | None = exc",
+        "            except Rejection:\n                raise",
+        "tests/server/test_protocol_closing.py::test_bad_action_gets_error_not_close",
+    ),
+    Mutation(
+        "protocol violations crash the session",
+        "random bytes and mutated messages never crash the server; each gets its close code",
+        "server/ws.py",
+        "        except ProtocolViolation as exc:",
+        "        except ZeroDivisionError as exc:  # type: ignore[misc]",
+        "tests/server/test_fuzz.py::test_frame_after_hello",
+    ),
+    Mutation(
+        "a room whose keys Redis lost is not written back",
+        "Redis losing a room's keys starts a new epoch with the owner's state",
+        "server/cluster/node.py",
+        "        await self.store.create(name, record)",
+        "        return",
+        "tests/server/test_cluster.py::test_redis_restarted_empty_starts_a_new_epoch",
+    ),
+    Mutation(
+        "a follower publishes each batch twice",
+        "clients on any node see one line of seqs: no DIFF delivered twice",
+        "server/cluster/follower.py",
+        "        feed.publish([(seq, encoded) for seq, encoded, _ in diffs], {})",
+        "        feed.publish([(seq, encoded) for seq, encoded, _ in diffs], {})\n"
+        "        feed.publish([(seq, encoded) for seq, encoded, _ in diffs], {})",
+        "tests/server/test_cluster.py::test_three_nodes_agree_and_apply_each_action_once",
+    ),
+    Mutation(
+        "a stopping server leaves its clients connected",
+        "a clean stop closes every client with 1001 and restarts on the same epoch and seq",
+        "server/ws.py",
+        "self.server.close(close_connections=True)",
+        "self.server.close(close_connections=False)",
+        "tests/server/test_durability.py::"
+        "test_sigterm_closes_with_1001_and_restarts_on_the_same_epoch_and_seq",
+    ),
+    Mutation(
+        "the document room always records presence",
+        "without --document-presence the document room records nothing of who is there",
+        "server/app.py",
+        "default = PresenceDocumentRoom if config.document_presence else DocumentRoom",
+        "default = PresenceDocumentRoom",
+        "tests/server/test_presence.py::"
+        "test_the_document_room_without_the_flag_records_no_presence",
+    ),
 ]
 
 

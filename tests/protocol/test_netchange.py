@@ -29,13 +29,13 @@ OP = st.one_of(
 
 
 def run(
-    start: dict[str, Any], diffs: list[list[tuple[Any, ...]]]
+    start: dict[str, Any], diffs: list[list[tuple[Any, ...]]], depth: int = 0
 ) -> tuple[list[dict[str, Any]], ChangeIndex]:
     """Apply each diff (ops that the state refuses are left out, as a room refuses them);
     return the state after each seq (index 0: the start) and the index."""
     state = copy.deepcopy(start)
     states = [copy.deepcopy(state)]
-    index = ChangeIndex(0)
+    index = ChangeIndex(0, depth=depth)
     for seq, diff in enumerate(diffs, 1):
         for raw in diff:
             op = ops.parse_op(list(raw))
@@ -54,11 +54,13 @@ def run(
 @given(
     start=st.dictionaries(KEYS, VALUE, max_size=3),
     diffs=st.lists(st.lists(OP, min_size=1, max_size=3), max_size=12),
+    depth=st.sampled_from([0, 0, 1, 2]),
 )
 def test_state_at_any_cursor_plus_the_net_change_is_the_head(
-    start: dict[str, Any], diffs: list[list[tuple[Any, ...]]]
+    start: dict[str, Any], diffs: list[list[tuple[Any, ...]]], depth: int
 ) -> None:
-    states, index = run(start, diffs)
+    """Whatever entry depth a room type chooses (0: each op's own path)."""
+    states, index = run(start, diffs, depth)
     head = states[-1]
     for cursor, at_cursor in enumerate(states):
         net = index.net_change(head, cursor)

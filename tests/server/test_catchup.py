@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import msgpack
 
-from statecast import Changed, Welcomed, connect
+from statecast import ActionContext, Changed, Room, Welcomed, action, connect
 from statecast.protocol import ops
 from statecast.protocol.netchange import apply_net_change
 from tests.cluster_nodes import CLUSTER_FLAGS, cluster
@@ -216,3 +216,36 @@ async def test_a_client_that_must_see_every_change_can_refuse_the_net_change() -
                         break
             assert seqs == list(range(seqs[0], head + 1)) and len(seqs) > 100
         await proxy.stop()
+
+
+class Board(Room):
+    """A room type whose catch-up entries are whole items (``catchup_depth = 2``)."""
+
+    catchup_depth = 2
+
+    @action("bump")
+    def bump(self, ctx: ActionContext, args: Any) -> None:
+        ctx.set(["items", args, "n"], ctx.state["items"][args]["n"] + 1)
+
+    @action("fill")
+    def fill(self, ctx: ActionContext, args: Any) -> None:
+        ctx.set(["items"], {f"i{k}": dict(BODY) for k in range(ITEMS)})
+
+
+async def test_a_room_type_chooses_how_deep_its_entries_go() -> None:
+    spec = f"board-*={__name__}:Board"
+    async with running_server(room_types=(spec,), action_rate=0) as server:
+        async with bare(server.room_url("board-1")) as agent:
+            await agent.hello(client="a")
+            await agent.recv_type(3)
+            await agent.send([4, 1, "fill", None])
+            before = (await agent.recv_type(7))[2]
+            for aid in range(2, 52):
+                await agent.send([4, aid, "bump", f"i{aid % 3}"])
+                await agent.recv_type(7)
+            async with http_session() as http:
+                head = await state_of(http, server.http_url, "board-1")
+        welcome, patch = await resume(server.room_url("board-1"), head["epoch"], before, patch=True)
+        assert welcome["sync"] == "patch"
+        assert sorted(op[1] for op in patch[4]) == [["items", f"i{k}"] for k in range(3)]
+        assert all(op[2] == head["state"]["items"][op[1][1]] for op in patch[4])
