@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from rich.console import Console
@@ -25,14 +26,37 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from statecast.loadtest.report import compare, machine_meta, print_tables, summarize, write_outputs
 from statecast.loadtest.runner import BenchOptions, ProgressHook, run_all
 from statecast.loadtest.scenario import MODES, Mode, Scenario, sweep
+from statecast.loadtest.thresholds import Threshold, parse_threshold
 
 
-def _list(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
-    def parse(text: str) -> list[Any]:
+def bounded(
+    kind: Callable[[str], Any], *, low: float | None = None, above: float | None = None
+) -> Callable[[str], Any]:
+    """An argparse type: ``kind``, at least ``low`` or strictly above ``above``; the error
+    names the bound (argparse adds the flag)."""
+
+    def parse(text: str) -> Any:
         try:
-            values = [kind(part) for part in text.split(",") if part.strip()]
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a list of {kind.__name__}: {text!r}") from None
+            raise argparse.ArgumentTypeError(f"not a {kind.__name__}: {text!r}") from None
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"{text} must be at least {low:g}")
+        if above is not None and not value > above:
+            raise argparse.ArgumentTypeError(f"{text} must be above {above:g}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _list(
+    kind: Callable[[str], Any], *, low: float | None = None, above: float | None = None
+) -> Callable[[str], list[Any]]:
+    one = bounded(kind, low=low, above=above)
+
+    def parse(text: str) -> list[Any]:
+        values = [one(part.strip()) for part in text.split(",") if part.strip()]
         if not values:
             raise argparse.ArgumentTypeError("an empty list")
         return values
@@ -66,44 +90,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     o = BenchOptions()
     a("--modes", type=_modes, default=o.modes, help=", ".join(MODES))
-    a("--agents", type=int, default=o.agents, help="agents acting in the room (each also observes)")
-    a("--rate", type=_list(float), default=o.rates, help="actions per second per agent (list)")
+    a(
+        "--agents",
+        type=bounded(int, low=1),
+        default=o.agents,
+        help="agents acting in the room (each also observes)",
+    )
+    a(
+        "--rate",
+        type=_list(float, above=0),
+        default=o.rates,
+        help="actions per second per agent (list)",
+    )
     a(
         "--spectators",
-        type=_list(int),
+        type=_list(int, low=0),
         default=o.spectators,
         help="spectators besides the agents (list)",
     )
     a(
         "--poll-hz",
-        type=_list(float),
+        type=_list(float, above=0),
         default=o.poll_hz,
         help="polls per second per observer (list)",
     )
     a(
         "--entities",
-        type=_list(int),
+        type=_list(int, low=0),
         default=o.entities,
         help="never-changing entries in the state (list)",
     )
-    a("--duration", type=float, default=o.duration, help="seconds measured per run")
+    a(
+        "--duration",
+        type=bounded(float, above=0),
+        default=o.duration,
+        help="seconds measured per run",
+    )
     a(
         "--repeat",
-        type=int,
+        type=bounded(int, low=1),
         default=o.repeat,
         help="rounds of the whole sweep, modes alternating; ratios are taken per round "
         "and their median reported",
     )
-    a("--warmup", type=float, default=o.warmup, help="seconds of load before the window opens")
+    a(
+        "--warmup",
+        type=bounded(float, low=0),
+        default=o.warmup,
+        help="seconds of load before the window opens",
+    )
     a(
         "--drain",
-        type=float,
+        type=bounded(float, low=0),
         help="seconds observers watch after the window",
         unset="two poll periods, at least 1, for poll; 1 otherwise",
     )
     a(
         "--sample",
-        type=int,
+        type=bounded(int, low=0),
         default=o.sample,
         help="observers (agents first) that decode and time every update; the rest are drained",
     )
@@ -146,23 +190,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     a(
         "--server-pid",
-        type=int,
+        type=bounded(int, low=1),
         help="PID of the running server, to read its CPU and memory",
         unset="the server the run started",
     )
     a(
         "--workers",
-        type=int,
+        type=bounded(int, low=0),
         default=o.workers,
         help="generator processes (0: by size, drained spectators in processes of their own)",
     )
     a(
         "--price-per-gb",
-        type=float,
+        type=bounded(float, low=0),
         default=o.price_per_gb,
         help="egress price per GB for the projection",
     )
     a("--seed", type=int, default=o.seed, help="seed of phases and positions")
+    parser.add_argument(
+        "--assert", dest="thresholds", type=parse_threshold, action="append", default=[],
+        metavar="THRESHOLD",
+        help="MODE.METRIC OP VALUE that every run of MODE must meet, such as push.p99<20ms "
+        "(repeatable; metrics p50 p95 p99 max cpu bytes delivered): one that fails, or a run "
+        "that is not valid, makes the command exit 1",
+    )  # fmt: skip
     parser.add_argument(
         "--no-live", dest="live", action="store_false",
         help="no live progress display (default: live on a terminal)",
@@ -234,7 +285,9 @@ class Display:
             self.console.print(f"[red]failed[/] {scenario.label()}: {raw['failed']}")
 
 
-async def bench(options: BenchOptions, console: Console) -> int:
+async def bench(
+    options: BenchOptions, console: Console, thresholds: Sequence[Threshold] = ()
+) -> int:
     scenarios = sweep(
         options.modes,
         agents=options.agents,
@@ -264,7 +317,32 @@ async def bench(options: BenchOptions, console: Console) -> int:
         console.print(f"[yellow]note[/] {note}", highlight=False)
     if options.report_dir:
         console.print(f"report: {options.report_dir}/report.md", highlight=False)
-    return 1 if any("failed" in s for s in summaries) else 0
+    failures = [f for t in thresholds for f in t.check(summaries)]
+    for t in thresholds:
+        mine = [f for f in failures if f.startswith(f"{t.text}:")]
+        console.print(f"{'FAIL' if mine else 'ok  '} {t.text}", highlight=False)
+        for line in mine:
+            console.print(f"     {line}", highlight=False)
+    invalid = [s for s in summaries if "failed" in s or not s.get("valid", True)]
+    if invalid:
+        console.print(f"{len(invalid)} run(s) failed or are not valid (see the tables)")
+    return 1 if invalid or failures else 0
+
+
+#: File descriptors beyond one per observer: the generator's own, HTTP, logs.
+FD_SPARE = 256
+
+
+def _open_file_limit() -> int:
+    """The soft open-file limit, raised to the hard one first (as the server does)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft if soft != resource.RLIM_INFINITY else 1 << 30
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -273,11 +351,23 @@ def _run(args: argparse.Namespace) -> int:
     console = Console()
     if not console.is_terminal:  # a pipe or a file: do not squeeze the tables into 80 columns
         console = Console(width=180)
+    # Each observer holds a socket here (and, for a server the run starts, one there too):
+    # beyond the open-file limit connections fail one by one with resets, so say it first.
+    needed = max(options.spectators) + options.agents + FD_SPARE
+    allowed = _open_file_limit()
+    if allowed < needed:
+        console.print(
+            f"statecast bench: --spectators {max(options.spectators)} needs about {needed} "
+            f"open files here and in a server the run starts; the limit is {allowed}: raise "
+            f"it with `ulimit -n {needed}` (the hard limit allows up to what the system "
+            f"sets), or run fewer spectators"
+        )
+        return 2
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(bench(options, console))
-    return uvloop.run(bench(options, console))
+        return asyncio.run(bench(options, console, args.thresholds))
+    return uvloop.run(bench(options, console, args.thresholds))
 
 
 def register(sub: Any) -> None:

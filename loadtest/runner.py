@@ -22,7 +22,9 @@ import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -92,6 +94,35 @@ class BenchError(Exception):
 # --- targets -------------------------------------------------------------------------------
 
 
+def check_server_pid(pid: int, urls: list[str]) -> None:
+    """Refuse a ``--server-pid`` that does not listen on the target's ports: its CPU and
+    memory would be reported as the target's (a wrong PID gave 0 % and a valid-looking run).
+
+    Linux only (/proc): elsewhere the PID is taken as given."""
+    proc = Path(f"/proc/{pid}")
+    if not Path("/proc/net/tcp").exists():
+        return
+    if not proc.exists():
+        raise BenchError(f"--server-pid {pid}: no such process")
+    ports = {p for p in (urlsplit(u.strip()).port for u in urls if u.strip()) if p}
+    listening: set[str] = set()  # socket inodes listening on one of those ports
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) in ports:
+                    listening.add(fields[9])
+    try:
+        held = {os.readlink(fd) for fd in (proc / "fd").iterdir()}
+    except OSError:
+        return  # another user's process: its sockets cannot be read, so take it as given
+    if not any(f"socket:[{inode}]" in held for inode in listening):
+        raise BenchError(
+            f"--server-pid {pid} does not listen on the target's port(s) "
+            f"{', '.join(map(str, sorted(ports)))}: give the PID of the server under load"
+        )
+
+
 class Target:
     """The process under load: a statecast server, the floor, or an external server."""
 
@@ -110,6 +141,8 @@ class Target:
             self.ws_url = ",".join(u.strip().rstrip("/") for u in (options.ws_url or "").split(","))
             self.http_url = (options.http_url or "").rstrip("/")
             self.pid = options.server_pid
+            if self.pid is not None:
+                check_server_pid(self.pid, [*self.ws_url.split(","), self.http_url])
             if scenario.mode == "push" and not self.ws_url:
                 raise BenchError("push against a running server needs --ws")
             if not self.http_url:

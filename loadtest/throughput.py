@@ -25,7 +25,7 @@ import websockets
 from rich.console import Console
 from rich.table import Table
 
-from statecast.loadtest.cli import shown
+from statecast.loadtest.cli import _list, bounded, shown
 from statecast.loadtest.runner import Target
 from statecast.protocol import codec
 from statecast.protocol.messages import Ack, Action, Error, Hello
@@ -121,8 +121,8 @@ async def run(args: argparse.Namespace, console: Console) -> list[Result]:
     return results
 
 
-def _csv(kind: Any) -> Any:
-    return lambda text: [kind(x) for x in text.split(",") if x]
+def _csv(kind: Any, low: float | None = None) -> Any:
+    return _list(kind, low=low)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -173,8 +173,8 @@ def register(sub: Any) -> None:
         "stores to measure: memory, sqlite, redis://HOST:PORT/DB (a running Redis)",
     )
     a("--durability", _csv(str), ["ack", "async"], "durability modes (for sqlite): ack, async")
-    a("--rooms", _csv(int), [1, 20, 100], "rooms the agents are spread over (list)")
-    a("--agents", int, 100, "closed-loop agents")
-    a("--duration", float, 5.0, "seconds measured per configuration")
-    a("--warmup", float, 1.0, "seconds before measuring")
+    a("--rooms", _csv(int, 1), [1, 20, 100], "rooms the agents are spread over (list)")
+    a("--agents", bounded(int, low=1), 100, "closed-loop agents")
+    a("--duration", bounded(float, above=0), 5.0, "seconds measured per configuration")
+    a("--warmup", bounded(float, low=0), 1.0, "seconds before measuring")
     parser.set_defaults(func=_main)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # Run ``statecast`` in a fresh interpreter in which statecast.loadtest cannot be imported,
@@ -78,3 +80,65 @@ def test_bench_commands_come_from_the_entry_point() -> None:
     assert actions.returncode == 0, actions.stderr
     for shown in ("default: memory,sqlite", "default: ack,async", "default: 1,20,100"):
         assert shown in actions.stdout, shown
+
+
+def test_bench_flags_out_of_range_are_refused_naming_the_flag() -> None:
+    """A negative duration, a zero poll rate or repeat, negative workers or spectators: one
+    line naming the flag and its bound, exit 2, before anything runs."""
+    cases = [
+        ("bench", "--duration", "-5", "must be above 0"),
+        ("bench", "--poll-hz", "0", "must be above 0"),
+        ("bench", "--repeat", "0", "must be at least 1"),
+        ("bench", "--workers", "-3", "must be at least 0"),
+        ("bench", "--spectators", "10,-5", "must be at least 0"),
+        ("bench-actions", "--rooms", "0", "must be at least 1"),
+        ("bench-catchup", "--touched", "0", ">= 1"),
+    ]
+    for command, flag, value, why in cases:
+        done = _run(command, flag, value)
+        assert done.returncode == 2, (flag, done.stderr)
+        assert f"argument {flag}" in done.stderr and why in done.stderr, done.stderr
+
+
+def test_bench_says_when_the_open_file_limit_is_too_low_for_its_spectators() -> None:
+    def low_limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))
+
+    done = subprocess.run(
+        [sys.executable, "-c", WITH_HARNESS, "bench", "--spectators", "1000", "--modes", "push"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=low_limit,
+    )
+    assert done.returncode == 2
+    assert "ulimit -n" in done.stdout and "--spectators 1000" in done.stdout
+
+
+async def test_a_server_pid_that_does_not_serve_the_target_is_refused() -> None:
+    """--server-pid must name the process listening on --ws/--http: another one's CPU and
+    memory would be reported as the target's."""
+    from statecast.loadtest.runner import BenchError, check_server_pid
+    from tests.helpers import running_server
+
+    async with running_server() as server:  # this process listens on both ports
+        check_server_pid(os.getpid(), [server.ws_url, server.http_url])
+        with pytest.raises(BenchError, match="does not listen on the target"):
+            check_server_pid(os.getppid(), [server.ws_url, server.http_url])
+    with pytest.raises(BenchError, match="no such process"):
+        check_server_pid(2**22 + 12345, ["ws://127.0.0.1:9"])
+
+
+def test_thresholds_pass_or_fail_the_run() -> None:
+    """--assert: a threshold every run meets exits 0; one that fails is named, exit 1."""
+    run = ["bench", "--modes", "push", "--spectators", "2", "--agents", "1", "--rate", "5"]
+    run += ["--duration", "1", "--warmup", "0.2", "--no-live"]
+    met = _run(*run, "--assert", "push.p99<60000ms", "--assert", "push.delivered>0.5")
+    assert met.returncode == 0, met.stdout[-2000:] + met.stderr[-2000:]
+    assert "ok   push.p99<60000ms" in met.stdout
+    failed = _run(*run, "--assert", "push.p50<0.000001")
+    assert failed.returncode == 1
+    assert "FAIL push.p50<0.000001" in failed.stdout and "has p50" in failed.stdout
+    assert _run("bench", "--assert", "push.speed<3").returncode == 2
