@@ -211,7 +211,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--assert", dest="thresholds", type=parse_threshold, action="append", default=[],
         metavar="THRESHOLD",
         help="MODE.METRIC OP VALUE that every run of MODE must meet, such as push.p99<20ms "
-        "(repeatable; metrics p50 p95 p99 max cpu bytes delivered): one that fails, or a run "
+        "(repeatable; metrics stale_p50 stale_p99 p50 p95 p99 max cpu bytes delivered): one "
+        "that fails, or a run "
         "that is not valid, makes the command exit 1",
     )  # fmt: skip
     parser.add_argument(

@@ -48,6 +48,12 @@ class Tally:
         self.agent_count = agent_count
         self.windows: list[tuple[int, int]] = [(0, 0)] * agent_count
         self.latency = Histogram()
+        #: For every update in the window and every sampled observer: from the update's
+        #: due time (its deadline in the open-loop schedule) until that observer's view
+        #: first included it, whether or not the update itself was shown (a poll that skips
+        #: past it includes it too). Polling's coalescing shows here, not in ``latency``.
+        self.staleness = Histogram()
+        self.timeline: Timeline | None = None
         self.first: dict[tuple[int, int], int] = {}  # (agent, n) -> lowest latency seen
         self.delivered = 0
         self.coalesced = 0
@@ -55,6 +61,7 @@ class Tally:
 
     def set_timeline(self, timeline: Timeline) -> None:
         self.windows = [timeline.window(a) for a in range(self.agent_count)]
+        self.timeline = timeline
 
 
 class View:
@@ -76,6 +83,10 @@ class View:
         tally = self.tally
         tally.seen += 1
         lo, hi = tally.windows[agent]
+        timeline = tally.timeline
+        if timeline is not None:  # every window update this view now includes, seen or not
+            for k in range(max(last + 1, lo), min(n, hi - 1) + 1):
+                tally.staleness.add(max(0, now - timeline.deadline(agent, k)))
         skipped = min(n, hi) - max(last + 1, lo)
         if skipped > 0:
             tally.coalesced += skipped

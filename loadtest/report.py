@@ -60,6 +60,9 @@ def summarize(raw: dict[str, Any], price_per_gb: float) -> dict[str, Any]:
     seconds = raw["window_seconds"]
     observers = sc["observers"]
     latency = Histogram.merged(Histogram.from_json(w["latency"]) for w in workers)
+    staleness = Histogram.merged(
+        Histogram.from_json(w["staleness"]) for w in workers if "staleness" in w
+    )
     first: dict[tuple[int, int], int] = {}
     for w in workers:
         for a, n, lat in w["first"]:
@@ -105,6 +108,13 @@ def summarize(raw: dict[str, Any], price_per_gb: float) -> dict[str, Any]:
     s: dict[str, Any] = {
         "scenario": sc,
         "window_seconds": seconds,
+        "staleness_ms": {
+            "p50": _ms(staleness.percentile(50)),
+            "p95": _ms(staleness.percentile(95)),
+            "p99": _ms(staleness.percentile(99)),
+            "max": _ms(staleness.max) if staleness.count else None,
+            "samples": staleness.count,
+        },
         "latency_ms": {
             "p50": _ms(latency.percentile(50)),
             "p95": _ms(latency.percentile(95)),
@@ -624,6 +634,8 @@ def _f(value: float | None, digits: int = 1) -> str:
 
 LATENCY_COLUMNS = (
     "run",
+    "stale p50",
+    "stale p99",
     "p50 ms",
     "p95 ms",
     "p99 ms",
@@ -672,9 +684,12 @@ def rows(summaries: Sequence[dict[str, Any]]) -> tuple[list[list[str]], list[lis
             lat_rows.append([label, "failed", *([""] * (len(LATENCY_COLUMNS) - 2))])
             continue
         lat, u, b, srv = s["latency_ms"], s["updates"], s["bytes"], s["server"]
+        stale = s.get("staleness_ms", {})
         lat_rows.append(
             [
                 label,
+                _f(stale.get("p50")),
+                _f(stale.get("p99")),
                 _f(lat["p50"]),
                 _f(lat["p95"]),
                 _f(lat["p99"]),
@@ -816,6 +831,13 @@ METHOD = """\
   end; a drained poller reads it from the ETag). With the seq of every applied action
   (from its ACK) that gives their delivered, coalesced and missed counts exactly.
   Latency comes from the sample; bytes and update counts from every observer.
+- **Staleness** (the headline for comparing polling with push): for every update in the
+  window and every sampled observer, the time from the update's due time (its deadline
+  in the schedule) until that observer's view first includes it, whether the update was
+  shown or skipped past by a later one. Push's is its delivery latency; polling's grows
+  with the poll period, which "latency of the updates seen" hides (a 1 Hz poller shows
+  few updates, each soon after it was polled). Updates never included by the end count
+  as missed, not in staleness.
 - **Window.** Agents act on fixed deadlines (`start + phase + n/rate`, phases
   random per agent) from the start of the warmup until the end of the window;
   observers keep watching for a short drain after it, and longer (up to

@@ -4,9 +4,11 @@ A threshold is ``MODE.METRIC OP VALUE``: ``push.p99<20ms``, ``poll.cpu<0.5``,
 ``push.bytes<=60``. It must hold for every run of that mode in the sweep; a run whose
 figure is missing (not measured) fails it too, so a threshold never passes unseen.
 
-Metrics: ``p50``, ``p95``, ``p99``, ``max`` (latency of updates seen, ms; a value may carry
-``ms``), ``cpu`` (server CPU seconds per 1,000 deliveries), ``bytes`` (bytes per update
-delivered), ``delivered`` (fraction of scheduled updates delivered).
+Metrics: ``stale_p50``, ``stale_p99`` (staleness, ms: from an update's due time until each
+observer's view includes it, shown or skipped), ``p50``, ``p95``, ``p99``, ``max``
+(latency of the updates seen, ms; a value may carry ``ms``), ``cpu`` (server CPU seconds
+per 1,000 deliveries), ``bytes`` (bytes per update delivered), ``delivered`` (fraction of
+scheduled updates delivered).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ _METRICS: Final[dict[str, Callable[[dict[str, Any]], Any]]] = {
     "cpu": lambda s: s["server"]["cpu_per_1k_delivered"],
     "bytes": lambda s: s["bytes"]["per_delivered"],
     "delivered": lambda s: s["updates"]["delivered_fraction"],
+    "stale_p50": lambda s: s["staleness_ms"]["p50"],
+    "stale_p99": lambda s: s["staleness_ms"]["p99"],
 }
 _FORM = re.compile(r"^\s*(\w+)\.(\w+)\s*(<=|>=|<|>)\s*([0-9.]+)\s*(ms)?\s*$")
 

@@ -258,6 +258,7 @@ class Worker:
             "drained": drained,
             "drained_lost": lost,
             "latency": self.tally.latency.to_json(),
+            "staleness": self.tally.staleness.to_json(),
             "first": [[a, n, lat] for (a, n), lat in self.tally.first.items()],
             "agents": self.stats.to_json(),
             "loop_lag": self.lag.hist.to_json(),
