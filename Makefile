@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(EXTRAS)
 # installs them. pyproject.toml keeps compatible ranges for users.
 REQUIREMENTS := requirements/$(EXTRAS).txt
 
-.PHONY: install run test lint typecheck pytest bench bench-scale clean vendor-js vectors system-deps lock chaos wheel-check mutations
+.PHONY: install run test lock-check lint typecheck pytest bench bench-scale clean vendor-js vectors system-deps lock chaos wheel-check mutations
 
 $(STAMP): $(REQUIREMENTS) requirements/build.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,7 +59,14 @@ system-deps:
 pytest: install system-deps
 	$(BIN)/pytest
 
-test: lint typecheck pytest wheel-check
+test: lock-check lint typecheck pytest wheel-check
+
+# The lock matches pyproject.toml's ranges, and the requirement files installs use are the
+# lock's own export: a dependency changed in one place and not the others fails here.
+lock-check: install
+	$(BIN)/uv lock --check --offline --python 3.11
+	diff <($(UV_EXPORT) --all-extras) requirements/dev.txt
+	diff <($(UV_EXPORT) --extra plot) requirements/plot.txt
 
 # What a user installs is what is tested: the wheel built from this tree, in a clean venv
 # with the locked dependencies, run from outside the tree (tests/wheel_check.py).

@@ -39,7 +39,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _rss_mb(pid: int) -> float:
+def rss_mb(pid: int) -> float:
+    """A process's resident memory in MB, from /proc."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
             if line.startswith("VmRSS:"):
@@ -81,7 +82,7 @@ async def run(spectators: int, rooms: int, concurrency: int, serve_args: Sequenc
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=50)) as http:
             await _wait_ready(http, base)
-            start = _rss_mb(proc.pid)
+            start = rss_mb(proc.pid)
             print(f"server RSS at start: {start:.1f} MB")
 
             async def create(i: int) -> int:
@@ -96,7 +97,7 @@ async def run(spectators: int, rooms: int, concurrency: int, serve_args: Sequenc
                 statuses += await asyncio.gather(*(create(i) for i in range(first, last)))
             took = time.perf_counter() - t0
             ok = statuses.count(200)
-            per = (_rss_mb(proc.pid) - start) * 1024 / max(ok, 1)
+            per = (rss_mb(proc.pid) - start) * 1024 / max(ok, 1)
             others = sorted({s for s in statuses if s != 200})
             print(
                 f"rooms: {ok} of {rooms + 1} small rooms created in {took:.1f} s "
@@ -104,7 +105,7 @@ async def run(spectators: int, rooms: int, concurrency: int, serve_args: Sequenc
             )
             async with http.get(f"{base}/rooms/small-0/state") as resp:
                 print(f"room small-0 read back: HTTP {resp.status} {await resp.text()}")
-            start = _rss_mb(proc.pid)
+            start = rss_mb(proc.pid)
             async with contextlib.AsyncExitStack() as stack:
                 t0 = time.perf_counter()
                 joined: list[ClientConnection] = []
@@ -124,7 +125,7 @@ async def run(spectators: int, rooms: int, concurrency: int, serve_args: Sequenc
                         else:
                             joined.append(result)
                 took = time.perf_counter() - t0
-                per = (_rss_mb(proc.pid) - start) * 1024 / max(len(joined), 1)
+                per = (rss_mb(proc.pid) - start) * 1024 / max(len(joined), 1)
                 print(
                     f"spectators: {len(joined)} joined one room, {len(refused)} refused "
                     f"{sorted(set(refused))} in {took:.1f} s; {per:.1f} KB of server RSS each"

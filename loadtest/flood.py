@@ -28,14 +28,7 @@ import aiohttp
 import msgpack
 import websockets
 
-
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
+from statecast.loadtest.capacity import rss_mb
 
 _TASKS: set[asyncio.Task[None]] = set()
 
@@ -84,7 +77,7 @@ async def flood(seconds: float, flags: list[str]) -> None:
         proc, ws_url, http_url = await _start(folder, flags)
         db = Path(folder) / "flood.db"
         try:
-            rss0, db0 = _rss_mb(proc.pid), db.stat().st_size / 1e6
+            rss0, db0 = rss_mb(proc.pid), db.stat().st_size / 1e6
             print(f"server at start: RSS {rss0:.0f} MB, database {db0:.1f} MB")
             async with aiohttp.ClientSession() as http:
                 # 1. New rooms, as fast as one client can ask.
@@ -129,7 +122,7 @@ async def flood(seconds: float, flags: list[str]) -> None:
                         closes[f"{exc.rcvd.code if exc.rcvd else '?'}"] += 1
                 print(f"connections: {len(held)} held, closed: {dict(closes) or 'none'}")
             await asyncio.sleep(1.5)  # one reading of the store's size
-            rss1, db1 = _rss_mb(proc.pid), db.stat().st_size / 1e6
+            rss1, db1 = rss_mb(proc.pid), db.stat().st_size / 1e6
             print(f"server after: RSS {rss1:.0f} MB (+{rss1 - rss0:.0f}), "
                   f"database {db1:.1f} MB (+{db1 - db0:.1f})")  # fmt: skip
         finally:

@@ -188,7 +188,8 @@ class Quotas:
 
     def _refused(self, quota: str, identity: str, message: str) -> str:
         self.metrics.quota_refusals.labels(quota).inc()
-        log.info("quota refused", quota=quota, identity=identity)
+        # debug: a flood of refusals must not become a flood of log lines (the metric counts)
+        log.debug("quota refused", quota=quota, identity=identity)
         return message
 
 

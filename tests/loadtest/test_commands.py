@@ -142,3 +142,16 @@ def test_thresholds_pass_or_fail_the_run() -> None:
     assert failed.returncode == 1
     assert "FAIL push.p50<0.000001" in failed.stdout and "has p50" in failed.stdout
     assert _run("bench", "--assert", "push.speed<3").returncode == 2
+
+
+def test_handler_cost_runs_and_reports_each_handler() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "statecast.loadtest.handler_cost"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.endswith("µs/action")]
+    assert len(lines) == 3 and all(float(line.split()[-2]) > 0 for line in lines)

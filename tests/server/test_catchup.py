@@ -4,8 +4,10 @@ gets one PATCH with what changed, not every diff and not the whole state."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from statecast.protocol import ops
 from statecast.protocol.netchange import apply_net_change
 from tests.cluster_nodes import CLUSTER_FLAGS, cluster
 from tests.faultproxy import FaultProxy
-from tests.helpers import SCALE, bare, eventually, http_session, running_server
+from tests.helpers import SCALE, RunningServer, bare, eventually, http_session, running_server
 
 ITEMS = 300
 BODY = {"owner": None, "status": "open", "n": 0, "title": "an item with a title"}
@@ -48,6 +50,26 @@ async def churn(http: aiohttp.ClientSession, base: str, room: str, first_aid: in
     return await act(http, base, room, first_aid + 201, [[0, ["items", "i9"], {"n": -1}]])
 
 
+def patched(state: dict[str, Any], patch: list[Any]) -> dict[str, Any]:
+    """A copy of ``state`` with the PATCH message's net change applied, as a client does."""
+    client = copy.deepcopy(state)
+    apply_net_change(client, ops.parse_ops(patch[4]))
+    return client
+
+
+@contextlib.asynccontextmanager
+async def network(server: RunningServer, seed: int) -> AsyncIterator[FaultProxy]:
+    """A proxy in front of the server that a test takes away (stop) and brings back (start,
+    on the same port), so that a client is away while the room changes."""
+    proxy = FaultProxy(int(server.ws_url.rsplit(":", 1)[1]), seed=seed)
+    proxy.calm()
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()
+
+
 async def resume(url: str, epoch: str, seq: int, **extra: Any) -> tuple[dict[str, Any], Any]:
     """HELLO resuming from (epoch, seq) as a spectator; (WELCOME, the message after it)."""
     async with bare(url) as c:
@@ -67,9 +89,7 @@ async def test_a_resume_after_many_diffs_gets_one_patch_with_the_net_change() ->
         welcome, patch = await resume(url, epoch, since, patch=True)
         assert welcome["sync"] == "patch" and welcome["seq"] == head
         assert patch[:4] == [9, epoch, since, head]
-        client = copy.deepcopy(before["state"])
-        apply_net_change(client, ops.parse_ops(patch[4]))
-        assert client == after["state"]
+        assert patched(before["state"], patch) == after["state"]
         assert len(patch[4]) == 7  # i0..i4's n, i7 removed, i9 replaced: nothing more
         patch_bytes = len(msgpack.packb(patch))
         snapshot_bytes = len(msgpack.packb([3, epoch, head, after["state"]]))
@@ -116,11 +136,10 @@ async def test_the_python_client_catches_up_by_patch_after_being_away() -> None:
     async with running_server(action_rate=0) as server, http_session() as http:
         base = server.http_url
         await fill(http, base, "away")
-        port = int(server.ws_url.rsplit(":", 1)[1])
-        proxy = FaultProxy(port, seed=1)
-        proxy.calm()
-        await proxy.start()
-        async with connect(proxy.url("away"), role="spectator") as spectator:
+        async with (
+            network(server, seed=1) as proxy,
+            connect(proxy.url("away"), role="spectator") as spectator,
+        ):
             events = spectator.changes()
             await proxy.stop()  # the network goes: the client reconnects, and is refused
             head = await churn(http, base, "away", 2)
@@ -136,7 +155,6 @@ async def test_the_python_client_catches_up_by_patch_after_being_away() -> None:
             assert welcomes and welcomes[-1].welcome.sync == "patch"
             assert [e for e in seen if isinstance(e, Changed)] == [seen[-1]]  # one event
             assert len(seen[-1].ops) == 7
-        await proxy.stop()
 
 
 async def test_a_restarted_server_still_answers_with_the_net_change(tmp_path: Path) -> None:
@@ -151,9 +169,7 @@ async def test_a_restarted_server_still_answers_with_the_net_change(tmp_path: Pa
             server.room_url("r"), before["epoch"], before["seq"], patch=True
         )
     assert welcome["sync"] == "patch"
-    client = copy.deepcopy(before["state"])
-    apply_net_change(client, ops.parse_ops(patch[4]))
-    assert client == after["state"]
+    assert patched(before["state"], patch) == after["state"]
 
 
 async def test_a_follower_answers_a_resume_with_the_net_change(redis_url: str) -> None:
@@ -170,9 +186,10 @@ async def test_a_follower_answers_a_resume_with_the_net_change(redis_url: str) -
             follower.room_url("f"), before["epoch"], before["seq"], patch=True
         )
         assert welcome["sync"] == "patch"
-        client = copy.deepcopy(before["state"])
-        apply_net_change(client, ops.parse_ops(patch[4]))
-        assert client == (await state_of(http, follower.http_url, "f"))["state"]
+        assert (
+            patched(before["state"], patch)
+            == (await state_of(http, follower.http_url, "f"))["state"]
+        )
         # The owner dies: the follower takes the room over in the same epoch, and still
         # answers a resume from before with the net change, now including a diff of its own.
         owner.signal(signal.SIGKILL)
@@ -187,9 +204,10 @@ async def test_a_follower_answers_a_resume_with_the_net_change(redis_url: str) -
             follower.room_url("f"), before["epoch"], before["seq"], patch=True
         )
         assert welcome["sync"] == "patch" and welcome["seq"] == head + 1
-        client = copy.deepcopy(before["state"])
-        apply_net_change(client, ops.parse_ops(patch[4]))
-        assert client == (await state_of(http, follower.http_url, "f"))["state"]
+        assert (
+            patched(before["state"], patch)
+            == (await state_of(http, follower.http_url, "f"))["state"]
+        )
 
 
 async def test_a_client_that_must_see_every_change_can_refuse_the_net_change() -> None:
@@ -197,11 +215,10 @@ async def test_a_client_that_must_see_every_change_can_refuse_the_net_change() -
     async with running_server(action_rate=0) as server, http_session() as http:
         base = server.http_url
         await fill(http, base, "every")
-        port = int(server.ws_url.rsplit(":", 1)[1])
-        proxy = FaultProxy(port, seed=2)
-        proxy.calm()
-        await proxy.start()
-        async with connect(proxy.url("every"), role="spectator", net_change=False) as watcher:
+        async with (
+            network(server, seed=2) as proxy,
+            connect(proxy.url("every"), role="spectator", net_change=False) as watcher,
+        ):
             events = watcher.changes()
             await proxy.stop()
             head = await churn(http, base, "every", 2)
@@ -215,7 +232,6 @@ async def test_a_client_that_must_see_every_change_can_refuse_the_net_change() -
                     if event.seq == head:
                         break
             assert seqs == list(range(seqs[0], head + 1)) and len(seqs) > 100
-        await proxy.stop()
 
 
 class Board(Room):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -77,6 +78,11 @@ def test_keys_and_indexes_give_no_way_around_the_view() -> None:
     mapping = getattr(v.keys(), "mapping", v.keys())  # a dict's keys() would expose the dict
     with pytest.raises((StateMutation, TypeError)):
         mapping["n"] = 5
+    # The way out a dict's keys() gave: its .mapping hands out the raw maps inside.
+    escape = getattr(v.keys(), "mapping", None)
+    if escape is not None:
+        with contextlib.suppress(StateMutation, TypeError):
+            escape["m"]["k"] = 5
     assert v["l"][-1] == "s"
     with pytest.raises(IndexError):
         v["l"][-4]
