@@ -104,6 +104,7 @@ class RoomClient:
         open_timeout: float = 10.0,
         connect_timeout: float = 10.0,
         net_change: bool = True,
+        view: list[list[str]] | None = None,
     ) -> None:
         self.urls = [url] if isinstance(url, str) else list(url)
         if not self.urls:
@@ -112,7 +113,9 @@ class RoomClient:
         self.url_index = 0
         self.token = token
         fixed = token if isinstance(token, str) else None
-        self.sync = ClientSync(role=role, client=client, token=fixed, net_change=net_change)
+        self.sync = ClientSync(
+            role=role, client=client, token=fixed, net_change=net_change, view=view
+        )
         self.reconnect = reconnect
         self.backoff = Backoff(
             base_delay=backoff_base,
@@ -306,6 +309,20 @@ class RoomClient:
         self._seq_waiters.append((seq, fut))
         await fut
 
+    async def set_view(self, view: list[list[str]] | None) -> None:
+        """See ``view`` (path prefixes; None: all this connection may see) from now on
+        (docs/protocol.md §5.12). The state becomes the new view's at once: what stops
+        showing is removed, what starts to show comes with its value now (one
+        :class:`Changed`). A view the token does not grant is answered by a
+        :class:`ServerNotice` ``forbidden`` and changes nothing."""
+        self.sync.set_view(view)
+        await self._flush()
+
+    @property
+    def view(self) -> list[list[str]] | Literal[True]:
+        """The view asked for: path prefixes, or True for all it may see."""
+        return self.sync.view
+
     async def drop_connection(self) -> None:
         """Abort the current connection (for tests and fault drills); it reconnects."""
         if self._ws is not None:
@@ -465,6 +482,7 @@ async def connect(
     open_timeout: float = 10.0,
     connect_timeout: float = 10.0,
     net_change: bool = True,
+    view: list[list[str]] | None = None,
 ) -> AsyncIterator[RoomClient]:
     """Join a room and keep its state in sync until the block exits.
 
@@ -481,6 +499,10 @@ async def connect(
     ``net_change``: after an absence, catch up by the net change (one PATCH, reported
     as one :class:`Changed`) when that is the smallest answer; False for a client that
     must see every change, which then gets a replay or a SNAPSHOT (docs/protocol.md §5.11).
+
+    ``view``: the part of the room to see, as path prefixes (``[["board"], ["players",
+    "p7"]]``); the state then holds only what is at or under them, and changes come only
+    when they change (docs/protocol.md §5.12). None: all this connection may see.
     """
     room = RoomClient(
         url,
@@ -491,6 +513,7 @@ async def connect(
         open_timeout=open_timeout,
         connect_timeout=connect_timeout,
         net_change=net_change,
+        view=view,
     )
     try:
         await room.start()

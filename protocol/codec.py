@@ -22,7 +22,7 @@ client keeps working against a server that adds an extension.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final, cast
+from typing import Any, Final, Literal, cast
 
 import msgpack
 
@@ -39,6 +39,9 @@ from statecast.protocol.messages import (
     ROLES,
     SNAPSHOT,
     SYNC_KINDS,
+    VIEW,
+    VIEW_DIFF,
+    VIEW_SET,
     WELCOME,
     Ack,
     Action,
@@ -53,9 +56,13 @@ from statecast.protocol.messages import (
     ServerMessage,
     Snapshot,
     SyncKind,
+    View,
+    ViewDiff,
+    ViewSet,
     Welcome,
 )
 from statecast.protocol.ops import MAX_SAFE_INT
+from statecast.protocol.views import check_prefixes
 
 DEFAULT_MAX_MESSAGE_BYTES: Final = 1 << 20
 
@@ -208,6 +215,7 @@ def _decode_hello(value: list[Any]) -> Hello:
             "HELLO 'resume' is [epoch str, seq int >= 0]",
         )
         parsed_resume = (resume[0], resume[1])
+    view = body.get("view")
     return Hello(
         v=PROTOCOL_VERSION,
         role=cast(Role, role),
@@ -216,7 +224,17 @@ def _decode_hello(value: list[Any]) -> Hello:
         resume=parsed_resume,
         answers=body.get("answers") is True,  # anything else: the client did not ask
         patch=body.get("patch") is True,
+        view=None if view is None else _view(view, "HELLO 'view'"),
     )
+
+
+def _view(value: Any, what: str) -> list[list[str]] | Literal[True]:
+    if value is True:
+        return True
+    try:
+        return check_prefixes(value, what)
+    except ValueError as exc:
+        raise MalformedMessage(str(exc)) from None
 
 
 def _decode_action(value: list[Any]) -> Action:
@@ -235,10 +253,16 @@ def _decode_resync(value: list[Any]) -> Resync:
     return Resync(epoch=value[1], seq=value[2])
 
 
+def _decode_view(value: list[Any]) -> View:
+    _require(len(value) == 2, "VIEW is [11, prefixes]")
+    return View(prefixes=_view(value[1], "VIEW's view"))
+
+
 _CLIENT_DECODERS: dict[int, Callable[[list[Any]], ClientMessage]] = {
     HELLO: _decode_hello,
     ACTION: _decode_action,
     RESYNC: _decode_resync,
+    VIEW: _decode_view,
 }
 
 
@@ -268,6 +292,7 @@ def _decode_welcome(value: list[Any]) -> Welcome:
     _require(_is_int(b.get("acked")) and b["acked"] >= 0, "WELCOME 'acked' must be an int")
     _require(type(b.get("sync")) is str and b["sync"] in SYNC_KINDS, "WELCOME 'sync' is unknown")
     limit = b.get("max_message")
+    view = b.get("view")
     return Welcome(
         epoch=b["epoch"],
         seq=b["seq"],
@@ -276,6 +301,7 @@ def _decode_welcome(value: list[Any]) -> Welcome:
         acked=b["acked"],
         sync=cast(SyncKind, b["sync"]),
         max_message=limit if _is_int(limit) and limit > 0 else None,  # ignored if malformed
+        view=None if view is None else _view(view, "WELCOME 'view'"),
     )
 
 
@@ -328,9 +354,31 @@ def _decode_patch(value: list[Any]) -> Patch:
     return Patch(epoch=value[1], since=value[2], seq=value[3], ops=value[4])
 
 
+def _decode_view_diff(value: list[Any]) -> ViewDiff:
+    _require(
+        len(value) >= 4
+        and _is_int(value[1])
+        and _is_int(value[2])
+        and 0 <= value[1] < value[2]
+        and type(value[3]) is list,
+        "VIEW_DIFF is [10, since, seq > since, ops]",
+    )
+    return ViewDiff(since=value[1], seq=value[2], ops=value[3])
+
+
+def _decode_view_set(value: list[Any]) -> ViewSet:
+    _require(
+        len(value) >= 4 and _is_int(value[1]) and value[1] >= 0 and type(value[3]) is list,
+        "VIEW_SET is [12, seq, prefixes, ops]",
+    )
+    return ViewSet(seq=value[1], prefixes=_view(value[2], "VIEW_SET's view"), ops=value[3])
+
+
 _SERVER_DECODERS: dict[int, Callable[[list[Any]], ServerMessage]] = {
     WELCOME: _decode_welcome,
     PATCH: _decode_patch,
+    VIEW_DIFF: _decode_view_diff,
+    VIEW_SET: _decode_view_set,
     SNAPSHOT: _decode_snapshot,
     DIFF: _decode_diff,
     ACK: _decode_ack,

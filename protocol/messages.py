@@ -24,6 +24,12 @@ MAX_ANSWER_BYTES: Final = 8192
 ERROR: Final = 8
 #: statecast extension (docs/protocol.md §5.11): the net change from a client's seq.
 PATCH: Final = 9
+#: statecast extension (docs/protocol.md §5.12): a view's change, numbered from the last.
+VIEW_DIFF: Final = 10
+#: statecast extension (§5.12): a client asks for another view on a live connection.
+VIEW: Final = 11
+#: statecast extension (§5.12): the server's answer: the view now, at a seq.
+VIEW_SET: Final = 12
 
 Role: TypeAlias = Literal["agent", "spectator"]
 SyncKind: TypeAlias = Literal["snapshot", "replay", "current", "patch"]
@@ -42,6 +48,9 @@ class Hello:
     answers: bool = False
     #: statecast extension (docs/protocol.md §5.11): a resume may be answered by PATCH.
     patch: bool = False
+    #: statecast extension (docs/protocol.md §5.12): the path prefixes the client wants
+    #: to see, or True for all it may see; None: the key is left out (a base client).
+    view: list[list[str]] | Literal[True] | None = None
 
     def to_wire(self) -> list[Any]:
         body: dict[str, Any] = {"v": self.v, "role": self.role}
@@ -49,6 +58,8 @@ class Hello:
             body["answers"] = True
         if self.patch:
             body["patch"] = True
+        if self.view is not None:
+            body["view"] = self.view
         if self.token is not None:
             body["token"] = self.token
         if self.client is not None:
@@ -69,6 +80,9 @@ class Welcome:
     #: statecast extension: the largest message the server accepts, in bytes (None: not
     #: said), so a client can refuse a larger action itself instead of being closed 1009.
     max_message: int | None = None
+    #: statecast extension (§5.12): the view the connection has (prefixes, or True: all
+    #: it may see), for a HELLO that carried one; None otherwise.
+    view: list[list[str]] | Literal[True] | None = None
 
     def to_wire(self) -> list[Any]:
         body: dict[str, Any] = {
@@ -81,6 +95,8 @@ class Welcome:
         }
         if self.max_message is not None:
             body["max_message"] = self.max_message
+        if self.view is not None:
+            body["view"] = self.view
         return [WELCOME, body]
 
 
@@ -149,6 +165,42 @@ class Patch:
 
 
 @dataclass(frozen=True, slots=True)
+class ViewDiff:
+    """A view's change (§5.12): ``ops`` (net-change rules) take the view at any seq from
+    ``since`` to ``seq - 1``, over which it did not change, to the view at ``seq``."""
+
+    since: int
+    seq: int
+    ops: list[Any]
+
+    def to_wire(self) -> list[Any]:
+        return [VIEW_DIFF, self.since, self.seq, self.ops]
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """A client asks to see ``prefixes`` (True: all it may see) from now on (§5.12)."""
+
+    prefixes: list[list[str]] | Literal[True]
+
+    def to_wire(self) -> list[Any]:
+        return [VIEW, self.prefixes]
+
+
+@dataclass(frozen=True, slots=True)
+class ViewSet:
+    """The answer to VIEW (§5.12): the view is now ``prefixes``, and ``ops`` take the
+    client's copy of the old view to the new one, at ``seq``."""
+
+    seq: int
+    prefixes: list[list[str]] | Literal[True]
+    ops: list[Any]
+
+    def to_wire(self) -> list[Any]:
+        return [VIEW_SET, self.seq, self.prefixes, self.ops]
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     aid: int | None
     code: str
@@ -158,6 +210,6 @@ class Error:
         return [ERROR, self.aid, self.code, self.message]
 
 
-ClientMessage: TypeAlias = Hello | Action | Resync
-ServerMessage: TypeAlias = Welcome | Snapshot | Diff | Ack | Error | Patch
+ClientMessage: TypeAlias = Hello | Action | Resync | View
+ServerMessage: TypeAlias = Welcome | Snapshot | Diff | Ack | Error | Patch | ViewDiff | ViewSet
 Message: TypeAlias = ClientMessage | ServerMessage

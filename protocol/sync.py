@@ -18,6 +18,11 @@ Rules it keeps (docs/protocol.md §6; §6.9 is this machine in prose):
   from the server's answer or by a SNAPSHOT.
 * A SNAPSHOT may arrive at any time after WELCOME (a slow subscriber is skipped
   ahead with one); it replaces state, epoch and seq.
+* With a view (docs/protocol.md §5.12) the client's seq moves only when its view
+  changes: a VIEW_DIFF names the seq it follows (``since``); one whose ``since`` is
+  above the client's seq means one was lost, and is answered by RESYNC as a gap is.
+  A view asked for while away is asked for by the next HELLO, without ``resume`` (the
+  copy held is of the old view).
 * Actions are numbered with aids that strictly increase per (room, client)
   across reconnects. An action stays pending until ACK or ERROR. After a
   reconnect the client re-sends exactly the pending actions whose aid is above
@@ -45,7 +50,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 from statecast.protocol import codec, ops
 from statecast.protocol.errors import MalformedMessage, OutOfOrder, Rejection
@@ -61,9 +66,13 @@ from statecast.protocol.messages import (
     Role,
     ServerMessage,
     Snapshot,
+    View,
+    ViewDiff,
+    ViewSet,
     Welcome,
 )
 from statecast.protocol.netchange import apply_net_change
+from statecast.protocol.views import check_prefixes, wire_prefixes
 
 
 class SyncState(enum.Enum):
@@ -165,10 +174,17 @@ class ClientSync:
         client: str | None = None,
         token: str | None = None,
         net_change: bool = True,
+        view: list[list[str]] | None = None,
     ):
         #: Ask for PATCH (net-change catch-up, docs/protocol.md §5.11); False: replay or
         #: SNAPSHOT only, for a client that must see every change.
         self.net_change = net_change
+        #: The view to ask for (docs/protocol.md §5.12): path prefixes, or True (the
+        #: default) for all the connection may see: the whole room, but other agents'
+        #: private parts and what its token does not grant.
+        self.view: list[list[str]] | Literal[True] = _canonical(view)
+        #: The view the state held is a copy of (None: no state yet).
+        self._held_view: list[list[str]] | Literal[True] | None = None
         self.role: Role = role
         self.client = client
         self.token = token
@@ -179,6 +195,7 @@ class ClientSync:
         self.acked = 0
         self.welcomed = False
         self._last_aid = 0
+        self._asked_view = self.view
         self._pending: dict[int, PendingAction] = {}
         self._out: list[bytes] = []
         self._events: list[Event] = []
@@ -188,7 +205,10 @@ class ClientSync:
     def connect(self) -> None:
         """A new connection is open: queue its HELLO (resuming if we hold a state)."""
         self._transition("connect")
-        resume = (self.epoch, self.seq) if self.epoch is not None else None
+        resume = None
+        if self.epoch is not None and self._held_view == self.view:
+            resume = (self.epoch, self.seq)
+        self._asked_view = self.view
         hello = Hello(
             v=PROTOCOL_VERSION,
             role=self.role,
@@ -197,8 +217,16 @@ class ClientSync:
             resume=resume,
             answers=True,
             patch=self.net_change,
+            view=self.view,
         )
         self._out.append(codec.encode(hello))
+
+    def set_view(self, prefixes: list[list[str]] | None) -> None:
+        """See ``prefixes`` from now on (None: all it may see; raises ValueError for a
+        malformed view). Sent now as VIEW if connected, else asked for by the next HELLO."""
+        self.view = _canonical(prefixes)
+        if self.state_kind in (SyncState.SYNCING, SyncState.LIVE, SyncState.RESYNCING):
+            self._out.append(codec.encode(View(self.view)))
 
     def connection_lost(self) -> None:
         if self.state_kind is not SyncState.CLOSED:
@@ -264,6 +292,10 @@ class ClientSync:
             self._on_diff(message)
         elif isinstance(message, Patch):
             self._on_patch(message)
+        elif isinstance(message, ViewDiff):
+            self._on_view_diff(message)
+        elif isinstance(message, ViewSet):
+            self._on_view_set(message)
         elif isinstance(message, Snapshot):
             self._on_snapshot(message)
         elif isinstance(message, Ack):
@@ -283,6 +315,7 @@ class ClientSync:
         if w.sync != "snapshot" and (self.epoch != w.epoch or self.seq > w.seq):
             raise MalformedMessage("WELCOME says replay/current for a state we do not hold")
         self.welcomed = True
+        self._held_view = self._asked_view
         self.client = w.client if w.client is not None else self.client
         self.acked = w.acked
         self._last_aid = max(self._last_aid, w.acked)
@@ -340,9 +373,50 @@ class ClientSync:
             self._transition("gap_filled")
         self._events.append(Changed(p.seq, p.ops))
 
+    def _on_view_diff(self, d: ViewDiff) -> None:
+        """A view's change: it follows ``d.since``; applies to a copy at any seq from
+        there to ``d.seq - 1`` (the view did not change in between), else a loss."""
+        if self.state_kind not in (SyncState.LIVE, SyncState.RESYNCING) or self.state is None:
+            raise MalformedMessage(f"VIEW_DIFF in state {self.state_kind.value}")
+        if d.seq <= self.seq:
+            return  # a duplicate: already applied
+        if d.since > self.seq:
+            if self.state_kind is SyncState.LIVE:
+                self._transition("gap")
+                assert self.epoch is not None
+                self._out.append(codec.encode(Resync(self.epoch, self.seq)))
+            return
+        try:
+            apply_net_change(self.state, ops.parse_ops(d.ops))
+        except Rejection as exc:
+            raise MalformedMessage(f"VIEW_DIFF {d.seq} does not apply: {exc}") from None
+        self.seq = d.seq
+        if self.state_kind is SyncState.RESYNCING:
+            self._transition("gap_filled")
+        self._events.append(Changed(d.seq, d.ops))
+
+    def _on_view_set(self, v: ViewSet) -> None:
+        """The answer to VIEW: the copy of the old view becomes the new one, at ``v.seq``
+        (a copy still waiting for a RESYNC's answer keeps its seq: that answer, from its
+        seq, brings the rest)."""
+        if self.state is None:
+            raise MalformedMessage("VIEW_SET before any state")
+        try:
+            apply_net_change(self.state, ops.parse_ops(v.ops))
+        except Rejection as exc:
+            raise MalformedMessage(f"VIEW_SET does not apply: {exc}") from None
+        self._held_view = v.prefixes
+        if self.state_kind is SyncState.LIVE:
+            self.seq = max(self.seq, v.seq)
+        self._events.append(Changed(self.seq, v.ops))
+
     def _resolve(self, aid: int, event: ActionAcked | ActionRejected) -> None:
         self._pending.pop(aid, None)
         self._events.append(event)
+
+
+def _canonical(view: list[list[str]] | None) -> list[list[str]] | Literal[True]:
+    return True if view is None else wire_prefixes(check_prefixes(view))
 
 
 def replay_frames(frames: Iterable[bytes], sync: ClientSync) -> list[Event]:

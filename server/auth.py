@@ -26,6 +26,9 @@ class Identity:
     #: When the connection's credentials stop being valid (seconds since the
     #: epoch); an open connection is closed with 4001 then. None: never.
     expires: float | None = None
+    #: The path prefixes its token lets it read (the ``view`` claim, docs/protocol.md
+    #: §5.12); None: the whole room (but other agents' private parts).
+    view: tuple[tuple[str, ...], ...] | None = None
 
 
 class Authenticator(Protocol):

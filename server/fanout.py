@@ -23,13 +23,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from statecast.protocol.messages import Role
+from statecast.protocol.views import ALL, Spec
+
+if TYPE_CHECKING:
+    from statecast.server.view_groups import ViewGroup
 
 _conn_ids = itertools.count(1)
 
@@ -98,6 +102,7 @@ class Subscriber:
         "answers",
         "client",
         "conn",
+        "group",
         "held",
         "id",
         "lagging",
@@ -105,7 +110,9 @@ class Subscriber:
         "plain",
         "protocol",
         "role",
+        "spec",
         "transport",
+        "view",
         "write",
     )
 
@@ -117,8 +124,18 @@ class Subscriber:
         *,
         answers: bool = False,
         patch: bool = False,
+        view: list[list[str]] | Literal[True] | None = None,
+        spec: Spec = ALL,
     ) -> None:
         self.conn = conn
+        #: The prefixes its HELLO (or its last VIEW) asked for (True: all it may see;
+        #: None: no "view" key, a base client); ``spec`` is what it sees, within its token
+        #: and the room's private parts (docs/protocol.md §5.12). ALL: the whole room, by
+        #: plain DIFFs.
+        self.view = view
+        self.spec: Spec = spec
+        #: The view group it gets its frames from (server/view_groups.py), if not ALL.
+        self.group: ViewGroup | None = None
         #: The HELLO asked for net-change catch-up (PATCH, docs/protocol.md §5.11).
         self.patch = patch
         #: The HELLO asked for handlers' answers in ACKs (docs/protocol.md §5.8).

@@ -25,18 +25,20 @@ import asyncio
 import functools
 import json
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import msgpack
 import structlog
 
 from statecast.protocol import codec
 from statecast.protocol.digest import state_digest
-from statecast.protocol.messages import Patch, Welcome
+from statecast.protocol.messages import Patch, ViewDiff, ViewSet, Welcome
+from statecast.protocol.views import ALL, Spec, change_view, restrict, spec_key
 from statecast.server.config import Config
 from statecast.server.fanout import Subscriber, close_or_abort, frame_binary
 from statecast.server.history import History
 from statecast.server.metrics import Metrics
+from statecast.server.view_groups import ViewGroup
 
 log = structlog.get_logger()
 
@@ -60,8 +62,13 @@ class RoomFeed:
         config: Config,
         metrics: Metrics,
         type_name: str = "",
+        private: tuple[tuple[str, ...], ...] = (),
     ) -> None:
         self.name = name
+        #: The room type's private prefixes (docs/protocol.md §5.12).
+        self.private = private
+        #: Members that see part of the room, by view (server/view_groups.py).
+        self.groups: dict[Any, ViewGroup] = {}
         #: The room type it was created as (``module:Qualname``), as stored.
         self.type_name = type_name
         #: The state at ``head`` (between begin_batch and end_batch, possibly ahead of it).
@@ -124,6 +131,8 @@ class RoomFeed:
             self._snapshot = None
             self.metrics.diffs.inc(len(diffs))
             self._fanout(b"".join(encoded for _, encoded in diffs), extras)
+            if self.groups:
+                self._fanout_views(diffs[0][0] - 1, extras)
         for sub, messages in extras.items():
             if sub.lagging:
                 # Its DIFFs were skipped: the ACK waits for the SNAPSHOT that holds them.
@@ -149,7 +158,7 @@ class RoomFeed:
         high_water = self.config.slow_high_water
         members, direct = self.members, self._direct
         lagging: list[Subscriber] = []
-        acted = {sub for sub in extras if sub in members}
+        acted = {sub for sub in extras if sub in members and sub.group is None}
         for sub in acted:
             if sub.backlog() > high_water:
                 lagging.append(sub)  # its messages stay in extras: held for its SNAPSHOT
@@ -175,18 +184,68 @@ class RoomFeed:
         self.metrics.frames_sent.inc(n)
         self.metrics.bytes_sent.inc(len(shared) * n)
 
+    def _fanout_views(self, since: int, extras: dict[Subscriber, list[bytes]]) -> None:
+        """Each view group's VIEW_DIFF for the batch after ``since``: the batch's net change
+        (one pass over what it changed), cut to each group's view, encoded and framed once
+        per group; a group whose view it did not touch gets nothing. Pops the members it
+        served from ``extras``, as :meth:`_fanout` does."""
+        net = self.history.index.net_change(self.state, since)
+        high_water = self.config.slow_high_water
+        sent = 0
+        for group in list(self.groups.values()):
+            lagging: list[Subscriber] = []
+            if net is None:  # the index no longer reaches the batch: cannot happen, but safe
+                lagging.extend(group.members)
+            else:
+                cut = restrict(net, self.state, group.spec)
+                if not cut:
+                    continue
+                payload = codec.encode(ViewDiff(group.last, self.head, cut))
+                group.last = self.head
+                frame = frame_binary(payload)
+                for sub in group.members:
+                    if sub.backlog() > high_water:
+                        lagging.append(sub)
+                        continue
+                    messages = extras.pop(sub, None)
+                    if messages:
+                        sub.send(b"".join((payload, *messages)))
+                    else:
+                        sub.send(payload, frame)
+                    sent += len(payload)
+                self.metrics.frames_sent.inc(len(group.members) - len(lagging))
+            for sub in lagging:
+                self.skip_ahead(sub)
+        self.metrics.bytes_sent.inc(sent)
+
     # --- members -------------------------------------------------------------------------
+
+    def group_for(self, spec: Spec) -> ViewGroup:
+        """The group of subscribers that see ``spec`` (formed at the head if none)."""
+        key = spec_key(spec)
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = ViewGroup(spec, self.head)
+        return group
 
     def add(self, sub: Subscriber) -> None:
         """Make ``sub`` a member: it gets every diff published from now on."""
         self.members[sub] = None
-        if sub.plain:
+        if sub.spec is not ALL:
+            group = sub.group = self.group_for(sub.spec)
+            group.members[sub] = None
+        elif sub.plain:
             self._pending[sub] = None  # seated on the direct path by the next pass
         else:
             self._framed[sub] = None
 
     def _remove(self, sub: Subscriber) -> None:
         self.members.pop(sub, None)
+        group, sub.group = sub.group, None
+        if group is not None:
+            group.members.pop(sub, None)
+            if not group.members and self.groups.get(group.key) is group:
+                del self.groups[group.key]
         self._direct.pop(sub, None)
         self._framed.pop(sub, None)
         self._pending.pop(sub, None)
@@ -230,7 +289,14 @@ class RoomFeed:
         snapshot = self.snapshot_bytes()
         frame = frame_binary(snapshot)  # framed once for every member, as a DIFF is
         for sub in self.members:
-            sub.send(snapshot, frame)
+            if sub.group is None:
+                sub.send(snapshot, frame)
+        for group in self.groups.values():  # each view's own SNAPSHOT, once per view
+            group.last = head
+            view = group.snapshot_bytes(epoch, head, state)
+            view_frame = frame_binary(view)
+            for sub in group.members:
+                sub.send(view, view_frame)
 
     # --- slow subscribers ----------------------------------------------------------------
 
@@ -262,7 +328,7 @@ class RoomFeed:
         held, sub.held = sub.held, []
         if not sub.open or not sub.lagging:
             return
-        sub.send(b"".join((self.snapshot_bytes(), *held)))
+        sub.send(b"".join((self.snapshot_for(sub), *held)))
         sub.lagging = False
         self.add(sub)
 
@@ -280,6 +346,34 @@ class RoomFeed:
         if self._snapshot is None or self._snapshot[0] != self.head:
             self._snapshot = (self.head, codec.encode_snapshot(self.epoch, self.head, self.state))
         return self._snapshot[1]
+
+    def snapshot_for(self, sub: Subscriber) -> bytes:
+        """The SNAPSHOT ``sub`` gets: the room's, or its view's (call when settled)."""
+        if sub.spec is ALL:
+            return self.snapshot_bytes()
+        return self.group_for(sub.spec).snapshot_bytes(self.epoch, self.head, self.state)
+
+    def plan_view_sync(
+        self, spec: Spec, resume: tuple[str, int] | None
+    ) -> tuple[str, bytes | None]:
+        """§5.12: a view's catch-up is ``current`` at the head, else the smaller of the
+        view's net change (a PATCH, its "replay") and the view's SNAPSHOT."""
+        if resume is None:
+            return "snapshot", None
+        epoch, seq = resume
+        if epoch != self.epoch or seq > self.head:
+            return "snapshot", None
+        if seq == self.head:
+            return "current", None
+        net = self.history.index.net_change(self.state, seq)
+        if net is not None:
+            encoded = codec.encode(
+                Patch(self.epoch, seq, self.head, restrict(net, self.state, spec))
+            )
+            snapshot = self.group_for(spec).snapshot_bytes(self.epoch, self.head, self.state)
+            if len(encoded) < len(snapshot):
+                return "patch", encoded
+        return "snapshot", None
 
     def plan_sync(
         self, resume: tuple[str, int] | None, patch: bool = False
@@ -308,12 +402,22 @@ class RoomFeed:
                     return "patch", encoded
         return best, None
 
+    def _plan(self, sub: Subscriber, resume: tuple[str, int] | None) -> tuple[str, bytes | None]:
+        if sub.spec is ALL:
+            return self.plan_sync(resume, sub.patch)
+        return self.plan_view_sync(sub.spec, resume)
+
     def _catch_up(
-        self, sync: str, since: int, lead: bytes = b"", patch: bytes | None = None
+        self,
+        sub: Subscriber,
+        sync: str,
+        since: int,
+        lead: bytes = b"",
+        patch: bytes | None = None,
     ) -> Iterator[bytes]:
         """Payloads that bring a subscriber from ``since`` to the head (``lead`` first)."""
         if sync == "snapshot":
-            yield lead + self.snapshot_bytes()
+            yield lead + self.snapshot_for(sub)
             return
         if patch is not None:
             yield lead + patch
@@ -332,14 +436,23 @@ class RoomFeed:
 
     async def join(self, sub: Subscriber, resume: tuple[str, int] | None) -> Welcome:
         await self.settled()
-        sync, patch = self.plan_sync(resume, sub.patch)
+        sync, patch = self._plan(sub, resume)
         acked = 0
         if sub.role == "agent" and sub.client is not None:  # "" is a client id too
             acked = self.acked.get(sub.client, 0)
         limit = self.config.max_message_bytes
-        welcome = Welcome(self.epoch, self.head, sub.role, sub.client, acked, sync, limit)  # type: ignore[arg-type]
+        welcome = Welcome(
+            self.epoch,
+            self.head,
+            sub.role,
+            sub.client,
+            acked,
+            sync,  # type: ignore[arg-type]
+            limit,
+            sub.view,
+        )
         since = resume[1] if resume is not None else 0
-        for payload in self._catch_up(sync, since, codec.encode(welcome), patch):
+        for payload in self._catch_up(sub, sync, since, codec.encode(welcome), patch):
             sub.send(payload)
         self.add(sub)
         self.metrics.resumes.labels(sync).inc()
@@ -349,11 +462,31 @@ class RoomFeed:
         await self.settled()
         if sub.lagging or sub not in self.members:
             return "snapshot"  # a SNAPSHOT is on its way already
-        sync, patch = self.plan_sync((epoch, seq), sub.patch)
-        for payload in self._catch_up(sync, seq, patch=patch):
+        sync, patch = self._plan(sub, (epoch, seq))
+        for payload in self._catch_up(sub, sync, seq, patch=patch):
             sub.send(payload)
         self.metrics.resumes.labels(sync).inc()
         return sync
+
+    async def change_view(
+        self, sub: Subscriber, spec: Spec, prefixes: list[list[str]] | Literal[True]
+    ) -> None:
+        """``sub`` sees ``spec`` from now on: one VIEW_SET at the head takes its copy from
+        the old view to the new one (what stops showing removed, what starts with its
+        value now), and its frames come from the new view's group (docs/protocol.md §5.12)."""
+        await self.settled()
+        old = sub.spec
+        answer = ViewSet(self.head, prefixes, change_view(self.state, old, spec))
+        member = sub in self.members
+        if member:
+            self._remove(sub)
+        sub.spec, sub.view = spec, prefixes
+        if sub.lagging:
+            sub.held.append(codec.encode(ViewSet(self.head, prefixes, [])))
+            return  # its SNAPSHOT, of the new view, is on its way
+        sub.send(codec.encode(answer))
+        if member:
+            self.add(sub)
 
     def leave(self, sub: Subscriber) -> None:
         self._remove(sub)

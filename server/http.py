@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -11,10 +12,22 @@ import msgpack
 import structlog
 from aiohttp import web
 
-from statecast.protocol.errors import ProtocolViolation, Rejection
+from statecast.protocol.digest import state_digest
+from statecast.protocol.errors import NotPermitted, ProtocolViolation, Rejection
 from statecast.protocol.ops import MAX_SAFE_INT
 from statecast.protocol.rooms import ROOM_NAME_PATTERN, ROOM_NAME_RULE, room_name_problem
-from statecast.server.auth import MAX_CLIENT_ID_LENGTH
+from statecast.protocol.views import (
+    ALL,
+    Spec,
+    check_prefixes,
+    covers,
+    effective,
+    from_prefixes,
+    restrict,
+    spec_key,
+    view_of,
+)
+from statecast.server.auth import MAX_CLIENT_ID_LENGTH, Identity
 from statecast.server.cluster.forwarding import OutcomeUnknown
 from statecast.server.cors import enable_cors, parse_origins
 from statecast.server.feed import RoomFailed, RoomFeed
@@ -191,31 +204,71 @@ class HttpListener:
         identity = self.app.auth.authorize(bearer(request), room, role, None)  # type: ignore[arg-type]
         return identity.client
 
-    async def state(self, request: web.Request) -> web.StreamResponse:
-        self._read_auth(request, request.match_info["room"], "spectator")
+    def _read_view(
+        self, request: web.Request, room: str
+    ) -> tuple[Identity, list[list[str]] | None]:
+        """The reader's identity and what it sees of ``feed``'s room: the ``view`` query
+        parameter (JSON path prefixes) within its token's view claim (403 beyond it) and
+        the room type's private parts (docs/protocol.md §5.12, §10.3)."""
+        identity = self.app.auth.authorize(bearer(request), room, "spectator", None)
+        asked = None
+        text = request.query.get("view")
+        if text is not None:
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                value = None
+            try:
+                asked = check_prefixes(value, "view")
+            except ValueError as exc:
+                raise Rejection("invalid", str(exc)) from None
+        if (
+            asked is not None
+            and identity.view is not None
+            and not covers(from_prefixes(identity.view), from_prefixes(asked))
+        ):
+            log.warning("view refused", asked=asked, granted=identity.view)
+            raise NotPermitted(
+                f"the token lets this reader read only {[list(p) for p in identity.view]}"
+            )
+        return identity, asked
+
+    async def _spec(self, request: web.Request) -> tuple[RoomFeed, Spec]:
+        identity, asked = self._read_view(request, request.match_info["room"])
         feed = await self._feed(request)
+        return feed, effective(asked, identity.view, feed.private, identity.client)
+
+    async def state(self, request: web.Request) -> web.StreamResponse:
+        feed, spec = await self._spec(request)
+        if spec is not ALL:
+            await feed.settled()
+            etag = _view_etag(feed, spec)
+            if _matches(request, etag):
+                return web.Response(status=304, headers={"ETag": etag})
+            payload = {"epoch": feed.epoch, "seq": feed.head, "state": view_of(feed.state, spec)}
+            return web.json_response(payload, dumps=_dumps, headers={"ETag": etag})
         etag, body = await feed.state_json()
         if _matches(request, etag):
             return web.Response(status=304, headers={"ETag": etag})
         return web.Response(body=body, content_type="application/json", headers={"ETag": etag})
 
     async def head(self, request: web.Request) -> web.StreamResponse:
-        self._read_auth(request, request.match_info["room"], "spectator")
-        feed = await self._feed(request)
+        feed, spec = await self._spec(request)
         await feed.settled()
-        etag = feed.etag
+        etag = feed.etag if spec is ALL else _view_etag(feed, spec)
         if _matches(request, etag):
             return web.Response(status=304, headers={"ETag": etag})
         body = {
             "epoch": feed.epoch,
             "seq": feed.head,
-            "digest": feed.digest(),
+            # A view's digest is its own state's: the room's would tell what it hides.
+            "digest": feed.digest() if spec is ALL else state_digest(view_of(feed.state, spec)),
             "oldest": feed.oldest,
         }
         return web.json_response(body, headers={"ETag": etag})
 
     async def changes(self, request: web.Request) -> web.StreamResponse:
-        self._read_auth(request, request.match_info["room"], "spectator")
+        identity, asked = self._read_view(request, request.match_info["room"])
         epoch = request.query.get("epoch")
         since_text = request.query.get("since")
         if not epoch or since_text is None:
@@ -228,7 +281,14 @@ class HttpListener:
         except ValueError:  # past int()'s limit on digits
             return error(400, "invalid", "since is too long")
         feed = await self._feed(request)
+        spec = effective(asked, identity.view, feed.private, identity.client)
         await feed.settled()
+        if spec is not ALL and request.query.get("compact") != "1":
+            return error(
+                400,
+                "invalid",
+                "a view's changes are its net change: add compact=1 (docs/protocol.md §10.4)",
+            )
         if request.query.get("compact") == "1":
             # The net change (docs/protocol.md §10.4): one op per entry that differs.
             index = feed.history.index
@@ -242,7 +302,7 @@ class HttpListener:
                 "from": since,
                 "to": feed.head,
                 "horizon": index.horizon,
-                "ops": net,
+                "ops": net if spec is ALL else restrict(net, feed.state, spec),
             }
             return web.json_response(body, dumps=_dumps)
         if epoch != feed.epoch or since > feed.head or since < feed.oldest:
@@ -349,6 +409,12 @@ class HttpListener:
         return web.Response(
             body=self.app.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
         )
+
+
+def _view_etag(feed: RoomFeed, spec: Spec) -> str:
+    """A view's ETag: the room's position and which view (bodies differ per view)."""
+    tag = hashlib.blake2b(repr(spec_key(spec)).encode(), digest_size=6).hexdigest()
+    return f'"{feed.epoch}:{feed.head}:{tag}"'
 
 
 def _utf8(text: str) -> bool:

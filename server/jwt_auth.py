@@ -6,6 +6,9 @@ A token's claims::
     role   "agent" (read and act) or "spectator" (read only)
     rooms  a list of room names or shell globs (fnmatch, case-sensitive)
     exp    expiry, seconds since the epoch (required)
+    view   optional: the path prefixes its holder may read, e.g. [["board"], ["players",
+           "p7"]] (docs/protocol.md §5.12); without it, the whole room but other agents'
+           private parts
 
 Every HELLO (a resume included) and every HTTP request is checked. A connection
 remembers only its token's ``exp``: it is closed with 4001 once that passes
@@ -30,6 +33,7 @@ import jwt
 
 from statecast.protocol.errors import NotPermitted, Unauthenticated
 from statecast.protocol.messages import ROLES, Role
+from statecast.protocol.views import check_prefixes
 from statecast.server.auth import MAX_CLIENT_ID_LENGTH, Identity
 from statecast.server.config import Config
 
@@ -56,6 +60,7 @@ class Grant:
     role: Role
     rooms: tuple[str, ...]
     exp: float
+    view: tuple[tuple[str, ...], ...] | None = None
 
     def allows_room(self, room: str) -> bool:
         return any(fnmatch.fnmatchcase(room, pattern) for pattern in self.rooms)
@@ -125,7 +130,7 @@ class JwtAuth:
             raise NotPermitted(f"the token does not grant room {room!r}")
         if not grant.allows_role(role):
             raise NotPermitted(f"the token grants {grant.role}, not {role}")
-        return Identity(role, grant.sub, grant.exp + LEEWAY)
+        return Identity(role, grant.sub, grant.exp + LEEWAY, grant.view)
 
     def visible_rooms(self, token: str | None) -> Callable[[str], bool]:
         """The rooms a listing shows: those the token grants (any role may read), or every
@@ -178,7 +183,13 @@ class JwtAuth:
             raise Unauthenticated("token malformed: rooms must be a list of names or patterns")
         if type(exp) is not int and type(exp) is not float:
             raise Unauthenticated("token malformed: exp must be a number")
-        return Grant(sub, role, tuple(rooms), float(exp))
+        view = None
+        if claims.get("view") is not None:
+            try:
+                view = tuple(tuple(p) for p in check_prefixes(claims["view"], "the view claim"))
+            except ValueError as exc:
+                raise Unauthenticated(f"token malformed: {exc}") from None
+        return Grant(sub, role, tuple(rooms), float(exp), view)
 
 
 def mint(
@@ -190,8 +201,17 @@ def mint(
     ttl: float,
     algorithm: str = "HS256",
     now: float | None = None,
+    view: list[list[str]] | None = None,
 ) -> str:
     """A signed token (``key`` is the HMAC secret, or a PEM private key for RS256 and the like)."""
     issued = int(time.time() if now is None else now)
-    claims = {"sub": sub, "role": role, "rooms": rooms, "iat": issued, "exp": issued + int(ttl)}
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "role": role,
+        "rooms": rooms,
+        "iat": issued,
+        "exp": issued + int(ttl),
+    }
+    if view is not None:
+        claims["view"] = view
     return jwt.encode(claims, key, algorithm=algorithm)

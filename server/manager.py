@@ -206,6 +206,8 @@ class RoomManager:
             config=self.config,
             metrics=self.metrics,
             type_name=record.type_name,
+            # rebuild() found the type: it is registered here.
+            private=self.room_types.for_stored(name, record.type_name).private,
         )
         feed.answers = dict(record.answers)
         return feed

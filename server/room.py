@@ -59,6 +59,7 @@ import msgpack
 from statecast.protocol import codec, ops
 from statecast.protocol.errors import Rejection
 from statecast.protocol.messages import MAX_ANSWER_BYTES
+from statecast.protocol.views import CLIENT_SEGMENT
 from statecast.server.state_view import StateMap, StateMutation
 
 HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
@@ -330,6 +331,11 @@ class Room:
     #: entry for any change inside a task, so a PATCH carries whole tasks (fewer, larger
     #: entries: a smaller index for rooms whose leaves change one by one).
     catchup_depth: ClassVar[int] = 0
+    #: Private parts (docs/protocol.md §5.12): path patterns holding one ``"{client}"``
+    #: segment, e.g. ``(("hands", "{client}"),)``: each agent sees only its own hand
+    #: (and tokens whose ``view`` claim names a path in ``hands`` see what it names);
+    #: everyone else sees the room without them. Handlers still read the whole state.
+    private: ClassVar[tuple[tuple[str, ...], ...]] = ()
     _handlers: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -341,6 +347,17 @@ class Room:
                 if name is not None:
                     handlers[name] = attr
         cls._handlers = handlers
+        cls.private = tuple(tuple(p) for p in cls.private)
+        for pattern in cls.private:
+            if (
+                not all(type(seg) is str for seg in pattern)
+                or list(pattern).count(CLIENT_SEGMENT) != 1
+            ):
+                raise TypeError(
+                    f"{cls.__module__}.{cls.__qualname__}.private: each pattern is a tuple of "
+                    f'map keys holding {CLIENT_SEGMENT!r} once, e.g. ("hands", '
+                    f'"{CLIENT_SEGMENT}"); got {pattern!r}'
+                )
         for attr in (*handlers.values(), "on_join", "on_leave"):
             fn = getattr(cls, attr)
             if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):

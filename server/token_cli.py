@@ -10,6 +10,7 @@ process list.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from statecast.protocol.messages import ROLES, Role
+from statecast.protocol.views import check_prefixes
 from statecast.server.jwt_auth import HMAC_ALGORITHMS, KEY_ALGORITHMS, MIN_SECRET_BYTES, mint
 
 _TTL = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
@@ -46,6 +48,14 @@ def register(sub: Any) -> None:
         required=True,
         metavar="PATTERN",
         help="room name or glob; repeatable or comma-separated",
+    )
+    parser.add_argument(
+        "--view",
+        action="append",
+        type=_prefix,
+        metavar="JSON",
+        help='a path prefix the holder may read, as a JSON list of keys (\'["players", "p7"]\'; '
+        "repeatable); without it, the whole room (docs/protocol.md §5.12)",
     )
     parser.add_argument("--ttl", type=parse_ttl, default=3600.0, help="lifetime (default 1h)")
     parser.add_argument(
@@ -84,9 +94,23 @@ def run(args: argparse.Namespace) -> int:
         rooms=rooms,
         ttl=args.ttl,
         algorithm=algorithm,
+        view=args.view,
     )
     sys.stdout.write(token + "\n")
     return 0
+
+
+def _prefix(text: str) -> list[str]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    try:
+        return check_prefixes([value], "--view")[0]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not a JSON list of map keys, e.g. \'["players", "p7"]\''
+        ) from None
 
 
 def _fail(message: str) -> int:

@@ -25,8 +25,10 @@ from statecast.protocol.errors import (
     ProtocolViolation,
     Rejection,
 )
-from statecast.protocol.messages import PROTOCOL_VERSION, Action, Error, Hello, Resync
+from statecast.protocol.messages import PROTOCOL_VERSION, Action, Error, Hello, Resync, View
 from statecast.protocol.rooms import ROOM_NAME_PATTERN, room_name_problem
+from statecast.protocol.views import ALL, Spec, covers, effective, from_prefixes, wire_prefixes
+from statecast.server.auth import Identity
 from statecast.server.fanout import FeedConnection, Subscriber, close_or_abort
 from statecast.server.gate import Gate
 from statecast.server.live import LiveRoom, RoomFailed
@@ -167,6 +169,8 @@ class Session:
         #: answer (docs/protocol.md §5.8); no limit refuses that one (0: none pending).
         self._resend = 0
         self._counted = False  # in the identity's connections
+        #: What the HELLO's credentials allow (client id, role, the token's view).
+        self.grant: Identity | None = None
 
     async def run(self) -> None:
         config = self.app.config
@@ -249,7 +253,7 @@ class Session:
     def _role(self) -> str:
         return self.sub.role if self.sub is not None else "none"
 
-    def _decode(self, frame: str | bytes) -> list[Hello | Action | Resync]:
+    def _decode(self, frame: str | bytes) -> list[Hello | Action | Resync | View]:
         if isinstance(frame, str):
             raise _TextFrame("text frames are not accepted")
         return codec.decode_client_frame(frame, self.app.config.max_message_bytes)
@@ -305,8 +309,23 @@ class Session:
             number = await cluster.number_hello(room)  # numbered before it joins: 4009 order
         self.room = room
         room.feed.connections += 1
+        self.grant = identity
+        spec = self._spec(None if hello.view is True else hello.view, room)
+        if hello.view is None and spec is not ALL:
+            raise NotPermitted(
+                "this connection sees only part of the room (its token's view, or the room "
+                "type's private parts): use a client that sends HELLO 'view' (§5.12)"
+            )
         self.sub = sub = Subscriber(
-            self.conn, identity.role, identity.client, answers=hello.answers, patch=hello.patch
+            self.conn,
+            identity.role,
+            identity.client,
+            answers=hello.answers,
+            patch=hello.patch,
+            view=hello.view
+            if hello.view is None or hello.view is True
+            else wire_prefixes(hello.view),
+            spec=spec,
         )
         welcome = await room.feed.join(sub, hello.resume)
         self._resend = welcome.acked
@@ -324,11 +343,41 @@ class Session:
             delay = max(0.0, identity.expires - time.time())
             self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
 
+    def _spec(self, asked: list[list[str]] | None, room: LiveRoom) -> Spec:
+        """What the connection sees of the room: what it asked for, within its token's
+        view claim (asking beyond it is refused: 4003 at HELLO, ERROR forbidden on a
+        VIEW) and the room type's private parts (docs/protocol.md §5.12)."""
+        grant = self.grant
+        assert grant is not None
+        if (
+            asked is not None
+            and grant.view is not None
+            and not covers(from_prefixes(grant.view), from_prefixes(asked))
+        ):
+            log.warning("view refused", asked=asked, granted=grant.view, client=grant.client)
+            raise NotPermitted(
+                f"the token lets this connection read only {[list(p) for p in grant.view]}"
+            )
+        return effective(asked, grant.view, room.feed.private, grant.client)
+
+    async def _view(self, room: LiveRoom, sub: Subscriber, view: View) -> None:
+        refusal = self.limiter.check()  # a view change costs about what a RESYNC does
+        if refusal is not None:
+            sub.send(codec.encode(Error(None, "rate_limited", refusal)))
+            return
+        asked = None if view.prefixes is True else view.prefixes
+        try:
+            spec = self._spec(asked, room)
+        except NotPermitted as exc:
+            sub.send(codec.encode(Error(None, "forbidden", exc.reason)))
+            return
+        await room.feed.change_view(sub, spec, True if asked is None else wire_prefixes(asked))
+
     def _expire(self) -> None:
         log.info("token expired", code=4001)
         self.app.ws.close_later(self.conn, 4001, "token expired")
 
-    async def _handle(self, messages: list[Hello | Action | Resync], size: int) -> None:
+    async def _handle(self, messages: list[Hello | Action | Resync | View], size: int) -> None:
         room, sub = self.room, self.sub
         assert room is not None and sub is not None
         # The frame's bytes count against the identity's writes when it carries actions.
@@ -360,6 +409,8 @@ class Session:
                     room.feed.skip_ahead(sub)
                     continue
                 await room.feed.resync(sub, message.epoch, message.seq)
+            elif isinstance(message, View):
+                await self._view(room, sub, message)
             else:
                 raise OutOfOrder("HELLO twice")
 

@@ -49,6 +49,12 @@ export interface ConnectOptions {
    * that must see each change, a changelog say.
    */
   netChange?: boolean;
+  /**
+   * The part of the room to see (docs/protocol.md §5.12): path prefixes such as
+   * [["board"], ["players", "p7"]]. The state then holds only what is at or under them,
+   * and changes come only when they change. Default: all this connection may see.
+   */
+  view?: string[][] | null;
   /** A WebSocket constructor (default globalThis.WebSocket; in Node 20, e.g. the `ws` package's). */
   WebSocket?: new (url: string) => WebSocket;
 }
@@ -151,6 +157,10 @@ export class Room {
   subscribe(callback: () => void): () => void;
   getSnapshot(): RoomSnapshot;
   /** Drop the connection as a network fault would: the client reconnects and resumes. */
+  /** See `view` from now on (null: all this connection may see); the state becomes the new view's at once. */
+  setView(view: string[][] | null): void;
+  /** The view asked for: path prefixes, or true for all this connection may see. */
+  readonly view: string[][] | true;
   drop(): void;
   /** Stop for good. */
   close(): void;

@@ -141,6 +141,7 @@ export class Room {
     const client = options.client ?? null;
     this._sync = new ClientSync({
       role, client, token: options.token ?? null, netChange: options.netChange ?? true,
+      view: options.view ?? null,
     });
     /** An agent given no client id claims one for this tab before its first connection. */
     this._claim = role === "agent" && client === null ? claimTabClientId(this.urls[0]) : null;
@@ -271,6 +272,22 @@ export class Room {
     const result = new Promise((resolve, reject) => this._acts.set(aid, { resolve, reject }));
     this._flush();
     return result;
+  }
+
+  /**
+   * See `view` (path prefixes such as [["board"], ["players", "p7"]]; null: all this
+   * connection may see) from now on (docs/protocol.md §5.12). The state becomes the new
+   * view's at once, in one "change" event; a view the token does not grant is answered
+   * by an "error" event (code "forbidden") and changes nothing.
+   */
+  setView(view) {
+    this._sync.setView(view);
+    this._flush();
+  }
+
+  /** The view asked for: path prefixes, or true for all this connection may see. */
+  get view() {
+    return this._sync.view;
   }
 
   /** Drop the connection as a network fault would; the client reconnects and resumes. */

@@ -10,6 +10,10 @@
 //   that skips ahead means something was lost: the client sends RESYNC once and ignores
 //   further gapped DIFFs until DIFFs or a SNAPSHOT fill the gap.
 // * A SNAPSHOT may arrive at any time after WELCOME; it replaces state, epoch and seq.
+// * With a view (docs/protocol.md §5.12) the seq moves only when the view changes: a
+//   VIEW_DIFF names the seq it follows (since); one whose since is above our seq means one
+//   was lost, and is answered by RESYNC as a gap is. A view changed while away is asked
+//   for by the next HELLO, without resume.
 // * Aids strictly increase per (room, client) across reconnects. An action stays pending
 //   until ACK or ERROR; after WELCOME the pending ones above `acked` are re-sent with their
 //   aids, and those at or below it were processed while away: they resolve with seq null.
@@ -39,6 +43,9 @@ export const RESYNC = 6;
 export const ACK = 7;
 export const ERROR = 8;
 export const PATCH = 9;
+export const VIEW_DIFF = 10;
+export const VIEW = 11;
+export const VIEW_SET = 12;
 
 /** Close codes after which a client reconnects and resumes (docs/protocol.md, "Closing"). */
 export const RETRYABLE_CLOSE_CODES = new Set([1001, 1006, 1011, 1012, 1013, 4008, 4029]);
@@ -75,6 +82,44 @@ function require(ok, message) {
   if (!ok) throw new ProtocolError(message);
 }
 
+const MAX_PREFIXES = 64;
+const MAX_PREFIX_DEPTH = 32;
+
+const isView = (v) =>
+  v === true ||
+  (Array.isArray(v) &&
+    v.length >= 1 &&
+    v.length <= MAX_PREFIXES &&
+    v.every((p) => Array.isArray(p) && p.length <= MAX_PREFIX_DEPTH && p.every((k) => typeof k === "string")));
+
+function comparePrefixes(a, b) {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    if (a[i] !== b[i]) return a[i] < b[i] ? -1 : 1;
+  }
+  return a.length - b.length;
+}
+
+/**
+ * A view in canonical form (docs/protocol.md §5.12): `true` for null or true (all the
+ * connection may see), else the prefixes sorted, duplicates and those under another
+ * dropped. Throws TypeError naming the rule for a malformed view.
+ */
+export function canonicalView(view) {
+  if (view == null || view === true) return true;
+  if (!isView(view)) {
+    throw new TypeError(
+      `a view is a list of 1 to ${MAX_PREFIXES} path prefixes, each a list of map keys ` +
+        '(e.g. [["board"], ["players", "p7"]]), or null for all the connection may see',
+    );
+  }
+  const byLength = [...view].sort((a, b) => a.length - b.length || comparePrefixes(a, b));
+  const kept = [];
+  for (const p of byLength) {
+    if (!kept.some((q) => q.every((k, i) => p[i] === k))) kept.push([...p]);
+  }
+  return kept.sort(comparePrefixes);
+}
+
 /**
  * Check one decoded server message against its form; throw ProtocolError if it is not
  * one. Returns false for an unknown type, which a client skips (a later extension).
@@ -109,6 +154,15 @@ export function checkServerMessage(m) {
         "PATCH is [9, epoch, since, seq > since, ops]",
       );
       return true;
+    case VIEW_DIFF:
+      require(
+        m.length >= 4 && isSeq(m[1]) && isInt(m[2]) && m[2] > m[1] && Array.isArray(m[3]),
+        "VIEW_DIFF is [10, since, seq > since, ops]",
+      );
+      return true;
+    case VIEW_SET:
+      require(m.length >= 4 && isSeq(m[1]) && isView(m[2]) && Array.isArray(m[3]), "VIEW_SET is [12, seq, prefixes, ops]");
+      return true;
     case ACK:
       require(m.length >= 3 && isInt(m[1]) && (m[2] === null || isInt(m[2])), "ACK is [7, aid, seq|nil]");
       return true;
@@ -134,8 +188,12 @@ export function checkServerMessage(m) {
  * {type: "notice", code, message}. Messages to send (takeOutgoing()) are decoded arrays.
  */
 export class ClientSync {
-  constructor({ role = "agent", client = null, token = null, netChange = true } = {}) {
+  constructor({ role = "agent", client = null, token = null, netChange = true, view = null } = {}) {
     this.netChange = netChange;
+    /** The view asked for (§5.12): prefixes, or true for all the connection may see. */
+    this.view = canonicalView(view);
+    this._heldView = null; // the view the state held is a copy of
+    this._askedView = this.view;
     this.role = role;
     this.client = client;
     this.token = token;
@@ -172,7 +230,10 @@ export class ClientSync {
     if (this.netChange) hello.patch = true;
     if (this.token != null) hello.token = this.token;
     if (this.client != null) hello.client = this.client;
-    if (this.epoch !== null && !this._fresh) hello.resume = [this.epoch, this.seq];
+    hello.view = this.view;
+    const sameView = JSON.stringify(this._heldView) === JSON.stringify(this.view);
+    if (this.epoch !== null && !this._fresh && sameView) hello.resume = [this.epoch, this.seq];
+    this._askedView = this.view;
     this._fresh = false;
     this._out.push([HELLO, hello]);
   }
@@ -192,6 +253,15 @@ export class ClientSync {
    * held stays readable until that SNAPSHOT replaces it. */
   forgetState() {
     this._fresh = true;
+  }
+
+  /** See `view` (prefixes; null: all the connection may see) from now on: sent now as
+   * VIEW when joined, else asked for by the next HELLO. Throws TypeError if malformed. */
+  setView(view) {
+    this.view = canonicalView(view);
+    if (this.stateKind === "syncing" || this.stateKind === "live" || this.stateKind === "resyncing") {
+      this._out.push([VIEW, this.view]);
+    }
   }
 
   /** Queue an action and return its aid: sent now when joined, else after the next WELCOME. */
@@ -214,6 +284,10 @@ export class ClientSync {
         return this._onDiff(m[1], m[2]);
       case PATCH:
         return this._onPatch(m[1], m[2], m[3], m[4]);
+      case VIEW_DIFF:
+        return this._onViewDiff(m[1], m[2], m[3]);
+      case VIEW_SET:
+        return this._onViewSet(m[1], m[2], m[3]);
       case SNAPSHOT:
         return this._onSnapshot(m[1], m[2], m[3]);
       case ACK:
@@ -259,6 +333,7 @@ export class ClientSync {
       throw new ProtocolError("WELCOME says replay/current for a state we do not hold");
     }
     this.welcomed = true;
+    this._heldView = this._askedView;
     if (w.client != null) this.client = w.client;
     this.acked = w.acked;
     this._lastAid = Math.max(this._lastAid, w.acked);
@@ -329,6 +404,51 @@ export class ClientSync {
     this.stats.patches += 1;
     if (this.stateKind === "resyncing") this._transition("gap_filled");
     this._events.push({ type: "change", seq, ops });
+  }
+
+  /** A view's change (§5.12): applies to a copy at any seq from `since` to `seq - 1`;
+   * a `since` above ours means a VIEW_DIFF was lost: RESYNC, as for a gap. */
+  _onViewDiff(since, seq, ops) {
+    if ((this.stateKind !== "live" && this.stateKind !== "resyncing") || this.state === null) {
+      throw new ProtocolError(`VIEW_DIFF in state ${this.stateKind}`);
+    }
+    if (seq <= this.seq) {
+      this.stats.duplicates += 1;
+      return;
+    }
+    if (since > this.seq) {
+      if (this.stateKind === "live") {
+        this._transition("gap");
+        this.stats.gaps += 1;
+        this._out.push([RESYNC, this.epoch, this.seq]);
+      }
+      return;
+    }
+    try {
+      applyNetChange(this.state, ops);
+    } catch (err) {
+      if (err instanceof OpError) throw new ProtocolError(`VIEW_DIFF ${seq} does not apply: ${err.message}`);
+      throw err;
+    }
+    this.seq = seq;
+    this.stats.diffs += 1;
+    if (this.stateKind === "resyncing") this._transition("gap_filled");
+    this._events.push({ type: "change", seq, ops });
+  }
+
+  /** The answer to VIEW: the copy becomes the new view at `seq` (a copy waiting for a
+   * RESYNC's answer keeps its seq: that answer brings the rest). */
+  _onViewSet(seq, view, ops) {
+    if (this.state === null) throw new ProtocolError("VIEW_SET before any state");
+    try {
+      applyNetChange(this.state, ops);
+    } catch (err) {
+      if (err instanceof OpError) throw new ProtocolError(`VIEW_SET does not apply: ${err.message}`);
+      throw err;
+    }
+    this._heldView = view;
+    if (this.stateKind === "live") this.seq = Math.max(this.seq, seq);
+    this._events.push({ type: "change", seq: this.seq, ops });
   }
 
   _resolve(aid, event) {

@@ -42,6 +42,28 @@ function chooseWsUrl() {
 
 const { url: wsUrl, note: wsNote } = chooseWsUrl();
 
+/** `#view=` as JSON path prefixes; a malformed one is said and the whole room shown. */
+function parseView(text) {
+  if (text === null || text === "") return null;
+  try {
+    const view = JSON.parse(text);
+    if (Array.isArray(view) && view.length > 0 && view.every((p) => Array.isArray(p) && p.every((k) => typeof k === "string"))) {
+      return view;
+    }
+  } catch {
+    // said below
+  }
+  queueMicrotask(() =>
+    showNotice(`ignored #view=${text}: a view is JSON path prefixes, e.g. #view=[["board"],["players","p7"]]`),
+  );
+  return null;
+}
+
+function describeView(view) {
+  if (view === null) return "whole room";
+  return view.map((p) => (p.length === 0 ? "(root)" : p.join(" › "))).join(", ");
+}
+
 document.title = `${roomName} · statecast`;
 $("room-name").textContent = roomName;
 if (token) $("home").href = `/#token=${encodeURIComponent(token)}`;
@@ -111,7 +133,10 @@ async function main() {
 
   // #netchange=0: catch up by every diff (replay) instead of the net change.
   const netChange = hash.get("netchange") !== "0";
-  const room = connect(wsUrl, { role: "spectator", token: token ?? undefined, netChange });
+  // #view=[["board"],["players","p7"]]: watch only that part of the room (§5.12).
+  const view = parseView(hash.get("view"));
+  $("view").textContent = describeView(view);
+  const room = connect(wsUrl, { role: "spectator", token: token ?? undefined, netChange, view });
   measure.room = room;
   room.on("status", invalidate);
   room.on("welcome", invalidate);

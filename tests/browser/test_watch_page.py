@@ -503,3 +503,32 @@ async def test_a_ws_override_to_another_host_is_ignored_and_said(
     assert endpoint == f"{server.ws_url}/rooms/override"
     state = await page.evaluate("window.statecastWatch.room.state")
     assert state == {"k": 1}
+
+
+async def test_the_watch_page_shows_a_view_and_a_token_limits_it(page: Page) -> None:
+    """``#view=`` watches part of the room (named on the page), setView() changes it at
+    once; a token whose view claim is one key never brings the rest into the page."""
+    async with running_server(auth="jwt", jwt_secret=SECRET, public_spectators=True) as srv:
+        writer = token(sub="writer", rooms=["*"])
+        async with connect(srv.room_url("views"), token=writer) as agent:
+            await agent.act(
+                "patch",
+                [[0, ["board"], {"a1": "x"}], [0, ["secret"], "SECRET-notes"], [0, ["n"], 1]],
+            )
+            await watch(page, srv, "views", '#view=[["board"]]')
+            held = await page_room(page)
+            assert held["state"] == {"board": {"a1": "x"}}
+            assert await page.locator("#view").inner_text() == "board"
+            await agent.act("patch", [[0, ["board", "b2"], "o"], [0, ["secret"], "SECRET-2"]])
+            await until(page, "() => window.statecastWatch.room.state.board.b2 === 'o'")
+            await page.evaluate("window.statecastWatch.room.setView([['n']])")
+            await until(page, "() => window.statecastWatch.room.state.n === 1")
+            assert (await page_room(page))["state"] == {"n": 1}
+
+            limited = token(sub="reader", role="spectator", rooms=["*"], view=[["board"]])
+            await page.goto("about:blank")
+            await watch(page, srv, "views", f"#token={limited}")
+            await agent.act("patch", [[0, ["secret"], "SECRET-3"], [0, ["board", "c3"], "x"]])
+            await until(page, "() => window.statecastWatch.room.state.board.c3 === 'x'")
+            assert set((await page_room(page))["state"]) == {"board"}
+            assert "SECRET" not in await page.content()

@@ -123,7 +123,7 @@ test("resume sends (epoch, seq) and re-sends pending actions with their original
   last().deliver([5, 1, [[0, ["a"], 1]]]);
   last().end(1006);
   await until(() => Scripted.sockets.length === 2 && last().sent.length >= 1, "reconnect");
-  assert.deepEqual(last().sent[0], [1, { v: 1, role: "agent", client: "c1", resume: [E, 1], answers: true, patch: true }]);
+  assert.deepEqual(last().sent[0], [1, { v: 1, role: "agent", client: "c1", resume: [E, 1], answers: true, patch: true, view: true }]);
   last().deliver(welcome("current", 1, { acked: 1 }));
   // The last aid the room processed goes again too: the room answers it, applying nothing.
   await until(() => last().sent.length === 3, "re-sent ACTIONs");

@@ -27,7 +27,11 @@ function normal(e) {
 
 for (const script of vectors.sync) {
   test(`sync vector: ${script.name}`, () => {
-    const sync = new ClientSync({ role: script.options.role ?? "agent", client: script.options.client ?? null });
+    const sync = new ClientSync({
+      role: script.options.role ?? "agent",
+      client: script.options.client ?? null,
+      view: script.options.view ?? null,
+    });
     script.steps.forEach((step, i) => {
       const where = `step ${i}: ${JSON.stringify(step.do)}`;
       let aid;
@@ -36,6 +40,7 @@ for (const script of vectors.sync) {
         if (step.do === "connect") sync.connect();
         else if (step.do === "lost") sync.connectionLost();
         else if (step.do[0] === "act") aid = sync.act(step.do[1], step.do[2]);
+        else if (step.do[0] === "set_view") sync.setView(step.do[1]);
         else if (checkServerMessage(step.do)) sync.receive(structuredClone(step.do));
       } catch (err) {
         if (!(err instanceof ProtocolError)) throw err;

@@ -431,6 +431,54 @@ SYNC_SCRIPTS: list[tuple[str, dict[str, Any], list[Any]]] = [
         {"client": "c1"},
         ["connect", welcome("snapshot", 0), [99, "later"], [3, E, 0, {"ok": True}]],
     ),
+    (
+        "a view: VIEW_DIFFs name the seq they follow, duplicates ignored",
+        {"role": "spectator", "view": [["players", "p7"], ["board"], ["board", "x"]]},
+        [
+            "connect",
+            welcome("snapshot", 4, view=[["board"], ["players", "p7"]]),
+            [3, E, 4, {"board": {"a": 1}}],
+            [10, 2, 6, [[0, ["board", "b"], 2]]],
+            [10, 6, 9, [[1, ["board", "zz"]], [0, ["players", "p7"], {"hp": 3}]]],
+            [10, 6, 9, [[0, ["board", "b"], 99]]],
+        ],
+    ),
+    (
+        "a view: a VIEW_DIFF after a lost one asks with RESYNC, a PATCH fills the gap",
+        {"role": "spectator", "view": [["board"]]},
+        [
+            "connect",
+            welcome("snapshot", 4, view=[["board"]]),
+            [3, E, 4, {"board": {}}],
+            [10, 7, 9, [[0, ["board", "b"], 2]]],
+            [10, 9, 12, [[0, ["board", "c"], 3]]],
+            [9, E, 4, 12, [[0, ["board"], {"b": 2, "c": 3}]]],
+            [10, 12, 13, [[1, ["board", "c"]]]],
+        ],
+    ),
+    (
+        "a view: VIEW and VIEW_SET; a view changed while away is not resumed",
+        {"role": "spectator", "view": [["board"]]},
+        [
+            "connect",
+            welcome("snapshot", 4, view=[["board"]]),
+            [3, E, 4, {"board": {"a": 1}}],
+            ["set_view", [["players"]]],
+            [12, 8, [["players"]], [[1, ["board"]], [0, ["players"], {"p1": 1}]]],
+            "lost",
+            ["set_view", None],
+            "connect",
+            welcome("snapshot", 9, view=True),
+            [3, E, 9, {"players": {"p1": 1}, "board": {}}],
+            "lost",
+            "connect",
+        ],
+    ),
+    (
+        "a malformed VIEW_DIFF is a protocol error",
+        {"role": "spectator", "view": [["board"]]},
+        ["connect", welcome("snapshot", 0), [3, E, 0, {}], [10, 5, 5, []]],
+    ),
 ]
 
 
@@ -468,7 +516,11 @@ def _unpack(frames: list[bytes]) -> list[Any]:
 def sync_vectors() -> list[dict[str, Any]]:
     out = []
     for name, options, script in SYNC_SCRIPTS:
-        sync = ClientSync(role=options.get("role", "agent"), client=options.get("client"))
+        sync = ClientSync(
+            role=options.get("role", "agent"),
+            client=options.get("client"),
+            view=options.get("view"),
+        )
         steps = []
         for step in script:
             result: dict[str, Any] = {}
@@ -479,6 +531,8 @@ def sync_vectors() -> list[dict[str, Any]]:
                     sync.connection_lost()
                 elif step[0] == "act":
                     result["aid"] = sync.act(step[1], step[2])
+                elif step[0] == "set_view":
+                    sync.set_view(step[1])
                 else:
                     sync.receive_frame(msgpack.packb(step, use_bin_type=True))
             except ProtocolViolation:

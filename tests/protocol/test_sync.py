@@ -70,7 +70,9 @@ def test_connect_sends_hello_and_resumes_once_a_state_is_held() -> None:
     """The first HELLO has no resume; after a snapshot, a reconnect resumes from (epoch, seq)."""
     sync = ClientSync("agent", client="c1", token="tok")
     sync.connect()
-    assert sent(sync) == [Hello(1, "agent", token="tok", client="c1", answers=True, patch=True)]
+    assert sent(sync) == [
+        Hello(1, "agent", token="tok", client="c1", answers=True, patch=True, view=True)
+    ]
     assert sync.state_kind is SyncState.JOINING
     sync.receive_frame(welcome(seq=4) + codec.encode(Snapshot(EPOCH, 4, {"a": 1})))
     events = sync.events_received()
@@ -81,7 +83,16 @@ def test_connect_sends_hello_and_resumes_once_a_state_is_held() -> None:
     assert sync.state_kind is SyncState.IDLE
     sync.connect()
     assert sent(sync) == [
-        Hello(1, "agent", token="tok", client="c1", resume=(EPOCH, 4), answers=True, patch=True)
+        Hello(
+            1,
+            "agent",
+            token="tok",
+            client="c1",
+            resume=(EPOCH, 4),
+            answers=True,
+            patch=True,
+            view=True,
+        )
     ]
 
 
@@ -213,7 +224,7 @@ def test_actions_queued_while_disconnected_are_sent_after_welcome() -> None:
     assert sync.data_to_send() == []
     sync.connect()
     assert sent(sync) == [
-        Hello(1, "agent", client="c1", resume=(EPOCH, 0), answers=True, patch=True)
+        Hello(1, "agent", client="c1", resume=(EPOCH, 0), answers=True, patch=True, view=True)
     ]
     sync.receive_frame(welcome("current"))
     assert sent(sync) == [Action(aid, "patch", [])]
@@ -357,7 +368,7 @@ def test_reconnect_resends_exactly_the_actions_from_acked(n: int, data: st.DataO
     acked = data.draw(st.integers(max(resolved, default=0), n), label="WELCOME acked")
     sync.connect()
     assert sent(sync) == [
-        Hello(1, "agent", client="c1", resume=(EPOCH, 0), answers=True, patch=True)
+        Hello(1, "agent", client="c1", resume=(EPOCH, 0), answers=True, patch=True, view=True)
     ]
     sync.receive_frame(welcome("current", acked=acked))
     pending = [a for a in aids if a not in resolved]
