@@ -9,6 +9,11 @@ in CPU seconds of this process, passes of
 * ``raw``: one ``transport.write`` of a pre-framed frame per connection, nothing else;
 * ``feed``: the server's own fan-out, :meth:`RoomFeed._fanout`, over the same
   connections as members of a room (its seating, its metrics, its frame building);
+* ``publish``: a whole batch through :meth:`RoomFeed.publish` (history, index, fan-out),
+  one op per batch, every connection seeing the whole room;
+* ``views``: the same batches with each connection on one of ``--views`` views (a zone
+  each, one zone changed per batch): the batch's net change, one cut per view, one
+  VIEW_DIFF for the view it touched, written to that view's members only;
 
 alternating the two, each going first in half the rounds, so that both see the same
 machine. It isolates the loop from
@@ -28,6 +33,9 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.frames import Frame, Opcode
 
+from statecast.protocol import codec
+from statecast.protocol.ops import SET, apply_wire_ops
+from statecast.protocol.views import ALL, from_prefixes
 from statecast.server.config import Config
 from statecast.server.fanout import FeedConnection, Subscriber
 from statecast.server.feed import RoomFeed
@@ -51,7 +59,45 @@ async def _clients(port: int, count: int) -> None:
     await asyncio.sleep(3600)
 
 
-async def measure(count: int, passes: int, rounds: int) -> dict[str, Any]:
+def _batches(
+    subs: list[Subscriber], config: Config, views: int, passes: int, rounds: int
+) -> tuple[float, float]:
+    """Best CPU seconds per batch through RoomFeed.publish: every connection on the whole
+    room, then each on one of ``views`` zone views (alternating, as the loops above)."""
+    zones = [f"z{k}" for k in range(views)]
+    best: dict[str, float] = {}
+
+    def feed_for(viewed: bool) -> RoomFeed:
+        state = {"zones": {z: {"c": 0} for z in zones}}
+        feed = RoomFeed(
+            "fanout-cost", state, epoch="e", head=0, acked={}, history=History(),
+            config=config, metrics=Metrics(),
+        )  # fmt: skip
+        for i, sub in enumerate(subs):
+            sub.spec = from_prefixes([["zones", zones[i % views]]]) if viewed else ALL
+            feed.add(sub)
+        return feed
+
+    for r in range(rounds):
+        for name in ("publish", "views") if r % 2 == 0 else ("views", "publish"):
+            feed = feed_for(name == "views")
+            started = time.process_time()
+            for n in range(1, passes + 1):
+                path: list[str | int] = ["zones", zones[n % views], "c"]
+                op: list[Any] = [SET, path, n]
+                apply_wire_ops(feed.state, [op])
+                feed.history.index.record(n, SET, path)
+                feed.publish([(n, codec.encode_diff(n, [op]))], {})
+            seconds = (time.process_time() - started) / passes
+            best[name] = min(best.get(name, seconds), seconds)
+            for sub in subs:
+                feed.leave(sub)
+    for sub in subs:
+        sub.spec = ALL
+    return best["publish"], best["views"]
+
+
+async def measure(count: int, passes: int, rounds: int, views: int = 10) -> dict[str, Any]:
     config = Config()
     subs: list[Subscriber] = []
     ready = asyncio.Event()
@@ -106,14 +152,29 @@ async def measure(count: int, passes: int, rounds: int) -> dict[str, Any]:
                         await asyncio.sleep(0)  # let the loop flush, as between real passes
                     ns = (time.process_time() - started) / passes / count * 1e9
                     best[name] = min(best.get(name, ns), ns)
+            for sub in subs:
+                feed.leave(sub)
+            publish_best, views_best = _batches(subs, config, views, passes, rounds)
         finally:
             child.kill()
             await child.wait()
-    return {
+    per_view = count // views
+    result: dict[str, Any] = {
         "connections": count,
+        "views": views,
         "ns_per_write": best,
         "feed_over_raw": best["feed"] / best["raw"],
+        # CPU per update delivered to one connection: a whole-room batch reaches every
+        # connection, a view's batch only that view's members.
+        "ns_per_delivered": {
+            "publish": publish_best * 1e9 / count,
+            "views": views_best * 1e9 / per_view,
+        },
     }
+    result["views_over_publish"] = (
+        result["ns_per_delivered"]["views"] / result["ns_per_delivered"]["publish"]
+    )
+    return result
 
 
 def main() -> None:
@@ -121,6 +182,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=1000, help="(default: 1000)")
     parser.add_argument("--passes", type=int, default=50, help="per round (default: 50)")
     parser.add_argument("--rounds", type=int, default=4, help="best of (default: 4)")
+    parser.add_argument("--views", type=int, default=10, help="distinct views (default: 10)")
     parser.add_argument("--serve-clients", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     import uvloop  # a dependency wherever the server runs on uvloop; the figures need it
@@ -128,7 +190,7 @@ def main() -> None:
     if args.serve_clients:
         uvloop.run(_clients(args.serve_clients, args.connections))
         return
-    result = uvloop.run(measure(args.connections, args.passes, args.rounds))
+    result = uvloop.run(measure(args.connections, args.passes, args.rounds, args.views))
     sys.stdout.write(json.dumps(result) + "\n")
 
 

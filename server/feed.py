@@ -191,7 +191,11 @@ class RoomFeed:
         served from ``extras``, as :meth:`_fanout` does."""
         net = self.history.index.net_change(self.state, since)
         high_water = self.config.slow_high_water
-        sent = 0
+        acting: dict[ViewGroup, list[Subscriber]] = {}
+        for sub in extras:
+            if sub.group is not None and sub in self.members:
+                acting.setdefault(sub.group, []).append(sub)
+        frames = sent = 0
         for group in list(self.groups.values()):
             lagging: list[Subscriber] = []
             if net is None:  # the index no longer reaches the batch: cannot happen, but safe
@@ -203,19 +207,33 @@ class RoomFeed:
                 payload = codec.encode(ViewDiff(group.last, self.head, cut))
                 group.last = self.head
                 frame = frame_binary(payload)
-                for sub in group.members:
+                # As _fanout does: the acting agents first, then one bare write per member.
+                acted = acting.get(group, ())
+                for sub in acted:
                     if sub.backlog() > high_water:
                         lagging.append(sub)
+                    else:
+                        sub.send(b"".join((payload, *extras.pop(sub))))
+                direct = group.direct
+                served = {sub: direct.pop(sub) for sub in acted if sub in direct}
+                try:
+                    for write in direct.values():
+                        write(frame)
+                finally:
+                    direct.update(served)
+                for sub in group.framed:
+                    if sub in acted:
                         continue
-                    messages = extras.pop(sub, None)
-                    if messages:
-                        sub.send(b"".join((payload, *messages)))
+                    if sub.backlog() > high_water:
+                        lagging.append(sub)
                     else:
                         sub.send(payload, frame)
-                    sent += len(payload)
-                self.metrics.frames_sent.inc(len(group.members) - len(lagging))
+                n = len(group.members) - len(lagging)
+                frames += n
+                sent += len(payload) * n
             for sub in lagging:
                 self.skip_ahead(sub)
+        self.metrics.frames_sent.inc(frames)
         self.metrics.bytes_sent.inc(sent)
 
     # --- members -------------------------------------------------------------------------
@@ -231,11 +249,14 @@ class RoomFeed:
     def add(self, sub: Subscriber) -> None:
         """Make ``sub`` a member: it gets every diff published from now on."""
         self.members[sub] = None
+        group = None
         if sub.spec is not ALL:
             group = sub.group = self.group_for(sub.spec)
             group.members[sub] = None
-        elif sub.plain:
+        if sub.plain:
             self._pending[sub] = None  # seated on the direct path by the next pass
+        elif group is not None:
+            group.framed[sub] = None
         else:
             self._framed[sub] = None
 
@@ -244,6 +265,8 @@ class RoomFeed:
         group, sub.group = sub.group, None
         if group is not None:
             group.members.pop(sub, None)
+            group.direct.pop(sub, None)
+            group.framed.pop(sub, None)
             if not group.members and self.groups.get(group.key) is group:
                 del self.groups[group.key]
         self._direct.pop(sub, None)
@@ -260,8 +283,8 @@ class RoomFeed:
         the next frames go to it: yes, if its connection takes them; a lagging one is
         skipped ahead; a closing one gets nothing more (its session leaves the room)."""
         pending, self._pending = self._pending, {}
-        direct = self._direct
         for sub in pending:
+            direct = self._direct if sub.group is None else sub.group.direct
             direct.pop(sub, None)
             if sub not in self.members or sub.closing:
                 continue

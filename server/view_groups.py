@@ -13,6 +13,7 @@ the seq it follows (``since``) for all members at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from statecast.protocol import codec
@@ -21,13 +22,17 @@ from statecast.server.fanout import Subscriber
 
 
 class ViewGroup:
-    __slots__ = ("key", "last", "members", "snapshot", "spec")
+    __slots__ = ("direct", "framed", "key", "last", "members", "snapshot", "spec")
 
     def __init__(self, spec: Spec, head: int) -> None:
         self.spec: Spec = spec
         self.key: Any = spec_key(spec)
         self.last = head
         self.members: dict[Subscriber, None] = {}
+        #: Members its frame goes to by one bare write each, and those with an extension
+        #: negotiated, as the feed keeps them for the whole room (server/feed.py).
+        self.direct: dict[Subscriber, Callable[[bytes], object]] = {}
+        self.framed: dict[Subscriber, None] = {}
         #: (epoch, head, encoded SNAPSHOT of the view): cached until the next change.
         self.snapshot: tuple[str, int, bytes] | None = None
 

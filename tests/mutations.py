@@ -499,6 +499,63 @@ MUTATIONS = [
         "tests/server/test_presence.py::"
         "test_the_document_room_without_the_flag_records_no_presence",
     ),
+    Mutation(
+        "a view's removal leaves the maps that held it",
+        "a view subscriber holds exactly the view of the state after every change",
+        "protocol/views.py",
+        "        out.append([DEL, _highest_empty(state, path, spec)])",
+        "        out.append([DEL, list(path)])",
+        "tests/protocol/test_views.py::test_a_view_copy_is_the_view_of_the_state_after_every_batch",
+    ),
+    Mutation(
+        "a view is not cut above its prefixes",
+        "a view subscriber holds exactly the view of the state after every change",
+        "protocol/views.py",
+        "        if node is ALL and (op[0] == SET or depth < len(path)):",
+        "        if node is ALL or node is not None:",
+        "tests/server/test_views.py::test_a_view_gets_only_its_part_and_equals_the_view_of_the_state",
+    ),
+    Mutation(
+        "a VIEW_DIFF names the seq before it, not the view's last",
+        "each VIEW_DIFF names the seq of the one before it on its view",
+        "server/feed.py",
+        "                payload = codec.encode(ViewDiff(group.last, self.head, cut))",
+        "                payload = codec.encode(ViewDiff(self.head - 1, self.head, cut))",
+        "tests/server/test_views.py::test_a_view_gets_only_its_part_and_equals_the_view_of_the_state",
+    ),
+    Mutation(
+        "a lost VIEW_DIFF goes unnoticed",
+        "a lost VIEW_DIFF is noticed and answered by RESYNC",
+        "protocol/sync.py",
+        "        if d.since > self.seq:",
+        "        if False:",
+        "tests/server/test_views.py::test_a_lost_view_diff_is_noticed_and_resynced",
+    ),
+    Mutation(
+        "a token's view claim not enforced on a WebSocket",
+        "a token's view claim bounds what its holder reads on every way out",
+        "server/ws.py",
+        "            and not covers(from_prefixes(grant.view), from_prefixes(asked))",
+        "            and False",
+        "tests/server/test_views.py::test_a_token_view_holds_on_every_way_out",
+    ),
+    Mutation(
+        "HTTP /state ignores the reader's view",
+        "a token's view claim bounds what its holder reads on every way out",
+        "server/http.py",
+        "        if spec is not ALL:\n            await feed.settled()\n"
+        "            etag = _view_etag",
+        "        if False:\n            await feed.settled()\n            etag = _view_etag",
+        "tests/server/test_views.py::test_a_token_view_holds_on_every_way_out",
+    ),
+    Mutation(
+        "private parts shown to everyone",
+        "a room type's private parts show only to their agent",
+        "server/ws.py",
+        "        return effective(asked, grant.view, room.feed.private, grant.client)",
+        "        return effective(asked, grant.view, (), grant.client)",
+        "tests/server/test_views.py::test_private_parts_show_only_to_their_agent",
+    ),
 ]
 
 

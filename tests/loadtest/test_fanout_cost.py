@@ -19,3 +19,5 @@ def test_fanout_cost_times_the_feed_against_bare_writes() -> None:
     result = json.loads(run.stdout)
     assert result["connections"] == 20
     assert result["ns_per_write"]["raw"] > 0 and result["ns_per_write"]["feed"] > 0
+    assert set(result["ns_per_delivered"]) == {"publish", "views"}
+    assert result["views_over_publish"] > 0

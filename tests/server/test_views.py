@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -15,10 +17,14 @@ import websockets
 from websockets.asyncio.server import serve
 
 from statecast import ActionContext, Room, action, connect
+from statecast.protocol import ops
+from statecast.protocol.netchange import apply_net_change
 from statecast.protocol.views import effective, from_prefixes, view_of
 from statecast.server.jwt_auth import mint
+from tests.cluster_nodes import CLUSTER_FLAGS, cluster
 from tests.faultproxy import FaultProxy
 from tests.helpers import (
+    SCALE,
     bare,
     eventually,
     http_session,
@@ -26,6 +32,8 @@ from tests.helpers import (
     running_server,
     unpack,
 )
+from tests.server.test_catchup import churn, fill
+from tests.server.test_catchup import state_of as catchup_state
 
 SPEC = f"game-*={__name__}:Game"
 SECRET = "statecast-test-secret-0123456789abcdef"
@@ -372,3 +380,62 @@ async def test_spectators_on_one_view_share_one_group_and_one_encoding() -> None
             board = next(g for g in groups.values() if list(g.spec.children) == ["board"])
             # "wipe" changed the players last; the board's group got nothing since "move".
             assert players.last == live.feed.head > board.last
+
+
+VIEW = [["items", "i1"], ["items", "i7"]]
+
+
+def view_state(state: dict[str, Any]) -> dict[str, Any]:
+    return view_of(state, from_prefixes(VIEW))
+
+
+async def test_resume_with_a_view_after_a_restart(tmp_path: Path) -> None:
+    """The index is rebuilt from the store's log: the view's net change still answers."""
+    store = f"sqlite:{tmp_path / 'v.db'}"
+    async with running_server(store=store, action_rate=0) as server, http_session() as http:
+        await fill(http, server.http_url, "r")
+        before = await catchup_state(http, server.http_url, "r")
+        await churn(http, server.http_url, "r", 2)
+        after = await catchup_state(http, server.http_url, "r")
+    async with (
+        running_server(store=store, action_rate=0) as server,
+        bare(server.room_url("r")) as raw,
+    ):
+        welcome = await raw.hello("spectator", view=VIEW, resume=[before["epoch"], before["seq"]])
+        assert welcome["sync"] == "patch"
+        patch = await raw.recv()
+    copy_ = view_state(before["state"])
+    apply_net_change(copy_, ops.parse_ops(patch[4]))
+    assert copy_ == view_state(after["state"]) and "i7" not in copy_["items"]
+
+
+async def test_a_follower_serves_a_view_and_keeps_it_through_a_failover(redis_url: str) -> None:
+    async with (
+        cluster(redis_url, 2, *CLUSTER_FLAGS) as (owner, follower),
+        http_session() as http,
+    ):
+        await fill(http, owner.http_url, "f")
+        before = await catchup_state(http, owner.http_url, "f")
+        async with connect(follower.room_url("f"), role="spectator", view=VIEW) as watching:
+            assert watching.state == view_state(before["state"])
+            await churn(http, owner.http_url, "f", 2)
+            after = await catchup_state(http, owner.http_url, "f")
+            await eventually(lambda: watching.state == view_state(after["state"]), 20)
+            # A resume with the view on the follower: its own copy and index answer.
+            async with bare(follower.room_url("f")) as raw:
+                welcome = await raw.hello(
+                    "spectator", view=VIEW, resume=[before["epoch"], before["seq"]]
+                )
+                assert welcome["sync"] == "patch"
+            # The owner dies; the follower takes the room over, and the view goes on.
+            owner.signal(signal.SIGKILL)
+            body = {"client": "late", "aid": 1, "name": "patch", "args": [[0, ["items", "i1"], 7]]}
+            for _ in range(int(300 * SCALE)):  # 503/504 until the lease is taken over
+                if (await follower.post("/rooms/f/actions", body))[0] == 200:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the follower never took the room over")
+            await eventually(lambda: watching.state.get("items", {}).get("i1") == 7, 20)
+            final = await catchup_state(http, follower.http_url, "f")
+            assert watching.state == view_state(final["state"])
