@@ -25,7 +25,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from statecast.loadtest.report import compare, machine_meta, print_tables, summarize, write_outputs
 from statecast.loadtest.runner import BenchOptions, ProgressHook, run_all
-from statecast.loadtest.scenario import MODES, Mode, Scenario, sweep
+from statecast.loadtest.scenario import FLOORS, MODES, Mode, Scenario, sweep
 from statecast.loadtest.thresholds import Threshold, parse_threshold
 
 
@@ -188,6 +188,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "comma-separated, each in turn (the agents connect to --ws)",
         unset="--ws",
     )
+    parser.add_argument(
+        "--server-arg", dest="server_args", action="append", default=[], metavar="ARG",
+        help="a flag for every `statecast serve` the run starts, such as "
+        "--server-arg=--compression (repeatable; write it with '=' when ARG starts with "
+        "'-'; not with --ws/--http, whose server is already running)",
+    )  # fmt: skip
     a(
         "--server-pid",
         type=bounded(int, low=1),
@@ -236,6 +242,7 @@ def options_from(args: argparse.Namespace, command: str) -> BenchOptions:
         ws_url=args.ws_url,
         http_url=args.http_url,
         server_pid=args.server_pid,
+        server_args=args.server_args,
         owner_http=args.owner_http,
         spectator_ws=args.spectator_ws,
         workers=args.workers,
@@ -346,12 +353,36 @@ def _open_file_limit() -> int:
     return soft if soft != resource.RLIM_INFINITY else 1 << 30
 
 
+def refusal(options: BenchOptions) -> str | None:
+    """Flags that cannot go together, said before anything runs (None: they can)."""
+    external = options.ws_url or options.http_url
+    floors = [m for m in options.modes if m in FLOORS]
+    if external and floors:
+        # A floor is a process the harness starts here: beside a server elsewhere, push/floor
+        # would compare two machines (and two networks), not statecast with a bare broadcast.
+        return (
+            f"--modes {','.join(floors)} with --ws/--http: the floors run on this machine, so "
+            f"they would be compared with a server elsewhere; drop them from --modes, or run "
+            f"the comparison without --ws/--http (the harness starts both servers here)"
+        )
+    if external and options.server_args:
+        return (
+            "--server-arg sets flags of a server the run starts; with --ws/--http the server "
+            "is already running: start it with those flags"
+        )
+    return None
+
+
 def _run(args: argparse.Namespace) -> int:
     command = "statecast " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "statecast bench"
     options = options_from(args, command)
     console = Console()
     if not console.is_terminal:  # a pipe or a file: do not squeeze the tables into 80 columns
         console = Console(width=180)
+    refused = refusal(options)
+    if refused is not None:
+        console.print(f"statecast bench: {refused}", highlight=False)
+        return 2
     # Each observer holds a socket here (and, for a server the run starts, one there too):
     # beyond the open-file limit connections fail one by one with resets, so say it first.
     needed = max(options.spectators) + options.agents + FD_SPARE

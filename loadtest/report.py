@@ -18,7 +18,7 @@ from typing import Any, Final
 from rich.console import Console
 from rich.table import Table
 
-from statecast.loadtest.measure import Histogram
+from statecast.loadtest.measure import TICK_ERROR_BAR, Histogram
 from statecast.loadtest.scenario import Timeline
 
 MONTH_SECONDS: Final = 30 * 86400
@@ -102,6 +102,10 @@ def summarize(raw: dict[str, Any], price_per_gb: float) -> dict[str, Any]:
                 "loop_lag_max_ms": _ms(lag.max),
             }
         )
+    negotiated: dict[str, int] = {}
+    for w in workers:
+        for name, n in w.get("compression", {}).items():
+            negotiated[name] = negotiated.get(name, 0) + n
     gen_cpu = sum(w["window"].get("cpu", 0.0) for w in workers)
     other = raw["machine"]["busy"] - (server_cpu or 0.0) - gen_cpu - raw["machine"]["harness_cpu"]
     egress_month_gb = down / seconds * MONTH_SECONDS / 1e9 if seconds else 0.0
@@ -151,8 +155,16 @@ def summarize(raw: dict[str, Any], price_per_gb: float) -> dict[str, Any]:
             "cpu_per_1k_delivered": _div(server_cpu * 1000, delivered)
             if server_cpu is not None
             else None,
+            # "schedstat" (ns, exact) or "ticks" (10 ms at 100 Hz), and the ticks' error bound
+            "cpu_source": server.get("cpu_source", "ticks") if server else None,
+            "cpu_error": server.get("cpu_error") if server else None,
             "rss_mb": server["rss"] / 2**20 if server else None,
             "peak_rss_mb": server["peak_rss"] / 2**20 if server else None,
+        },
+        "compression": {
+            "negotiated": negotiated,
+            "label": compression_label(negotiated),
+            "server_flags": raw.get("target", {}).get("flags", []),
         },
         "requests_per_second": _div(requests, seconds),
         "polls": {
@@ -185,6 +197,8 @@ def summarize(raw: dict[str, Any], price_per_gb: float) -> dict[str, Any]:
         served = _div(polls + counters.get("http_post", 0), seconds)
     s["offered_rps"] = offered
     s["served_rps"] = served
+    s["room"] = raw.get("room")
+    s["external"] = bool(raw.get("target", {}).get("external"))
     s["sampled_observers"] = sum(w.get("sampled", w["observers"]) for w in workers)
     idle = (server or {}).get("idle_rss_per_connection")
     s["server"]["idle_rss_per_connection_kib"] = idle / 1024 if idle is not None else None
@@ -193,6 +207,51 @@ def summarize(raw: dict[str, Any], price_per_gb: float) -> dict[str, Any]:
     s["warnings"] = _warnings(s, raw)
     s["regime"] = regime(s)
     return s
+
+
+def rooms_left(summaries: Sequence[dict[str, Any]]) -> str | None:
+    """The rooms a run against a running server (--ws/--http) left there, and how to clean them.
+
+    statecast has no way to delete a room over HTTP: an idle room is checkpointed and
+    unloaded by the server after its --idle-unload seconds, and stays in a persistent store.
+    """
+    rooms = [s["room"] for s in summaries if s.get("external") and s.get("room")]
+    if not rooms:
+        return None
+    prefix = rooms[0].rsplit("-", 1)[0]
+    return (
+        f"Rooms created on the target: {', '.join(rooms)} (all named {prefix}-N). statecast "
+        f"has no room deletion over HTTP: the server unloads each once idle for its "
+        f"--idle-unload seconds (300 by default); with --store memory they are gone then, "
+        f"with a persistent store they stay in it until removed there."
+    )
+
+
+def coarse_cpu(s: dict[str, Any]) -> bool:
+    """The server CPU came from ticks whose quantisation may exceed TICK_ERROR_BAR of it."""
+    srv = s["server"]
+    if not srv["measured"] or srv.get("cpu_source") != "ticks":
+        return False
+    error = srv.get("cpu_error")
+    return error is None or error > TICK_ERROR_BAR
+
+
+def _cpu(s: dict[str, Any], value: float | None, digits: int = 1) -> str:
+    """A server CPU figure, ``~`` in front when ticks make it coarser than TICK_ERROR_BAR."""
+    text = _f(value, digits)
+    return f"~{text}" if text != "-" and coarse_cpu(s) else text
+
+
+def compression_label(negotiated: dict[str, int]) -> str:
+    """What the WebSocket connections negotiated, in a word: ``permessage-deflate``,
+    ``none``, ``deflate 3/5`` when only some did, ``-`` for a run without WebSockets."""
+    total = sum(negotiated.values())
+    if not total:
+        return "-"
+    deflated = negotiated.get("permessage-deflate", 0)
+    if deflated == total:
+        return "permessage-deflate"
+    return "none" if not deflated else f"deflate {deflated}/{total}"
 
 
 def _invalid(s: dict[str, Any]) -> list[str]:
@@ -242,6 +301,13 @@ def _warnings(s: dict[str, Any], raw: dict[str, Any]) -> list[str]:
         out.append(f"{s['polls']['skipped']} poll slots were skipped (a poll outlasted its period)")
     if not s["server"]["measured"]:
         out.append("the target's CPU and memory were not measured (pass --server-pid)")
+    elif coarse_cpu(s):
+        error = s["server"]["cpu_error"]
+        out.append(
+            f"the target's CPU was read in clock ticks ({s['server']['cpu_seconds']:.3f} s, "
+            + (f"error up to {error * 100:.0f}%" if error is not None else "below one tick")
+            + "): its CPU figures are marked ~; a longer --duration makes them exact enough"
+        )
     if s["errors"]:
         out.append(f"{len(s['errors'])} errors, first: {s['errors'][0]}")
     return out
@@ -659,6 +725,7 @@ COST_COLUMNS = (
     "gen CPU %",
     "egress GB/mo",
     "$/mo",
+    "WS compression",
     "valid",
 )
 
@@ -708,8 +775,8 @@ def rows(summaries: Sequence[dict[str, Any]]) -> tuple[list[list[str]], list[lis
                 label,
                 _f(b["per_update_per_observer"]),
                 _f(b["per_delivered"]),
-                _f((srv["cpu_per_second"] or 0) * 100) if srv["measured"] else "-",
-                _f(srv["cpu_per_1k_delivered"], 3),
+                _cpu(s, (srv["cpu_per_second"] or 0) * 100) if srv["measured"] else "-",
+                _cpu(s, srv["cpu_per_1k_delivered"], 3),
                 _f(srv["rss_mb"]),
                 _f(srv["idle_rss_per_connection_kib"]),
                 f"{_f(s['served_rps'], 0)}/{_f(s['offered_rps'], 0)}",
@@ -717,6 +784,7 @@ def rows(summaries: Sequence[dict[str, Any]]) -> tuple[list[list[str]], list[lis
                 _f((s["generator_cpu_per_second"] or 0) * 100),
                 _f(eg["gb_per_month"]),
                 _f(eg["cost_per_month"], 2),
+                s["compression"]["label"],
                 "yes" if s["valid"] else "NO",
             ]
         )
@@ -747,6 +815,9 @@ def print_tables(
         console.print(collapse_sentence(curve), highlight=False)
     for line in comparison_lines(comparison):
         console.print(line, highlight=False)
+    left = rooms_left(summaries)
+    if left:
+        console.print(left, highlight=False)
     for s in summaries:
         for w in s.get("warnings", []):
             console.print(f"[yellow]warning[/] {_label(s['scenario'])}: {w}", highlight=False)
@@ -931,6 +1002,9 @@ def write_markdown(
         *[f"- **{_label(s['scenario'])}**: {s.get('regime', s.get('failed'))}" for s in summaries],
         "",
     ]
+    left = rooms_left(summaries)
+    if left:
+        parts += ["## Rooms left on the target", "", left, ""]
     warnings = [(s, w) for s in summaries for w in s.get("warnings", [])]
     if warnings:
         parts += ["## Warnings", ""]
