@@ -63,6 +63,10 @@ def summarize(raw: dict[str, Any], price_per_gb: float) -> dict[str, Any]:
     staleness = Histogram.merged(
         Histogram.from_json(w["staleness"]) for w in workers if "staleness" in w
     )
+    by_second: dict[int, Histogram] = {}
+    for w in workers:
+        for k, h in w.get("staleness_by_second", {}).items():
+            by_second.setdefault(int(k), Histogram()).merge(Histogram.from_json(h))
     first: dict[tuple[int, int], int] = {}
     for w in workers:
         for a, n, lat in w["first"]:
@@ -187,6 +191,17 @@ def summarize(raw: dict[str, Any], price_per_gb: float) -> dict[str, Any]:
             "price_per_gb": price_per_gb,
             "cost_per_month": egress_month_gb * price_per_gb,
         },
+        "staleness_per_second": [
+            {
+                "second": k,
+                "p50_ms": _ms(h.percentile(50)),
+                "p99_ms": _ms(h.percentile(99)),
+                "max_ms": _ms(h.max),
+                "samples": h.count,
+            }
+            for k, h in sorted(by_second.items())
+        ],
+        "staleness_cdf_ms": [(v / 1000, f) for v, f in staleness.cdf()],
         "latency_cdf_ms": [(v / 1000, f) for v, f in latency.cdf()],
         "errors": [e for w in workers for e in w["errors"]],
     }
@@ -607,6 +622,8 @@ def _point(s: dict[str, Any]) -> dict[str, Any]:
     return {
         "spectators": s["scenario"]["spectators"],
         "mode": s["scenario"]["mode"],
+        "stale_p50_ms": s["staleness_ms"]["p50"],
+        "stale_p99_ms": s["staleness_ms"]["p99"],
         "p50_ms": s["latency_ms"]["p50"],
         "p99_ms": s["latency_ms"]["p99"],
         "missed_fraction": _div(s["updates"]["missed"], s["updates"]["scheduled"]),
@@ -626,8 +643,10 @@ def _point(s: dict[str, Any]) -> dict[str, Any]:
 COLLAPSE_COLUMNS = (
     "S",
     "series",
-    "p50 ms",
-    "p99 ms",
+    "stale p50",
+    "stale p99",
+    "seen p50",
+    "seen p99",
     "missed",
     "coalesced",
     "srv CPU %",
@@ -648,6 +667,8 @@ def collapse_rows(curve: dict[str, Any]) -> list[list[str]]:
             [
                 f"{p['spectators']:,}",
                 name + ("" if p["keeps_up"] else " (not keeping up)"),
+                _f(p.get("stale_p50_ms")),
+                _f(p.get("stale_p99_ms")),
                 _f(p["p50_ms"]),
                 _f(p["p99_ms"]),
                 _pct(p["missed_fraction"]),
@@ -680,7 +701,8 @@ def collapse_sentence(curve: dict[str, Any]) -> str:
     tail = ""
     if top is not None:
         tail = (
-            f"; push reaches S = {top['spectators']:,} with p99 {_f(top['p99_ms'])} ms at "
+            f"; push reaches S = {top['spectators']:,} with staleness p99 "
+            f"{_f(top.get('stale_p99_ms'))} ms at "
             f"{_f((top['server_cpu'] or 0) * 100, 0)}% of a core"
         )
     return (
@@ -1018,141 +1040,6 @@ def write_markdown(
     path.write_text("\n".join(parts))
 
 
-def plot(summaries: Sequence[dict[str, Any]], directory: Path) -> tuple[list[str], str | None]:
-    """PNG plots; returns their paths, or a note saying why there are none."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return [], (
-            "Plots were not drawn: matplotlib is not installed "
-            "(`pip install 'statecast[plot]'`, or `.venv/bin/pip install matplotlib`)."
-        )
-    done = [s for s in summaries if "failed" not in s]
-    files: list[str] = []
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for s in done:
-        sc = s["scenario"]
-        groups.setdefault((sc["agents"], sc["rate"], sc["spectators"]), []).append(s)
-    for (agents, rate, spectators), members in groups.items():
-        fig, ax = plt.subplots(figsize=(7, 4))
-        styles = ("-", "--", ":", "-.")
-        seen_modes: dict[str, int] = {}
-        for s in members:
-            cdf = s["latency_cdf_ms"]
-            if cdf:
-                mode = s["scenario"]["mode"]
-                style = styles[seen_modes.get(mode, 0) % len(styles)]
-                seen_modes[mode] = seen_modes.get(mode, 0) + 1
-                xs, ys = zip(*cdf, strict=True)
-                ax.step(
-                    xs,
-                    ys,
-                    where="post",
-                    label=_label(s["scenario"]),
-                    color=MODE_COLOURS[mode],
-                    linestyle=style,
-                )
-        ax.set_xscale("log")
-        ax.set_xlabel("visibility latency (ms, log scale)")
-        ax.set_ylabel("fraction of updates")
-        ax.set_title(f"Latency CDF: {agents} agents x {rate:g}/s, {spectators} spectators")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        name = directory / f"latency-cdf-S{spectators}-rate{rate:g}.png"
-        fig.tight_layout()
-        fig.savefig(name, dpi=110)
-        plt.close(fig)
-        files.append(str(name))
-    for field, sub, title, ylabel, stem in (
-        ("bytes", "per_update_per_observer", "Bytes per applied action per observer", "B", "bytes"),
-        ("server", "cpu_per_1k_delivered", "Server CPU per 1,000 delivered updates", "s", "cpu"),
-    ):
-        labels = [_label(s["scenario"]) for s in done]
-        values = [s[field][sub] or 0.0 for s in done]
-        colors = [MODE_COLOURS[s["scenario"]["mode"]] for s in done]
-        fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(done) + 2), 4))
-        bars = ax.bar(range(len(done)), values, color=colors)
-        ax.bar_label(bars, fmt="%.3g", fontsize=7)
-        positive = [v for v in values if v > 0]
-        if positive and max(positive) > 20 * min(positive):
-            ax.set_yscale("log")
-            title += " (log scale)"
-        ax.set_xticks(range(len(done)), labels, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.grid(True, axis="y", alpha=0.3)
-        fig.tight_layout()
-        name = directory / f"{stem}-per-update.png"
-        fig.savefig(name, dpi=110)
-        plt.close(fig)
-        files.append(str(name))
-    for curve in collapse(summaries)[:1]:
-        files.insert(0, plot_collapse(curve, directory / "collapse.png"))
-    return files, None
-
-
-def plot_collapse(curve: dict[str, Any], path: Path) -> str:
-    """The headline: latency, updates shown and server CPU against S, poll against push."""
-    import matplotlib.pyplot as plt
-
-    fig, (lat, seen, cpu) = plt.subplots(1, 3, figsize=(15, 4.4))
-    panels = (
-        (lat, "p99_ms", "-", " p99", 1.0),
-        (lat, "p50_ms", "--", " p50", 1.0),
-        (seen, "delivered_fraction", "-", "", 100.0),
-        (cpu, "server_cpu", "-", "", 100.0),
-    )
-    for name, points in curve["series"].items():
-        colour = MODE_COLOURS[points[0]["mode"]]
-        xs = [p["spectators"] for p in points]
-        for ax, key, style, suffix, scale in panels:
-            # A point with nothing to show (no update seen at all) is left out, not drawn at 0.
-            ys = [p[key] * scale if p[key] is not None else math.nan for p in points]
-            ax.plot(xs, ys, style, color=colour, label=name + suffix, marker="o", markersize=4)
-            bad = [(x, y) for x, y, p in zip(xs, ys, points, strict=True) if not p["valid"]]
-            if bad:  # a saturated generator: circled, not to be trusted
-                bx, by = zip(*bad, strict=True)
-                ax.plot(bx, by, "o", markersize=10, markerfacecolor="none", color="red")
-    for name, at in curve["poll_breaks_at"].items():
-        if at is None:
-            continue
-        for ax in (lat, seen, cpu):
-            ax.axvline(at, color=MODE_COLOURS["poll"], linestyle=":", alpha=0.9)
-        seen.annotate(
-            f"{name}: stops\nkeeping up", (at, 0.5), xycoords=("data", "axes fraction"),
-            xytext=(-6, 0), textcoords="offset points", ha="right", fontsize=8,
-            color=MODE_COLOURS["poll"],
-        )  # fmt: skip
-    for ax in (lat, seen, cpu):
-        ax.set_xscale("log")
-        ax.set_xlabel("spectators S (log scale)")
-        ax.grid(True, which="both", alpha=0.3)
-    lat.set_yscale("log")
-    cpu.set_yscale("log")
-    lat.set_ylabel("ms (log scale)")
-    lat.set_title("Visibility latency of the updates seen")
-    seen.set_ylabel("% of updates")
-    seen.set_ylim(0, 105)
-    seen.set_title("Updates each observer saw")
-    cpu.set_ylabel("% of one core (log scale)")
-    cpu.set_title("Server CPU")
-    lat.legend(fontsize=7, ncol=2)
-    seen.legend(fontsize=7, loc="lower left")
-    cpu.legend(fontsize=7)
-    fig.suptitle(
-        f"One room, {curve['agents']} agents x {curve['rate']:g} actions/s, S spectators; "
-        "circled red: a generator was saturated",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
-
-
 def write_outputs(
     summaries: Sequence[dict[str, Any]],
     raws: Sequence[dict[str, Any]],
@@ -1181,6 +1068,8 @@ def write_outputs(
     if report_dir:
         directory = Path(report_dir)
         directory.mkdir(parents=True, exist_ok=True)
+        from statecast.loadtest.plots import plot
+
         files, note = plot(summaries, directory)
         write_markdown(directory / "report.md", summaries, comparison, meta, files, note)
     return note

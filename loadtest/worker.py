@@ -272,6 +272,9 @@ class Worker:
             "drained_lost": lost,
             "latency": self.tally.latency.to_json(),
             "staleness": self.tally.staleness.to_json(),
+            "staleness_by_second": {
+                str(k): h.to_json() for k, h in sorted(self.tally.staleness_by_second.items())
+            },
             "compression": self.compression(),
             "first": [[a, n, lat] for (a, n), lat in self.tally.first.items()],
             "agents": self.stats.to_json(),
