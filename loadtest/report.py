@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -1003,8 +1003,13 @@ def write_markdown(
         "",
         f"Command: `{meta['command']}`",
         "",
-        f"Machine: {meta['cores']} cores, load average {meta['loadavg']} at the start; "
-        f"{meta['started']}.",
+        f"Machine: {meta.get('cpu_model', '?')}, {meta['cores']} cores, load average "
+        f"{meta['loadavg']} at the start (figures are ratios within one run on a machine "
+        f"that may be shared); {meta['started']}.",
+        "",
+        f"Software: {meta.get('python', '?')}, statecast {meta.get('statecast_version', '?')} "
+        f"at commit {meta.get('git_commit') or 'unknown (not a git checkout)'}; servers "
+        f"started with `{' '.join(meta.get('server_flags', []))}`.",
         "",
         *head,
         "## Latency and updates",
@@ -1064,7 +1069,12 @@ def write_outputs(
             "collapse": collapse(summaries),
             "raw": slim,
         }
-        Path(json_path).write_text(json.dumps(document, indent=1))
+        text = json.dumps(document, indent=1)
+        if json_path == "-":
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+        else:
+            Path(json_path).write_text(text)
     if report_dir:
         directory = Path(report_dir)
         directory.mkdir(parents=True, exist_ok=True)
@@ -1073,13 +1083,3 @@ def write_outputs(
         files, note = plot(summaries, directory)
         write_markdown(directory / "report.md", summaries, comparison, meta, files, note)
     return note
-
-
-def machine_meta(command: str, started: str) -> dict[str, Any]:
-    load = os.getloadavg()
-    return {
-        "command": command,
-        "started": started,
-        "cores": os.cpu_count(),
-        "loadavg": f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
-    }

@@ -91,6 +91,8 @@ class BenchOptions:
     price_per_gb: float = 0.09
     seed: int = 1
     json_path: str | None = None
+    csv_path: str | None = None
+    summary: bool = False
     report_dir: str | None = None
     live: bool = True
     command: str = ""
