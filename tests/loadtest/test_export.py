@@ -36,9 +36,7 @@ def test_json_to_stdout_is_the_json_alone_and_the_summary_one_line(
     assert [s["scenario"]["round"] for s in document["summaries"]] == [1, 2]
     lines = [line for line in done.stderr.splitlines() if line.startswith("statecast bench:")]
     assert len(lines) == 1
-    assert "push S=2 #1 stale " in lines[0] and lines[0].endswith(
-        "2/2 valid, 0 threshold failures"
-    )
+    assert "push S=2 #1 stale " in lines[0] and lines[0].endswith("2/2 valid, 0 threshold failures")
     assert "Cost per update" not in done.stderr + done.stdout  # no tables with --summary
 
 
