@@ -433,7 +433,7 @@ def command_line(parser: argparse.ArgumentParser, args: argparse.Namespace) -> s
         if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
             words.append(flag)
         elif isinstance(action, argparse._AppendAction):
-            words += [f"{flag}={getattr(v, 'text', v)}" for v in value]
+            words += [f"{flag}={getattr(v, 'text', v)}" for v in value or ()]
         else:
             words += [flag, shown(value)]
     return shlex.join(words)
