@@ -97,13 +97,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--agents",
         type=bounded(int, low=1),
         default=o.agents,
-        help="agents acting in the room (each also observes)",
+        help="agents acting in the room; each also watches it, so observers = agents + spectators",
     )
     a(
         "--rate",
         type=_list(float, above=0),
         default=o.rates,
-        help="actions per second per agent (list)",
+        help="actions per second of each agent, not of the room: the room changes "
+        "agents x rate times a second (list)",
     )
     a(
         "--spectators",
@@ -122,6 +123,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_list(int, low=0),
         default=o.entities,
         help="never-changing entries in the state (list)",
+    )
+    a(
+        "--changed",
+        type=bounded(int, low=1),
+        default=o.changed,
+        help="entries each action changes (the agent's own and changed - 1 more)",
+    )
+    a(
+        "--value-bytes",
+        type=bounded(int, low=0),
+        default=o.value_bytes,
+        help="random padding in each changed entry, in bytes (the size of an update)",
     )
     a(
         "--duration",
@@ -254,6 +267,8 @@ def options_from(args: argparse.Namespace, command: str) -> BenchOptions:
         spectators=args.spectators,
         poll_hz=args.poll_hz,
         entities=args.entities,
+        changed=args.changed,
+        value_bytes=args.value_bytes,
         duration=args.duration,
         repeat=args.repeat,
         warmup=args.warmup,
@@ -329,6 +344,8 @@ async def bench(
         poll_hz=options.poll_hz,
         entities=options.entities,
         repeat=options.repeat,
+        changed=options.changed,
+        value_bytes=options.value_bytes,
     )
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     meta = run_meta(options.command, started, options.server_args)

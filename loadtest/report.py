@@ -760,6 +760,10 @@ def _label(sc: dict[str, Any]) -> str:
         parts.append(f"rate={sc['rate']:g}")
     if sc["entities"]:
         parts.append(f"E={sc['entities']}")
+    if sc.get("changed", 1) != 1:
+        parts.append(f"K={sc['changed']}")
+    if sc.get("value_bytes"):
+        parts.append(f"B={sc['value_bytes']}")
     if sc.get("round"):
         parts.append(f"#{sc['round']}")
     return " ".join(parts)
@@ -835,6 +839,7 @@ def print_tables(
             table.add_row(*row)
         console.print(table)
         console.print(collapse_sentence(curve), highlight=False)
+    console.print(LEGEND, highlight=False)
     for line in comparison_lines(comparison):
         console.print(line, highlight=False)
     left = rooms_left(summaries)
@@ -843,6 +848,15 @@ def print_tables(
     for s in summaries:
         for w in s.get("warnings", []):
             console.print(f"[yellow]warning[/] {_label(s['scenario'])}: {w}", highlight=False)
+
+
+LEGEND: Final = (
+    "stale p50/p99: from each update's due time until each observer's view included it, "
+    "shown or skipped (the figure to compare polling with push); p50..max ms: latency of "
+    "the updates an observer was shown; 1st p50: median over actions of the first observer "
+    "to see each one; observers are the spectators plus the agents, which watch the room "
+    "too; CPU figures marked ~ were read in clock ticks too coarse for the run."
+)
 
 
 def comparison_lines(comparison: dict[str, Any]) -> list[str]:

@@ -72,6 +72,8 @@ class BenchOptions:
     spectators: list[int] = field(default_factory=lambda: [0, 12])
     poll_hz: list[float] = field(default_factory=lambda: [5.0])
     entities: list[int] = field(default_factory=lambda: [0])
+    changed: int = 1
+    value_bytes: int = 0
     duration: float = 20.0
     #: Rounds of the whole sweep (modes alternating), for ratios on a noisy machine.
     repeat: int = 1
@@ -485,6 +487,8 @@ async def run_one(
                 rate=scenario.rate,
                 poll_hz=scenario.poll_hz,
                 seed=seed * 100 + index,
+                changed=scenario.changed,
+                value_bytes=scenario.value_bytes,
                 extra={"spectator_ws": options.spectator_ws} if options.spectator_ws else {},
             )
             workers.append(WorkerProcess(plan, on_progress))

@@ -119,6 +119,9 @@ class Worker:
             else:
                 self.observers.append(FloorObserver(self.agent_url(s), self.tally))
 
+        for agent in self.agents:
+            agent.changed, agent.value_bytes = p.changed, p.value_bytes
+
     async def connect(self) -> None:
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
         statecast = self.plan.mode not in FLOORS
