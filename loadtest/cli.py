@@ -439,7 +439,7 @@ def _compare(files: list[str]) -> int:
 def command_line(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
     """The command as it would be typed to get these options: every flag that differs from
     its default (sys.argv is not the command when bench runs inside another program)."""
-    words = ["statecast", "bench"]
+    words = parser.prog.split()
     for action in parser._actions:
         if not action.option_strings or action.dest in ("help", "compare"):
             continue
