@@ -19,7 +19,7 @@ from typing import Any, Final
 from statecast.loadtest.report import MODE_COLOURS, _label, collapse
 
 MODE_MARKERS: Final = {"poll": "o", "push": "s", "floor": "^", "raw": "D"}
-MODE_LINES: Final = {"poll": "-", "push": "-", "floor": "--", "raw": ":"}
+MODE_LINES: Final = {"poll": "-", "push": "-", "floor": "--", "raw": "-."}
 #: Push on top: the floors it is compared with often sit on the same values.
 MODE_Z: Final = {"poll": 3, "push": 4, "floor": 2, "raw": 2}
 HOLLOW: Final = frozenset({"floor", "raw"})
@@ -129,6 +129,7 @@ def plot_cdf(
     ax.set_xlabel("staleness: from the update's due time until the view includes it (ms, log)")
     ax.set_ylabel("fraction of updates x observers")
     ax.set_ylim(0, 1.02)
+    ax.set_xlim(left=0.1)  # below 0.1 ms: the histogram's first buckets, nothing to read
     ax.set_title(f"Staleness CDF: {agents} agents x {rate:g}/s, {spectators} spectators")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
@@ -221,6 +222,7 @@ def draw_collapse(curve: dict[str, Any]) -> Any:
         # symlog: logarithmic from 1 up, linear below, so S = 0 is drawn and not dropped.
         ax.set_xscale("symlog", linthresh=1, linscale=0.5)
         ax.set_xlim(-0.2, top * 1.6)
+        ax.set_xticks([0, *(10**k for k in range(1, max(1, math.ceil(math.log10(top))) + 1))])
         ax.set_xlabel("spectators S (log scale; 0 drawn at the left)")
         ax.grid(True, which="both", alpha=0.3)
     for ax in (stale, cpu, lat):

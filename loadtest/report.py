@@ -415,6 +415,8 @@ def compare(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
             continue
         row: dict[str, Any] = {
             "scenario": _scenario(sc, "agents", "rate", "spectators", "poll_hz", "entities"),
+            "stale_p50_poll_over_push": _ratio(poll, push, "staleness_ms", "p50"),
+            "stale_p99_poll_over_push": _ratio(poll, push, "staleness_ms", "p99"),
             "p99_poll_over_push": _ratio(poll, push, "latency_ms", "p99"),
             "p50_poll_over_push": _ratio(poll, push, "latency_ms", "p50"),
             "bytes_per_update_poll_over_push": _ratio(
@@ -476,6 +478,8 @@ def compare(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 {
                     "floor": mode,
                     "scenario": _scenario(sc, "agents", "rate", "spectators", "entities"),
+                    "stale_p50_push_over_floor": _ratio(push, floor, "staleness_ms", "p50"),
+                    "stale_p99_push_over_floor": _ratio(push, floor, "staleness_ms", "p99"),
                     "p50_push_over_floor": _ratio(push, floor, "latency_ms", "p50"),
                     "p99_push_over_floor": _ratio(push, floor, "latency_ms", "p99"),
                     "bytes_push_over_floor": _ratio(
@@ -866,7 +870,9 @@ def comparison_lines(comparison: dict[str, Any]) -> list[str]:
         line = (
             f"S={sc['spectators']} rate={sc['rate']:g} P={sc['poll_hz']:g} E={sc['entities']}"
             f"{_round(sc)}: "
-            f"poll/push p99 {_f(p['p99_poll_over_push'])}x, "
+            f"poll/push stale p50 {_f(p['stale_p50_poll_over_push'])}x, "
+            f"stale p99 {_f(p['stale_p99_poll_over_push'])}x, "
+            f"seen p99 {_f(p['p99_poll_over_push'])}x, "
             f"bytes/update {_f(p['bytes_per_update_poll_over_push'], 2)}x, "
             f"bytes/delivered {_f(p['bytes_per_delivered_poll_over_push'], 2)}x, "
             f"CPU/delivered {_f(p['cpu_per_delivered_poll_over_push'], 2)}x"
@@ -882,7 +888,9 @@ def comparison_lines(comparison: dict[str, Any]) -> list[str]:
         out.append(
             f"S={sc['spectators']} rate={sc['rate']:g} E={sc['entities']}{_round(sc)}: "
             f"push/{f['floor']} "
-            f"p50 {_f(f['p50_push_over_floor'], 2)}x, "
+            f"stale p50 {_f(f['stale_p50_push_over_floor'], 2)}x, "
+            f"stale p99 {_f(f['stale_p99_push_over_floor'], 2)}x, "
+            f"seen p50 {_f(f['p50_push_over_floor'], 2)}x, "
             f"p99 {_f(f['p99_push_over_floor'], 2)}x, bytes {_f(f['bytes_push_over_floor'], 2)}x, "
             f"CPU/delivered {_f(f['cpu_push_over_floor'], 2)}x"
             + ("" if f["valid"] else " (a generator was saturated: invalid)")
@@ -892,11 +900,16 @@ def comparison_lines(comparison: dict[str, Any]) -> list[str]:
         where = f"S={sc['spectators']} rate={sc['rate']:g} E={sc['entities']}"
         if r["against"] == "poll":
             where += f" P={sc['poll_hz']:g}"
-            names = [("p99_poll_over_push", "poll/push p99"),
-                     ("cpu_per_delivered_poll_over_push", "poll/push CPU/delivered")]  # fmt: skip
+            names = [("stale_p50_poll_over_push", "poll/push stale p50"),
+                     ("stale_p99_poll_over_push", "stale p99"),
+                     ("p99_poll_over_push", "seen p99"),
+                     ("bytes_per_update_poll_over_push", "bytes/update"),
+                     ("cpu_per_delivered_poll_over_push", "CPU/delivered")]  # fmt: skip
         else:
-            names = [("p99_push_over_floor", f"push/{r['against']} p99"),
-                     ("cpu_push_over_floor", f"push/{r['against']} CPU/delivered")]  # fmt: skip
+            names = [("stale_p50_push_over_floor", f"push/{r['against']} stale p50"),
+                     ("stale_p99_push_over_floor", "stale p99"),
+                     ("bytes_push_over_floor", "bytes"),
+                     ("cpu_push_over_floor", "CPU/delivered")]  # fmt: skip
         shown = [
             f"{label} {_f(v['median'], 2)}x ({_f(v['low'], 2)}-{_f(v['high'], 2)})"
             for name, label in names
@@ -944,7 +957,13 @@ METHOD = """\
   shown or skipped past by a later one. Push's is its delivery latency; polling's grows
   with the poll period, which "latency of the updates seen" hides (a 1 Hz poller shows
   few updates, each soon after it was polled). Updates never included by the end count
-  as missed, not in staleness.
+  as missed, not in staleness. The collapse plot's first panel, the CDFs and the
+  per-second plot are drawn from it; "latency of the updates seen" is the secondary figure.
+- **Compression.** Every WebSocket client (sampled or drained) offers permessage-deflate,
+  as browsers do; whether it is used is the server's choice (`statecast serve
+  --compression`, given to a server the run starts with `--server-arg=--compression`).
+  The "WS compression" column says what the connections negotiated; bytes are counted
+  compressed, as they cross the socket.
 - **Window.** Agents act on fixed deadlines (`start + phase + n/rate`, phases
   random per agent) from the start of the warmup until the end of the window;
   observers keep watching for a short drain after it, and longer (up to
@@ -969,7 +988,10 @@ METHOD = """\
   "B/delivered" is the same total per update actually delivered. The poller
   sends lean requests (Host, User-Agent, Accept, If-None-Match); a browser's
   headers would make polling costlier still.
-- **Server CPU** is utime + stime of the target from /proc/PID/stat; RSS from
+- **Server CPU** is the run time of the target's threads from
+  /proc/PID/task/TID/schedstat (nanoseconds) between the window's edges; where that is
+  unavailable, or a thread ended in between, utime + stime from /proc/PID/stat in clock
+  ticks, and a figure whose two ticks of error exceed 10% of it is marked `~`. RSS from
   /proc/PID/status at the end of the window. "CPU s/1k" is target CPU seconds
   per 1,000 delivered updates. "idle KiB/conn" is the growth of the target's RSS
   from before the first connection to when every observer is connected, before
