@@ -253,8 +253,11 @@ def coarse_cpu(s: dict[str, Any]) -> bool:
 
 def _cpu(s: dict[str, Any], value: float | None, digits: int = 1) -> str:
     """A server CPU figure, ``~`` in front when ticks make it coarser than TICK_ERROR_BAR."""
-    text = _f(value, digits)
-    return f"~{text}" if text != "-" and coarse_cpu(s) else text
+    return _coarse(coarse_cpu(s), _f(value, digits))
+
+
+def _coarse(coarse: bool, text: str) -> str:
+    return f"~{text}" if coarse and text != "-" else text
 
 
 def compression_label(negotiated: dict[str, int]) -> str:
@@ -634,6 +637,7 @@ def _point(s: dict[str, Any]) -> dict[str, Any]:
         "delivered_fraction": s["updates"]["delivered_fraction"],
         "coalesced_fraction": _div(s["updates"]["coalesced"], s["updates"]["scheduled"]),
         "server_cpu": srv["cpu_per_second"],
+        "cpu_coarse": coarse_cpu(s),
         "cpu_per_1k_delivered": srv["cpu_per_1k_delivered"],
         "bytes_per_update": s["bytes"]["per_update_per_observer"],
         "offered_rps": s["offered_rps"],
@@ -677,8 +681,8 @@ def collapse_rows(curve: dict[str, Any]) -> list[list[str]]:
                 _f(p["p99_ms"]),
                 _pct(p["missed_fraction"]),
                 _pct(p["coalesced_fraction"]),
-                _f((p["server_cpu"] or 0) * 100),
-                _f(p["cpu_per_1k_delivered"], 3),
+                _coarse(p.get("cpu_coarse", False), _f((p["server_cpu"] or 0) * 100)),
+                _coarse(p.get("cpu_coarse", False), _f(p["cpu_per_1k_delivered"], 3)),
                 _f(p["bytes_per_update"]),
                 f"{_f(p['served_rps'], 0)}/{_f(p['offered_rps'], 0)}",
                 _f((p["generator_cpu"] or 0) * 100),

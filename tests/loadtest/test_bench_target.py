@@ -109,3 +109,20 @@ async def test_an_external_target_keeps_its_rooms_named_and_says_how_to_clean_th
     for text in (out, (tmp_path / "r" / "report.md").read_text()):
         assert f"Rooms created on the target: {summary['room']}" in text
         assert "--idle-unload" in text
+
+
+def test_cpu_figures_read_in_coarse_ticks_are_marked(bench_output: dict[str, Any]) -> None:
+    """A run whose server CPU came from ticks with more than 10% error shows ~ before its CPU
+    figures and says why; one read from schedstat shows them plain."""
+    from statecast.loadtest.report import _warnings, collapse, collapse_rows, rows
+
+    exact = next(s for s in bench_output["summaries"] if s["scenario"]["mode"] == "push")
+    assert exact["server"]["cpu_source"] == "schedstat"
+    coarse = {**exact, "server": {**exact["server"], "cpu_source": "ticks", "cpu_error": 0.4}}
+    _, cost = rows([exact, coarse])
+    assert not cost[0][3].startswith("~") and cost[1][3].startswith("~")
+    assert cost[1][4].startswith("~")
+    assert any("read in clock ticks" in w and "40%" in w for w in _warnings(coarse, {}))
+    wider = {**coarse, "scenario": {**coarse["scenario"], "spectators": 40}}
+    [curve] = collapse([exact, wider])
+    assert [r[8].startswith("~") for r in collapse_rows(curve)] == [False, True]
