@@ -95,10 +95,11 @@ chaos: install
 bench: install
 	$(BIN)/statecast bench --modes poll,push,floor --agents 8 --rate 5 --spectators 0,12 --poll-hz 5 --duration 15 --warmup 3 --json bench-results.json --report bench-report
 
-# The collapse curve: poll vs push vs the raw floor from 10 to 10,000 spectators, one room of
-# 8 agents x 5 actions/s (about 6 minutes; report and plots in bench-scale-report/).
+# The collapse curve (docs/bench-collapse.png): poll vs push vs the raw floor from 0 to 3,000
+# spectators, one room of 8 agents x 5 actions/s (under 4 minutes; report and plots in
+# bench-scale-report/). docs/benchmarks.md has the figures at 10,000 from a longer run.
 bench-scale: install
-	$(BIN)/statecast bench --modes poll,push,raw --agents 8 --rate 5 --spectators 10,100,1000,3000,10000 --poll-hz 5 --duration 10 --warmup 3 --no-live --json bench-scale.json --report bench-scale-report
+	$(BIN)/statecast bench --modes poll,push,raw --agents 8 --rate 5 --spectators 0,10,100,1000,3000 --poll-hz 5 --duration 8 --warmup 2 --no-live --json bench-scale.json --report bench-scale-report
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build

@@ -57,6 +57,9 @@ class Agent:
         self.stats = stats
         self.rng = random.Random(seed)
         self.window = (0, 0)
+        #: Entries each action changes, and the padding of each (``--changed``, ``--value-bytes``).
+        self.changed = 1
+        self.value_bytes = 0
 
     def in_window(self, n: int) -> bool:
         return self.window[0] <= n < self.window[1]
@@ -75,7 +78,15 @@ class Agent:
                 self.stats.sent += 1
                 self.stats.lateness.add(sent - due)
             try:
-                await self.send(n, position_ops(self.index, n, sent, self.rng))
+                ops = position_ops(
+                    self.index,
+                    n,
+                    sent,
+                    self.rng,
+                    changed=self.changed,
+                    value_bytes=self.value_bytes,
+                )
+                await self.send(n, ops)
             except Exception as exc:
                 self.stats.errors.append(f"{self.name} action {n}: {type(exc).__name__}: {exc}")
 

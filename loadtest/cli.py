@@ -17,15 +17,18 @@ import datetime
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from statecast.loadtest.report import compare, machine_meta, print_tables, summarize, write_outputs
+from statecast.loadtest.export import compare_files, csv_text, summary_line
+from statecast.loadtest.metadata import run_meta
+from statecast.loadtest.report import compare, print_tables, summarize, write_outputs
 from statecast.loadtest.runner import BenchOptions, ProgressHook, run_all
-from statecast.loadtest.scenario import MODES, Mode, Scenario, sweep
+from statecast.loadtest.scenario import FLOORS, MODES, Mode, Scenario, sweep
 from statecast.loadtest.thresholds import Threshold, parse_threshold
 
 
@@ -94,13 +97,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--agents",
         type=bounded(int, low=1),
         default=o.agents,
-        help="agents acting in the room (each also observes)",
+        help="agents acting in the room; each also watches it, so observers = agents + spectators",
     )
     a(
         "--rate",
         type=_list(float, above=0),
         default=o.rates,
-        help="actions per second per agent (list)",
+        help="actions per second of each agent, not of the room: the room changes "
+        "agents x rate times a second (list)",
     )
     a(
         "--spectators",
@@ -119,6 +123,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_list(int, low=0),
         default=o.entities,
         help="never-changing entries in the state (list)",
+    )
+    a(
+        "--changed",
+        type=bounded(int, low=1),
+        default=o.changed,
+        help="entries each action changes (the agent's own and changed - 1 more)",
+    )
+    a(
+        "--value-bytes",
+        type=bounded(int, low=0),
+        default=o.value_bytes,
+        help="random padding in each changed entry, in bytes (the size of an update)",
     )
     a(
         "--duration",
@@ -151,7 +167,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=o.sample,
         help="observers (agents first) that decode and time every update; the rest are drained",
     )
-    a("--json", dest="json_path", metavar="FILE", help="write every figure as JSON", unset="none")
+    a(
+        "--json",
+        dest="json_path",
+        metavar="FILE",
+        help="write every figure as JSON ('-': to stdout, the tables then go to stderr)",
+        unset="none",
+    )
+    a("--csv", dest="csv_path", metavar="FILE", help="write one CSV row per run", unset="none")
+    parser.add_argument(
+        "--summary", action="store_true",
+        help="print one line for the whole sweep instead of the tables",
+    )  # fmt: skip
     a(
         "--report",
         dest="report_dir",
@@ -188,6 +215,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "comma-separated, each in turn (the agents connect to --ws)",
         unset="--ws",
     )
+    parser.add_argument(
+        "--server-arg", dest="server_args", action="append", default=[], metavar="ARG",
+        help="a flag for every `statecast serve` the run starts, such as "
+        "--server-arg=--compression (repeatable; write it with '=' when ARG starts with "
+        "'-'; not with --ws/--http, whose server is already running)",
+    )  # fmt: skip
     a(
         "--server-pid",
         type=bounded(int, low=1),
@@ -219,6 +252,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-live", dest="live", action="store_false",
         help="no live progress display (default: live on a terminal)",
     )  # fmt: skip
+    parser.add_argument(
+        "compare", nargs="*", metavar="compare A.json B.json",
+        help="instead of running: each figure of B against A's (files from --json), with "
+        "the spread --repeat measured in each",
+    )  # fmt: skip
 
 
 def options_from(args: argparse.Namespace, command: str) -> BenchOptions:
@@ -229,6 +267,8 @@ def options_from(args: argparse.Namespace, command: str) -> BenchOptions:
         spectators=args.spectators,
         poll_hz=args.poll_hz,
         entities=args.entities,
+        changed=args.changed,
+        value_bytes=args.value_bytes,
         duration=args.duration,
         repeat=args.repeat,
         warmup=args.warmup,
@@ -236,6 +276,7 @@ def options_from(args: argparse.Namespace, command: str) -> BenchOptions:
         ws_url=args.ws_url,
         http_url=args.http_url,
         server_pid=args.server_pid,
+        server_args=args.server_args,
         owner_http=args.owner_http,
         spectator_ws=args.spectator_ws,
         workers=args.workers,
@@ -243,6 +284,8 @@ def options_from(args: argparse.Namespace, command: str) -> BenchOptions:
         price_per_gb=args.price_per_gb,
         seed=args.seed,
         json_path=args.json_path,
+        csv_path=args.csv_path,
+        summary=args.summary,
         report_dir=args.report_dir,
         live=args.live,
         command=command,
@@ -286,6 +329,10 @@ class Display:
             self.console.print(f"[red]failed[/] {scenario.label()}: {raw['failed']}")
 
 
+def write_csv(path: str, summaries: Sequence[dict[str, Any]]) -> None:
+    Path(path).write_text(csv_text(summaries))
+
+
 async def bench(
     options: BenchOptions, console: Console, thresholds: Sequence[Threshold] = ()
 ) -> int:
@@ -297,9 +344,11 @@ async def bench(
         poll_hz=options.poll_hz,
         entities=options.entities,
         repeat=options.repeat,
+        changed=options.changed,
+        value_bytes=options.value_bytes,
     )
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    meta = machine_meta(options.command, started)
+    meta = run_meta(options.command, started, options.server_args)
     if options.live and console.is_terminal:
         display = Display(console, len(scenarios))
         with display.live:
@@ -312,20 +361,25 @@ async def bench(
         raws = await run_all(options, scenarios, start)
     summaries = [summarize(raw, options.price_per_gb) for raw in raws]
     comparison = compare(summaries)
-    print_tables(summaries, comparison, console)
-    note = write_outputs(summaries, raws, comparison, meta, options.json_path, options.report_dir)
-    if note:
-        console.print(f"[yellow]note[/] {note}", highlight=False)
-    if options.report_dir:
-        console.print(f"report: {options.report_dir}/report.md", highlight=False)
     failures = [f for t in thresholds for f in t.check(summaries)]
-    for t in thresholds:
+    if options.summary:
+        console.print(summary_line(summaries, failures), highlight=False, soft_wrap=True)
+    else:
+        print_tables(summaries, comparison, console)
+    note = write_outputs(summaries, raws, comparison, meta, options.json_path, options.report_dir)
+    if options.csv_path:
+        write_csv(options.csv_path, summaries)
+    if note and not options.summary:
+        console.print(f"[yellow]note[/] {note}", highlight=False)
+    if options.report_dir and not options.summary:
+        console.print(f"report: {options.report_dir}/report.md", highlight=False)
+    for t in thresholds if not options.summary else ():
         mine = [f for f in failures if f.startswith(f"{t.text}:")]
         console.print(f"{'FAIL' if mine else 'ok  '} {t.text}", highlight=False)
         for line in mine:
             console.print(f"     {line}", highlight=False)
     invalid = [s for s in summaries if "failed" in s or not s.get("valid", True)]
-    if invalid:
+    if invalid and not options.summary:
         console.print(f"{len(invalid)} run(s) failed or are not valid (see the tables)")
     return 1 if invalid or failures else 0
 
@@ -346,12 +400,76 @@ def _open_file_limit() -> int:
     return soft if soft != resource.RLIM_INFINITY else 1 << 30
 
 
+def refusal(options: BenchOptions) -> str | None:
+    """Flags that cannot go together, said before anything runs (None: they can)."""
+    external = options.ws_url or options.http_url
+    floors = [m for m in options.modes if m in FLOORS]
+    if external and floors:
+        # A floor is a process the harness starts here: beside a server elsewhere, push/floor
+        # would compare two machines (and two networks), not statecast with a bare broadcast.
+        return (
+            f"--modes {','.join(floors)} with --ws/--http: the floors run on this machine, so "
+            f"they would be compared with a server elsewhere; drop them from --modes, or run "
+            f"the comparison without --ws/--http (the harness starts both servers here)"
+        )
+    if external and options.server_args:
+        return (
+            "--server-arg sets flags of a server the run starts; with --ws/--http the server "
+            "is already running: start it with those flags"
+        )
+    return None
+
+
+def _compare(files: list[str]) -> int:
+    if len(files) != 3 or files[0] != "compare":
+        sys.stderr.write(
+            f"statecast bench: unexpected {' '.join(files)!r}: the one positional form is "
+            "`statecast bench compare A.json B.json` (files written by --json)\n"
+        )
+        return 2
+    try:
+        lines = compare_files(files[1], files[2])
+    except ValueError as exc:
+        sys.stderr.write(f"statecast bench compare: {exc}\n")
+        return 2
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def command_line(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The command as it would be typed to get these options: every flag that differs from
+    its default (sys.argv is not the command when bench runs inside another program)."""
+    words = parser.prog.split()
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help", "compare"):
+            continue
+        value = getattr(args, action.dest, None)
+        if value == action.default:
+            continue
+        flag = action.option_strings[0]
+        if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+            words.append(flag)
+        elif isinstance(action, argparse._AppendAction):
+            words += [f"{flag}={getattr(v, 'text', v)}" for v in value or ()]
+        else:
+            words += [flag, shown(value)]
+    return shlex.join(words)
+
+
 def _run(args: argparse.Namespace) -> int:
-    command = "statecast " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "statecast bench"
+    if args.compare:
+        return _compare(args.compare)
+    command = command_line(args.bench_parser, args)
     options = options_from(args, command)
-    console = Console()
+    # --json -: stdout carries the JSON alone, everything said goes to stderr.
+    to_stderr = options.json_path == "-"
+    console = Console(stderr=to_stderr)
     if not console.is_terminal:  # a pipe or a file: do not squeeze the tables into 80 columns
-        console = Console(width=180)
+        console = Console(width=180, stderr=to_stderr)
+    refused = refusal(options)
+    if refused is not None:
+        console.print(f"statecast bench: {refused}", highlight=False)
+        return 2
     # Each observer holds a socket here (and, for a server the run starts, one there too):
     # beyond the open-file limit connections fail one by one with resets, so say it first.
     needed = max(options.spectators) + options.agents + FD_SPARE
@@ -379,4 +497,4 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
-    parser.set_defaults(func=_run)
+    parser.set_defaults(func=_run, bench_parser=parser)

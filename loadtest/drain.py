@@ -12,7 +12,10 @@ the work a full client would cause. What they record instead of latencies:
   frames, answering pings, spotting a SNAPSHOT by its first two bytes) and
   notes the ``seq`` it has reached: at its join, at each SNAPSHOT, and at the
   end (by decoding the last frame only). DIFFs arrive in seq order without gaps
-  (PROTOCOL.md), so "every diff from seq ``a`` to ``b``" is exact;
+  (PROTOCOL.md), so "every diff from seq ``a`` to ``b``" is exact; when the server
+  negotiated permessage-deflate (the handshake offers it, as the sampled observers' and
+  browsers' do) each compressed frame is inflated in turn, as the compression context
+  runs across frames, and bytes are still counted as they arrive;
 * a drained poller reads the seq of each new state from the ETag
   (``"epoch:seq"``) and never parses the body.
 
@@ -31,6 +34,8 @@ import sys
 from typing import Any
 
 from websockets.client import ClientProtocol
+from websockets.extensions.base import Extension
+from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
@@ -39,7 +44,7 @@ from websockets.uri import parse_uri
 from statecast.loadtest.measure import Counters
 from statecast.loadtest.observers import PollObserver, Tally
 from statecast.loadtest.scenario import now_us
-from statecast.loadtest.wire import USER_AGENT
+from statecast.loadtest.wire import USER_AGENT, negotiated
 from statecast.protocol import codec
 from statecast.protocol.messages import Diff, Hello, Snapshot, Welcome
 
@@ -59,6 +64,7 @@ class DrainedSocket:
         "error",
         "fileno",
         "frames",
+        "inflate",
         "last_frame",
         "pending",
         "seen",
@@ -76,6 +82,12 @@ class DrainedSocket:
         self.last_frame = b""  # the payload of the last binary frame read
         self.seen: Seen = []
         self.error: str | None = None
+        #: permessage-deflate, when the handshake negotiated it: inflates each frame.
+        self.inflate: Extension | None = None
+
+    @property
+    def compression(self) -> str:
+        return negotiated([self.inflate] if self.inflate is not None else [])
 
     def read(self) -> bool:
         """Read what the socket holds (one recv); False when the connection is gone."""
@@ -116,7 +128,16 @@ class DrainedSocket:
             if end > n:
                 break
             opcode = buf[i] & 0x0F
-            if opcode == 2:
+            if opcode == 2 and buf[i] & 0x40 and self.inflate is not None:  # RSV1: deflated
+                frames += 1
+                # Inflated one by one (the context runs across frames): the last one is kept.
+                payload = self._inflated(buf[start:end], fin=bool(buf[i] & 0x80))
+                if self.statecast and payload[:2] == SNAPSHOT_HEAD:
+                    previous = buf[last_start:last_end] if last_start >= 0 else self.last_frame
+                    self._snapshot(previous, payload)
+                self.last_frame = payload
+                last_start = last_end = -1
+            elif opcode == 2:
                 frames += 1
                 if self.statecast and buf[start : start + 2] == SNAPSHOT_HEAD:
                     previous = buf[last_start:last_end] if last_start >= 0 else self.last_frame
@@ -133,6 +154,14 @@ class DrainedSocket:
         if last_start >= 0:
             self.last_frame = buf[last_start:last_end]
         self.pending = buf[i:] if i < n else b""
+
+    def _inflated(self, data: bytes, *, fin: bool) -> bytes:
+        assert self.inflate is not None
+        if not fin:  # statecast sends each message in one frame
+            self.error = "a fragmented compressed message (not read by the drain)"
+            return b""
+        frame = Frame(Opcode.BINARY, data, fin=True, rsv1=True)
+        return bytes(self.inflate.decode(frame).data)
 
     def _snapshot(self, previous: bytes, payload: bytes) -> None:
         """Skipped ahead: every diff up to ``previous`` arrived, then one state."""
@@ -179,7 +208,7 @@ async def open_drained(
     """Handshake (websockets' sans-I/O client), HELLO as a spectator, and the first state."""
     loop = asyncio.get_running_loop()
     uri = parse_uri(url)
-    protocol = ClientProtocol(uri)
+    protocol = ClientProtocol(uri, extensions=enable_client_permessage_deflate(None))
     request = protocol.connect()
     request.headers["User-Agent"] = USER_AGENT
     protocol.send_request(request)
@@ -195,6 +224,8 @@ async def open_drained(
     except BaseException:
         sock.close()
         raise
+    if protocol.extensions:
+        drained.inflate = protocol.extensions[0]
     if welcome is not None:
         drained.seen.append(["state", welcome])
     return drained

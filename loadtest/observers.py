@@ -53,6 +53,9 @@ class Tally:
         #: first included it, whether or not the update itself was shown (a poll that skips
         #: past it includes it too). Polling's coalescing shows here, not in ``latency``.
         self.staleness = Histogram()
+        #: The same, by the second of the window each update was due in (0 = the first), so
+        #: that a stall in the middle of a run shows.
+        self.staleness_by_second: dict[int, Histogram] = {}
         self.timeline: Timeline | None = None
         self.first: dict[tuple[int, int], int] = {}  # (agent, n) -> lowest latency seen
         self.delivered = 0
@@ -85,8 +88,16 @@ class View:
         lo, hi = tally.windows[agent]
         timeline = tally.timeline
         if timeline is not None:  # every window update this view now includes, seen or not
+            by_second = tally.staleness_by_second
             for k in range(max(last + 1, lo), min(n, hi - 1) + 1):
-                tally.staleness.add(max(0, now - timeline.deadline(agent, k)))
+                due = timeline.deadline(agent, k)
+                stale = max(0, now - due)
+                tally.staleness.add(stale)
+                second = (due - timeline.t0) // 1_000_000
+                hist = by_second.get(second)
+                if hist is None:
+                    hist = by_second[second] = Histogram()
+                hist.add(stale)
         skipped = min(n, hi) - max(last + 1, lo)
         if skipped > 0:
             tally.coalesced += skipped

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -18,7 +18,7 @@ from typing import Any, Final
 from rich.console import Console
 from rich.table import Table
 
-from statecast.loadtest.measure import Histogram
+from statecast.loadtest.measure import TICK_ERROR_BAR, Histogram
 from statecast.loadtest.scenario import Timeline
 
 MONTH_SECONDS: Final = 30 * 86400
@@ -63,6 +63,10 @@ def summarize(raw: dict[str, Any], price_per_gb: float) -> dict[str, Any]:
     staleness = Histogram.merged(
         Histogram.from_json(w["staleness"]) for w in workers if "staleness" in w
     )
+    by_second: dict[int, Histogram] = {}
+    for w in workers:
+        for k, h in w.get("staleness_by_second", {}).items():
+            by_second.setdefault(int(k), Histogram()).merge(Histogram.from_json(h))
     first: dict[tuple[int, int], int] = {}
     for w in workers:
         for a, n, lat in w["first"]:
@@ -102,6 +106,10 @@ def summarize(raw: dict[str, Any], price_per_gb: float) -> dict[str, Any]:
                 "loop_lag_max_ms": _ms(lag.max),
             }
         )
+    negotiated: dict[str, int] = {}
+    for w in workers:
+        for name, n in w.get("compression", {}).items():
+            negotiated[name] = negotiated.get(name, 0) + n
     gen_cpu = sum(w["window"].get("cpu", 0.0) for w in workers)
     other = raw["machine"]["busy"] - (server_cpu or 0.0) - gen_cpu - raw["machine"]["harness_cpu"]
     egress_month_gb = down / seconds * MONTH_SECONDS / 1e9 if seconds else 0.0
@@ -151,8 +159,16 @@ def summarize(raw: dict[str, Any], price_per_gb: float) -> dict[str, Any]:
             "cpu_per_1k_delivered": _div(server_cpu * 1000, delivered)
             if server_cpu is not None
             else None,
+            # "schedstat" (ns, exact) or "ticks" (10 ms at 100 Hz), and the ticks' error bound
+            "cpu_source": server.get("cpu_source", "ticks") if server else None,
+            "cpu_error": server.get("cpu_error") if server else None,
             "rss_mb": server["rss"] / 2**20 if server else None,
             "peak_rss_mb": server["peak_rss"] / 2**20 if server else None,
+        },
+        "compression": {
+            "negotiated": negotiated,
+            "label": compression_label(negotiated),
+            "server_flags": raw.get("target", {}).get("flags", []),
         },
         "requests_per_second": _div(requests, seconds),
         "polls": {
@@ -175,6 +191,17 @@ def summarize(raw: dict[str, Any], price_per_gb: float) -> dict[str, Any]:
             "price_per_gb": price_per_gb,
             "cost_per_month": egress_month_gb * price_per_gb,
         },
+        "staleness_per_second": [
+            {
+                "second": k,
+                "p50_ms": _ms(h.percentile(50)),
+                "p99_ms": _ms(h.percentile(99)),
+                "max_ms": _ms(h.max),
+                "samples": h.count,
+            }
+            for k, h in sorted(by_second.items())
+        ],
+        "staleness_cdf_ms": [(v / 1000, f) for v, f in staleness.cdf()],
         "latency_cdf_ms": [(v / 1000, f) for v, f in latency.cdf()],
         "errors": [e for w in workers for e in w["errors"]],
     }
@@ -185,6 +212,8 @@ def summarize(raw: dict[str, Any], price_per_gb: float) -> dict[str, Any]:
         served = _div(polls + counters.get("http_post", 0), seconds)
     s["offered_rps"] = offered
     s["served_rps"] = served
+    s["room"] = raw.get("room")
+    s["external"] = bool(raw.get("target", {}).get("external"))
     s["sampled_observers"] = sum(w.get("sampled", w["observers"]) for w in workers)
     idle = (server or {}).get("idle_rss_per_connection")
     s["server"]["idle_rss_per_connection_kib"] = idle / 1024 if idle is not None else None
@@ -193,6 +222,54 @@ def summarize(raw: dict[str, Any], price_per_gb: float) -> dict[str, Any]:
     s["warnings"] = _warnings(s, raw)
     s["regime"] = regime(s)
     return s
+
+
+def rooms_left(summaries: Sequence[dict[str, Any]]) -> str | None:
+    """The rooms a run against a running server (--ws/--http) left there, and how to clean them.
+
+    statecast has no way to delete a room over HTTP: an idle room is checkpointed and
+    unloaded by the server after its --idle-unload seconds, and stays in a persistent store.
+    """
+    rooms = [s["room"] for s in summaries if s.get("external") and s.get("room")]
+    if not rooms:
+        return None
+    prefix = rooms[0].rsplit("-", 1)[0]
+    return (
+        f"Rooms created on the target: {', '.join(rooms)} (all named {prefix}-N). statecast "
+        f"has no room deletion over HTTP: the server unloads each once idle for its "
+        f"--idle-unload seconds (300 by default); with --store memory they are gone then, "
+        f"with a persistent store they stay in it until removed there."
+    )
+
+
+def coarse_cpu(s: dict[str, Any]) -> bool:
+    """The server CPU came from ticks whose quantisation may exceed TICK_ERROR_BAR of it."""
+    srv = s["server"]
+    if not srv["measured"] or srv.get("cpu_source") != "ticks":
+        return False
+    error = srv.get("cpu_error")
+    return error is None or error > TICK_ERROR_BAR
+
+
+def _cpu(s: dict[str, Any], value: float | None, digits: int = 1) -> str:
+    """A server CPU figure, ``~`` in front when ticks make it coarser than TICK_ERROR_BAR."""
+    return _coarse(coarse_cpu(s), _f(value, digits))
+
+
+def _coarse(coarse: bool, text: str) -> str:
+    return f"~{text}" if coarse and text != "-" else text
+
+
+def compression_label(negotiated: dict[str, int]) -> str:
+    """What the WebSocket connections negotiated, in a word: ``permessage-deflate``,
+    ``none``, ``deflate 3/5`` when only some did, ``-`` for a run without WebSockets."""
+    total = sum(negotiated.values())
+    if not total:
+        return "-"
+    deflated = negotiated.get("permessage-deflate", 0)
+    if deflated == total:
+        return "permessage-deflate"
+    return "none" if not deflated else f"deflate {deflated}/{total}"
 
 
 def _invalid(s: dict[str, Any]) -> list[str]:
@@ -242,6 +319,13 @@ def _warnings(s: dict[str, Any], raw: dict[str, Any]) -> list[str]:
         out.append(f"{s['polls']['skipped']} poll slots were skipped (a poll outlasted its period)")
     if not s["server"]["measured"]:
         out.append("the target's CPU and memory were not measured (pass --server-pid)")
+    elif coarse_cpu(s):
+        error = s["server"]["cpu_error"]
+        out.append(
+            f"the target's CPU was read in clock ticks ({s['server']['cpu_seconds']:.3f} s, "
+            + (f"error up to {error * 100:.0f}%" if error is not None else "below one tick")
+            + "): its CPU figures are marked ~; a longer --duration makes them exact enough"
+        )
     if s["errors"]:
         out.append(f"{len(s['errors'])} errors, first: {s['errors'][0]}")
     return out
@@ -334,6 +418,8 @@ def compare(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
             continue
         row: dict[str, Any] = {
             "scenario": _scenario(sc, "agents", "rate", "spectators", "poll_hz", "entities"),
+            "stale_p50_poll_over_push": _ratio(poll, push, "staleness_ms", "p50"),
+            "stale_p99_poll_over_push": _ratio(poll, push, "staleness_ms", "p99"),
             "p99_poll_over_push": _ratio(poll, push, "latency_ms", "p99"),
             "p50_poll_over_push": _ratio(poll, push, "latency_ms", "p50"),
             "bytes_per_update_poll_over_push": _ratio(
@@ -357,10 +443,10 @@ def compare(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
         pairs.append(row)
         where = f"S={sc['spectators']} P={sc['poll_hz']:g} rate={sc['rate']:g} E={sc['entities']}"
         where += _round(sc)
-        ratio = row["p99_poll_over_push"]
+        ratio = row["stale_p99_poll_over_push"]
         checks.append(
             {
-                "check": f"{where}: push p99 at least {PUSH_P99_BAR:g}x below poll",
+                "check": f"{where}: push staleness p99 at least {PUSH_P99_BAR:g}x below poll",
                 "passed": ratio is not None and ratio >= PUSH_P99_BAR,
                 "value": ratio,
                 # The bar is set for the 100 rps case; elsewhere the line informs.
@@ -395,6 +481,8 @@ def compare(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 {
                     "floor": mode,
                     "scenario": _scenario(sc, "agents", "rate", "spectators", "entities"),
+                    "stale_p50_push_over_floor": _ratio(push, floor, "staleness_ms", "p50"),
+                    "stale_p99_push_over_floor": _ratio(push, floor, "staleness_ms", "p99"),
                     "p50_push_over_floor": _ratio(push, floor, "latency_ms", "p50"),
                     "p99_push_over_floor": _ratio(push, floor, "latency_ms", "p99"),
                     "bytes_push_over_floor": _ratio(
@@ -541,12 +629,15 @@ def _point(s: dict[str, Any]) -> dict[str, Any]:
     return {
         "spectators": s["scenario"]["spectators"],
         "mode": s["scenario"]["mode"],
+        "stale_p50_ms": s["staleness_ms"]["p50"],
+        "stale_p99_ms": s["staleness_ms"]["p99"],
         "p50_ms": s["latency_ms"]["p50"],
         "p99_ms": s["latency_ms"]["p99"],
         "missed_fraction": _div(s["updates"]["missed"], s["updates"]["scheduled"]),
         "delivered_fraction": s["updates"]["delivered_fraction"],
         "coalesced_fraction": _div(s["updates"]["coalesced"], s["updates"]["scheduled"]),
         "server_cpu": srv["cpu_per_second"],
+        "cpu_coarse": coarse_cpu(s),
         "cpu_per_1k_delivered": srv["cpu_per_1k_delivered"],
         "bytes_per_update": s["bytes"]["per_update_per_observer"],
         "offered_rps": s["offered_rps"],
@@ -560,8 +651,10 @@ def _point(s: dict[str, Any]) -> dict[str, Any]:
 COLLAPSE_COLUMNS = (
     "S",
     "series",
-    "p50 ms",
-    "p99 ms",
+    "stale p50",
+    "stale p99",
+    "seen p50",
+    "seen p99",
     "missed",
     "coalesced",
     "srv CPU %",
@@ -582,12 +675,14 @@ def collapse_rows(curve: dict[str, Any]) -> list[list[str]]:
             [
                 f"{p['spectators']:,}",
                 name + ("" if p["keeps_up"] else " (not keeping up)"),
+                _f(p.get("stale_p50_ms")),
+                _f(p.get("stale_p99_ms")),
                 _f(p["p50_ms"]),
                 _f(p["p99_ms"]),
                 _pct(p["missed_fraction"]),
                 _pct(p["coalesced_fraction"]),
-                _f((p["server_cpu"] or 0) * 100),
-                _f(p["cpu_per_1k_delivered"], 3),
+                _coarse(p.get("cpu_coarse", False), _f((p["server_cpu"] or 0) * 100)),
+                _coarse(p.get("cpu_coarse", False), _f(p["cpu_per_1k_delivered"], 3)),
                 _f(p["bytes_per_update"]),
                 f"{_f(p['served_rps'], 0)}/{_f(p['offered_rps'], 0)}",
                 _f((p["generator_cpu"] or 0) * 100),
@@ -614,7 +709,8 @@ def collapse_sentence(curve: dict[str, Any]) -> str:
     tail = ""
     if top is not None:
         tail = (
-            f"; push reaches S = {top['spectators']:,} with p99 {_f(top['p99_ms'])} ms at "
+            f"; push reaches S = {top['spectators']:,} with staleness p99 "
+            f"{_f(top.get('stale_p99_ms'))} ms at "
             f"{_f((top['server_cpu'] or 0) * 100, 0)}% of a core"
         )
     return (
@@ -659,6 +755,7 @@ COST_COLUMNS = (
     "gen CPU %",
     "egress GB/mo",
     "$/mo",
+    "WS compression",
     "valid",
 )
 
@@ -671,6 +768,10 @@ def _label(sc: dict[str, Any]) -> str:
         parts.append(f"rate={sc['rate']:g}")
     if sc["entities"]:
         parts.append(f"E={sc['entities']}")
+    if sc.get("changed", 1) != 1:
+        parts.append(f"K={sc['changed']}")
+    if sc.get("value_bytes"):
+        parts.append(f"B={sc['value_bytes']}")
     if sc.get("round"):
         parts.append(f"#{sc['round']}")
     return " ".join(parts)
@@ -708,8 +809,8 @@ def rows(summaries: Sequence[dict[str, Any]]) -> tuple[list[list[str]], list[lis
                 label,
                 _f(b["per_update_per_observer"]),
                 _f(b["per_delivered"]),
-                _f((srv["cpu_per_second"] or 0) * 100) if srv["measured"] else "-",
-                _f(srv["cpu_per_1k_delivered"], 3),
+                _cpu(s, (srv["cpu_per_second"] or 0) * 100) if srv["measured"] else "-",
+                _cpu(s, srv["cpu_per_1k_delivered"], 3),
                 _f(srv["rss_mb"]),
                 _f(srv["idle_rss_per_connection_kib"]),
                 f"{_f(s['served_rps'], 0)}/{_f(s['offered_rps'], 0)}",
@@ -717,6 +818,7 @@ def rows(summaries: Sequence[dict[str, Any]]) -> tuple[list[list[str]], list[lis
                 _f((s["generator_cpu_per_second"] or 0) * 100),
                 _f(eg["gb_per_month"]),
                 _f(eg["cost_per_month"], 2),
+                s["compression"]["label"],
                 "yes" if s["valid"] else "NO",
             ]
         )
@@ -745,11 +847,24 @@ def print_tables(
             table.add_row(*row)
         console.print(table)
         console.print(collapse_sentence(curve), highlight=False)
+    console.print(LEGEND, highlight=False)
     for line in comparison_lines(comparison):
         console.print(line, highlight=False)
+    left = rooms_left(summaries)
+    if left:
+        console.print(left, highlight=False)
     for s in summaries:
         for w in s.get("warnings", []):
             console.print(f"[yellow]warning[/] {_label(s['scenario'])}: {w}", highlight=False)
+
+
+LEGEND: Final = (
+    "stale p50/p99: from each update's due time until each observer's view included it, "
+    "shown or skipped (the figure to compare polling with push); p50..max ms: latency of "
+    "the updates an observer was shown; 1st p50: median over actions of the first observer "
+    "to see each one; observers are the spectators plus the agents, which watch the room "
+    "too; CPU figures marked ~ were read in clock ticks too coarse for the run."
+)
 
 
 def comparison_lines(comparison: dict[str, Any]) -> list[str]:
@@ -759,7 +874,9 @@ def comparison_lines(comparison: dict[str, Any]) -> list[str]:
         line = (
             f"S={sc['spectators']} rate={sc['rate']:g} P={sc['poll_hz']:g} E={sc['entities']}"
             f"{_round(sc)}: "
-            f"poll/push p99 {_f(p['p99_poll_over_push'])}x, "
+            f"poll/push stale p50 {_f(p['stale_p50_poll_over_push'])}x, "
+            f"stale p99 {_f(p['stale_p99_poll_over_push'])}x, "
+            f"seen p99 {_f(p['p99_poll_over_push'])}x, "
             f"bytes/update {_f(p['bytes_per_update_poll_over_push'], 2)}x, "
             f"bytes/delivered {_f(p['bytes_per_delivered_poll_over_push'], 2)}x, "
             f"CPU/delivered {_f(p['cpu_per_delivered_poll_over_push'], 2)}x"
@@ -775,7 +892,9 @@ def comparison_lines(comparison: dict[str, Any]) -> list[str]:
         out.append(
             f"S={sc['spectators']} rate={sc['rate']:g} E={sc['entities']}{_round(sc)}: "
             f"push/{f['floor']} "
-            f"p50 {_f(f['p50_push_over_floor'], 2)}x, "
+            f"stale p50 {_f(f['stale_p50_push_over_floor'], 2)}x, "
+            f"stale p99 {_f(f['stale_p99_push_over_floor'], 2)}x, "
+            f"seen p50 {_f(f['p50_push_over_floor'], 2)}x, "
             f"p99 {_f(f['p99_push_over_floor'], 2)}x, bytes {_f(f['bytes_push_over_floor'], 2)}x, "
             f"CPU/delivered {_f(f['cpu_push_over_floor'], 2)}x"
             + ("" if f["valid"] else " (a generator was saturated: invalid)")
@@ -785,11 +904,16 @@ def comparison_lines(comparison: dict[str, Any]) -> list[str]:
         where = f"S={sc['spectators']} rate={sc['rate']:g} E={sc['entities']}"
         if r["against"] == "poll":
             where += f" P={sc['poll_hz']:g}"
-            names = [("p99_poll_over_push", "poll/push p99"),
-                     ("cpu_per_delivered_poll_over_push", "poll/push CPU/delivered")]  # fmt: skip
+            names = [("stale_p50_poll_over_push", "poll/push stale p50"),
+                     ("stale_p99_poll_over_push", "stale p99"),
+                     ("p99_poll_over_push", "seen p99"),
+                     ("bytes_per_update_poll_over_push", "bytes/update"),
+                     ("cpu_per_delivered_poll_over_push", "CPU/delivered")]  # fmt: skip
         else:
-            names = [("p99_push_over_floor", f"push/{r['against']} p99"),
-                     ("cpu_push_over_floor", f"push/{r['against']} CPU/delivered")]  # fmt: skip
+            names = [("stale_p50_push_over_floor", f"push/{r['against']} stale p50"),
+                     ("stale_p99_push_over_floor", "stale p99"),
+                     ("bytes_push_over_floor", "bytes"),
+                     ("cpu_push_over_floor", "CPU/delivered")]  # fmt: skip
         shown = [
             f"{label} {_f(v['median'], 2)}x ({_f(v['low'], 2)}-{_f(v['high'], 2)})"
             for name, label in names
@@ -837,7 +961,13 @@ METHOD = """\
   shown or skipped past by a later one. Push's is its delivery latency; polling's grows
   with the poll period, which "latency of the updates seen" hides (a 1 Hz poller shows
   few updates, each soon after it was polled). Updates never included by the end count
-  as missed, not in staleness.
+  as missed, not in staleness. The collapse plot's first panel, the CDFs and the
+  per-second plot are drawn from it; "latency of the updates seen" is the secondary figure.
+- **Compression.** Every WebSocket client (sampled or drained) offers permessage-deflate,
+  as browsers do; whether it is used is the server's choice (`statecast serve
+  --compression`, given to a server the run starts with `--server-arg=--compression`).
+  The "WS compression" column says what the connections negotiated; bytes are counted
+  compressed, as they cross the socket.
 - **Window.** Agents act on fixed deadlines (`start + phase + n/rate`, phases
   random per agent) from the start of the warmup until the end of the window;
   observers keep watching for a short drain after it, and longer (up to
@@ -862,7 +992,10 @@ METHOD = """\
   "B/delivered" is the same total per update actually delivered. The poller
   sends lean requests (Host, User-Agent, Accept, If-None-Match); a browser's
   headers would make polling costlier still.
-- **Server CPU** is utime + stime of the target from /proc/PID/stat; RSS from
+- **Server CPU** is the run time of the target's threads from
+  /proc/PID/task/TID/schedstat (nanoseconds) between the window's edges; where that is
+  unavailable, or a thread ended in between, utime + stime from /proc/PID/stat in clock
+  ticks, and a figure whose two ticks of error exceed 10% of it is marked `~`. RSS from
   /proc/PID/status at the end of the window. "CPU s/1k" is target CPU seconds
   per 1,000 delivered updates. "idle KiB/conn" is the growth of the target's RSS
   from before the first connection to when every observer is connected, before
@@ -910,8 +1043,13 @@ def write_markdown(
         "",
         f"Command: `{meta['command']}`",
         "",
-        f"Machine: {meta['cores']} cores, load average {meta['loadavg']} at the start; "
-        f"{meta['started']}.",
+        f"Machine: {meta.get('cpu_model', '?')}, {meta['cores']} cores, load average "
+        f"{meta['loadavg']} at the start (figures are ratios within one run on a machine "
+        f"that may be shared); {meta['started']}.",
+        "",
+        f"Software: {meta.get('python', '?')}, statecast {meta.get('statecast_version', '?')} "
+        f"at commit {meta.get('git_commit') or 'unknown (not a git checkout)'}; servers "
+        f"started with `{' '.join(meta.get('server_flags', []))}`.",
         "",
         *head,
         "## Latency and updates",
@@ -931,6 +1069,9 @@ def write_markdown(
         *[f"- **{_label(s['scenario'])}**: {s.get('regime', s.get('failed'))}" for s in summaries],
         "",
     ]
+    left = rooms_left(summaries)
+    if left:
+        parts += ["## Rooms left on the target", "", left, ""]
     warnings = [(s, w) for s in summaries for w in s.get("warnings", [])]
     if warnings:
         parts += ["## Warnings", ""]
@@ -942,141 +1083,6 @@ def write_markdown(
     parts += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     parts += ["", METHOD]
     path.write_text("\n".join(parts))
-
-
-def plot(summaries: Sequence[dict[str, Any]], directory: Path) -> tuple[list[str], str | None]:
-    """PNG plots; returns their paths, or a note saying why there are none."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return [], (
-            "Plots were not drawn: matplotlib is not installed "
-            "(`pip install 'statecast[plot]'`, or `.venv/bin/pip install matplotlib`)."
-        )
-    done = [s for s in summaries if "failed" not in s]
-    files: list[str] = []
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for s in done:
-        sc = s["scenario"]
-        groups.setdefault((sc["agents"], sc["rate"], sc["spectators"]), []).append(s)
-    for (agents, rate, spectators), members in groups.items():
-        fig, ax = plt.subplots(figsize=(7, 4))
-        styles = ("-", "--", ":", "-.")
-        seen_modes: dict[str, int] = {}
-        for s in members:
-            cdf = s["latency_cdf_ms"]
-            if cdf:
-                mode = s["scenario"]["mode"]
-                style = styles[seen_modes.get(mode, 0) % len(styles)]
-                seen_modes[mode] = seen_modes.get(mode, 0) + 1
-                xs, ys = zip(*cdf, strict=True)
-                ax.step(
-                    xs,
-                    ys,
-                    where="post",
-                    label=_label(s["scenario"]),
-                    color=MODE_COLOURS[mode],
-                    linestyle=style,
-                )
-        ax.set_xscale("log")
-        ax.set_xlabel("visibility latency (ms, log scale)")
-        ax.set_ylabel("fraction of updates")
-        ax.set_title(f"Latency CDF: {agents} agents x {rate:g}/s, {spectators} spectators")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        name = directory / f"latency-cdf-S{spectators}-rate{rate:g}.png"
-        fig.tight_layout()
-        fig.savefig(name, dpi=110)
-        plt.close(fig)
-        files.append(str(name))
-    for field, sub, title, ylabel, stem in (
-        ("bytes", "per_update_per_observer", "Bytes per applied action per observer", "B", "bytes"),
-        ("server", "cpu_per_1k_delivered", "Server CPU per 1,000 delivered updates", "s", "cpu"),
-    ):
-        labels = [_label(s["scenario"]) for s in done]
-        values = [s[field][sub] or 0.0 for s in done]
-        colors = [MODE_COLOURS[s["scenario"]["mode"]] for s in done]
-        fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(done) + 2), 4))
-        bars = ax.bar(range(len(done)), values, color=colors)
-        ax.bar_label(bars, fmt="%.3g", fontsize=7)
-        positive = [v for v in values if v > 0]
-        if positive and max(positive) > 20 * min(positive):
-            ax.set_yscale("log")
-            title += " (log scale)"
-        ax.set_xticks(range(len(done)), labels, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.grid(True, axis="y", alpha=0.3)
-        fig.tight_layout()
-        name = directory / f"{stem}-per-update.png"
-        fig.savefig(name, dpi=110)
-        plt.close(fig)
-        files.append(str(name))
-    for curve in collapse(summaries)[:1]:
-        files.insert(0, plot_collapse(curve, directory / "collapse.png"))
-    return files, None
-
-
-def plot_collapse(curve: dict[str, Any], path: Path) -> str:
-    """The headline: latency, updates shown and server CPU against S, poll against push."""
-    import matplotlib.pyplot as plt
-
-    fig, (lat, seen, cpu) = plt.subplots(1, 3, figsize=(15, 4.4))
-    panels = (
-        (lat, "p99_ms", "-", " p99", 1.0),
-        (lat, "p50_ms", "--", " p50", 1.0),
-        (seen, "delivered_fraction", "-", "", 100.0),
-        (cpu, "server_cpu", "-", "", 100.0),
-    )
-    for name, points in curve["series"].items():
-        colour = MODE_COLOURS[points[0]["mode"]]
-        xs = [p["spectators"] for p in points]
-        for ax, key, style, suffix, scale in panels:
-            # A point with nothing to show (no update seen at all) is left out, not drawn at 0.
-            ys = [p[key] * scale if p[key] is not None else math.nan for p in points]
-            ax.plot(xs, ys, style, color=colour, label=name + suffix, marker="o", markersize=4)
-            bad = [(x, y) for x, y, p in zip(xs, ys, points, strict=True) if not p["valid"]]
-            if bad:  # a saturated generator: circled, not to be trusted
-                bx, by = zip(*bad, strict=True)
-                ax.plot(bx, by, "o", markersize=10, markerfacecolor="none", color="red")
-    for name, at in curve["poll_breaks_at"].items():
-        if at is None:
-            continue
-        for ax in (lat, seen, cpu):
-            ax.axvline(at, color=MODE_COLOURS["poll"], linestyle=":", alpha=0.9)
-        seen.annotate(
-            f"{name}: stops\nkeeping up", (at, 0.5), xycoords=("data", "axes fraction"),
-            xytext=(-6, 0), textcoords="offset points", ha="right", fontsize=8,
-            color=MODE_COLOURS["poll"],
-        )  # fmt: skip
-    for ax in (lat, seen, cpu):
-        ax.set_xscale("log")
-        ax.set_xlabel("spectators S (log scale)")
-        ax.grid(True, which="both", alpha=0.3)
-    lat.set_yscale("log")
-    cpu.set_yscale("log")
-    lat.set_ylabel("ms (log scale)")
-    lat.set_title("Visibility latency of the updates seen")
-    seen.set_ylabel("% of updates")
-    seen.set_ylim(0, 105)
-    seen.set_title("Updates each observer saw")
-    cpu.set_ylabel("% of one core (log scale)")
-    cpu.set_title("Server CPU")
-    lat.legend(fontsize=7, ncol=2)
-    seen.legend(fontsize=7, loc="lower left")
-    cpu.legend(fontsize=7)
-    fig.suptitle(
-        f"One room, {curve['agents']} agents x {curve['rate']:g} actions/s, S spectators; "
-        "circled red: a generator was saturated",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
 
 
 def write_outputs(
@@ -1103,20 +1109,17 @@ def write_outputs(
             "collapse": collapse(summaries),
             "raw": slim,
         }
-        Path(json_path).write_text(json.dumps(document, indent=1))
+        text = json.dumps(document, indent=1)
+        if json_path == "-":
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+        else:
+            Path(json_path).write_text(text)
     if report_dir:
         directory = Path(report_dir)
         directory.mkdir(parents=True, exist_ok=True)
+        from statecast.loadtest.plots import plot
+
         files, note = plot(summaries, directory)
         write_markdown(directory / "report.md", summaries, comparison, meta, files, note)
     return note
-
-
-def machine_meta(command: str, started: str) -> dict[str, Any]:
-    load = os.getloadavg()
-    return {
-        "command": command,
-        "started": started,
-        "cores": os.cpu_count(),
-        "loadavg": f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
-    }

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import resource
 import secrets
@@ -29,7 +30,13 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from statecast.loadtest.accounting import Ledger, count_frames
-from statecast.loadtest.measure import ProcSample, machine_busy, read_proc, self_cpu
+from statecast.loadtest.measure import (
+    ProcSample,
+    cpu_between,
+    machine_busy,
+    read_proc,
+    self_cpu,
+)
 from statecast.loadtest.observers import CATCH_UP_US
 from statecast.loadtest.scenario import (
     FLOORS,
@@ -65,6 +72,8 @@ class BenchOptions:
     spectators: list[int] = field(default_factory=lambda: [0, 12])
     poll_hz: list[float] = field(default_factory=lambda: [5.0])
     entities: list[int] = field(default_factory=lambda: [0])
+    changed: int = 1
+    value_bytes: int = 0
     duration: float = 20.0
     #: Rounds of the whole sweep (modes alternating), for ratios on a noisy machine.
     repeat: int = 1
@@ -77,11 +86,15 @@ class BenchOptions:
     owner_http: str | None = None
     #: In a cluster: the nodes the spectators connect to, comma-separated (else --ws).
     spectator_ws: str | None = None
+    #: Flags added to every ``statecast serve`` the harness starts (``--server-arg``).
+    server_args: list[str] = field(default_factory=list)
     workers: int = 0
     sample: int = 50
     price_per_gb: float = 0.09
     seed: int = 1
     json_path: str | None = None
+    csv_path: str | None = None
+    summary: bool = False
     report_dir: str | None = None
     live: bool = True
     command: str = ""
@@ -132,11 +145,15 @@ class Target:
         self.ws_url = ""
         self.http_url = ""
         self.external = False
+        #: The flags a server the run started was given (besides ports and logging).
+        self.flags: list[str] = []
         self.log: deque[str] = deque(maxlen=50)
         self._reader: asyncio.Task[None] | None = None
 
     async def start_server(self, scenario: Scenario, options: BenchOptions) -> None:
         if options.ws_url or options.http_url:
+            if options.server_args:
+                raise BenchError("--server-arg sets up a server the run starts, not --ws/--http's")
             self.external = True
             self.ws_url = ",".join(u.strip().rstrip("/") for u in (options.ws_url or "").split(","))
             self.http_url = (options.http_url or "").rstrip("/")
@@ -155,7 +172,8 @@ class Target:
         ]  # fmt: skip
         if scenario.rate * 2 > 50:
             args += ["--action-rate", str(scenario.rate * 2), "--action-burst", "200"]
-        await self.start_statecast(args)
+        self.flags = [*args, *options.server_args]  # the user's last: they win
+        await self.start_statecast(self.flags)
 
     async def start_statecast(self, serve_args: list[str]) -> None:
         """Start ``statecast serve`` on free loopback ports with extra flags; wait until healthy."""
@@ -407,11 +425,22 @@ def drain_seconds(scenario: Scenario, options: BenchOptions) -> float:
     return max(1.0, 2.0 / scenario.poll_hz) if scenario.mode == "poll" else 1.0
 
 
+def new_run_id() -> str:
+    """Names one invocation's rooms: ``bench-<run id>-<n>``, so they can be found and cleaned."""
+    return secrets.token_hex(3)
+
+
 async def run_one(
-    scenario: Scenario, options: BenchOptions, seed: int, hook: ProgressHook | None = None
+    scenario: Scenario,
+    options: BenchOptions,
+    seed: int,
+    hook: ProgressHook | None = None,
+    room: str | None = None,
 ) -> dict[str, Any]:
     """Run one mode of one scenario against a fresh target; return the raw measurements."""
-    room = f"bench-{secrets.token_hex(4)}"
+    room = room or f"bench-{new_run_id()}-1"
+    if scenario.mode in FLOORS and (options.ws_url or options.http_url):
+        raise BenchError(f"{scenario.mode} runs on this machine: not with --ws/--http")
     target = Target()
     workers: list[WorkerProcess] = []
     latest: dict[int, dict[str, Any]] = {}
@@ -458,6 +487,8 @@ async def run_one(
                 rate=scenario.rate,
                 poll_hz=scenario.poll_hz,
                 seed=seed * 100 + index,
+                changed=scenario.changed,
+                value_bytes=scenario.value_bytes,
                 extra={"spectator_ws": options.spectator_ws} if options.spectator_ws else {},
             )
             workers.append(WorkerProcess(plan, on_progress))
@@ -503,8 +534,12 @@ async def run_one(
     before, after = samples["t0"], samples["t1"]
     server: dict[str, Any] | None = None
     if before["target"] is not None and after["target"] is not None:
+        cpu, source, error = cpu_between(before["target"], after["target"])
         server = {
-            "cpu": after["target"].cpu - before["target"].cpu,
+            "cpu": cpu,
+            "cpu_source": source,
+            "cpu_error": error if math.isfinite(error) else None,
+            "cpu_ticks": after["target"].cpu - before["target"].cpu,
             "rss": after["target"].rss,
             "peak_rss": after["target"].peak_rss,
         }
@@ -521,6 +556,7 @@ async def run_one(
             "kind": scenario.mode if scenario.mode in FLOORS else "statecast",
             "external": target.external,
             "pid_measured": server is not None,
+            "flags": target.flags,
         },
         "timeline": timeline.to_json(),
         "window_seconds": (after["clock"] - before["clock"]) / 1e6,
@@ -575,12 +611,18 @@ async def run_all(
 ) -> list[dict[str, Any]]:
     runs = []
     raise_nofile()
+    run_id = new_run_id()
     for i, scenario in enumerate(scenarios):
         hook = on_start(i, scenario) if on_start is not None else None
         try:
-            raw = await run_one(scenario, options, options.seed + i, hook)
+            room = f"bench-{run_id}-{i + 1}"
+            raw = await run_one(scenario, options, options.seed + i, hook, room)
         except Exception as exc:  # one failed run is reported, the sweep goes on
-            raw = {"scenario": scenario.to_json(), "failed": f"{type(exc).__name__}: {exc}"}
+            raw = {
+                "scenario": scenario.to_json(),
+                "room": room,
+                "failed": f"{type(exc).__name__}: {exc}",
+            }
         runs.append(raw)
         if on_done is not None:
             on_done(i, scenario, raw)

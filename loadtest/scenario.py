@@ -45,6 +45,10 @@ class Scenario:
     spectators: int = 0
     poll_hz: float = 5.0
     entities: int = 0
+    #: Entries each action changes (the agent's own and changed - 1 more), and the bytes of
+    #: padding each carries: the shape of an update, the same for every run of a sweep.
+    changed: int = 1
+    value_bytes: int = 0
     #: Which round of a repeated sweep (``--repeat``); 0 when the sweep runs once.
     round: int = 0
 
@@ -64,6 +68,10 @@ class Scenario:
             parts.append(f"P={self.poll_hz:g}")
         if self.entities and self.mode not in FLOORS:
             parts.append(f"E={self.entities}")
+        if self.changed != 1:
+            parts.append(f"K={self.changed}")
+        if self.value_bytes:
+            parts.append(f"B={self.value_bytes}")
         if self.round:
             parts.append(f"#{self.round}")
         return f"{self.mode} " + " ".join(parts)
@@ -81,6 +89,8 @@ def sweep(
     poll_hz: Sequence[float],
     entities: Sequence[int],
     repeat: int = 1,
+    changed: int = 1,
+    value_bytes: int = 0,
 ) -> list[Scenario]:
     """Every combination, without runs that would repeat another, ``repeat`` rounds over.
 
@@ -95,7 +105,7 @@ def sweep(
     out: list[Scenario] = []
     for rate, spec, hz, ents in itertools.product(rates, spectators, poll_hz, entities):
         for mode in modes:
-            s = Scenario(mode, agents, rate, spec, hz, ents)
+            s = Scenario(mode, agents, rate, spec, hz, ents, changed, value_bytes)
             if mode != "poll":
                 s = replace(s, poll_hz=0.0)
             if mode in FLOORS:
@@ -170,20 +180,39 @@ def agent_index(name: str) -> int | None:
     return None
 
 
-def position_ops(agent: int, n: int, sent_us: int, rng: random.Random) -> list[Any]:
+def position_ops(
+    agent: int,
+    n: int,
+    sent_us: int,
+    rng: random.Random,
+    *,
+    changed: int = 1,
+    value_bytes: int = 0,
+) -> list[Any]:
     """An agent's n-th action: a position update that carries its send time.
 
     ``t`` is CLOCK_MONOTONIC in microseconds (well inside the ±2^53 ints a
     state may hold); ``n`` counts the agent's actions, so an observer can tell
-    how many it never saw.
+    how many it never saw. With ``changed`` > 1 the action also moves ``changed - 1``
+    entries of its own (``agents/a3_1``, ...: names observers do not count), and
+    ``value_bytes`` pads every entry with that many random hex characters (random, so
+    compression does not make them free).
     """
-    value = {
-        "x": rng.randrange(ROOM_EXTENT),
-        "y": rng.randrange(ROOM_EXTENT),
-        "t": sent_us,
-        "n": n,
-    }
-    return [[0, ["agents", agent_name(agent)], value]]
+
+    def value(**extra: int) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "x": rng.randrange(ROOM_EXTENT),
+            "y": rng.randrange(ROOM_EXTENT),
+            **extra,
+        }
+        if value_bytes:
+            entry["pad"] = rng.randbytes((value_bytes + 1) // 2).hex()[:value_bytes]
+        return entry
+
+    name = agent_name(agent)
+    ops: list[Any] = [[0, ["agents", name], value(t=sent_us, n=n)]]
+    ops += [[0, ["agents", f"{name}_{j}"], value()] for j in range(1, changed)]
+    return ops
 
 
 def entity_ops(count: int, chunk: int = 1000) -> Iterable[list[Any]]:
@@ -222,6 +251,8 @@ class WorkerPlan:
     rate: float
     poll_hz: float
     seed: int
+    changed: int = 1
+    value_bytes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

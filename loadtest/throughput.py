@@ -4,9 +4,11 @@ Closed-loop agents: each sends one ``patch``, waits for its ACK, and sends the
 next, so the figure is what the server acknowledges, commits included. The
 agents are spread over ``--rooms`` rooms, which shows whether commits are
 grouped across rooms (they are, in the SQLite store) or serialize room by room.
-The server runs in its own process, started with ``statecast serve``; the
-agents run in this one, so on a small machine both share the cores: compare
-configurations measured in one run, as ratios.
+The server runs in its own process, started with ``statecast serve`` for each
+configuration, or is one already running (``--ws``, with ``--server-pid`` for its CPU);
+the agents run in this one, so on a small machine both share the cores: compare
+configurations measured in one run, as ratios. ``--json FILE`` (``-``: stdout) writes
+every figure and the run's metadata.
 """
 
 from __future__ import annotations
@@ -14,21 +16,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import secrets
+import datetime
+import json
 import statistics
+import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import websockets
 from rich.console import Console
 from rich.table import Table
 
-from statecast.loadtest.cli import _list, bounded, shown
-from statecast.loadtest.runner import Target
+from statecast.loadtest.cli import _list, bounded, command_line, shown
+from statecast.loadtest.measure import ProcSample, cpu_between
+from statecast.loadtest.metadata import run_meta
+from statecast.loadtest.runner import BenchError, Target, check_server_pid, new_run_id
 from statecast.protocol import codec
 from statecast.protocol.messages import Ack, Action, Error, Hello
+
+
+class Refused(Exception):
+    """The server refused an action: the measurement means nothing past it."""
 
 
 @dataclass
@@ -40,7 +51,9 @@ class Result:
     actions_per_s: float
     ack_p50_ms: float
     ack_p99_ms: float
-    server_cpu_s: float
+    server_cpu_s: float | None
+    #: The rooms' names (``bench-<run id>-<configuration>-<n>``), to find them on a server.
+    room_prefix: str = ""
 
 
 async def _agent(url: str, client: str, start: float, end: float, latencies: list[float]) -> int:
@@ -58,7 +71,7 @@ async def _agent(url: str, client: str, start: float, end: float, latencies: lis
                 assert isinstance(frame, bytes)
                 for message in codec.decode_server_frame(frame):
                     if isinstance(message, Error) and message.aid == aid:
-                        raise RuntimeError(f"action refused: {message.code} {message.message}")
+                        raise Refused(f"action refused: {message.code} {message.message}")
                     acked = isinstance(message, Ack) and message.aid == aid
             if now >= start:
                 done += 1
@@ -67,15 +80,28 @@ async def _agent(url: str, client: str, start: float, end: float, latencies: lis
 
 
 async def measure(
-    store: str, durability: str, rooms: int, agents: int, duration: float, warmup: float
+    store: str,
+    durability: str,
+    rooms: int,
+    agents: int,
+    duration: float,
+    warmup: float,
+    *,
+    prefix: str,
+    ws_url: str | None = None,
+    server_pid: int | None = None,
 ) -> Result:
+    """One configuration; against ``ws_url`` (a running server) when given, else against a
+    ``statecast serve`` started for it. Rooms are named ``PREFIX<n>``."""
     target = Target()
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:{tmp}/bench.db" if store == "sqlite" else store
-        prefix = f"r{secrets.token_hex(4)}-"  # a Redis keeps rooms between configurations
-        await target.start_statecast(
-            ["--store", url, "--durability", durability, "--action-rate", "0"]
-        )
+        if ws_url is not None:
+            target.external, target.ws_url, target.pid = True, ws_url.rstrip("/"), server_pid
+        else:
+            url = f"sqlite:{tmp}/bench.db" if store == "sqlite" else store
+            await target.start_statecast(
+                ["--store", url, "--durability", durability, "--action-rate", "0"]
+            )
         try:
             latencies: list[float] = []
             t0 = time.perf_counter()
@@ -92,9 +118,9 @@ async def measure(
             cpu_after = target.sample()
         finally:
             await target.stop()
-    cpu = 0.0
-    if cpu_before is not None and cpu_after is not None:
-        cpu = cpu_after.cpu - cpu_before.cpu
+    cpu = None
+    if isinstance(cpu_before, ProcSample) and cpu_after is not None:
+        cpu = cpu_between(cpu_before, cpu_after)[0]
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else 0.0
     return Result(
@@ -106,18 +132,34 @@ async def measure(
         ack_p50_ms=statistics.median(latencies) * 1000 if latencies else 0.0,
         ack_p99_ms=p99 * 1000,
         server_cpu_s=cpu,
+        room_prefix=prefix,
     )
 
 
 async def run(args: argparse.Namespace, console: Console) -> list[Result]:
     results = []
-    for rooms in args.rooms:
-        for store in args.stores:
-            for durability in args.durability if store == "sqlite" else ["ack"]:
-                console.print(f"{store} {durability} rooms={rooms} agents={args.agents} …")
-                results.append(
-                    await measure(store, durability, rooms, args.agents, args.duration, args.warmup)
-                )
+    run_id = new_run_id()
+    configurations = [
+        (rooms, store, durability)
+        for rooms in args.rooms
+        for store in (["external"] if args.ws else args.stores)
+        for durability in (["-"] if args.ws else args.durability if store == "sqlite" else ["ack"])
+    ]
+    for k, (rooms, store, durability) in enumerate(configurations, start=1):
+        console.print(f"{store} {durability} rooms={rooms} agents={args.agents} …")
+        results.append(
+            await measure(
+                store,
+                durability,
+                rooms,
+                args.agents,
+                args.duration,
+                args.warmup,
+                prefix=f"bench-{run_id}-{k}-",
+                ws_url=args.ws,
+                server_pid=args.server_pid,
+            )
+        )
     return results
 
 
@@ -125,21 +167,62 @@ def _csv(kind: Any, low: float | None = None) -> Any:
     return _list(kind, low=low)
 
 
+def _refusal(args: argparse.Namespace) -> str | None:
+    if args.ws is None:
+        if args.server_pid is not None:
+            return "--server-pid names a running server's process: give its --ws too"
+        args.stores = args.stores or ["memory", "sqlite"]
+        args.durability = args.durability or ["ack", "async"]
+        return None
+    if args.stores or args.durability:
+        return (
+            "--stores and --durability choose how the servers this command starts are run; "
+            "with --ws the server is already running: start it with the store to measure"
+        )
+    if args.server_pid is not None:
+        try:
+            check_server_pid(args.server_pid, [args.ws])
+        except BenchError as exc:
+            return str(exc)
+    return None
+
+
+def per_thousand(r: Result, duration: float) -> float | None:
+    """Server CPU seconds per 1,000 acknowledged actions (None: CPU not measured)."""
+    if r.server_cpu_s is None or not r.actions_per_s:
+        return None
+    return r.server_cpu_s / (r.actions_per_s * duration) * 1000
+
+
 def _main(args: argparse.Namespace) -> int:
-    console = Console()
+    to_stderr = args.json == "-"  # stdout carries the JSON alone
+    console = Console(stderr=to_stderr)
     if not console.is_terminal:
-        console = Console(width=140)
+        console = Console(width=140, stderr=to_stderr)
+    refused = _refusal(args)
+    if refused is not None:
+        console.print(f"statecast bench-actions: {refused}", highlight=False)
+        return 2
     with contextlib.suppress(ImportError):
         import uvloop
 
         uvloop.install()
-    results = asyncio.run(run(args, console))
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    command = command_line(args.own_parser, args)
+    try:
+        results = asyncio.run(run(args, console))
+    except (Refused, OSError) as exc:
+        hint = ""
+        if "rate" in str(exc):
+            hint = ": the server limits each agent's actions; start it with --action-rate 0"
+        console.print(f"statecast bench-actions: {exc}{hint}", highlight=False)
+        return 1
     table = Table(title="acknowledged actions (closed loop)")
     for col in ("store", "durability", "rooms", "agents", "actions/s", "ACK p50 ms", "ACK p99 ms"):
         table.add_column(col, justify="right")
     table.add_column("server CPU s / 1k actions", justify="right")
     for r in results:
-        per_k = r.server_cpu_s / (r.actions_per_s * args.duration) * 1000 if r.actions_per_s else 0
+        per_k = per_thousand(r, args.duration)
         table.add_row(
             r.store,
             r.durability,
@@ -148,10 +231,37 @@ def _main(args: argparse.Namespace) -> int:
             f"{r.actions_per_s:,.0f}",
             f"{r.ack_p50_ms:.2f}",
             f"{r.ack_p99_ms:.2f}",
-            f"{per_k:.3f}",
+            "-" if per_k is None else f"{per_k:.3f}",
         )
     console.print(table)
+    if args.ws:
+        console.print(
+            f"rooms left on the target: {', '.join(r.room_prefix + '*' for r in results)} "
+            "(statecast has no room deletion over HTTP: each unloads once idle for the "
+            "server's --idle-unload seconds, and stays in a persistent store)",
+            highlight=False,
+        )
+    if args.json:
+        document = {
+            **run_meta(command, started, []),
+            "target": args.ws or "a statecast serve per configuration",
+            "duration": args.duration,
+            "warmup": args.warmup,
+            "results": [
+                {**asdict(r), "server_cpu_s_per_1k": per_thousand(r, args.duration)}
+                for r in results
+            ],
+        }
+        write_json(args.json, document)
     return 0
+
+
+def write_json(path: str, document: dict[str, Any]) -> None:
+    text = json.dumps(document, indent=1)
+    if path == "-":
+        sys.stdout.write(text + "\n")
+    else:
+        Path(path).write_text(text)
 
 
 def register(sub: Any) -> None:
@@ -166,15 +276,30 @@ def register(sub: Any) -> None:
         text = f"{help} (default: {shown(default)})"
         parser.add_argument(flag, type=kind, default=default, help=text)
 
-    a(
-        "--stores",
-        _csv(str),
-        ["memory", "sqlite"],
-        "stores to measure: memory, sqlite, redis://HOST:PORT/DB (a running Redis)",
-    )
-    a("--durability", _csv(str), ["ack", "async"], "durability modes (for sqlite): ack, async")
+    parser.add_argument(
+        "--stores", type=_csv(str), default=None,
+        help="stores to measure: memory, sqlite, redis://HOST:PORT/DB (a running Redis) "
+        "(default: memory,sqlite)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--durability", type=_csv(str), default=None,
+        help="durability modes (for sqlite): ack, async (default: ack,async)",
+    )  # fmt: skip
     a("--rooms", _csv(int, 1), [1, 20, 100], "rooms the agents are spread over (list)")
     a("--agents", bounded(int, low=1), 100, "closed-loop agents")
     a("--duration", bounded(float, above=0), 5.0, "seconds measured per configuration")
     a("--warmup", bounded(float, low=0), 1.0, "seconds before measuring")
-    parser.set_defaults(func=_main)
+    parser.add_argument(
+        "--ws", metavar="URL", default=None,
+        help="a running server's ws://HOST:PORT to measure instead of starting one per "
+        "configuration (its store is what it was started with)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--server-pid", type=bounded(int, low=1), default=None,
+        help="with --ws: the server's PID, to read its CPU (refused unless it listens there)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--json", metavar="FILE", default=None,
+        help="write every figure and the run's metadata as JSON ('-': to stdout)",
+    )  # fmt: skip
+    parser.set_defaults(func=_main, own_parser=parser)

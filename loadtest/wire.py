@@ -80,8 +80,16 @@ class CountedWebSocket(ClientConnection):
         self.counters.frames_up += 1
 
 
+def negotiated(extensions: Iterable[Any]) -> str:
+    """What a connection's handshake settled on: ``permessage-deflate`` or ``none``."""
+    names = [str(getattr(e, "name", e)) for e in extensions]
+    return ",".join(names) if names else "none"
+
+
 async def open_websocket(url: str, counters: Counters, open_timeout: float) -> CountedWebSocket:
-    """Connect; bytes of the handshake are counted too."""
+    """Connect, offering permessage-deflate as browsers do: the server decides whether it
+    is used (statecast's ``--compression``), and :func:`negotiated` says what it chose.
+    Bytes of the handshake are counted too, compressed frames as they cross the socket."""
 
     def factory(protocol: Any, **kwargs: Any) -> CountedWebSocket:
         conn = CountedWebSocket(protocol, **kwargs)
@@ -91,7 +99,7 @@ async def open_websocket(url: str, counters: Counters, open_timeout: float) -> C
     ws = await websockets.connect(
         url,
         create_connection=factory,  # type: ignore[arg-type]
-        compression=None,
+        compression="deflate",
         max_size=None,
         ping_interval=None,  # browsers do not ping; the server's pings are answered and counted
         open_timeout=open_timeout,

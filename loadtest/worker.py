@@ -30,6 +30,7 @@ from statecast.loadtest.observers import (
     Tally,
 )
 from statecast.loadtest.scenario import FLOORS, Timeline, WorkerPlan, agent_name, now_us
+from statecast.loadtest.wire import negotiated
 
 CONNECT_TIMEOUT = 30.0
 CONNECT_CONCURRENCY = 50
@@ -117,6 +118,9 @@ class Worker:
                 )
             else:
                 self.observers.append(FloorObserver(self.agent_url(s), self.tally))
+
+        for agent in self.agents:
+            agent.changed, agent.value_bytes = p.changed, p.value_bytes
 
     async def connect(self) -> None:
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
@@ -227,6 +231,18 @@ class Worker:
             if isinstance(agent, PollAgent):
                 await agent.close()
 
+    def compression(self) -> dict[str, int]:
+        """How many WebSocket connections negotiated what (``none``: no extension)."""
+        out: dict[str, int] = {}
+        names = [c.compression for c in self.drainer.all()]
+        for o in self.observers:
+            ws = getattr(o, "ws", None)
+            if ws is not None:
+                names.append(negotiated(ws.protocol.extensions))
+        for name in names:
+            out[name] = out.get(name, 0) + 1
+        return out
+
     def result(self) -> dict[str, Any]:
         t0, t1 = self.marks.get("t0"), self.marks.get("t1")
         errors = [o.error for o in [*self.observers, *self.pollers] if o.error is not None]
@@ -259,6 +275,10 @@ class Worker:
             "drained_lost": lost,
             "latency": self.tally.latency.to_json(),
             "staleness": self.tally.staleness.to_json(),
+            "staleness_by_second": {
+                str(k): h.to_json() for k, h in sorted(self.tally.staleness_by_second.items())
+            },
+            "compression": self.compression(),
             "first": [[a, n, lat] for (a, n), lat in self.tally.first.items()],
             "agents": self.stats.to_json(),
             "loop_lag": self.lag.hist.to_json(),
