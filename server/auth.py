@@ -40,6 +40,10 @@ class Authenticator(Protocol):
         """Which room names a listing shows this token; raise Unauthenticated (4001)."""
         ...
 
+    def view_claim(self, token: str | None) -> tuple[tuple[str, ...], ...] | None:
+        """The token's ``view`` claim (docs/protocol.md §5.12), None if it has none."""
+        ...
+
 
 def assign_client_id() -> str:
     return uuid.uuid4().hex
@@ -55,6 +59,9 @@ class NoAuth:
 
     def visible_rooms(self, token: str | None) -> Callable[[str], bool]:
         return _every_room
+
+    def view_claim(self, token: str | None) -> tuple[tuple[str, ...], ...] | None:
+        return None
 
 
 def _every_room(room: str) -> bool:

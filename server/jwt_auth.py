@@ -141,6 +141,9 @@ class JwtAuth:
             raise Unauthenticated("token missing")
         return self.verify(token).allows_room
 
+    def view_claim(self, token: str | None) -> tuple[tuple[str, ...], ...] | None:
+        return self.verify(token).view if token is not None else None
+
     def verify(self, token: str) -> Grant:
         """The token's grant, or raise Unauthenticated (missing claims count as malformed)."""
         grant = self._cache.get(token)

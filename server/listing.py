@@ -104,11 +104,14 @@ class Listing:
             raise Rejection("invalid", f"limit must be an integer from 1 to {MAX_LIMIT}")
         after = request.query.get("after") or None
         rows, next_name = await self.page(after, int(text), visible)
+        if self.app.auth.view_claim(bearer(request)) is not None:
+            for row in rows:  # client ids a view-limited reader may not see: their number
+                row["agent_count"] = len(row.pop("agents", ()))
         return web.json_response({"rooms": rows, "next": next_name})
 
     async def room(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["room"]
-        self.app.auth.authorize(bearer(request), name, "spectator", None)
+        identity = self.app.auth.authorize(bearer(request), name, "spectator", None)
         live = self.app.rooms.rooms.get(name)
         if live is not None and live.failed is None:
             body = self.live_row(live)
@@ -118,6 +121,10 @@ class Listing:
                 raise NoSuchRoom(f"no room {name!r}")
             body = self.row(summary)
         (body,) = await self.counted([body])
+        if identity.view is not None:
+            # Who is present names other agents: a token limited to part of the room
+            # reads their number (spectators too), not their ids (docs/protocol.md §10.7).
+            body["agent_count"] = len(body.pop("agents", ()))
         try:
             body["actions"] = self.app.room_types.for_stored(name, body["type"]).action_names()
         except RoomTypeMissing as exc:

@@ -354,6 +354,11 @@ async def test_a_token_view_holds_on_every_way_out() -> None:
                 async with http.get(f"{base}/rooms/game-7/{path}", params=query, headers=auth) as r:
                     assert r.status == status, await r.text()
                     assert (await r.json())["code"] in ("forbidden", "invalid")
+            for path in ("/rooms/game-7", "/rooms"):  # presence names no other agent
+                async with http.get(f"{base}{path}", headers=auth) as r:
+                    assert r.status == 200, await r.text()
+                    listed = await r.read()
+                    assert b"p8" not in listed and b"agent_count" in listed
             whole = await state_of(http, base, "game-7", auth, view=json.dumps([["players", "p7"]]))
             assert set(whole["state"]["players"]) == {"p7"}
         assert b"SECRET-p7" in seen and resume_at >= 2
