@@ -215,6 +215,12 @@ class RoomClient:
             raise AnswerLost(acked.aid)
         return acked.answer
 
+    async def perform(self, name: str, args: Any, *, timeout: float | None = None) -> ActionAcked:
+        """Send an action and return its ACK whole: the seq (None if processed earlier) and
+        the handler's answer (``answer_known`` False when it is no longer kept), for a
+        caller that reports both; raises as :meth:`act` does."""
+        return await self._perform(name, args, timeout)
+
     async def _perform(self, name: str, args: Any, timeout: float | None) -> ActionAcked:
         self._raise_if_failed()
         if self.sync.role != "agent":

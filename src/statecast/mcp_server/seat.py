@@ -1,0 +1,340 @@
+"""The agent's seat in one room: one statecast client connection, and the HTTP side.
+
+Everything the tools do goes through :class:`Seat`, which knows nothing of MCP. It
+holds the shipped client (protocol/client.py: resume, aids, exactly-once) and connects
+it on first use, so ``statecast mcp`` starts (and a host lists its tools) even while
+the statecast server is down; a tool then answers why it cannot reach the room, and the
+next call tries again. Failures are :class:`SeatError` with a message for the model
+that says what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import structlog
+
+from statecast.mcp_server.ledger import KeyReused, Ledger
+from statecast.protocol.client import ActionAcked, Changed, RoomClient, StateReplaced
+from statecast.protocol.errors import (
+    AnswerLost,
+    ClientIdTakenOver,
+    ConnectFailed,
+    Rejection,
+    ServerClosed,
+    StatecastError,
+)
+
+log = structlog.get_logger("statecast.mcp")
+
+Path = list[str | int]
+
+#: What a close code at the start of a connection means for the agent's operator.
+CLOSE_ADVICE = {
+    4001: "the statecast server refused the token (missing, malformed, badly signed or "
+    "expired): give statecast mcp a valid one with --token",
+    4003: "the token does not allow this room as an agent: mint one that grants it",
+    4004: "the room does not exist and the server does not create rooms on join: check "
+    "--room, or create the room first",
+    4009: "another connection took over this agent's client id: give each agent its own --client",
+}
+
+
+class SeatError(Exception):
+    """Why a tool cannot answer: ``code`` for programs, the message for the model."""
+
+    def __init__(self, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+@dataclass(frozen=True)
+class SeatConfig:
+    url: str
+    room: str
+    client: str
+    http_url: str
+    token: str | None = None
+    connect_timeout: float = 10.0
+    call_timeout: float = 30.0
+
+    @property
+    def room_url(self) -> str:
+        return f"{self.url.rstrip('/')}/rooms/{quote(self.room, safe='')}"
+
+    @property
+    def room_http(self) -> str:
+        return f"{self.http_url.rstrip('/')}/rooms/{quote(self.room, safe='')}"
+
+
+def closed_advice(exc: BaseException, config: SeatConfig) -> SeatError:
+    """A connection failure as a SeatError naming the cause and the fix."""
+    if isinstance(exc, ClientIdTakenOver):
+        return SeatError("taken_over", CLOSE_ADVICE[4009], client=config.client)
+    if isinstance(exc, ServerClosed):
+        advice = CLOSE_ADVICE.get(exc.code)
+        reason = f" ({exc.reason})" if exc.reason else ""
+        if advice is not None:
+            return SeatError(f"closed_{exc.code}", f"{advice}{reason}", close_code=exc.code)
+        return SeatError(
+            "closed",
+            f"the statecast server at {config.url} ended the connection with {exc.code}{reason}",
+            close_code=exc.code,
+        )
+    if isinstance(exc, ConnectFailed):
+        return SeatError(
+            "unreachable",
+            f"cannot reach the statecast server at {config.room_url}: {exc}. Check that it "
+            "runs and that --url points at it; the next call tries again",
+        )
+    return SeatError("unreachable", f"cannot reach the statecast server: {exc}")
+
+
+def touches(op_path: list[Any], path: Path) -> bool:
+    """Whether an op at ``op_path`` can change what lies at ``path`` (one is a prefix
+    of the other)."""
+    n = min(len(op_path), len(path))
+    return list(op_path[:n]) == list(path[:n])
+
+
+def readable_ops(wire_ops: list[Any]) -> list[dict[str, Any]]:
+    """Net-change ops as the model reads them: each path with its new value, or removed."""
+    out: list[dict[str, Any]] = []
+    for op in wire_ops:
+        if op[0] == 1:
+            out.append({"path": op[1], "removed": True})
+        elif op[0] == 2:
+            out.append({"path": op[1], "inserted": op[2]})
+        else:
+            out.append({"path": op[1], "value": op[2]})
+    return out
+
+
+class Seat:
+    def __init__(self, config: SeatConfig) -> None:
+        self.config = config
+        self.ledger = Ledger()
+        self._client: RoomClient | None = None
+        self._lock = asyncio.Lock()
+        self._http: aiohttp.ClientSession | None = None
+        self._watch: asyncio.Task[None] | None = None
+        #: Called (synchronously) whenever the room's state moved on.
+        self.on_change: list[Callable[[], None]] = []
+
+    # --- the connection -----------------------------------------------------------------
+
+    async def room(self) -> RoomClient:
+        """The live client, connected now if it is not (or no longer) connected."""
+        client = self._client
+        if client is not None and client.status != "closed":
+            return client
+        async with self._lock:
+            client = self._client
+            if client is not None and client.status != "closed":
+                return client
+            client = RoomClient(
+                self.config.room_url,
+                client=self.config.client,
+                token=self.config.token,
+                connect_timeout=self.config.connect_timeout,
+                open_timeout=self.config.connect_timeout,
+            )
+            try:
+                await client.start()
+            except (StatecastError, OSError) as exc:
+                log.warning("statecast_connect_failed", url=self.config.room_url, error=str(exc))
+                raise closed_advice(exc, self.config) from None
+            log.info(
+                "statecast_connected",
+                url=self.config.room_url,
+                client=self.config.client,
+                seq=client.seq,
+            )
+            self._client = client
+            if self._watch is not None:
+                self._watch.cancel()
+            self._watch = asyncio.create_task(self._watch_changes(client))
+            return client
+
+    async def _watch_changes(self, client: RoomClient) -> None:
+        with contextlib.suppress(StatecastError, OSError):
+            async for event in client.changes():
+                if isinstance(event, (Changed, StateReplaced)):
+                    for callback in self.on_change:
+                        callback()
+
+    async def close(self) -> None:
+        self.ledger.cancel_all()
+        if self._watch is not None:
+            self._watch.cancel()
+        if self._client is not None:
+            await self._client.close()
+        if self._http is not None:
+            await self._http.close()
+
+    # --- reading ------------------------------------------------------------------------
+
+    async def state(self, path: Path | None = None) -> dict[str, Any]:
+        client = await self.room()
+        # Read with no await between: the value and the seq belong together.
+        value: Any = client.state
+        for seg in path or []:
+            in_map = isinstance(value, dict) and isinstance(seg, str) and seg in value
+            in_list = isinstance(value, list) and type(seg) is int and 0 <= seg < len(value)
+            if in_map or in_list:
+                value = value[seg]
+            else:
+                raise SeatError(
+                    "no_such_path",
+                    f"nothing at {path!r} in the room's state (at seq {client.seq}): "
+                    "call get_state without a path to see what is there",
+                    seq=client.seq,
+                )
+        return {"seq": client.seq, "epoch": client.epoch, "path": path or [], "value": value}
+
+    async def _get(self, url: str, params: dict[str, str] | None = None) -> Any:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.config.connect_timeout)
+            )
+        headers = {"Authorization": f"Bearer {self.config.token}"} if self.config.token else {}
+        try:
+            async with self._http.get(url, params=params, headers=headers) as response:
+                body = await response.json(content_type=None)
+                if response.status >= 400:
+                    error = body.get("error", {}) if isinstance(body, dict) else {}
+                    raise SeatError(
+                        str(error.get("code") or response.status),
+                        str(error.get("message") or f"HTTP {response.status}"),
+                        status=response.status,
+                    )
+                return body
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise SeatError(
+                "unreachable",
+                f"cannot reach the statecast server's HTTP side at {self.config.http_url} "
+                f"({type(exc).__name__}: {exc}): give statecast mcp the right --http-url",
+            ) from None
+
+    async def info(self) -> dict[str, Any]:
+        """The room type, its actions, who is present and the seq (GET /rooms/{room})."""
+        await self.room()  # an agent's join creates the room, as it does for any agent
+        body: dict[str, Any] = await self._get(self.config.room_http)
+        return body
+
+    async def changes_since(self, since: int) -> dict[str, Any]:
+        """The net change since ``since``: each touched path with its value now, or removed."""
+        client = await self.room()
+        if since > client.seq:
+            raise SeatError(
+                "ahead",
+                f"seq {since} is ahead of the room's (the agent has seen {client.seq}): "
+                "pass a seq a tool answered",
+                seq=client.seq,
+            )
+        try:
+            body = await self._get(
+                f"{self.config.room_http}/changes",
+                {"epoch": client.epoch or "", "since": str(since), "compact": "1"},
+            )
+        except SeatError as exc:
+            if exc.details.get("status") == 410:
+                raise SeatError(
+                    "gone",
+                    f"the changes since seq {since} are no longer kept (or the room was "
+                    "reset): call get_state for the whole state and its seq",
+                ) from None
+            raise
+        return {
+            "since": since,
+            "seq": body["to"],
+            "changes": readable_ops(body["ops"]),
+        }
+
+    async def wait_for_change(
+        self, since: int, path: Path | None, timeout: float
+    ) -> dict[str, Any]:
+        """Return once the state (under ``path``) differs from what it was at ``since``,
+        with the net change; or, after ``timeout`` seconds, ``changed: false``."""
+        client = await self.room()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        events = client.changes()  # before the first look: nothing slips in between
+        try:
+            while True:
+                if client.seq > since:
+                    result = await self.changes_since(since)
+                    if path:
+                        changes = result["changes"]
+                        result["changes"] = [c for c in changes if touches(c["path"], path)]
+                    if result["changes"]:
+                        return {"changed": True, **result}
+                while True:
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        return {"changed": False, "since": since, "seq": client.seq, "changes": []}
+                    try:
+                        event = await asyncio.wait_for(anext(events), left)
+                    except TimeoutError:
+                        continue
+                    except (StopAsyncIteration, StatecastError) as exc:
+                        raise closed_advice(exc, self.config) from None
+                    if isinstance(event, StateReplaced):
+                        break
+                    if isinstance(event, Changed) and (
+                        not path or any(touches(op[1], path) for op in event.ops)
+                    ):
+                        break
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+    # --- acting -------------------------------------------------------------------------
+
+    async def act(self, key: str, name: str, args: Any) -> dict[str, Any]:
+        """Run action ``name`` once under ``key``: its seq and answer, or a SeatError."""
+        client = await self.room()
+        try:
+            task, retry = self.ledger.start(key, name, args, lambda: client.perform(name, args))
+        except KeyReused as exc:
+            raise SeatError("key_reused", str(exc), key=key) from None
+        if retry:
+            log.info("mcp_call_retried", key=key, action=name)
+        try:
+            acked: ActionAcked = await asyncio.wait_for(
+                asyncio.shield(task), self.config.call_timeout
+            )
+        except TimeoutError:
+            why = client.last_error if client.status != "live" else "no answer yet"
+            raise SeatError(
+                "pending",
+                f"no outcome within {self.config.call_timeout:g} s ({client.status}: {why}). "
+                f"The action is kept and sent when the connection is back, and takes effect at "
+                f"most once: call {name} again with key {key!r} to get its outcome",
+                key=key,
+            ) from None
+        except Rejection as exc:
+            raise SeatError(exc.code, exc.message, key=key) from None
+        except (StatecastError, OSError) as exc:
+            error = closed_advice(exc, self.config)
+            error.details["key"] = key
+            error.message += " (the action's outcome is unknown: read the state to see it)"
+            raise error from None
+        if acked.seq is not None:
+            await client.wait_for_seq(acked.seq)  # what the model reads next includes it
+        seq = acked.seq if acked.seq is not None else client.seq
+        result: dict[str, Any] = {"key": key, "seq": seq}
+        if not acked.answer_known:
+            result["answer_lost"] = str(AnswerLost(acked.aid))
+        elif acked.answer is not None:
+            result["answer"] = acked.answer
+        if retry:
+            result["retried"] = True
+        return result
