@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import socket
-import weakref
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -75,8 +75,9 @@ class SeatServer:
         self.uri = state_uri(seat.config)
         self.bus = InMemorySubscriptionBus()
         self.listen = ListenHandler(self.bus)
-        #: 2025-era sessions subscribed to the state resource.
-        self.subscribers: weakref.WeakSet[ServerSession] = weakref.WeakSet()
+        #: 2025-era connections subscribed to the state resource, by connection (the
+        #: latest request's session object of each: it sends on the connection's channel).
+        self.subscribers: dict[str, ServerSession] = {}
         self._actions: dict[str, ActionTool] | None = None
         self._changed = asyncio.Event()
         seat.on_change.append(self._changed.set)
@@ -204,11 +205,10 @@ class SeatServer:
             state = await self.seat.state()
         except SeatError as exc:
             raise MCPError(types.INTERNAL_ERROR, f"{exc.code}: {exc.message}") from None
-        body = {"seq": state["seq"], "epoch": state["epoch"], "state": state["value"]}
         contents = types.TextResourceContents(
             uri=self.uri,
             mime_type="application/json",
-            text=_json(body),
+            text=_json(state),
             _meta={"statecast/seq": state["seq"], "statecast/epoch": state["epoch"]},
         )
         return types.ReadResourceResult(contents=[contents])
@@ -217,7 +217,7 @@ class SeatServer:
         self, ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams
     ) -> types.EmptyResult:
         self._check_uri(str(params.uri))
-        self.subscribers.add(ctx.session)
+        self.subscribers[connection_id(ctx) or f"call:{uuid.uuid4()}"] = ctx.session
         with contextlib.suppress(SeatError):  # notifications start once it connects
             await self.seat.room()
         return types.EmptyResult()
@@ -226,7 +226,7 @@ class SeatServer:
         self, ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams
     ) -> types.EmptyResult:
         self._check_uri(str(params.uri))
-        self.subscribers.discard(ctx.session)
+        self.subscribers.pop(connection_id(ctx) or "", None)
         return types.EmptyResult()
 
     async def notify_changes(self) -> None:
@@ -235,23 +235,34 @@ class SeatServer:
         while True:
             await self._changed.wait()
             self._changed.clear()
-            for session in list(self.subscribers):
+            for connection, session in list(self.subscribers.items()):
                 try:
                     await session.send_resource_updated(self.uri)
-                except Exception as exc:  # a session that has gone: forget it
-                    log.debug("mcp_subscriber_gone", error=repr(exc))
-                    self.subscribers.discard(session)
+                except Exception as exc:  # a connection that has gone: forget it
+                    log.debug("mcp_subscriber_gone", connection=connection, error=repr(exc))
+                    self.subscribers.pop(connection, None)
             await self.bus.publish(ResourceUpdated(uri=self.uri))
 
 
+def connection_id(ctx: ServerRequestContext[Any]) -> str | None:
+    """Which MCP connection a request came on: stdio's one connection, or its Streamable
+    HTTP session; None for a 2026-07-28 request over HTTP, which has no connection."""
+    if ctx.request is None:
+        return "stdio"
+    headers = getattr(ctx.request, "headers", None)
+    session = headers.get("mcp-session-id") if headers is not None else None
+    return f"http:{session}" if session else None
+
+
 def implicit_key(ctx: ServerRequestContext[Any]) -> str:
-    """A call's key when the model gave none: its MCP request id, within its session."""
-    session = None
-    request = ctx.request
-    headers = getattr(request, "headers", None)
-    if headers is not None:
-        session = headers.get("mcp-session-id")
-    return f"request:{session or id(ctx.session)}:{ctx.request_id}"
+    """A call's key when the model gave none: its MCP request id, on its connection.
+
+    A request without a connection to scope its id (every client numbers its own) gets
+    a key of its own: only an explicit key dedupes it."""
+    connection = connection_id(ctx)
+    if connection is None:
+        return f"call:{uuid.uuid4()}"
+    return f"request:{connection}:{ctx.request_id}"
 
 
 def _version() -> str:

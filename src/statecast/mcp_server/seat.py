@@ -198,7 +198,9 @@ class Seat:
                     "call get_state without a path to see what is there",
                     seq=client.seq,
                 )
-        return {"seq": client.seq, "epoch": client.epoch, "path": path or [], "value": value}
+        if not path:  # as GET /rooms/{room}/state answers it
+            return {"epoch": client.epoch, "seq": client.seq, "state": value}
+        return {"epoch": client.epoch, "seq": client.seq, "path": path, "value": value}
 
     async def _get(self, url: str, params: dict[str, str] | None = None) -> Any:
         if self._http is None:
@@ -305,8 +307,7 @@ class Seat:
             task, retry = self.ledger.start(key, name, args, lambda: client.perform(name, args))
         except KeyReused as exc:
             raise SeatError("key_reused", str(exc), key=key) from None
-        if retry:
-            log.info("mcp_call_retried", key=key, action=name)
+        log.debug("mcp_action", key=key, action=name, retry=retry)
         try:
             acked: ActionAcked = await asyncio.wait_for(
                 asyncio.shield(task), self.config.call_timeout
