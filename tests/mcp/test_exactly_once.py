@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from tests.helpers import TIMEOUT, eventually, http_session
 from tests.mcp.harness import CREW_TYPE, EXAMPLES, http_agent, http_seat, seat_args, stdio_agent
-from tests.serve_process import ServeProcess, start_serve
+from tests.serve_process import ServeProcess, serve_process, start_serve
 
 
 @asynccontextmanager
@@ -121,3 +121,32 @@ async def call_until_settled(agent: Any, tool: str, **arguments: Any) -> dict[st
             assert isinstance(result.structured_content, dict)
             return result.structured_content
         assert result.structured_content["error"]["code"] == "pending", result.content
+
+
+async def test_a_rate_limited_call_can_be_retried_under_its_key() -> None:
+    """A refusal for a passing reason (rate_limited) applied nothing: the key is free
+    again, and the retry runs the action (once); any other refusal is the key's outcome."""
+    limits = ("--room-type", CREW_TYPE, "--action-rate=0.5", "--action-burst=1")
+    async with (
+        asyncio.timeout(TIMEOUT * 8),
+        serve_process(*limits, cwd=EXAMPLES) as server,
+        stdio_agent(*seat_args(server, "crew-rate", "a")) as agent,
+    ):
+        assert (await agent.call("add_task", title="one", key="one"))["answer"] == "t1"
+        refused = await agent.error("add_task", title="two", key="two")
+        assert refused["code"] == "rate_limited" and refused["key"] == "two"
+        while True:
+            await asyncio.sleep(0.5)  # the bucket refills at 0.5 actions/s
+            result = await agent.session.call_tool("add_task", {"title": "two", "key": "two"})
+            if not result.is_error:
+                break
+            assert result.structured_content["error"]["code"] == "rate_limited"
+        assert result.structured_content["answer"] == "t2"
+        await asyncio.sleep(2.5)  # a token again
+        claim = await agent.error("claim", task="t9", key="claim")
+        # Sent again, it would be refused rate_limited (the bucket is empty): the retry
+        # answers the first refusal without sending anything.
+        again = await agent.error("claim", task="t9", key="claim")
+        assert claim == again and claim["code"] == "invalid"
+        state = (await agent.call("get_state"))["state"]
+        assert [t["title"] for t in state["tasks"].values()] == ["one", "two"]

@@ -78,6 +78,13 @@ class Ledger:
         self._trim()
         return task, False
 
+    def forget(self, key: str, task: asyncio.Task[Any]) -> None:
+        """Free ``key`` (if it still carries ``task``): its action was refused without
+        effect for a passing reason, so a retry may try it again."""
+        entry = self._entries.get(key)
+        if entry is not None and entry.task is task:
+            del self._entries[key]
+
     def _trim(self) -> None:
         while len(self._entries) > self.max_keys:
             for key, entry in self._entries.items():

@@ -46,6 +46,11 @@ CLOSE_ADVICE = {
 }
 
 
+#: Refusals that say "not now" rather than "no": nothing was applied, and a retry under
+#: the same key runs the action again instead of answering the refusal again.
+PASSING_REFUSALS = frozenset({"rate_limited", "unavailable"})
+
+
 class SeatError(Exception):
     """Why a tool cannot answer: ``code`` for programs, the message for the model."""
 
@@ -322,6 +327,8 @@ class Seat:
                 key=key,
             ) from None
         except Rejection as exc:
+            if exc.code in PASSING_REFUSALS:
+                self.ledger.forget(key, task)
             raise SeatError(exc.code, exc.message, key=key) from None
         except (StatecastError, OSError) as exc:
             error = closed_advice(exc, self.config)
