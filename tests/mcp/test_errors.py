@@ -19,8 +19,8 @@ SECRET = "statecast-test-secret-0123456789abcdef"
 READERS = {"get_state", "changes_since", "wait_for_change", "room_info"}
 
 
-def token(rooms: list[str], key: str = SECRET) -> str:
-    claims = {"sub": "a", "role": "agent", "rooms": rooms, "exp": int(time.time()) + 600}
+def token(rooms: list[str], key: str = SECRET, role: str = "agent") -> str:
+    claims = {"sub": "a", "role": role, "rooms": rooms, "exp": int(time.time()) + 600}
     return jwt.encode(claims, key, algorithm="HS256")
 
 
@@ -64,6 +64,12 @@ async def test_a_refused_token_is_a_tool_error_and_a_good_one_works() -> None:
             info = await agent.call("room_info")  # over HTTP, with the token
             assert info["type"] == "mypackage.agents:TaskBoard"
             assert (await agent.call("changes_since", seq=0))["seq"] == 1
+        reader = token(["crew-*"], role="spectator")
+        args = seat_args(server, "crew-auth", "r", "--token", reader, "--role", "spectator")
+        async with stdio_agent(*args) as agent:
+            assert (await agent.call("get_state"))["state"]["tasks"]["t1"]["title"] == "x"
+            refused = await agent.error("add_task", title="y")
+            assert refused["code"] == "forbidden"
 
 
 def free_port() -> int:

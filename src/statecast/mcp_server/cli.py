@@ -49,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--token", help="a JWT for the statecast server (with --auth jwt)")
     parser.add_argument(
+        "--role",
+        choices=("agent", "spectator"),
+        default="agent",
+        help="spectator: a read-only seat (its action tools are refused 'forbidden')",
+    )
+    parser.add_argument(
         "--http-url",
         help="the statecast server's HTTP side (default: the --url host, its port + 1)",
     )

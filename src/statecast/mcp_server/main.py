@@ -281,6 +281,7 @@ def seat_config(args: argparse.Namespace) -> SeatConfig:
         client=args.client,
         http_url=args.http_url or default_http_url(args.url),
         token=args.token,
+        role=args.role,
         connect_timeout=args.connect_timeout,
         call_timeout=args.call_timeout,
     )

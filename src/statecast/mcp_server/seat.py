@@ -30,6 +30,7 @@ from statecast.protocol.errors import (
     ServerClosed,
     StatecastError,
 )
+from statecast.protocol.messages import Role
 
 log = structlog.get_logger("statecast.mcp")
 
@@ -68,6 +69,7 @@ class SeatConfig:
     client: str
     http_url: str
     token: str | None = None
+    role: Role = "agent"
     connect_timeout: float = 10.0
     call_timeout: float = 30.0
 
@@ -147,6 +149,7 @@ class Seat:
                 return client
             client = RoomClient(
                 self.config.room_url,
+                role=self.config.role,
                 client=self.config.client,
                 token=self.config.token,
                 connect_timeout=self.config.connect_timeout,
@@ -233,7 +236,7 @@ class Seat:
 
     async def info(self) -> dict[str, Any]:
         """The room type, its actions, who is present and the seq (GET /rooms/{room})."""
-        await self.room()  # an agent's join creates the room, as it does for any agent
+        await self.room()  # an agent's join creates the room, as any agent's does
         body: dict[str, Any] = await self._get(self.config.room_http)
         return body
 
