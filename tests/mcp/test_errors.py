@@ -4,6 +4,7 @@ what is wrong with its flags, or that the MCP extra is missing."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import socket
 import sys
@@ -12,7 +13,7 @@ import time
 import jwt
 
 from tests.helpers import TIMEOUT
-from tests.mcp.harness import CREW_TYPE, EXAMPLES, seat_args, stdio_agent
+from tests.mcp.harness import CREW_TYPE, EXAMPLES, ROOT, seat_args, stdio_agent
 from tests.serve_process import STATECAST, run_to_end, serve_process
 
 SECRET = "statecast-test-secret-0123456789abcdef"
@@ -128,3 +129,22 @@ async def test_without_the_mcp_extra_the_command_says_how_to_install_it() -> Non
     code, _, err = await run_to_end(sys.executable, "-c", script, cwd=EXAMPLES, timeout=TIMEOUT * 2)
     assert code == 2, err
     assert err == "statecast mcp needs the MCP SDK: pip install 'statecast[mcp]'\n"
+
+
+def test_the_core_never_imports_the_mcp_server_or_the_sdk() -> None:
+    """server/ and protocol/ import neither statecast.mcp_server nor the MCP SDK."""
+    offenders = []
+    for folder in ("server", "protocol"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                offenders += [
+                    f"{path}: {n}"
+                    for n in names
+                    if n.split(".")[0] in ("mcp", "mcp_types") or "mcp_server" in n.split(".")
+                ]
+    assert offenders == []

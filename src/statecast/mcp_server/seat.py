@@ -275,6 +275,13 @@ class Seat:
         """Return once the state (under ``path``) differs from what it was at ``since``,
         with the net change; or, after ``timeout`` seconds, ``changed: false``."""
         client = await self.room()
+        if since > client.seq:
+            raise SeatError(
+                "ahead",
+                f"seq {since} is ahead of the room's (the agent has seen {client.seq}): "
+                "pass a seq a tool answered",
+                seq=client.seq,
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         events = client.changes()  # before the first look: nothing slips in between
@@ -310,9 +317,13 @@ class Seat:
 
     async def act(self, key: str, name: str, args: Any) -> dict[str, Any]:
         """Run action ``name`` once under ``key``: its seq and answer, or a SeatError."""
-        client = await self.room()
+
+        async def perform() -> ActionAcked:
+            client = await self.room()  # a SeatError here: nothing was sent
+            return await client.perform(name, args)
+
         try:
-            task, retry = self.ledger.start(key, name, args, lambda: client.perform(name, args))
+            task, retry = self.ledger.start(key, name, args, perform)
         except KeyReused as exc:
             raise SeatError("key_reused", str(exc), key=key) from None
         log.debug("mcp_action", key=key, action=name, retry=retry)
@@ -321,14 +332,21 @@ class Seat:
                 asyncio.shield(task), self.config.call_timeout
             )
         except TimeoutError:
-            why = client.last_error if client.status != "live" else "no answer yet"
+            client = self._client
+            status = client.status if client is not None else "connecting"
+            why = client.last_error if client is not None and status != "live" else ""
             raise SeatError(
                 "pending",
-                f"no outcome within {self.config.call_timeout:g} s ({client.status}: {why}). "
-                f"The action is kept and sent when the connection is back, and takes effect at "
-                f"most once: call {name} again with key {key!r} to get its outcome",
+                f"no outcome within {self.config.call_timeout:g} s ({status}"
+                f"{': ' + why if why else ''}). The action is kept and sent when the connection "
+                f"is back, and takes effect at most once: call {name} again with key {key!r} "
+                "to get its outcome",
                 key=key,
             ) from None
+        except SeatError as exc:
+            self.ledger.forget(key, task)  # never sent: a retry may send it
+            exc.details["key"] = key
+            raise
         except Rejection as exc:
             if exc.code in PASSING_REFUSALS:
                 self.ledger.forget(key, task)
@@ -338,8 +356,11 @@ class Seat:
             error.details["key"] = key
             error.message += " (the action's outcome is unknown: read the state to see it)"
             raise error from None
+        client = self._client
+        assert client is not None
         if acked.seq is not None:
-            await client.wait_for_seq(acked.seq)  # what the model reads next includes it
+            with contextlib.suppress(StatecastError):  # the next read says why, if it ended
+                await client.wait_for_seq(acked.seq)  # what the model reads next includes it
         seq = acked.seq if acked.seq is not None else client.seq
         result: dict[str, Any] = {"key": key, "seq": seq}
         if not acked.answer_known:
