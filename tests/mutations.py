@@ -494,8 +494,8 @@ MUTATIONS = [
         "an MCP retry starts a second action",
         "a tool call retried with the same key answers the first call's outcome",
         "src/statecast/mcp_server/ledger.py",
-        "entry = self._entries.get(key)",
-        "entry = None",
+        "print_ = fingerprint(name, args)\n        entry = self._entries.get(key)",
+        "print_ = fingerprint(name, args)\n        entry = None",
         "tests/mcp/test_exactly_once.py::"
         "test_a_retry_with_the_same_key_after_the_connection_was_cut",
     ),
