@@ -11,6 +11,7 @@ import sys
 import time
 
 import jwt
+import mcp_types as types
 
 from tests.helpers import TIMEOUT
 from tests.mcp.harness import CREW_TYPE, EXAMPLES, ROOT, seat_args, stdio_agent
@@ -79,13 +80,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_an_unreachable_server_is_a_tool_error() -> None:
-    port = free_port()  # nothing listens there
+async def test_an_unreachable_server_is_a_tool_error_until_it_comes() -> None:
+    port, http_port = free_port(), free_port()  # nothing listens there, yet
     args = (
-        "mcp", "--url", f"ws://127.0.0.1:{port}", "--room", "crew-1", "--client", "a",
-        "--connect-timeout", "1",
+        "mcp", "--url", f"ws://127.0.0.1:{port}", "--http-url", f"http://127.0.0.1:{http_port}",
+        "--room", "crew-1", "--client", "a", "--connect-timeout", "1",
     )  # fmt: skip
-    async with asyncio.timeout(TIMEOUT * 6), stdio_agent(*args) as agent:
+    async with asyncio.timeout(TIMEOUT * 8), stdio_agent(*args) as agent:
         assert {tool.name for tool in (await agent.session.list_tools()).tools} == READERS
         for tool, arguments in (
             ("get_state", {}),
@@ -97,6 +98,14 @@ async def test_an_unreachable_server_is_a_tool_error() -> None:
             assert error["code"] == "unreachable", error
             assert f"cannot reach the statecast server at ws://127.0.0.1:{port}" in error["message"]
             assert "connection refused" in error["message"]
+        # The server comes: the seat connects by itself and tells the host its tools changed.
+        ports = (f"--port={port}", f"--http-port={http_port}", "--room-type", CREW_TYPE)
+        async with serve_process(*ports, cwd=EXAMPLES):
+            while not isinstance(await agent.notes.get(), types.ToolListChangedNotification):
+                pass
+            tools = {tool.name for tool in (await agent.session.list_tools()).tools}
+            assert tools == READERS | {"add_task", "claim", "finish"}
+            assert (await agent.call("add_task", title="at last"))["answer"] == "t1"
 
 
 async def test_the_command_line_says_what_is_wrong() -> None:

@@ -22,9 +22,16 @@ import mcp_types as types
 import structlog
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
+from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.models import InitializationOptions
 from mcp.server.session import ServerSession
 from mcp.server.stdio import stdio_server
-from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourceUpdated
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ListenHandler,
+    ResourceUpdated,
+    ToolsListChanged,
+)
 from mcp.shared.exceptions import MCPError
 
 from statecast.mcp_server.cli import default_http_url
@@ -67,6 +74,24 @@ def failed(code: str, message: str, **details: Any) -> types.CallToolResult:
     )
 
 
+class _Server(Server[Any]):
+    """The SDK's server, telling a 2025 host at initialize, on every transport, that the
+    tool list may change (once the room's actions are known, if the statecast server was
+    unreachable at first)."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        return super().create_initialization_options(
+            notification_options or NotificationOptions(tools_changed=True),
+            experimental_capabilities,
+            extensions,
+        )
+
+
 class SeatServer:
     """The MCP side of one seat: tools, the state resource and its notifications."""
 
@@ -79,9 +104,12 @@ class SeatServer:
         #: latest request's session object of each: it sends on the connection's channel).
         self.subscribers: dict[str, ServerSession] = {}
         self._actions: dict[str, ActionTool] | None = None
+        #: Connections given the tools before the room's actions were known: told of the
+        #: change once they are (2025 era; a 2026 host hears it on its listen stream).
+        self.listed_early: dict[str, ServerSession] = {}
         self._changed = asyncio.Event()
         seat.on_change.append(self._changed.set)
-        self.server: Server[Any] = Server(
+        self.server = _Server(
             "statecast",
             version=_version(),
             title=f"statecast room {seat.config.room}",
@@ -108,7 +136,17 @@ class SeatServer:
                 log.warning("mcp_room_type_not_importable", type=info["type"], error=str(exc))
             tools = action_tools(room_type, list(info.get("actions", [])))
             self._actions = {tool.name: tool for tool in tools}
+            await self._tools_changed()
         return self._actions
+
+    async def _tools_changed(self) -> None:
+        early, self.listed_early = self.listed_early, {}
+        for connection, session in early.items():
+            try:
+                await session.send_tool_list_changed()
+            except Exception as exc:  # a connection that has gone
+                log.debug("mcp_connection_gone", connection=connection, error=repr(exc))
+        await self.bus.publish(ToolsListChanged())
 
     async def list_tools(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -127,6 +165,7 @@ class SeatServer:
         except SeatError as exc:
             # The readers stay listed: each answers why the room cannot be reached.
             log.warning("mcp_actions_unknown", error=exc.message)
+            self.listed_early[connection_id(ctx) or f"call:{uuid.uuid4()}"] = ctx.session
             actions = {}
         tools += [
             types.Tool(
@@ -291,9 +330,7 @@ async def serve(args: argparse.Namespace) -> None:
     seat = Seat(seat_config(args))
     app = SeatServer(seat)
     notifier = asyncio.create_task(app.notify_changes())
-    # Connect now, so that the first tool call finds the seat ready; a failure here is
-    # only logged (each tool answers it, and the next call tries again).
-    connecting = asyncio.create_task(_connect_early(seat))
+    connecting = asyncio.create_task(_keep_connecting(app))
     try:
         if args.http is None:
             log.info("mcp_serving", transport="stdio", room=args.room, client=args.client)
@@ -310,9 +347,22 @@ async def serve(args: argparse.Namespace) -> None:
         await seat.close()
 
 
-async def _connect_early(seat: Seat) -> None:
-    with contextlib.suppress(SeatError):
-        await seat.room()
+#: Refusals only the operator can lift: no point in trying again by itself.
+FINAL = frozenset({"closed_4001", "closed_4003", "closed_4004", "taken_over"})
+
+
+async def _keep_connecting(app: SeatServer) -> None:
+    """Connect now and learn the room's actions, so that the first tool call finds the
+    seat ready; while the statecast server is unreachable, keep trying, and tell the
+    hosts that listed the tools without the actions once they are known."""
+    while True:
+        try:
+            await app.actions()
+            return
+        except SeatError as exc:
+            if exc.code in FINAL:
+                return  # each tool answers why
+        await asyncio.sleep(1.0)
 
 
 async def _serve_http(app: SeatServer, host: str, port: int) -> None:
