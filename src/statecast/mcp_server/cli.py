@@ -81,6 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         help="seconds an action tool waits for its outcome before answering that it is pending",
     )
+    parser.add_argument(
+        "--keys",
+        metavar="FILE",
+        help="keep idempotency keys in this SQLite file, so that a retry after the process "
+        "restarted (a stdio host relaunching it) still answers the first outcome",
+    )
     parser.add_argument("--log-level", default="info", help="debug, info, warning or error")
 
 

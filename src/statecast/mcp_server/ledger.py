@@ -57,6 +57,9 @@ class Ledger:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
     def start(
         self, key: str, name: str, args: Any, perform: Callable[[], Awaitable[Any]]
     ) -> tuple[asyncio.Task[Any], bool]:
@@ -69,7 +72,7 @@ class Ledger:
         entry = self._entries.get(key)
         if entry is not None:
             if entry.fingerprint != print_:
-                raise KeyReused(key, _describe(entry.fingerprint))
+                raise KeyReused(key, describe(entry.fingerprint))
             self._entries.move_to_end(key)
             return entry.task, True
         task = asyncio.ensure_future(perform())
@@ -107,7 +110,7 @@ def _consume(task: asyncio.Task[Any]) -> None:
             task.exception()
 
 
-def _describe(print_: str) -> str:
+def describe(print_: str) -> str:
     name, args = json.loads(print_)
     text = json.dumps(args)
     return f"{name} with {text if len(text) <= 200 else text[:200] + '...'}"

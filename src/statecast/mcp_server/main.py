@@ -321,6 +321,7 @@ def seat_config(args: argparse.Namespace) -> SeatConfig:
         http_url=args.http_url or default_http_url(args.url),
         token=args.token,
         role=args.role,
+        keys_file=args.keys,
         connect_timeout=args.connect_timeout,
         call_timeout=args.call_timeout,
     )

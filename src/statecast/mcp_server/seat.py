@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +21,9 @@ from urllib.parse import quote
 import aiohttp
 import structlog
 
-from statecast.mcp_server.ledger import KeyReused, Ledger
-from statecast.protocol.client import ActionAcked, Changed, RoomClient, StateReplaced
+from statecast.mcp_server.keystore import KeyStore, Stored
+from statecast.mcp_server.ledger import KeyReused, Ledger, describe, fingerprint
+from statecast.protocol.client import Changed, RoomClient, StateReplaced
 from statecast.protocol.errors import (
     AnswerLost,
     ClientIdTakenOver,
@@ -72,6 +74,8 @@ class SeatConfig:
     role: Role = "agent"
     connect_timeout: float = 10.0
     call_timeout: float = 30.0
+    #: Where keys outlive the process (--keys), if anywhere.
+    keys_file: str | None = None
 
     @property
     def room_url(self) -> str:
@@ -129,6 +133,10 @@ class Seat:
     def __init__(self, config: SeatConfig) -> None:
         self.config = config
         self.ledger = Ledger()
+        #: Keys written down for later processes (--keys), or None.
+        self.keys: KeyStore | None = None
+        if config.keys_file is not None:
+            self.keys = KeyStore(config.keys_file, config.room, config.client)
         self._client: RoomClient | None = None
         self._lock = asyncio.Lock()
         self._http: aiohttp.ClientSession | None = None
@@ -187,6 +195,8 @@ class Seat:
             await self._client.close()
         if self._http is not None:
             await self._http.close()
+        if self.keys is not None:
+            self.keys.close()
 
     # --- reading ------------------------------------------------------------------------
 
@@ -211,16 +221,24 @@ class Seat:
         return {"epoch": client.epoch, "seq": client.seq, "path": path, "value": value}
 
     async def _get(self, url: str, params: dict[str, str] | None = None) -> Any:
+        return await self._request("GET", url, params=params)
+
+    async def _post(self, url: str, body: dict[str, Any]) -> Any:
+        return await self._request("POST", url, json=body)
+
+    async def _request(self, method: str, url: str, **kwargs: Any) -> Any:
+        """A request to the server's HTTP side, with the token; its JSON body, or a
+        SeatError with the server's error code and message."""
         if self._http is None:
             self._http = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.config.connect_timeout)
             )
         headers = {"Authorization": f"Bearer {self.config.token}"} if self.config.token else {}
         try:
-            async with self._http.get(url, params=params, headers=headers) as response:
+            async with self._http.request(method, url, headers=headers, **kwargs) as response:
                 body = await response.json(content_type=None)
                 if response.status >= 400:
-                    error = body.get("error", {}) if isinstance(body, dict) else {}
+                    error = body if isinstance(body, dict) else {}
                     raise SeatError(
                         str(error.get("code") or response.status),
                         str(error.get("message") or f"HTTP {response.status}"),
@@ -317,18 +335,25 @@ class Seat:
 
     async def act(self, key: str, name: str, args: Any) -> dict[str, Any]:
         """Run action ``name`` once under ``key``: its seq and answer, or a SeatError."""
-
-        async def perform() -> ActionAcked:
-            client = await self.room()  # a SeatError here: nothing was sent
-            return await client.perform(name, args)
-
+        print_ = fingerprint(name, args)
+        stored = None
+        if self.keys is not None and key not in self.ledger:
+            stored = self.keys.get(key)  # from an earlier process of this seat
+            if stored is not None:
+                if stored.fingerprint != print_:
+                    first = str(KeyReused(key, describe(stored.fingerprint)))
+                    raise SeatError("key_reused", first, key=key)
+                if stored.outcome is not None:
+                    return _replay(stored.outcome, key)
         try:
-            task, retry = self.ledger.start(key, name, args, perform)
+            task, retry = self.ledger.start(
+                key, name, args, lambda: self._perform(key, print_, name, args, stored)
+            )
         except KeyReused as exc:
             raise SeatError("key_reused", str(exc), key=key) from None
         log.debug("mcp_action", key=key, action=name, retry=retry)
         try:
-            acked: ActionAcked = await asyncio.wait_for(
+            result: dict[str, Any] = await asyncio.wait_for(
                 asyncio.shield(task), self.config.call_timeout
             )
         except TimeoutError:
@@ -344,20 +369,49 @@ class Seat:
                 key=key,
             ) from None
         except SeatError as exc:
-            self.ledger.forget(key, task)  # never sent: a retry may send it
-            exc.details["key"] = key
+            if exc.code in PASSING_REFUSALS or exc.details.get("unsent"):
+                self.ledger.forget(key, task)  # nothing applied: a retry runs it
+            details = {k: v for k, v in exc.details.items() if k != "unsent"}
+            raise SeatError(exc.code, exc.message, **details, key=key) from None
+        return {**result, "retried": True} if retry else result
+
+    async def _perform(
+        self, key: str, print_: str, name: str, args: Any, stored: Stored | None
+    ) -> dict[str, Any]:
+        """The action under ``key``, to its outcome (recorded with ``--keys``)."""
+        keys = self.keys
+        try:
+            client = await self.room()
+        except SeatError as exc:
+            exc.details["unsent"] = True
             raise
+        earlier = stored.aid if stored is not None else None
+        if keys is not None and earlier is not None and earlier <= client.sync.acked:
+            # Sent by an earlier process, and applied: settle it, never send it again.
+            applied = await self._applied_earlier(key, earlier, name, args, client)
+            keys.settled(key, applied)
+            return applied
+
+        def on_aid(aid: int) -> None:
+            assert keys is not None
+            try:
+                keys.started(key, print_, aid)
+            except sqlite3.Error as exc:
+                log.warning("mcp_keys_unwritable", key=key, error=str(exc))
+
+        try:
+            acked = await client.perform(name, args, on_aid=on_aid if keys is not None else None)
         except Rejection as exc:
-            if exc.code in PASSING_REFUSALS:
-                self.ledger.forget(key, task)
-            raise SeatError(exc.code, exc.message, key=key) from None
+            if keys is not None:
+                if exc.code in PASSING_REFUSALS:
+                    keys.forget(key)
+                else:
+                    keys.settled(key, {"error": {"code": exc.code, "message": exc.message}})
+            raise SeatError(exc.code, exc.message) from None
         except (StatecastError, OSError) as exc:
             error = closed_advice(exc, self.config)
-            error.details["key"] = key
             error.message += " (the action's outcome is unknown: read the state to see it)"
             raise error from None
-        client = self._client
-        assert client is not None
         if acked.seq is not None:
             with contextlib.suppress(StatecastError):  # the next read says why, if it ended
                 await client.wait_for_seq(acked.seq)  # what the model reads next includes it
@@ -367,6 +421,32 @@ class Seat:
             result["answer_lost"] = str(AnswerLost(acked.aid))
         elif acked.answer is not None:
             result["answer"] = acked.answer
-        if retry:
-            result["retried"] = True
+        if keys is not None:
+            keys.settled(key, result)
         return result
+
+    async def _applied_earlier(
+        self, key: str, aid: int, name: str, args: Any, client: RoomClient
+    ) -> dict[str, Any]:
+        """The outcome of an action an earlier process sent as ``aid``, which the room
+        applied: its answer is still kept if it is the client's last aid (sent again over
+        HTTP, which applies nothing and answers it), else it is gone."""
+        result: dict[str, Any] = {"key": key, "seq": client.seq, "retried": True}
+        if aid < client.sync.acked:
+            result["answer_lost"] = str(AnswerLost(aid))
+            return result
+        body = await self._post(
+            f"{self.config.room_http}/actions",
+            {"client": self.config.client, "aid": aid, "name": name, "args": args},
+        )
+        if "answer" in body:
+            result["answer"] = body["answer"]
+        return result
+
+
+def _replay(outcome: dict[str, Any], key: str) -> dict[str, Any]:
+    """A recorded outcome, as a retry answers it."""
+    error = outcome.get("error")
+    if error is not None:
+        raise SeatError(str(error["code"]), str(error["message"]), key=key, retried=True)
+    return {**outcome, "retried": True}
