@@ -508,6 +508,14 @@ MUTATIONS = [
         "tests/mcp/test_exactly_once.py::test_a_rate_limited_call_can_be_retried_under_its_key",
     ),
     Mutation(
+        "--keys ignores the room's acked aid",
+        "a retry in a new process of an action the room applied is not applied again",
+        "src/statecast/mcp_server/seat.py",
+        "if keys is not None and earlier is not None and earlier <= client.sync.acked:",
+        "if False:",
+        "tests/mcp/test_keys.py::test_a_retry_in_a_new_process_after_the_first_ended_mid_call",
+    ),
+    Mutation(
         "the document room always records presence",
         "without --document-presence the document room records nothing of who is there",
         "server/app.py",
