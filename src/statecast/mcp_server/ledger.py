@@ -11,7 +11,8 @@ it waits for the first one's outcome (or reads it, if it is known).
 The ledger lives in the ``statecast mcp`` process, as the client's aids do: it covers
 retries over any number of MCP connections to that process (Streamable HTTP keeps one
 process for every session), and it is bounded (:data:`MAX_KEYS`, oldest settled
-entries dropped first).
+entries dropped first). ``--keys`` writes the keys down too
+(statecast.mcp_server.keystore), for retries in a later process.
 """
 
 from __future__ import annotations
