@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import json
 import socket
+import sqlite3
+import sys
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +37,7 @@ from mcp.server.subscriptions import (
 from mcp.shared.exceptions import MCPError
 
 from statecast.mcp_server.cli import default_http_url
+from statecast.mcp_server.keystore import KeyStore
 from statecast.mcp_server.seat import Seat, SeatConfig, SeatError
 from statecast.mcp_server.tools import READERS, ActionTool, action_tools, check_arguments
 from statecast.server.registry import load_room_class
@@ -391,6 +394,12 @@ def run(args: argparse.Namespace) -> int:
     from statecast.server.logging import configure_logging
 
     configure_logging(args.log_level)
+    if args.keys is not None:
+        try:  # here, so that a bad --keys is one line and exit 2, not a traceback
+            KeyStore(args.keys, args.room, args.client).close()
+        except (sqlite3.Error, OSError) as exc:
+            sys.stderr.write(f"statecast mcp: --keys {args.keys}: {exc}\n")
+            return 2
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args))
     return 0

@@ -23,6 +23,7 @@ import structlog
 
 from statecast.mcp_server.keystore import KeyStore, Stored
 from statecast.mcp_server.ledger import KeyReused, Ledger, describe, fingerprint
+from statecast.protocol import ops
 from statecast.protocol.client import Changed, RoomClient, StateReplaced
 from statecast.protocol.errors import (
     AnswerLost,
@@ -36,13 +37,14 @@ from statecast.protocol.messages import Role
 
 log = structlog.get_logger("statecast.mcp")
 
-Path = list[str | int]
+#: A path into the state: map keys and list indexes from the root.
+StatePath = list[str | int]
 
 #: What a close code at the start of a connection means for the agent's operator.
 CLOSE_ADVICE = {
     4001: "the statecast server refused the token (missing, malformed, badly signed or "
     "expired): give statecast mcp a valid one with --token",
-    4003: "the token does not allow this room as an agent: mint one that grants it",
+    4003: "the token does not allow this room in this role (--role): mint one that grants it",
     4004: "the room does not exist and the server does not create rooms on join: check "
     "--room, or create the room first",
     4009: "another connection took over this agent's client id: give each agent its own --client",
@@ -109,7 +111,7 @@ def closed_advice(exc: BaseException, config: SeatConfig) -> SeatError:
     return SeatError("unreachable", f"cannot reach the statecast server: {exc}")
 
 
-def touches(op_path: list[Any], path: Path) -> bool:
+def touches(op_path: list[Any], path: StatePath) -> bool:
     """Whether an op at ``op_path`` can change what lies at ``path`` (one is a prefix
     of the other)."""
     n = min(len(op_path), len(path))
@@ -120,9 +122,9 @@ def readable_ops(wire_ops: list[Any]) -> list[dict[str, Any]]:
     """Net-change ops as the model reads them: each path with its new value, or removed."""
     out: list[dict[str, Any]] = []
     for op in wire_ops:
-        if op[0] == 1:
+        if op[0] == ops.DEL:
             out.append({"path": op[1], "removed": True})
-        elif op[0] == 2:
+        elif op[0] == ops.INS:
             out.append({"path": op[1], "inserted": op[2]})
         else:
             out.append({"path": op[1], "value": op[2]})
@@ -200,7 +202,7 @@ class Seat:
 
     # --- reading ------------------------------------------------------------------------
 
-    async def state(self, path: Path | None = None) -> dict[str, Any]:
+    async def state(self, path: StatePath | None = None) -> dict[str, Any]:
         client = await self.room()
         # Read with no await between: the value and the seq belong together.
         value: Any = client.state
@@ -288,7 +290,7 @@ class Seat:
         }
 
     async def wait_for_change(
-        self, since: int, path: Path | None, timeout: float
+        self, since: int, path: StatePath | None, timeout: float
     ) -> dict[str, Any]:
         """Return once the state (under ``path``) differs from what it was at ``since``,
         with the net change; or, after ``timeout`` seconds, ``changed: false``."""
