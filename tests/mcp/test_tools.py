@@ -9,7 +9,7 @@ import pytest
 
 from statecast import ActionContext, Room, action
 from statecast.mcp_server.tools import BUILT_IN, action_tools
-from statecast.server.rooms.document import DocumentRoom
+from statecast.server.rooms.document import DocumentRoom, PresenceDocumentRoom
 
 
 class Mixed(Room):
@@ -93,3 +93,8 @@ def test_the_document_rooms_patch_becomes_wire_ops() -> None:
     assert wire == [[0, ["a"], 1], [2, ["l", -1], "x"], [1, ["b"]]]
     with pytest.raises(ValueError, match="'move' is not one of"):
         patch.args({"ops": [{"op": "move", "path": ["a"]}]})
+
+
+def test_the_presence_document_room_says_who_keeps_presence() -> None:
+    assert "presence" not in tools_of(DocumentRoom)["patch"].description
+    assert 'The server keeps "presence"' in tools_of(PresenceDocumentRoom)["patch"].description

@@ -140,6 +140,8 @@ class Seat:
         if config.keys_file is not None:
             self.keys = KeyStore(config.keys_file, config.room, config.client)
         self._client: RoomClient | None = None
+        #: Why the last connection attempt failed (its SeatError code), if it did.
+        self._failing: str | None = None
         self._lock = asyncio.Lock()
         self._http: aiohttp.ClientSession | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -168,8 +170,14 @@ class Seat:
             try:
                 await client.start()
             except (StatecastError, OSError) as exc:
-                log.warning("statecast_connect_failed", url=self.config.room_url, error=str(exc))
-                raise closed_advice(exc, self.config) from None
+                error = closed_advice(exc, self.config)
+                # The seat keeps trying while the server is away: a warning when the
+                # reason changes, the repeats at debug.
+                report = log.warning if error.code != self._failing else log.debug
+                report("statecast_connect_failed", url=self.config.room_url, error=str(exc))
+                self._failing = error.code
+                raise error from None
+            self._failing = None
             log.info(
                 "statecast_connected",
                 url=self.config.room_url,

@@ -28,7 +28,7 @@ from pydantic import PydanticUserError, TypeAdapter
 
 from statecast.protocol import ops
 from statecast.server.room import Room
-from statecast.server.rooms.document import DocumentRoom
+from statecast.server.rooms.document import PRESENCE_KEY, DocumentRoom, PresenceDocumentRoom
 
 log = structlog.get_logger("statecast.mcp")
 
@@ -191,7 +191,13 @@ def action_tools(room_type: type[Room] | None, action_names: list[str]) -> list[
         taken.add(name)
         fn = found.get(action)
         if room_type is not None and issubclass(room_type, DocumentRoom) and action == "patch":
-            tools.append(ActionTool(name, action, PATCH_DESCRIPTION, PATCH_SCHEMA, False, True))
+            doc = PATCH_DESCRIPTION
+            if issubclass(room_type, PresenceDocumentRoom):
+                doc += (
+                    f' The server keeps "{PRESENCE_KEY}" (who is here): a patch touching it is '
+                    "refused."
+                )
+            tools.append(ActionTool(name, action, doc, PATCH_SCHEMA, False, True))
         elif fn is None:
             doc = f"Run the room's {action!r} action (its room type is not importable here)."
             tools.append(action_tool(name, action, _Unknown(doc), None))
