@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(EXTRAS)
 # installs them. pyproject.toml keeps compatible ranges for users.
 REQUIREMENTS := requirements/$(EXTRAS).txt
 
-.PHONY: install run test lock-check lint typecheck pytest bench bench-scale clean vendor-js vectors system-deps lock chaos wheel-check mutations
+.PHONY: install run test lock-check lint typecheck pytest inspector bench bench-scale clean vendor-js vectors system-deps lock chaos wheel-check mutations
 
 $(STAMP): $(REQUIREMENTS) requirements/build.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,15 +48,27 @@ typecheck: install
 	  | sed -e 's,^statecast/\(protocol\|server\|loadtest\)/,\1/,' -e 's,^statecast/,src/statecast/,'; \
 	  exit $${PIPESTATUS[0]}
 
-# The browser tests need Chromium and the JS tests Node: found on PATH, else installed from
+# The browser tests need Chromium, the JS tests Node and the MCP Inspector's npm: found on PATH, else installed from
 # Debian when running as root (CI), else the tests fail saying how to install them.
 system-deps:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || true
 	@command -v node >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs >/dev/null; } || true
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends npm >/dev/null; } || true
 
-pytest: install system-deps
+# The MCP Inspector (npm), whose CLI mode tests/mcp/test_inspector.py runs: pinned by
+# tests/mcp/inspector/package-lock.json and installed from it, again when the lock changes.
+INSPECTOR := tests/mcp/inspector
+$(INSPECTOR)/node_modules/.installed: $(INSPECTOR)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: the MCP Inspector test needs Node.js and npm (apt-get install nodejs npm)" >&2; exit 1; }
+	cd $(INSPECTOR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+inspector: $(INSPECTOR)/node_modules/.installed
+
+pytest: install system-deps inspector
 	$(BIN)/pytest
 
 test: lock-check lint typecheck pytest wheel-check
@@ -102,7 +114,7 @@ bench-scale: install
 	$(BIN)/statecast bench --modes poll,push,raw --agents 8 --rate 5 --spectators 0,10,100,1000,3000 --poll-hz 5 --duration 8 --warmup 2 --no-live --json bench-scale.json --report bench-scale-report
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build $(INSPECTOR)/node_modules
 
 # The browser copy of @msgpack/msgpack (its ESM build and licence) that the server ships in
 # server/web/vendor/msgpack/; refresh it from the npm registry (needs npm, only here).

@@ -218,12 +218,35 @@ class RoomClient:
             raise AnswerLost(acked.aid)
         return acked.answer
 
-    async def _perform(self, name: str, args: Any, timeout: float | None) -> ActionAcked:
+    async def perform(
+        self,
+        name: str,
+        args: Any,
+        *,
+        timeout: float | None = None,
+        on_aid: Callable[[int], None] | None = None,
+    ) -> ActionAcked:
+        """Send an action and return its ACK whole: the seq (None if processed earlier) and
+        the handler's answer (``answer_known`` False when it is no longer kept), for a
+        caller that reports both; raises as :meth:`act` does. ``on_aid`` is called with the
+        action's aid before anything is sent, for a caller that records it (to learn the
+        outcome from WELCOME's ``acked`` after its own restart)."""
+        return await self._perform(name, args, timeout, on_aid)
+
+    async def _perform(
+        self,
+        name: str,
+        args: Any,
+        timeout: float | None,
+        on_aid: Callable[[int], None] | None = None,
+    ) -> ActionAcked:
         self._raise_if_failed()
         if self.sync.role != "agent":
             raise Rejection("forbidden", "spectators may not act")
         self._check_size(name, args)
         aid = self.sync.act(name, args)
+        if on_aid is not None:
+            on_aid(aid)
         fut: asyncio.Future[ActionAcked] = asyncio.get_running_loop().create_future()
         self._acts[aid] = fut
         await self._flush()

@@ -491,6 +491,31 @@ MUTATIONS = [
         "test_sigterm_closes_with_1001_and_restarts_on_the_same_epoch_and_seq",
     ),
     Mutation(
+        "an MCP retry starts a second action",
+        "a tool call retried with the same key answers the first call's outcome",
+        "src/statecast/mcp_server/ledger.py",
+        "print_ = fingerprint(name, args)\n        entry = self._entries.get(key)",
+        "print_ = fingerprint(name, args)\n        entry = None",
+        "tests/mcp/test_exactly_once.py::"
+        "test_a_retry_with_the_same_key_after_the_connection_was_cut",
+    ),
+    Mutation(
+        "a rate-limited MCP call keeps its key",
+        "a refusal for a passing reason frees its key: the retry runs the action",
+        "src/statecast/mcp_server/seat.py",
+        "if exc.code in PASSING_REFUSALS:",
+        "if False:",
+        "tests/mcp/test_exactly_once.py::test_a_rate_limited_call_can_be_retried_under_its_key",
+    ),
+    Mutation(
+        "--keys ignores the room's acked aid",
+        "a retry in a new process of an action the room applied is not applied again",
+        "src/statecast/mcp_server/seat.py",
+        "if keys is not None and earlier is not None and earlier <= client.sync.acked:",
+        "if False:",
+        "tests/mcp/test_keys.py::test_a_retry_in_a_new_process_after_the_first_ended_mid_call",
+    ),
+    Mutation(
         "the document room always records presence",
         "without --document-presence the document room records nothing of who is there",
         "server/app.py",

@@ -3,8 +3,8 @@ clean venv that holds only the built wheel and its locked dependencies, from a d
 outside the repository (so nothing is imported from the source tree).
 
 It checks that the public API imports, the Redis scripts and the browser files ship as
-package data, and that the installed `statecast serve` starts, serves statecast.js, and
-applies an agent's action.
+package data, that `statecast mcp` is there and says how to install its extra, and that
+the installed `statecast serve` starts, serves statecast.js, and applies an agent's action.
 """
 
 from __future__ import annotations
@@ -38,6 +38,16 @@ def main() -> None:
     assert Room and action and ActionContext and Rejection
 
     binary = str(Path(sys.executable).with_name("statecast"))
+    # The MCP server ships in the wheel; without the `mcp` extra its command says so.
+    import statecast.mcp_server.cli
+
+    mcp = subprocess.run(
+        [binary, "mcp", "--url", "ws://127.0.0.1:1", "--room", "r", "--client", "c"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert mcp.returncode == 2 and "pip install 'statecast[mcp]'" in mcp.stderr, mcp
     proc = subprocess.Popen(
         [binary, "serve", "--store=memory", "--port=0", "--http-port=0", "--log-format=json"],
         stderr=subprocess.PIPE,
