@@ -86,6 +86,15 @@ def encode_diff(seq: int, ops: Sequence[Any]) -> bytes:
     return _pack([DIFF, seq, ops])
 
 
+_VIEW_DIFF_HEAD: Final = b"\x94" + bytes((VIEW_DIFF,))
+
+
+def encode_view_diff(since: int, seq: int, encoded_ops: bytes) -> bytes:
+    """A VIEW_DIFF around its ops already encoded as one msgpack array (the same bytes for
+    every view whose cut of a batch is the same)."""
+    return b"".join((_VIEW_DIFF_HEAD, _pack(since), _pack(seq), encoded_ops))
+
+
 def encode_op(op: Sequence[Any]) -> bytes:
     return _pack(op)
 
@@ -225,7 +234,12 @@ def _decode_hello(value: list[Any]) -> Hello:
         answers=body.get("answers") is True,  # anything else: the client did not ask
         patch=body.get("patch") is True,
         view=None if view is None else _view(view, "HELLO 'view'"),
+        view_tag=_tag(body.get("view_tag")),
     )
+
+
+def _tag(value: Any) -> str | None:
+    return value if type(value) is str and len(value) <= 64 else None  # else: not said
 
 
 def _view(value: Any, what: str) -> list[list[str]] | Literal[True]:
@@ -302,6 +316,7 @@ def _decode_welcome(value: list[Any]) -> Welcome:
         sync=cast(SyncKind, b["sync"]),
         max_message=limit if _is_int(limit) and limit > 0 else None,  # ignored if malformed
         view=None if view is None else _view(view, "WELCOME 'view'"),
+        view_tag=_tag(b.get("view_tag")),
     )
 
 
@@ -371,7 +386,10 @@ def _decode_view_set(value: list[Any]) -> ViewSet:
         len(value) >= 4 and _is_int(value[1]) and value[1] >= 0 and type(value[3]) is list,
         "VIEW_SET is [12, seq, prefixes, ops]",
     )
-    return ViewSet(seq=value[1], prefixes=_view(value[2], "VIEW_SET's view"), ops=value[3])
+    tag = _tag(value[4]) if len(value) > 4 else None
+    return ViewSet(
+        seq=value[1], prefixes=_view(value[2], "VIEW_SET's view"), ops=value[3], view_tag=tag
+    )
 
 
 _SERVER_DECODERS: dict[int, Callable[[list[Any]], ServerMessage]] = {

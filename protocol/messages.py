@@ -51,6 +51,8 @@ class Hello:
     #: statecast extension (docs/protocol.md §5.12): the path prefixes the client wants
     #: to see, or True for all it may see; None: the key is left out (a base client).
     view: list[list[str]] | Literal[True] | None = None
+    #: statecast extension (§5.12): the ``view_tag`` of the view the state held is a copy of.
+    view_tag: str | None = None
 
     def to_wire(self) -> list[Any]:
         body: dict[str, Any] = {"v": self.v, "role": self.role}
@@ -60,6 +62,8 @@ class Hello:
             body["patch"] = True
         if self.view is not None:
             body["view"] = self.view
+        if self.view_tag is not None:
+            body["view_tag"] = self.view_tag
         if self.token is not None:
             body["token"] = self.token
         if self.client is not None:
@@ -83,6 +87,9 @@ class Welcome:
     #: statecast extension (§5.12): the view the connection has (prefixes, or True: all
     #: it may see), for a HELLO that carried one; None otherwise.
     view: list[list[str]] | Literal[True] | None = None
+    #: statecast extension (§5.12): names what the connection sees (the view within the
+    #: token and the private parts); a later HELLO gives it back with its resume.
+    view_tag: str | None = None
 
     def to_wire(self) -> list[Any]:
         body: dict[str, Any] = {
@@ -97,6 +104,8 @@ class Welcome:
             body["max_message"] = self.max_message
         if self.view is not None:
             body["view"] = self.view
+        if self.view_tag is not None:
+            body["view_tag"] = self.view_tag
         return [WELCOME, body]
 
 
@@ -195,9 +204,13 @@ class ViewSet:
     seq: int
     prefixes: list[list[str]] | Literal[True]
     ops: list[Any]
+    #: What the connection sees now (as WELCOME's ``view_tag``).
+    view_tag: str | None = None
 
     def to_wire(self) -> list[Any]:
-        return [VIEW_SET, self.seq, self.prefixes, self.ops]
+        if self.view_tag is None:
+            return [VIEW_SET, self.seq, self.prefixes, self.ops]
+        return [VIEW_SET, self.seq, self.prefixes, self.ops, self.view_tag]
 
 
 @dataclass(frozen=True, slots=True)

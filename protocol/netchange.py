@@ -167,7 +167,7 @@ def apply_net_change(state: dict[str, Any], net: list[Op]) -> None:
     undo: list[Undo] = []
     try:
         for op in net:
-            if op[0] == DEL and not _exists(state, op[1]):
+            if op[0] == DEL and not path_exists(state, op[1]):
                 continue
             if op[0] not in (SET, DEL):
                 raise invalid("a net change holds only set and del")
@@ -177,7 +177,7 @@ def apply_net_change(state: dict[str, Any], net: list[Op]) -> None:
         raise
 
 
-def _exists(state: dict[str, Any], path: Path) -> bool:
+def path_exists(state: dict[str, Any], path: Path) -> bool:
     node: Any = state
     for seg in path:
         if type(node) is dict and type(seg) is str:

@@ -72,7 +72,7 @@ from statecast.protocol.messages import (
     Welcome,
 )
 from statecast.protocol.netchange import apply_net_change
-from statecast.protocol.views import check_prefixes, wire_prefixes
+from statecast.protocol.views import apply_view_ops, check_prefixes, wire_prefixes
 
 
 class SyncState(enum.Enum):
@@ -196,6 +196,8 @@ class ClientSync:
         self.welcomed = False
         self._last_aid = 0
         self._asked_view = self.view
+        #: The server's name for what the held state is a copy of (WELCOME, VIEW_SET).
+        self._view_tag: str | None = None
         self._pending: dict[int, PendingAction] = {}
         self._out: list[bytes] = []
         self._events: list[Event] = []
@@ -218,6 +220,7 @@ class ClientSync:
             answers=True,
             patch=self.net_change,
             view=self.view,
+            view_tag=self._view_tag if resume is not None else None,
         )
         self._out.append(codec.encode(hello))
 
@@ -316,6 +319,9 @@ class ClientSync:
             raise MalformedMessage("WELCOME says replay/current for a state we do not hold")
         self.welcomed = True
         self._held_view = self._asked_view
+        self._view_tag = w.view_tag
+        if self.view != self._asked_view:  # set_view() while the HELLO was on its way
+            self._out.append(codec.encode(View(self.view)))
         self.client = w.client if w.client is not None else self.client
         self.acked = w.acked
         self._last_aid = max(self._last_aid, w.acked)
@@ -387,7 +393,7 @@ class ClientSync:
                 self._out.append(codec.encode(Resync(self.epoch, self.seq)))
             return
         try:
-            apply_net_change(self.state, ops.parse_ops(d.ops))
+            apply_view_ops(self.state, ops.parse_ops(d.ops))
         except Rejection as exc:
             raise MalformedMessage(f"VIEW_DIFF {d.seq} does not apply: {exc}") from None
         self.seq = d.seq
@@ -406,6 +412,7 @@ class ClientSync:
         except Rejection as exc:
             raise MalformedMessage(f"VIEW_SET does not apply: {exc}") from None
         self._held_view = v.prefixes
+        self._view_tag = v.view_tag
         if self.state_kind is SyncState.LIVE:
             self.seq = max(self.seq, v.seq)
         self._events.append(Changed(self.seq, v.ops))

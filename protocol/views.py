@@ -18,23 +18,26 @@ So the view of ``{"players": {"p8": 1}}`` for ``[["players", "p7"]]`` is ``{}``:
 is hidden, shows nowhere but at or under a prefix: a ``set`` out of sight may create
 maps on its way, and their coming would otherwise have to be sent.)
 
-**How a view follows the room** (:func:`restrict`): the server cuts the *net change*
-of each batch of diffs (protocol/netchange.py) rather than each op, because a net change
-names each changed entry with its value at the head, which is all a cut needs: an entry
-at or under a visible prefix goes as it is; an entry above one (a ``set`` of
-``["players"]`` as a whole) goes as its value cut to the view; an entry outside goes
-nowhere; an entry whose removal leaves a map with nothing visible removes the highest
-such map. Applied with the net change's rules (``del`` of what is not there is nothing)
-to the view at the batch's start, the ops give the view at its end. The cost is the
-batch's change times the depth of the paths, never the state.
+**How a view follows the room** (:func:`cut_batch`): each batch of diffs is cut once
+per view. An op at or under a visible prefix goes as it is, in order (an ``ins`` into a
+long list stays one op); an op outside the view goes nowhere; an op above a prefix (a
+``set`` of ``["players"]`` as a whole) is replaced, after the ops that go as they are, by
+that path's value at the batch's end cut to the view, and the ops under it are dropped
+(that value holds their effect); last, a prefix's value removed, or a path above left with
+nothing visible, removes the highest map left with nothing visible. Applied in order with
+one change to the ops' rules (a ``del`` of what is not there is nothing) to the view at
+the batch's start, the ops give the view at its end. A resume's catch-up
+(:func:`restrict`) cuts the *net change* since the client's seq the same way.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, TypeAlias
 
-from statecast.protocol.ops import DEL, SET, Op, Path
+from statecast.protocol.netchange import path_exists
+from statecast.protocol.ops import DEL, SET, Op, Path, Undo, apply_op, rollback
 
 #: The longest view a client may ask for: prefixes, and segments per prefix.
 MAX_PREFIXES: Final = 64
@@ -98,6 +101,12 @@ def spec_key(spec: Spec) -> Any:
         return 1
     assert isinstance(spec, Partial)
     return spec.key
+
+
+def spec_tag(spec: Spec) -> str:
+    """A short name of ``spec`` that is the same in every process (WELCOME's and VIEW_SET's
+    ``view_tag``, a view's ETag): a resume from a copy of another view gets a SNAPSHOT."""
+    return hashlib.blake2b(repr(spec_key(spec)).encode(), digest_size=6).hexdigest()
 
 
 def _make(other: Spec, children: dict[str, Spec]) -> Spec:
@@ -178,20 +187,33 @@ def check_prefixes(value: Any, what: str = "a view") -> list[list[str]]:
 
 def private_mask(patterns: Iterable[Sequence[str]], client: str | None) -> Spec:
     """What the room type's private prefixes leave visible to ``client`` (None: to nobody
-    in particular, a spectator). A pattern holds one ``"{client}"`` segment: the keys at
-    that point are each visible only to the agent of that client id."""
+    in particular, a spectator). A pattern ends with ``"{client}"``: the keys at that
+    point are each visible, whole, only to the agent of that client id. (A pattern that
+    went on below it would show an entry's key while hiding part of its value, and so
+    tell when a hidden part came or went.)"""
     spec: Spec = ALL
     for pattern in patterns:
-        at = list(pattern).index(CLIENT_SEGMENT)
-        area, rest = list(pattern[:at]), list(pattern[at + 1 :])
-        hidden: Spec = None
-        for seg in reversed(rest):
-            hidden = Partial(ALL, {seg: hidden})
-        node: Spec = Partial(hidden, {client: ALL} if client is not None else {})
+        check_private(pattern)
+        area = list(pattern[:-1])
+        node: Spec = Partial(None, {client: ALL} if client is not None else {})
         for seg in reversed(area):
             node = Partial(ALL, {seg: node})
         spec = intersect(spec, node)
     return spec
+
+
+def check_private(pattern: Sequence[str]) -> None:
+    """Raise ValueError unless ``pattern`` is map keys ending with ``"{client}"`` (once)."""
+    if (
+        not pattern
+        or not all(type(seg) is str for seg in pattern)
+        or pattern[-1] != CLIENT_SEGMENT
+        or list(pattern).count(CLIENT_SEGMENT) != 1
+    ):
+        raise ValueError(
+            f"a private pattern is map keys ending with {CLIENT_SEGMENT!r}, e.g. "
+            f'("hands", "{CLIENT_SEGMENT}"); got {tuple(pattern)!r}'
+        )
 
 
 def effective(
@@ -328,6 +350,83 @@ def _highest_empty(state: dict[str, Any], path: Path, spec: Spec) -> Path:
         if not _shows(value, node):
             return list(path[: i + 1])
     return list(path)
+
+
+def _walk(spec: Spec, path: Path) -> tuple[Spec, int]:
+    """The spec at ``path``, or where it became ALL or None, and how many segments that took."""
+    node = spec
+    depth = 0
+    for seg in path:
+        if node is ALL or node is None:
+            break
+        assert isinstance(node, Partial)
+        node = node.child(seg)
+        depth += 1
+    return node, depth
+
+
+def _outermost(paths: list[Path]) -> list[Path]:
+    """``paths`` without duplicates and without those under another, first seen first."""
+    out: list[Path] = []
+    for path in paths:
+        if any(list(path[: len(q)]) == q for q in out):
+            continue
+        out = [q for q in out if list(q[: len(path)]) != list(path)]
+        out.append(list(path))
+    return out
+
+
+def cut_batch(ops: Sequence[Op], state: dict[str, Any], spec: Spec) -> list[Op]:
+    """A batch's ops (wire form, in order) cut to ``spec``; ``state`` is the state after
+    them. Applied with :func:`apply_view_ops` to the view before the batch, the result
+    gives the view of ``state`` (the module doc says how)."""
+    if spec is ALL:
+        return list(ops)
+    below: list[Op] = []
+    above: list[Path] = []
+    removed: list[Path] = []
+    for op in ops:
+        path = op[1]
+        node, depth = _walk(spec, path)
+        if node is None:
+            continue
+        if node is ALL:
+            below.append(op)
+            if op[0] == DEL and depth == len(path):
+                removed.append(path)  # a prefix's value itself: maps above may empty
+        else:
+            above.append(path)
+    if above:
+        above = _outermost(above)
+        below = [op for op in below if not any(_starts_with(op[1], a) for a in above)]
+        removed = [p for p in removed if not any(_starts_with(p, a) for a in above)]
+    out = below
+    for path in above:
+        node, _ = _walk(spec, path)
+        value = _at(state, path)
+        cut = visible(value, node) if value is not _MISSING else ABSENT
+        if cut is ABSENT:
+            removed.append(path)
+        else:
+            out.append([SET, path, cut])
+    for path in _outermost(removed):
+        if _at(state, path) is _MISSING or not _shows(_at(state, path), _walk(spec, path)[0]):
+            out.append([DEL, _highest_empty(state, path, spec)])
+    return out
+
+
+def apply_view_ops(state: dict[str, Any], view_ops: list[Op]) -> None:
+    """Apply a VIEW_DIFF's ops (parsed) all or nothing: as a DIFF's, but a ``del`` of a path
+    that is not there changes nothing (docs/protocol.md §5.12)."""
+    undo: list[Undo] = []
+    try:
+        for op in view_ops:
+            if op[0] == DEL and not path_exists(state, op[1]):
+                continue
+            apply_op(state, op, undo)
+    except BaseException:
+        rollback(undo)
+        raise
 
 
 def change_view(state: dict[str, Any], old: Spec, new: Spec) -> list[Op]:

@@ -113,6 +113,8 @@ class Subscriber:
         "spec",
         "transport",
         "view",
+        "view_set_at",
+        "view_unsent",
         "write",
     )
 
@@ -136,6 +138,11 @@ class Subscriber:
         self.spec: Spec = spec
         #: The view group it gets its frames from (server/view_groups.py), if not ALL.
         self.group: ViewGroup | None = None
+        #: The head at its last VIEW_SET: a RESYNC from before it gets a SNAPSHOT (its copy
+        #: took that VIEW_SET's ops while it waited for the RESYNC's answer).
+        self.view_set_at = 0
+        #: A VIEW came while it was lagging: its VIEW_SET goes just before its SNAPSHOT.
+        self.view_unsent = False
         #: The HELLO asked for net-change catch-up (PATCH, docs/protocol.md §5.11).
         self.patch = patch
         #: The HELLO asked for handlers' answers in ACKs (docs/protocol.md §5.8).

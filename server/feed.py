@@ -32,8 +32,17 @@ import structlog
 
 from statecast.protocol import codec
 from statecast.protocol.digest import state_digest
-from statecast.protocol.messages import Patch, ViewDiff, ViewSet, Welcome
-from statecast.protocol.views import ALL, Spec, change_view, restrict, spec_key
+from statecast.protocol.messages import Patch, ViewSet, Welcome
+from statecast.protocol.views import (
+    ALL,
+    Spec,
+    change_view,
+    cut_batch,
+    restrict,
+    spec_key,
+    spec_tag,
+    view_of,
+)
 from statecast.server.config import Config
 from statecast.server.fanout import Subscriber, close_or_abort, frame_binary
 from statecast.server.history import History
@@ -98,6 +107,8 @@ class RoomFeed:
         self._state_json: tuple[int, bytes] | None = None
         self._digest: tuple[int, str] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: HTTP reads of views: (epoch, head), the view's state and digest, per view.
+        self._views_read: dict[Any, tuple[tuple[str, int], dict[str, Any], str]] = {}
 
     # --- publishing ----------------------------------------------------------------------
 
@@ -132,7 +143,7 @@ class RoomFeed:
             self.metrics.diffs.inc(len(diffs))
             self._fanout(b"".join(encoded for _, encoded in diffs), extras)
             if self.groups:
-                self._fanout_views(diffs[0][0] - 1, extras)
+                self._fanout_views(diffs, extras)
         for sub, messages in extras.items():
             if sub.lagging:
                 # Its DIFFs were skipped: the ACK waits for the SNAPSHOT that holds them.
@@ -184,12 +195,16 @@ class RoomFeed:
         self.metrics.frames_sent.inc(n)
         self.metrics.bytes_sent.inc(len(shared) * n)
 
-    def _fanout_views(self, since: int, extras: dict[Subscriber, list[bytes]]) -> None:
-        """Each view group's VIEW_DIFF for the batch after ``since``: the batch's net change
-        (one pass over what it changed), cut to each group's view, encoded and framed once
-        per group; a group whose view it did not touch gets nothing. Pops the members it
-        served from ``extras``, as :meth:`_fanout` does."""
-        net = self.history.index.net_change(self.state, since)
+    def _fanout_views(
+        self, diffs: list[tuple[int, bytes]], extras: dict[Subscriber, list[bytes]]
+    ) -> None:
+        """Each view group's VIEW_DIFF for the batch ``diffs``: the batch's ops cut to each
+        group's view (protocol/views.py), encoded and framed once per group (the ops once
+        per distinct cut: groups that differ only in parts the batch did not touch share
+        them); a group whose view it did not touch gets nothing. Pops the members it served
+        from ``extras``, as :meth:`_fanout` does."""
+        batch = [op for _, encoded in diffs for op in msgpack.unpackb(encoded, raw=False)[2]]
+        encoded_ops: dict[tuple[int, ...], bytes] = {}
         high_water = self.config.slow_high_water
         acting: dict[ViewGroup, list[Subscriber]] = {}
         for sub in extras:
@@ -197,40 +212,41 @@ class RoomFeed:
                 acting.setdefault(sub.group, []).append(sub)
         frames = sent = 0
         for group in list(self.groups.values()):
+            cut = cut_batch(batch, self.state, group.spec)
+            if not cut:
+                continue
+            key = tuple(map(id, cut))  # the batch's own op objects, or this cut's new ones
+            ops_bytes = encoded_ops.get(key)
+            if ops_bytes is None:
+                ops_bytes = encoded_ops[key] = msgpack.packb(cut, use_bin_type=True)
+            payload = codec.encode_view_diff(group.last, self.head, ops_bytes)
+            group.last = self.head
+            frame = frame_binary(payload)
+            # As _fanout does: the acting agents first, then one bare write per member.
             lagging: list[Subscriber] = []
-            if net is None:  # the index no longer reaches the batch: cannot happen, but safe
-                lagging.extend(group.members)
-            else:
-                cut = restrict(net, self.state, group.spec)
-                if not cut:
+            acted = acting.get(group, ())
+            for sub in acted:
+                if sub.backlog() > high_water:
+                    lagging.append(sub)
+                else:
+                    sub.send(b"".join((payload, *extras.pop(sub))))
+            direct = group.direct
+            served = {sub: direct.pop(sub) for sub in acted if sub in direct}
+            try:
+                for write in direct.values():
+                    write(frame)
+            finally:
+                direct.update(served)
+            for sub in group.framed:
+                if sub in acted:
                     continue
-                payload = codec.encode(ViewDiff(group.last, self.head, cut))
-                group.last = self.head
-                frame = frame_binary(payload)
-                # As _fanout does: the acting agents first, then one bare write per member.
-                acted = acting.get(group, ())
-                for sub in acted:
-                    if sub.backlog() > high_water:
-                        lagging.append(sub)
-                    else:
-                        sub.send(b"".join((payload, *extras.pop(sub))))
-                direct = group.direct
-                served = {sub: direct.pop(sub) for sub in acted if sub in direct}
-                try:
-                    for write in direct.values():
-                        write(frame)
-                finally:
-                    direct.update(served)
-                for sub in group.framed:
-                    if sub in acted:
-                        continue
-                    if sub.backlog() > high_water:
-                        lagging.append(sub)
-                    else:
-                        sub.send(payload, frame)
-                n = len(group.members) - len(lagging)
-                frames += n
-                sent += len(payload) * n
+                if sub.backlog() > high_water:
+                    lagging.append(sub)
+                else:
+                    sub.send(payload, frame)
+            n = len(group.members) - len(lagging)
+            frames += n
+            sent += len(payload) * n
             for sub in lagging:
                 self.skip_ahead(sub)
         self.metrics.frames_sent.inc(frames)
@@ -314,8 +330,11 @@ class RoomFeed:
         for sub in self.members:
             if sub.group is None:
                 sub.send(snapshot, frame)
+        for sub in self.members:
+            sub.view_set_at = 0  # of the old epoch
         for group in self.groups.values():  # each view's own SNAPSHOT, once per view
             group.last = head
+            group.snapshot = None
             view = group.snapshot_bytes(epoch, head, state)
             view_frame = frame_binary(view)
             for sub in group.members:
@@ -351,7 +370,12 @@ class RoomFeed:
         held, sub.held = sub.held, []
         if not sub.open or not sub.lagging:
             return
-        sub.send(b"".join((self.snapshot_for(sub), *held)))
+        lead = b""
+        if sub.view_unsent:  # its VIEW's answer, then the new view's SNAPSHOT at once
+            sub.view_unsent = False
+            assert sub.view is not None
+            lead = codec.encode(ViewSet(self.head, sub.view, [], spec_tag(sub.spec)))
+        sub.send(b"".join((lead, self.snapshot_for(sub), *held)))
         sub.lagging = False
         self.add(sub)
 
@@ -473,6 +497,7 @@ class RoomFeed:
             sync,  # type: ignore[arg-type]
             limit,
             sub.view,
+            None if sub.view is None else spec_tag(sub.spec),
         )
         since = resume[1] if resume is not None else 0
         for payload in self._catch_up(sub, sync, since, codec.encode(welcome), patch):
@@ -485,7 +510,10 @@ class RoomFeed:
         await self.settled()
         if sub.lagging or sub not in self.members:
             return "snapshot"  # a SNAPSHOT is on its way already
-        sync, patch = self._plan(sub, (epoch, seq))
+        if epoch == self.epoch and seq < sub.view_set_at:
+            sync, patch = "snapshot", None  # its copy took a VIEW_SET's ops while it waited
+        else:
+            sync, patch = self._plan(sub, (epoch, seq))
         for payload in self._catch_up(sub, sync, seq, patch=patch):
             sub.send(payload)
         self.metrics.resumes.labels(sync).inc()
@@ -499,15 +527,16 @@ class RoomFeed:
         value now), and its frames come from the new view's group (docs/protocol.md §5.12)."""
         await self.settled()
         old = sub.spec
-        answer = ViewSet(self.head, prefixes, change_view(self.state, old, spec))
+        ops = change_view(self.state, old, spec)
         member = sub in self.members
         if member:
             self._remove(sub)
         sub.spec, sub.view = spec, prefixes
         if sub.lagging:
-            sub.held.append(codec.encode(ViewSet(self.head, prefixes, [])))
-            return  # its SNAPSHOT, of the new view, is on its way
-        sub.send(codec.encode(answer))
+            sub.view_unsent = True
+            return  # its SNAPSHOT, of the new view, is on its way: the VIEW_SET goes first
+        sub.view_set_at = self.head
+        sub.send(codec.encode(ViewSet(self.head, prefixes, ops, spec_tag(spec))))
         if member:
             self.add(sub)
 
@@ -520,6 +549,18 @@ class RoomFeed:
     @property
     def etag(self) -> str:
         return f'"{self.epoch}:{self.head}"'
+
+    def view_state(self, spec: Spec) -> tuple[str, dict[str, Any], str]:
+        """(ETag, the view's state, its digest) at the head (call when settled); cached
+        per view until the next diff, as the whole state's body is."""
+        key = spec_key(spec)
+        cached = self._views_read.get(key)
+        if cached is None or cached[0] != (self.epoch, self.head):
+            state = view_of(self.state, spec)
+            if len(self._views_read) >= 256:
+                self._views_read.clear()
+            cached = self._views_read[key] = ((self.epoch, self.head), state, state_digest(state))
+        return f'"{self.epoch}:{self.head}:{spec_tag(spec)}"', cached[1], cached[2]
 
     async def state_json(self) -> tuple[str, bytes]:
         """(ETag, JSON body of /state) at one instant; the body is cached per head."""

@@ -59,7 +59,7 @@ import msgpack
 from statecast.protocol import codec, ops
 from statecast.protocol.errors import Rejection
 from statecast.protocol.messages import MAX_ANSWER_BYTES
-from statecast.protocol.views import CLIENT_SEGMENT
+from statecast.protocol.views import check_private
 from statecast.server.state_view import StateMap, StateMutation
 
 HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
@@ -349,15 +349,10 @@ class Room:
         cls._handlers = handlers
         cls.private = tuple(tuple(p) for p in cls.private)
         for pattern in cls.private:
-            if (
-                not all(type(seg) is str for seg in pattern)
-                or list(pattern).count(CLIENT_SEGMENT) != 1
-            ):
-                raise TypeError(
-                    f"{cls.__module__}.{cls.__qualname__}.private: each pattern is a tuple of "
-                    f'map keys holding {CLIENT_SEGMENT!r} once, e.g. ("hands", '
-                    f'"{CLIENT_SEGMENT}"); got {pattern!r}'
-                )
+            try:
+                check_private(pattern)
+            except ValueError as exc:
+                raise TypeError(f"{cls.__module__}.{cls.__qualname__}.private: {exc}") from None
         for attr in (*handlers.values(), "on_join", "on_leave"):
             fn = getattr(cls, attr)
             if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):

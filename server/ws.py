@@ -27,7 +27,15 @@ from statecast.protocol.errors import (
 )
 from statecast.protocol.messages import PROTOCOL_VERSION, Action, Error, Hello, Resync, View
 from statecast.protocol.rooms import ROOM_NAME_PATTERN, room_name_problem
-from statecast.protocol.views import ALL, Spec, covers, effective, from_prefixes, wire_prefixes
+from statecast.protocol.views import (
+    ALL,
+    Spec,
+    covers,
+    effective,
+    from_prefixes,
+    spec_tag,
+    wire_prefixes,
+)
 from statecast.server.auth import Identity
 from statecast.server.fanout import FeedConnection, Subscriber, close_or_abort
 from statecast.server.gate import Gate
@@ -327,7 +335,10 @@ class Session:
             else wire_prefixes(hello.view),
             spec=spec,
         )
-        welcome = await room.feed.join(sub, hello.resume)
+        resume = hello.resume
+        if resume is not None and hello.view_tag not in (None, spec_tag(spec)):
+            resume = None  # its copy is of another view (its token changed, say): SNAPSHOT
+        welcome = await room.feed.join(sub, resume)
         self._resend = welcome.acked
         structlog.contextvars.bind_contextvars(conn=sub.id)
         log.debug("joined", role=identity.role, client=identity.client, sync=welcome.sync)

@@ -528,24 +528,35 @@ MUTATIONS = [
         "a view's removal leaves the maps that held it",
         "a view subscriber holds exactly the view of the state after every change",
         "protocol/views.py",
-        "        out.append([DEL, _highest_empty(state, path, spec)])",
-        "        out.append([DEL, list(path)])",
+        "            out.append([DEL, _highest_empty(state, path, spec)])\n    return out",
+        "            out.append([DEL, list(path)])\n    return out",
         "tests/protocol/test_views.py::test_a_view_copy_is_the_view_of_the_state_after_every_batch",
+    ),
+    Mutation(
+        "a resume's view catch-up leaves the maps that held a removed prefix",
+        "a resume with a view gets the view of the state at the head",
+        "protocol/views.py",
+        "        out.append([DEL, _highest_empty(state, path, spec)])\n"
+        "    return out\n\n\ndef _highest",
+        "        out.append([DEL, list(path)])\n    return out\n\n\ndef _highest",
+        "tests/protocol/test_views.py::"
+        "test_resume_with_a_view_from_any_seq_is_the_view_at_the_head",
     ),
     Mutation(
         "a view is not cut above its prefixes",
         "a view subscriber holds exactly the view of the state after every change",
         "protocol/views.py",
-        "        if node is ALL and (op[0] == SET or depth < len(path)):",
-        "        if node is ALL or node is not None:",
+        "        if node is None:\n            continue\n        if node is ALL:\n"
+        "            below.append(op)",
+        "        if node is None or node is ALL:\n            below.append(op)",
         "tests/server/test_views.py::test_a_view_gets_only_its_part_and_equals_the_view_of_the_state",
     ),
     Mutation(
         "a VIEW_DIFF names the seq before it, not the view's last",
         "each VIEW_DIFF names the seq of the one before it on its view",
         "server/feed.py",
-        "                payload = codec.encode(ViewDiff(group.last, self.head, cut))",
-        "                payload = codec.encode(ViewDiff(self.head - 1, self.head, cut))",
+        "            payload = codec.encode_view_diff(group.last, self.head, ops_bytes)",
+        "            payload = codec.encode_view_diff(self.head - 1, self.head, ops_bytes)",
         "tests/server/test_views.py::test_a_view_gets_only_its_part_and_equals_the_view_of_the_state",
     ),
     Mutation(

@@ -218,6 +218,24 @@ export function applyNetChange(state, rawOps, maxDepth = DEFAULT_MAX_DEPTH) {
   }
 }
 
+/**
+ * Apply a VIEW_DIFF's ops (docs/protocol.md §5.12), all or nothing: as a DIFF's, but a
+ * `del` of a path that is not there changes nothing.
+ */
+export function applyViewOps(state, rawOps, maxDepth = DEFAULT_MAX_DEPTH) {
+  const parsed = parseOps(rawOps, maxDepth);
+  const undo = [];
+  try {
+    for (const op of parsed) {
+      if (op[0] === 1 && valueAt(state, op[1]) === undefined) continue;
+      applyOp(state, op, undo);
+    }
+  } catch (err) {
+    while (undo.length) undo.pop()();
+    throw err;
+  }
+}
+
 /** The value at `path` in `state`, or undefined when there is none. */
 export function valueAt(state, path) {
   let node = state;

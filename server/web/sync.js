@@ -31,7 +31,7 @@
 //   any         connectionLost()                idle
 //   any         close()                         closed
 
-import { applyNetChange, applyOps, isMap, OpError } from "./ops.js";
+import { applyNetChange, applyOps, applyViewOps, isMap, OpError } from "./ops.js";
 
 export const PROTOCOL_VERSION = 1;
 export const HELLO = 1;
@@ -193,6 +193,7 @@ export class ClientSync {
     /** The view asked for (§5.12): prefixes, or true for all the connection may see. */
     this.view = canonicalView(view);
     this._heldView = null; // the view the state held is a copy of
+    this._viewTag = null; // the server's name for it (WELCOME, VIEW_SET)
     this._askedView = this.view;
     this.role = role;
     this.client = client;
@@ -232,7 +233,10 @@ export class ClientSync {
     if (this.client != null) hello.client = this.client;
     hello.view = this.view;
     const sameView = JSON.stringify(this._heldView) === JSON.stringify(this.view);
-    if (this.epoch !== null && !this._fresh && sameView) hello.resume = [this.epoch, this.seq];
+    if (this.epoch !== null && !this._fresh && sameView) {
+      hello.resume = [this.epoch, this.seq];
+      if (this._viewTag != null) hello.view_tag = this._viewTag;
+    }
     this._askedView = this.view;
     this._fresh = false;
     this._out.push([HELLO, hello]);
@@ -287,7 +291,7 @@ export class ClientSync {
       case VIEW_DIFF:
         return this._onViewDiff(m[1], m[2], m[3]);
       case VIEW_SET:
-        return this._onViewSet(m[1], m[2], m[3]);
+        return this._onViewSet(m[1], m[2], m[3], m[4]);
       case SNAPSHOT:
         return this._onSnapshot(m[1], m[2], m[3]);
       case ACK:
@@ -334,6 +338,9 @@ export class ClientSync {
     }
     this.welcomed = true;
     this._heldView = this._askedView;
+    this._viewTag = typeof w.view_tag === "string" ? w.view_tag : null;
+    // setView() while the HELLO was on its way: ask for it now.
+    if (JSON.stringify(this.view) !== JSON.stringify(this._askedView)) this._out.push([VIEW, this.view]);
     if (w.client != null) this.client = w.client;
     this.acked = w.acked;
     this._lastAid = Math.max(this._lastAid, w.acked);
@@ -425,7 +432,7 @@ export class ClientSync {
       return;
     }
     try {
-      applyNetChange(this.state, ops);
+      applyViewOps(this.state, ops);
     } catch (err) {
       if (err instanceof OpError) throw new ProtocolError(`VIEW_DIFF ${seq} does not apply: ${err.message}`);
       throw err;
@@ -438,7 +445,7 @@ export class ClientSync {
 
   /** The answer to VIEW: the copy becomes the new view at `seq` (a copy waiting for a
    * RESYNC's answer keeps its seq: that answer brings the rest). */
-  _onViewSet(seq, view, ops) {
+  _onViewSet(seq, view, ops, tag) {
     if (this.state === null) throw new ProtocolError("VIEW_SET before any state");
     try {
       applyNetChange(this.state, ops);
@@ -447,6 +454,7 @@ export class ClientSync {
       throw err;
     }
     this._heldView = view;
+    this._viewTag = typeof tag === "string" ? tag : null;
     if (this.stateKind === "live") this.seq = Math.max(this.seq, seq);
     this._events.push({ type: "change", seq: this.seq, ops });
   }

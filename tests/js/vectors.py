@@ -475,6 +475,19 @@ SYNC_SCRIPTS: list[tuple[str, dict[str, Any], list[Any]]] = [
         ],
     ),
     (
+        "a view set while the HELLO is on its way is asked for after WELCOME",
+        {"role": "spectator", "view": [["board"]]},
+        [
+            "connect",
+            ["set_view", [["players"]]],
+            welcome("snapshot", 4, view=[["board"]], view_tag="t-board"),
+            [3, E, 4, {"board": {"a": 1}}],
+            [12, 4, [["players"]], [[1, ["board"]]], "t-players"],
+            "lost",
+            "connect",
+        ],
+    ),
+    (
         "a malformed VIEW_DIFF is a protocol error",
         {"role": "spectator", "view": [["board"]]},
         ["connect", welcome("snapshot", 0), [3, E, 0, {}], [10, 5, 5, []]],

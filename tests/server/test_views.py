@@ -354,6 +354,10 @@ async def test_a_token_view_holds_on_every_way_out() -> None:
                 async with http.get(f"{base}/rooms/game-7/{path}", params=query, headers=auth) as r:
                     assert r.status == status, await r.text()
                     assert (await r.json())["code"] in ("forbidden", "invalid")
+            async with http.get(f"{base}/rooms/game-7/clients/p8", headers=auth) as r:
+                assert r.status == 403  # another agent's record says when it acted
+            async with http.get(f"{base}/rooms/game-7/clients/p7", headers=auth) as r:
+                assert r.status == 200 and (await r.json())["acked"] >= 2
             for path in ("/rooms/game-7", "/rooms"):  # presence names no other agent
                 async with http.get(f"{base}{path}", headers=auth) as r:
                     assert r.status == 200, await r.text()
@@ -444,3 +448,62 @@ async def test_a_follower_serves_a_view_and_keeps_it_through_a_failover(redis_ur
             await eventually(lambda: watching.state.get("items", {}).get("i1") == 7, 20)
             final = await catchup_state(http, follower.http_url, "f")
             assert watching.state == view_state(final["state"])
+
+
+async def test_an_append_under_a_view_goes_as_one_op_not_the_whole_list() -> None:
+    async with running_server() as server, http_session() as http:
+        url = server.room_url("log")
+        log = [{"n": i, "text": "an entry of the log"} for i in range(2000)]
+        body = {"client": "w", "aid": 1, "name": "patch", "args": [[0, ["log"], log]]}
+        async with http.post(f"{server.http_url}/rooms/log/actions", json=body) as resp:
+            assert resp.status == 200
+        async with bare(url) as raw:
+            await raw.hello("spectator", view=[["log"]])
+            await raw.recv()  # the view's SNAPSHOT
+            body = {"client": "w", "aid": 2, "name": "patch", "args": [[2, ["log", -1], "new"]]}
+            async with http.post(f"{server.http_url}/rooms/log/actions", json=body) as resp:
+                assert resp.status == 200
+            diff = await raw.recv_type(10)
+            assert diff[3] == [[2, ["log", -1], "new"]]
+
+
+async def test_view_changes_racing_a_resync_or_a_skip_ahead_end_on_the_view() -> None:
+    """A RESYNC from before the connection's last VIEW_SET gets a SNAPSHOT (its copy took
+    the VIEW_SET's ops while it waited); a VIEW while lagging is answered right before the
+    SNAPSHOT that ends the lag, at the same seq; a resume whose view_tag names another view
+    gets a SNAPSHOT."""
+    async with running_server(room_types=(SPEC,)) as server:
+        url = server.room_url("game-9")
+        await play(url, ["p1", "p2"], 1)
+        feed = server.app.rooms.rooms["game-9"].feed
+        async with bare(url) as raw:
+            welcome = await raw.hello("spectator", view=[["board"]])
+            first = await raw.recv()
+            await play(url, ["p1"], 1)
+            await raw.send([11, [["players"]]])
+            viewed = await raw.recv_type(12)
+            assert viewed[1] > first[2] and viewed[4] != welcome["view_tag"]
+            await raw.send([6, first[1], first[2]])  # from before the VIEW_SET
+            answer = await raw.recv_type(3)
+            assert set(answer[3]) == {"players"}
+            # Lagging (skipped ahead by the server) when its VIEW is handled: the race is
+            # set up in the server's own loop, where a VIEW from the wire would land.
+            (sub,) = [s for s in feed.members if s.role == "spectator"]
+            feed.skip_ahead(sub)
+            board = effective([["board"]], None, feed.private, None)
+            await feed.change_view(sub, board, [["board"]])
+            lead = await raw.recv_type(12)
+            snapshot = await raw.recv()
+            assert snapshot[0] == 3 and lead[1] == snapshot[2] and lead[3] == []
+            assert set(snapshot[3]) == {"board"}
+            epoch, seq, tag = snapshot[1], snapshot[2], lead[4]
+        async with bare(url) as raw:  # the same view and tag: current
+            again = await raw.hello(
+                "spectator", view=[["board"]], resume=[epoch, seq], view_tag=tag
+            )
+            assert again["sync"] == "current" and again["view_tag"] == tag
+        async with bare(url) as raw:  # a copy of another view: a SNAPSHOT
+            other = await raw.hello(
+                "spectator", view=[["board"]], resume=[epoch, seq], view_tag="another-view"
+            )
+            assert other["sync"] == "snapshot"
