@@ -183,20 +183,28 @@ async def set_up(http_url: str, zones: int, cells: int) -> None:
 
 async def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
-    for mode in args.modes:
-        target = Target()
-        cap = str(args.spectators + 100)
-        await target.start_statecast(
-            ["--store", "memory", "--max-room-connections", cap, "--max-connections", cap,
-             "--action-rate", "0"]
-        )  # fmt: skip
-        try:
-            await set_up(target.http_url, args.zones, args.cells)
-            rows.append(await run_mode(target, mode, args))
-        finally:
-            await target.stop()
-        _print_row(rows[-1])
+    for round_ in range(args.repeat):
+        # Each round in the other order, so that no mode always runs first.
+        for mode in args.modes if round_ % 2 == 0 else list(reversed(args.modes)):
+            rows.append(await one(mode, args))
+            rows[-1]["round"] = round_ + 1
+            _print_row(rows[-1])
     return rows
+
+
+async def one(mode: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One run of ``mode`` against a server of its own (a fresh room each time)."""
+    target = Target()
+    cap = str(args.spectators + 100)
+    await target.start_statecast(
+        ["--store", "memory", "--max-room-connections", cap, "--max-connections", cap,
+         "--action-rate", "0"]
+    )  # fmt: skip
+    try:
+        await set_up(target.http_url, args.zones, args.cells)
+        return await run_mode(target, mode, args)
+    finally:
+        await target.stop()
 
 
 HEADER = (
@@ -252,6 +260,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--modes", type=_modes, default=list(MODES), help="whole,views,distinct (default: all)"
     )
+    parser.add_argument(
+        "--repeat", type=_positive(int), default=1, help="rounds; ratios are their median"
+    )
     parser.add_argument("--json", help="write the rows as JSON here")
 
 
@@ -262,18 +273,40 @@ def _bench(args: argparse.Namespace) -> int:
     rows = asyncio.run(bench(args))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
-    whole = next((r for r in rows if r["mode"] == "whole"), None)
-    if whole is not None:
-        for r in rows:
-            if r is whole:
-                continue
-            sys.stdout.write(
-                f"{r['mode']} / whole: bytes per spectator "
-                f"{r['bytes_per_spectator'] / whole['bytes_per_spectator']:.3f}, "
-                f"server CPU per delivered update "
-                f"{r['cpu_us_per_delivered'] / whole['cpu_us_per_delivered']:.2f}x\n"
-            )
+    for line in ratios(rows):
+        sys.stdout.write(line + "\n")
     return 0
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[str]:
+    """Each mode against ``whole`` in the same round; the median over rounds and the range."""
+    lines = []
+    rounds = sorted({r.get("round", 1) for r in rows})
+    for mode in ("views", "distinct"):
+        pairs = []
+        for n in rounds:
+            here = {r["mode"]: r for r in rows if r.get("round", 1) == n}
+            if mode in here and "whole" in here:
+                pairs.append((here[mode], here["whole"]))
+        if not pairs:
+            continue
+        figures = {
+            "bytes per spectator": [
+                m["bytes_per_spectator"] / w["bytes_per_spectator"] for m, w in pairs
+            ],
+            "server CPU per delivered update": [
+                m["cpu_us_per_delivered"] / w["cpu_us_per_delivered"] for m, w in pairs
+            ],
+            "p99": [m["p99_ms"] / w["p99_ms"] for m, w in pairs],
+        }
+        parts = []
+        for name, values in figures.items():
+            text = f"{name} {statistics.median(values):.3f}x"
+            if len(values) > 1:
+                text += f" ({min(values):.3f}-{max(values):.3f})"
+            parts.append(text)
+        lines.append(f"{mode} / whole over {len(pairs)} round(s): " + ", ".join(parts))
+    return lines
 
 
 def register(sub: Any) -> None:

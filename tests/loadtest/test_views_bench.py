@@ -27,7 +27,7 @@ def test_bench_views_runs_each_mode_and_views_cost_a_fraction_of_the_bytes(
         assert row["applied"] > 0 and row["delivered"] > 0
     whole = rows["whole"]["bytes_per_spectator"]
     assert rows["views"]["bytes_per_spectator"] < whole / 3
-    assert "views / whole: bytes per spectator" in run.stdout
+    assert "views / whole over 1 round(s): bytes per spectator" in run.stdout
 
 
 def test_bench_views_refuses_a_bad_flag_naming_it() -> None:
