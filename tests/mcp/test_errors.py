@@ -117,6 +117,7 @@ async def test_the_command_line_says_what_is_wrong() -> None:
         (["--url", "ws://h", "--http", "70000"], "--http 70000 is not a port"),
         (["--url", "ws://h", "--call-timeout", "0"], "--call-timeout 0 must be above 0"),
         (["--url", "ws://h", "--keys", "/proc/no/such/keys.sqlite"], "--keys /proc/no/such/"),
+        (["--url", "ws://h", "--view", "board"], "--view is a list of 1 to 64 path prefixes"),
     ]
     for flags, message in cases:
         code, _, err = await run_to_end(

@@ -218,3 +218,22 @@ async def test_the_document_room_patch_tool(server: ServeProcess) -> None:
         info = await agent.call("room_info")
         assert info["type"] == "statecast.server.rooms.document:DocumentRoom"
         assert info["actions"] == ["patch"] and info["agents"] == ["a"] and info["seq"] == 1
+
+
+async def test_a_seat_with_a_view_sees_only_its_part(server: ServeProcess) -> None:
+    """``--view``: get_state and changes_since hold only the seat's part of the room."""
+    view = json.dumps([["board"]])
+    async with connect(server.room_url("viewed"), client="b") as other:
+        await other.act("patch", [[0, ["board"], {"a1": "x"}], [0, ["notes"], "SECRET"]])
+        async with (
+            asyncio.timeout(TIMEOUT * 4),
+            stdio_agent(*seat_args(server, "viewed", "a", "--view", view)) as agent,
+        ):
+            state = await agent.call("get_state")
+            assert state["state"] == {"board": {"a1": "x"}}
+            since = state["seq"]
+            await other.act("patch", [[0, ["board", "b2"], "o"], [0, ["notes"], "SECRET-2"]])
+            net = await agent.call("wait_for_change", seq=since, timeout=10)
+            changes = await agent.call("changes_since", seq=since)
+            assert changes["changes"] == [{"path": ["board", "b2"], "value": "o"}]
+            assert "SECRET" not in json.dumps([net, changes])

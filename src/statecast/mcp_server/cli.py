@@ -8,9 +8,12 @@ Registering imports nothing of the MCP SDK, so ``statecast --help`` works withou
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from statecast.protocol.views import check_prefixes
 
 DESCRIPTION = """\
 Give an LLM agent a seat in a room over the Model Context Protocol: the room's actions
@@ -87,7 +90,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep idempotency keys in this SQLite file, so that a retry after the process "
         "restarted (a stdio host relaunching it) still answers the first outcome",
     )
+    parser.add_argument(
+        "--view",
+        metavar="JSON",
+        help='the part of the room the seat sees, as JSON path prefixes (\'[["board"], '
+        '["players", "a1"]]\'; docs/protocol.md §5.12): get_state, changes_since, '
+        "wait_for_change and the resource hold only that part (default: all it may see)",
+    )
     parser.add_argument("--log-level", default="info", help="debug, info, warning or error")
+
+
+def parse_view(text: str | None) -> list[list[str]] | None:
+    """``--view`` as prefixes; raises ValueError naming the rule."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    return check_prefixes(value, "--view")
 
 
 def check_arguments(args: argparse.Namespace) -> str | None:
@@ -98,6 +119,10 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         return f"--http-url {args.http_url!r} is not an http:// or https:// URL"
     if args.http is not None and not 0 <= args.http <= 65535:
         return f"--http {args.http} is not a port (0 to 65535)"
+    try:
+        parse_view(args.view)
+    except ValueError as exc:
+        return str(exc)
     for flag in ("connect_timeout", "call_timeout"):
         value = getattr(args, flag)
         if not 0 < value <= 3600:

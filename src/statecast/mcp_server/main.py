@@ -36,7 +36,7 @@ from mcp.server.subscriptions import (
 )
 from mcp.shared.exceptions import MCPError
 
-from statecast.mcp_server.cli import default_http_url
+from statecast.mcp_server.cli import default_http_url, parse_view
 from statecast.mcp_server.keystore import KeyStore
 from statecast.mcp_server.seat import Seat, SeatConfig, SeatError
 from statecast.mcp_server.tools import READERS, ActionTool, action_tools, check_arguments
@@ -327,6 +327,7 @@ def seat_config(args: argparse.Namespace) -> SeatConfig:
         keys_file=args.keys,
         connect_timeout=args.connect_timeout,
         call_timeout=args.call_timeout,
+        view=parse_view(args.view),
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +79,8 @@ class SeatConfig:
     call_timeout: float = 30.0
     #: Where keys outlive the process (--keys), if anywhere.
     keys_file: str | None = None
+    #: The part of the room the seat sees (--view; None: all it may see).
+    view: list[list[str]] | None = None
 
     @property
     def room_url(self) -> str:
@@ -166,6 +169,7 @@ class Seat:
                 token=self.config.token,
                 connect_timeout=self.config.connect_timeout,
                 open_timeout=self.config.connect_timeout,
+                view=self.config.view,
             )
             try:
                 await client.start()
@@ -278,11 +282,11 @@ class Seat:
                 "pass a seq a tool answered",
                 seq=client.seq,
             )
+        query = {"epoch": client.epoch or "", "since": str(since), "compact": "1"}
+        if self.config.view is not None:
+            query["view"] = json.dumps(self.config.view)  # the seat's part's net change
         try:
-            body = await self._get(
-                f"{self.config.room_http}/changes",
-                {"epoch": client.epoch or "", "since": str(since), "compact": "1"},
-            )
+            body = await self._get(f"{self.config.room_http}/changes", query)
         except SeatError as exc:
             if exc.details.get("status") == 410:
                 raise SeatError(
