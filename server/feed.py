@@ -47,7 +47,7 @@ from statecast.server.config import Config
 from statecast.server.fanout import Subscriber, close_or_abort, frame_binary
 from statecast.server.history import History
 from statecast.server.metrics import Metrics
-from statecast.server.view_groups import ViewGroup
+from statecast.server.view_groups import Dispatch, ViewGroup
 
 log = structlog.get_logger()
 
@@ -78,6 +78,8 @@ class RoomFeed:
         self.private = private
         #: Members that see part of the room, by view (server/view_groups.py).
         self.groups: dict[Any, ViewGroup] = {}
+        #: Which groups a batch reaches (rebuilt after the groups change).
+        self._dispatch: Dispatch | None = None
         #: The room type it was created as (``module:Qualname``), as stored.
         self.type_name = type_name
         #: The state at ``head`` (between begin_batch and end_batch, possibly ahead of it).
@@ -211,7 +213,9 @@ class RoomFeed:
             if sub.group is not None and sub in self.members:
                 acting.setdefault(sub.group, []).append(sub)
         frames = sent = 0
-        for group in list(self.groups.values()):
+        if self._dispatch is None:
+            self._dispatch = Dispatch(list(self.groups.values()))
+        for group in self._dispatch.reached([op[1] for op in batch]):
             cut = cut_batch(batch, self.state, group.spec)
             if not cut:
                 continue
@@ -260,6 +264,7 @@ class RoomFeed:
         group = self.groups.get(key)
         if group is None:
             group = self.groups[key] = ViewGroup(spec, self.head)
+            self._dispatch = None
         return group
 
     def add(self, sub: Subscriber) -> None:
@@ -285,6 +290,7 @@ class RoomFeed:
             group.framed.pop(sub, None)
             if not group.members and self.groups.get(group.key) is group:
                 del self.groups[group.key]
+                self._dispatch = None
         self._direct.pop(sub, None)
         self._framed.pop(sub, None)
         self._pending.pop(sub, None)

@@ -543,6 +543,14 @@ MUTATIONS = [
         "test_resume_with_a_view_from_any_seq_is_the_view_at_the_head",
     ),
     Mutation(
+        "the views' dispatch misses the views under an op",
+        "a subscriber with a view holds exactly the view of the state after every change",
+        "server/view_groups.py",
+        "            else:  # the op is at or above these anchors: every group under it",
+        "            if False:",
+        "tests/server/test_view_dispatch.py::test_a_group_the_dispatch_skips_has_nothing_to_get",
+    ),
+    Mutation(
         "a view is not cut above its prefixes",
         "a view subscriber holds exactly the view of the state after every change",
         "protocol/views.py",
