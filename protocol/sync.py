@@ -345,19 +345,27 @@ class ClientSync:
         if d.seq <= self.seq:
             return  # a duplicate: already applied
         if d.seq > self.seq + 1:
-            if self.state_kind is SyncState.LIVE:
-                self._transition("gap")
-                assert self.epoch is not None
-                self._out.append(codec.encode(Resync(self.epoch, self.seq)))
+            self._gap()
             return
         try:
             ops.apply_wire_ops(self.state, d.ops)
         except Rejection as exc:
             raise MalformedMessage(f"DIFF {d.seq} does not apply: {exc}") from None
-        self.seq = d.seq
+        self._applied(d.seq, d.ops)
+
+    def _gap(self) -> None:
+        """Something was lost: ask once with RESYNC, and ignore what comes until it is
+        filled (§6.6)."""
+        if self.state_kind is SyncState.LIVE:
+            self._transition("gap")
+            assert self.epoch is not None
+            self._out.append(codec.encode(Resync(self.epoch, self.seq)))
+
+    def _applied(self, seq: int, applied: list[Any]) -> None:
+        self.seq = seq
         if self.state_kind is SyncState.RESYNCING:
             self._transition("gap_filled")
-        self._events.append(Changed(d.seq, d.ops))
+        self._events.append(Changed(seq, applied))
 
     def _on_patch(self, p: Patch) -> None:
         """The net change from our seq to ``p.seq`` (docs/protocol.md §5.11), applied all or
@@ -374,10 +382,7 @@ class ClientSync:
             apply_net_change(self.state, ops.parse_ops(p.ops))
         except Rejection as exc:
             raise MalformedMessage(f"PATCH to {p.seq} does not apply: {exc}") from None
-        self.seq = p.seq
-        if self.state_kind is SyncState.RESYNCING:
-            self._transition("gap_filled")
-        self._events.append(Changed(p.seq, p.ops))
+        self._applied(p.seq, p.ops)
 
     def _on_view_diff(self, d: ViewDiff) -> None:
         """A view's change: it follows ``d.since``; applies to a copy at any seq from
@@ -387,19 +392,13 @@ class ClientSync:
         if d.seq <= self.seq:
             return  # a duplicate: already applied
         if d.since > self.seq:
-            if self.state_kind is SyncState.LIVE:
-                self._transition("gap")
-                assert self.epoch is not None
-                self._out.append(codec.encode(Resync(self.epoch, self.seq)))
+            self._gap()
             return
         try:
             apply_view_ops(self.state, ops.parse_ops(d.ops))
         except Rejection as exc:
             raise MalformedMessage(f"VIEW_DIFF {d.seq} does not apply: {exc}") from None
-        self.seq = d.seq
-        if self.state_kind is SyncState.RESYNCING:
-            self._transition("gap_filled")
-        self._events.append(Changed(d.seq, d.ops))
+        self._applied(d.seq, d.ops)
 
     def _on_view_set(self, v: ViewSet) -> None:
         """The answer to VIEW: the copy of the old view becomes the new one, at ``v.seq``

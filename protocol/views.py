@@ -314,14 +314,7 @@ def restrict(net: Sequence[Op], state: dict[str, Any], spec: Spec) -> list[Op]:
     out: list[Op] = []
     for op in net:
         path = op[1]
-        node: Spec = spec
-        depth = 0
-        for seg in path:
-            if node is ALL or node is None:
-                break
-            assert isinstance(node, Partial)
-            node = node.child(seg)
-            depth += 1
+        node, depth = _walk(spec, path)
         if node is None:
             continue  # outside the view
         if node is ALL and (op[0] == SET or depth < len(path)):

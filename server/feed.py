@@ -167,16 +167,35 @@ class RoomFeed:
         """
         if self._pending:
             self._seat_pending()
-        frame = frame_binary(shared)
+        members = self.members
+        acted = [sub for sub in extras if sub in members and sub.group is None]
+        lagging = self._write(shared, acted, self._direct, self._framed, extras)
+        for sub in lagging:
+            self.skip_ahead(sub)
+        n = len(self._direct) + len(self._framed)  # those written to: not the closing ones
+        self.metrics.frames_sent.inc(n)
+        self.metrics.bytes_sent.inc(len(shared) * n)
+
+    def _write(
+        self,
+        payload: bytes,
+        acted: list[Subscriber],
+        direct: dict[Subscriber, Callable[[bytes], object]],
+        framed: dict[Subscriber, None],
+        extras: dict[Subscriber, list[bytes]],
+    ) -> list[Subscriber]:
+        """One frame holding ``payload`` to the acting agents (with their own messages),
+        the direct path (one bare write each) and the framed members; returns the members
+        that are lagging (an acting one's messages stay in ``extras``, held for its
+        SNAPSHOT). The acting agents go first: they wait for their ACK."""
+        frame = frame_binary(payload)
         high_water = self.config.slow_high_water
-        members, direct = self.members, self._direct
         lagging: list[Subscriber] = []
-        acted = {sub for sub in extras if sub in members and sub.group is None}
         for sub in acted:
             if sub.backlog() > high_water:
-                lagging.append(sub)  # its messages stay in extras: held for its SNAPSHOT
+                lagging.append(sub)
             else:
-                sub.send(b"".join((shared, *extras.pop(sub))))
+                sub.send(b"".join((payload, *extras.pop(sub))))
         # The acting agents have had this frame: off the direct path for this pass.
         served = {sub: direct.pop(sub) for sub in acted if sub in direct}
         try:
@@ -184,18 +203,14 @@ class RoomFeed:
                 write(frame)
         finally:
             direct.update(served)
-        for sub in self._framed:
+        for sub in framed:
             if sub in acted:
                 continue
             if sub.backlog() > high_water:
                 lagging.append(sub)
             else:
-                sub.send(shared, frame)
-        for sub in lagging:
-            self.skip_ahead(sub)
-        n = len(direct) + len(self._framed)  # those written to: not the closing ones
-        self.metrics.frames_sent.inc(n)
-        self.metrics.bytes_sent.inc(len(shared) * n)
+                sub.send(payload, frame)
+        return lagging
 
     def _fanout_views(
         self, diffs: list[tuple[int, bytes]], extras: dict[Subscriber, list[bytes]]
@@ -207,7 +222,6 @@ class RoomFeed:
         from ``extras``, as :meth:`_fanout` does."""
         batch = [op for _, encoded in diffs for op in msgpack.unpackb(encoded, raw=False)[2]]
         encoded_ops: dict[tuple[int, ...], bytes] = {}
-        high_water = self.config.slow_high_water
         acting: dict[ViewGroup, list[Subscriber]] = {}
         for sub in extras:
             if sub.group is not None and sub in self.members:
@@ -225,29 +239,8 @@ class RoomFeed:
                 ops_bytes = encoded_ops[key] = msgpack.packb(cut, use_bin_type=True)
             payload = codec.encode_view_diff(group.last, self.head, ops_bytes)
             group.last = self.head
-            frame = frame_binary(payload)
-            # As _fanout does: the acting agents first, then one bare write per member.
-            lagging: list[Subscriber] = []
-            acted = acting.get(group, ())
-            for sub in acted:
-                if sub.backlog() > high_water:
-                    lagging.append(sub)
-                else:
-                    sub.send(b"".join((payload, *extras.pop(sub))))
-            direct = group.direct
-            served = {sub: direct.pop(sub) for sub in acted if sub in direct}
-            try:
-                for write in direct.values():
-                    write(frame)
-            finally:
-                direct.update(served)
-            for sub in group.framed:
-                if sub in acted:
-                    continue
-                if sub.backlog() > high_water:
-                    lagging.append(sub)
-                else:
-                    sub.send(payload, frame)
+            acted = acting.get(group, [])
+            lagging = self._write(payload, acted, group.direct, group.framed, extras)
             n = len(group.members) - len(lagging)
             frames += n
             sent += len(payload) * n

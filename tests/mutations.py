@@ -38,8 +38,8 @@ MUTATIONS = [
         "exactly-once record ignored",
         "an ACTION with aid <= acked is not applied again (ACK nil)",
         "server/writer.py",
-        "if req.aid <= acked.get(req.client, 0):",
-        "if False:",
+        "            if req.aid <= last:",
+        "            if False:",
         "tests/server/test_protocol_messages.py::test_exactly_once_duplicates_get_ack_nil",
     ),
     Mutation(
@@ -199,8 +199,8 @@ MUTATIONS = [
         "a lagging agent's ACK before its SNAPSHOT",
         "the acting agent gets its DIFF before its ACK, also when skipped ahead by SNAPSHOT",
         "server/feed.py",
-        'sub.send(b"".join((self.snapshot_bytes(), *held)))',
-        'sub.send(b"".join((*held, self.snapshot_bytes())))',
+        'sub.send(b"".join((lead, self.snapshot_for(sub), *held)))',
+        'sub.send(b"".join((lead, *held, self.snapshot_for(sub))))',
         "tests/server/test_protocol_messages.py::"
         "test_lagging_agent_gets_its_ack_after_the_snapshot_holding_its_diff",
     ),
@@ -217,10 +217,9 @@ MUTATIONS = [
         "GET /state without its token check",
         "every HTTP request is checked, before the room is looked up",
         "server/http.py",
-        '        self._read_auth(request, request.match_info["room"], "spectator")\n'
-        "        feed = await self._feed(request)\n"
-        "        etag, body = await feed.state_json()",
-        "        feed = await self._feed(request)\n        etag, body = await feed.state_json()",
+        '        identity = self.app.auth.authorize(bearer(request), room, "spectator", None)\n'
+        "        asked = None",
+        '        identity = Identity("spectator", None)\n        asked = None',
         "tests/server/test_auth.py::test_http_auth_is_checked_before_the_room_is_looked_up",
     ),
     Mutation(
@@ -269,8 +268,8 @@ MUTATIONS = [
         "a client one diff behind is told it is current",
         "clients converge with random actions, drops and reconnect points",
         "server/feed.py",
-        '        if seq == self.head:\n            return "current", None',
-        '        if seq >= self.head - 1:\n            return "current", None',
+        '        if seq == self.head:\n            return "current", None\n        best, size',
+        '        if seq >= self.head - 1:\n            return "current", None\n        best, size',
         "tests/server/test_properties.py::test_random_actions_and_drops_converge_exactly_once",
     ),
     Mutation(
@@ -345,8 +344,8 @@ MUTATIONS = [
         "an agent acts as the id its HELLO claims",
         "an agent acts as its token's sub",
         "server/jwt_auth.py",
-        "        return Identity(role, grant.sub, grant.exp + LEEWAY)",
-        "        return Identity(role, client or grant.sub, grant.exp + LEEWAY)",
+        "        return Identity(role, grant.sub, grant.exp + LEEWAY, grant.view)",
+        "        return Identity(role, client or grant.sub, grant.exp + LEEWAY, grant.view)",
         "tests/server/test_auth.py::test_agent_acts_as_its_token_subject",
     ),
     Mutation(
@@ -588,8 +587,9 @@ MUTATIONS = [
         "a token's view claim bounds what its holder reads on every way out",
         "server/http.py",
         "        if spec is not ALL:\n            await feed.settled()\n"
-        "            etag = _view_etag",
-        "        if False:\n            await feed.settled()\n            etag = _view_etag",
+        "            etag, view, _ = feed.view_state(spec)",
+        "        if False:\n            await feed.settled()\n"
+        "            etag, view, _ = feed.view_state(spec)",
         "tests/server/test_views.py::test_a_token_view_holds_on_every_way_out",
     ),
     Mutation(

@@ -371,11 +371,7 @@ export class ClientSync {
       return;
     }
     if (seq > this.seq + 1) {
-      if (this.stateKind === "live") {
-        this._transition("gap");
-        this.stats.gaps += 1;
-        this._out.push([RESYNC, this.epoch, this.seq]);
-      }
+      this._gap();
       return;
     }
     try {
@@ -424,11 +420,7 @@ export class ClientSync {
       return;
     }
     if (since > this.seq) {
-      if (this.stateKind === "live") {
-        this._transition("gap");
-        this.stats.gaps += 1;
-        this._out.push([RESYNC, this.epoch, this.seq]);
-      }
+      this._gap();
       return;
     }
     try {
@@ -457,6 +449,14 @@ export class ClientSync {
     this._viewTag = typeof tag === "string" ? tag : null;
     if (this.stateKind === "live") this.seq = Math.max(this.seq, seq);
     this._events.push({ type: "change", seq: this.seq, ops });
+  }
+
+  /** Something was lost: ask once with RESYNC, ignore what comes until it is filled. */
+  _gap() {
+    if (this.stateKind !== "live") return;
+    this._transition("gap");
+    this.stats.gaps += 1;
+    this._out.push([RESYNC, this.epoch, this.seq]);
   }
 
   _resolve(aid, event) {
