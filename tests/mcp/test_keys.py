@@ -24,6 +24,17 @@ async def tasks(server: ServeProcess, room: str) -> list[str]:
     return [task["title"] for task in state["tasks"].values()]
 
 
+async def processed(server: ServeProcess, room: str, client: str, aid: int) -> None:
+    """Wait until the room has processed ``client``'s action ``aid`` (its record says so)."""
+    url = f"{server.http_url}/rooms/{room}/clients/{client}"
+    async with http_session() as http:
+        while True:
+            async with http.get(url) as r:
+                if (await r.json())["acked"] >= aid:
+                    return
+            await asyncio.sleep(0.05)
+
+
 async def test_a_retry_in_a_new_process_answers_the_recorded_outcome(tmp_path: Path) -> None:
     keys = ("--keys", str(tmp_path / "keys.sqlite"))
     async with (
@@ -133,3 +144,72 @@ async def test_a_retry_in_a_new_process_of_an_action_never_sent(tmp_path: Path) 
             again = await agent.call("add_task", title="two", key="k2")
             assert again == {**two, "retried": True}
         assert await tasks(server, "crew-lost") == ["one", "two"]
+
+
+async def test_a_saved_aid_a_later_process_reused_is_not_taken_as_applied(tmp_path: Path) -> None:
+    """k2 never reached the room; the next process numbers its own actions from WELCOME's
+    acked, so its k3 takes k2's old aid. A retry of k2 in a third process runs it, once,
+    and does not answer k3's outcome."""
+    keys = ("--keys", str(tmp_path / "keys.sqlite"), "--call-timeout", "1")
+    async with (
+        asyncio.timeout(TIMEOUT * 12),
+        serve_process("--room-type", CREW_TYPE, cwd=EXAMPLES) as server,
+        ReplyTrap(int(server.ws_url.rsplit(":", 1)[1])).running() as trap,
+    ):
+        args = seat_args(server, "crew-aids", "a", *keys)
+        args[args.index("--url") + 1] = f"ws://127.0.0.1:{trap.port}"
+        async with http_seat(*args) as seat, http_agent(seat.url) as agent:
+            assert (await agent.call("add_task", title="one", key="k1"))["answer"] == "t1"
+            trap.trapping = "requests"
+            assert (await agent.error("add_task", title="two", key="k2"))["code"] == "pending"
+            seat.proc.send_signal(signal.SIGKILL)
+        trap.trapping = None
+        async with http_seat(*args) as seat, http_agent(seat.url) as agent:
+            assert (await agent.call("add_task", title="three", key="k3"))["answer"] == "t2"
+        async with http_seat(*args) as seat, http_agent(seat.url) as agent:
+            two = await agent.call("add_task", title="two", key="k2")
+            assert two["answer"] == "t3"
+        assert await tasks(server, "crew-aids") == ["one", "three", "two"]
+
+
+async def test_keys_made_from_request_ids_are_not_kept_for_a_later_process(
+    tmp_path: Path,
+) -> None:
+    """A relaunched stdio host numbers its requests from 1 again: calls without a key in
+    the new process are new calls, not the old process's."""
+    keys = ("--keys", str(tmp_path / "keys.sqlite"))
+    async with (
+        asyncio.timeout(TIMEOUT * 8),
+        serve_process("--room-type", CREW_TYPE, cwd=EXAMPLES) as server,
+    ):
+        args = seat_args(server, "crew-implicit", "a", *keys)
+        async with stdio_agent(*args) as agent:
+            await agent.call("add_task", title="one")
+        async with stdio_agent(*args) as agent:
+            await agent.call("add_task", title="two")
+        assert await tasks(server, "crew-implicit") == ["one", "two"]
+
+
+async def test_an_action_processed_while_away_is_not_reported_as_applied(
+    tmp_path: Path,
+) -> None:
+    """Its ERROR lost, a refused action is processed all the same: the retry says it was
+    processed earlier, applied or refused, never that it was applied."""
+    keys = ("--keys", str(tmp_path / "keys.sqlite"), "--call-timeout", "1")
+    async with (
+        asyncio.timeout(TIMEOUT * 12),
+        serve_process("--room-type", CREW_TYPE, cwd=EXAMPLES) as server,
+        ReplyTrap(int(server.ws_url.rsplit(":", 1)[1])).running() as trap,
+    ):
+        args = seat_args(server, "crew-refused", "a", *keys)
+        args[args.index("--url") + 1] = f"ws://127.0.0.1:{trap.port}"
+        async with http_seat(*args) as seat, http_agent(seat.url) as agent:
+            await agent.call("add_task", title="one", key="k1")
+            trap.trapping = "replies"  # the room refuses the claim; its ERROR never comes
+            assert (await agent.error("claim", task="t9", key="k2"))["code"] == "pending"
+            await processed(server, "crew-refused", "a", 2)  # refused: nothing to see
+            seat.proc.send_signal(signal.SIGKILL)
+        trap.trapping = None
+        async with http_seat(*args) as seat, http_agent(seat.url) as agent:
+            again = await agent.call("claim", task="t9", key="k2")
+            assert "processed earlier" in again["outcome"] and "answer" not in again

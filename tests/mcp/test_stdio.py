@@ -237,3 +237,12 @@ async def test_a_seat_with_a_view_sees_only_its_part(server: ServeProcess) -> No
             changes = await agent.call("changes_since", seq=since)
             assert changes["changes"] == [{"path": ["board", "b2"], "value": "o"}]
             assert "SECRET" not in json.dumps([net, changes])
+            # Its own action out of its sight: answered, never left pending.
+            done = await agent.call("patch", ops=[{"op": "set", "path": ["notes"], "value": "x"}])
+            assert done["seq"] > changes["seq"] and "outcome" not in done
+            # A seq a tool answered is never "ahead", though the view's copy stays behind it.
+            later = await agent.call("changes_since", seq=done["seq"])
+            assert later["changes"] == []
+            # A value the wire cannot carry: a tool error the model reads, not a crash.
+            huge = await agent.error("patch", ops=[{"op": "set", "path": ["n"], "value": 10**30}])
+            assert huge["code"] in ("internal", "invalid")

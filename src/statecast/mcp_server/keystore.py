@@ -62,6 +62,16 @@ class KeyStore:
             (self.max_keys,),
         )
 
+    def unsent_above(self, acked: int) -> None:
+        """Keys whose action an earlier process numbered above ``acked`` (the room's
+        last processed aid when this process joined) were never processed: their aid is
+        dropped, since this process numbers its own actions from ``acked + 1`` (a retry
+        of such a key sends its action afresh)."""
+        self.db.execute(
+            "UPDATE keys SET aid=NULL WHERE room=? AND client=? AND outcome IS NULL AND aid > ?",
+            (*self.scope, acked),
+        )
+
     def settled(self, key: str, outcome: dict[str, Any]) -> None:
         self.db.execute(
             "UPDATE keys SET outcome=? WHERE room=? AND client=? AND key=?",

@@ -191,6 +191,9 @@ class SeatServer:
             return failed(exc.code, exc.message, **exc.details)
         except ValueError as exc:
             return failed("invalid", f"{exc}: see the tool's input schema")
+        except Exception as exc:  # a bug or a value the wire cannot carry: still a tool error
+            log.exception("mcp_tool_failed", tool=params.name)
+            return failed("internal", f"{params.name} failed: {type(exc).__name__}: {exc}")
 
     async def _call(
         self, ctx: ServerRequestContext[Any], name: str, arguments: dict[str, Any]

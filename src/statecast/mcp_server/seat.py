@@ -143,6 +143,12 @@ class Seat:
         if config.keys_file is not None:
             self.keys = KeyStore(config.keys_file, config.room, config.client)
         self._client: RoomClient | None = None
+        #: WELCOME's ``acked`` when this process first joined: what an earlier process
+        #: sent under a saved key was processed iff its aid is at or below it (a later
+        #: ``acked`` counts this process's own actions, which reuse those aids).
+        self._acked0: int | None = None
+        #: The highest seq a tool answered: with a view the copy's seq may stay below it.
+        self._answered = 0
         #: Why the last connection attempt failed (its SeatError code), if it did.
         self._failing: str | None = None
         self._lock = asyncio.Lock()
@@ -182,6 +188,10 @@ class Seat:
                 self._failing = error.code
                 raise error from None
             self._failing = None
+            if self._acked0 is None:
+                self._acked0 = client.sync.acked
+                if self.keys is not None:  # before this process numbers any action
+                    self.keys.unsent_above(self._acked0)
             log.info(
                 "statecast_connected",
                 url=self.config.room_url,
@@ -275,7 +285,7 @@ class Seat:
     async def changes_since(self, since: int) -> dict[str, Any]:
         """The net change since ``since``: each touched path with its value now, or removed."""
         client = await self.room()
-        if since > client.seq:
+        if since > max(client.seq, self._answered):
             raise SeatError(
                 "ahead",
                 f"seq {since} is ahead of the room's (the agent has seen {client.seq}): "
@@ -307,7 +317,7 @@ class Seat:
         """Return once the state (under ``path``) differs from what it was at ``since``,
         with the net change; or, after ``timeout`` seconds, ``changed: false``."""
         client = await self.room()
-        if since > client.seq:
+        if since > max(client.seq, self._answered):
             raise SeatError(
                 "ahead",
                 f"seq {since} is ahead of the room's (the agent has seen {client.seq}): "
@@ -348,11 +358,16 @@ class Seat:
     # --- acting -------------------------------------------------------------------------
 
     async def act(self, key: str, name: str, args: Any) -> dict[str, Any]:
-        """Run action ``name`` once under ``key``: its seq and answer, or a SeatError."""
+        """Run action ``name`` once under ``key``: its seq and answer, or a SeatError.
+
+        Only keys the model gave are written down (--keys): a key made from an MCP
+        request id means nothing to a later process, whose host numbers its requests
+        from 1 again."""
         print_ = fingerprint(name, args)
         stored = None
-        if self.keys is not None and key not in self.ledger:
-            stored = self.keys.get(key)  # from an earlier process of this seat
+        keys = self.keys if not key.startswith(IMPLICIT_KEY_PREFIXES) else None
+        if keys is not None and key not in self.ledger:
+            stored = keys.get(key)  # from an earlier process of this seat
             if stored is not None:
                 if stored.fingerprint != print_:
                     first = str(KeyReused(key, describe(stored.fingerprint)))
@@ -361,7 +376,7 @@ class Seat:
                     return _replay(stored.outcome, key)
         try:
             task, retry = self.ledger.start(
-                key, name, args, lambda: self._perform(key, print_, name, args, stored)
+                key, name, args, lambda: self._perform(key, print_, name, args, stored, keys)
             )
         except KeyReused as exc:
             raise SeatError("key_reused", str(exc), key=key) from None
@@ -390,19 +405,25 @@ class Seat:
         return {**result, "retried": True} if retry else result
 
     async def _perform(
-        self, key: str, print_: str, name: str, args: Any, stored: Stored | None
+        self,
+        key: str,
+        print_: str,
+        name: str,
+        args: Any,
+        stored: Stored | None,
+        keys: KeyStore | None,
     ) -> dict[str, Any]:
-        """The action under ``key``, to its outcome (recorded with ``--keys``)."""
-        keys = self.keys
+        """The action under ``key``, to its outcome (recorded in ``keys``, if given)."""
         try:
             client = await self.room()
         except SeatError as exc:
             exc.details["unsent"] = True
             raise
         earlier = stored.aid if stored is not None else None
-        if keys is not None and earlier is not None and earlier <= client.sync.acked:
+        acked0 = self._acked0 if self._acked0 is not None else client.sync.acked
+        if keys is not None and earlier is not None and earlier <= acked0:
             # Sent by an earlier process, and applied: settle it, never send it again.
-            applied = await self._applied_earlier(key, earlier, name, args, client)
+            applied = await self._applied_earlier(key, earlier, name, args, client, acked0)
             keys.settled(key, applied)
             return applied
 
@@ -426,28 +447,39 @@ class Seat:
             error = closed_advice(exc, self.config)
             error.message += " (the action's outcome is unknown: read the state to see it)"
             raise error from None
-        if acked.seq is not None:
-            with contextlib.suppress(StatecastError):  # the next read says why, if it ended
-                await client.wait_for_seq(acked.seq)  # what the model reads next includes it
+        if acked.seq is not None and not client.sync.live:
+            # A live copy holds the action's effect already (its DIFF came before its ACK,
+            # §5.10; with a view, all of it the view shows). A copy waiting for a RESYNC's
+            # answer gets it when that comes: what the model reads next includes it.
+            with contextlib.suppress(StatecastError, TimeoutError):
+                await asyncio.wait_for(client.wait_for_seq(acked.seq), self.config.call_timeout)
         seq = acked.seq if acked.seq is not None else client.seq
+        self._answered = max(self._answered, seq)
         result: dict[str, Any] = {"key": key, "seq": seq}
         if not acked.answer_known:
             result["answer_lost"] = str(AnswerLost(acked.aid))
+            result["outcome"] = PROCESSED_EARLIER
         elif acked.answer is not None:
             result["answer"] = acked.answer
+        elif acked.seq is None:
+            # Processed while the connection was away, and its outcome is not repeated
+            # (§6.7): applied, or refused; the state tells which.
+            result["outcome"] = PROCESSED_EARLIER
         if keys is not None:
             keys.settled(key, result)
         return result
 
     async def _applied_earlier(
-        self, key: str, aid: int, name: str, args: Any, client: RoomClient
+        self, key: str, aid: int, name: str, args: Any, client: RoomClient, acked0: int
     ) -> dict[str, Any]:
         """The outcome of an action an earlier process sent as ``aid``, which the room
-        applied: its answer is still kept if it is the client's last aid (sent again over
-        HTTP, which applies nothing and answers it), else it is gone."""
+        processed: its answer is still kept if it is the client's last aid (sent again over
+        HTTP, which applies nothing and answers it), else it is gone; without an answer it
+        may have been applied or refused, and the result says so."""
         result: dict[str, Any] = {"key": key, "seq": client.seq, "retried": True}
-        if aid < client.sync.acked:
+        if aid < acked0 or aid < client.sync.acked:
             result["answer_lost"] = str(AnswerLost(aid))
+            result["outcome"] = PROCESSED_EARLIER
             return result
         body = await self._post(
             f"{self.config.room_http}/actions",
@@ -455,7 +487,19 @@ class Seat:
         )
         if "answer" in body:
             result["answer"] = body["answer"]
+        else:
+            result["outcome"] = PROCESSED_EARLIER
         return result
+
+
+#: A key made from an MCP request id (main.implicit_key), never written down.
+IMPLICIT_KEY_PREFIXES: tuple[str, ...] = ("request:", "call:")
+#: The result of an action processed while the seat was away, whose outcome the room does
+#: not repeat (docs/protocol.md §6.7).
+PROCESSED_EARLIER = (
+    "processed earlier, while the connection was away: applied or refused (the room does "
+    "not repeat the outcome); read the state to see which"
+)
 
 
 def _replay(outcome: dict[str, Any], key: str) -> dict[str, Any]:
