@@ -510,9 +510,17 @@ MUTATIONS = [
         "--keys ignores the room's acked aid",
         "a retry in a new process of an action the room applied is not applied again",
         "src/statecast/mcp_server/seat.py",
-        "if keys is not None and earlier is not None and earlier <= client.sync.acked:",
+        "if keys is not None and earlier is not None and earlier <= acked0:",
         "if False:",
         "tests/mcp/test_keys.py::test_a_retry_in_a_new_process_after_the_first_ended_mid_call",
+    ),
+    Mutation(
+        "--keys keeps aids a later process reuses",
+        "a retry in a new process never answers another call's outcome",
+        "src/statecast/mcp_server/seat.py",
+        "                    self.keys.unsent_above(self._acked0)",
+        "                    pass",
+        "tests/mcp/test_keys.py::test_a_saved_aid_a_later_process_reused_is_not_taken_as_applied",
     ),
     Mutation(
         "the document room always records presence",
