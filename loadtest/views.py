@@ -36,6 +36,7 @@ import aiohttp
 import msgpack
 import websockets
 
+from statecast.loadtest.cli import bounded
 from statecast.loadtest.runner import Target
 from statecast.protocol.client import connect
 
@@ -224,19 +225,6 @@ def _print_row(r: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-        return value
-
-    return parse
-
-
 def _modes(text: str) -> list[str]:
     modes = [m.strip() for m in text.split(",") if m.strip()]
     bad = [m for m in modes if m not in MODES]
@@ -246,22 +234,24 @@ def _modes(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--spectators", type=_positive(int), default=1000)
-    parser.add_argument("--zones", type=_positive(int), default=10, help="distinct views")
-    parser.add_argument("--cells", type=_positive(int), default=20, help="cells per zone")
-    parser.add_argument("--agents", type=_positive(int), default=4)
+    parser.add_argument("--spectators", type=bounded(int, low=1), default=1000)
+    parser.add_argument("--zones", type=bounded(int, low=1), default=10, help="distinct views")
+    parser.add_argument("--cells", type=bounded(int, low=1), default=20, help="cells per zone")
+    parser.add_argument("--agents", type=bounded(int, low=1), default=4)
     parser.add_argument(
-        "--rate", type=_positive(float), default=10.0, help="actions per second, per agent"
+        "--rate", type=bounded(float, above=0), default=10.0, help="actions per second, per agent"
     )
-    parser.add_argument("--duration", type=_positive(float), default=10.0, help="seconds per run")
     parser.add_argument(
-        "--sample", type=_positive(int), default=100, help="spectators that time each update"
+        "--duration", type=bounded(float, above=0), default=10.0, help="seconds per run"
+    )
+    parser.add_argument(
+        "--sample", type=bounded(int, low=1), default=100, help="spectators that time each update"
     )
     parser.add_argument(
         "--modes", type=_modes, default=list(MODES), help="whole,views,distinct (default: all)"
     )
     parser.add_argument(
-        "--repeat", type=_positive(int), default=1, help="rounds; ratios are their median"
+        "--repeat", type=bounded(int, low=1), default=1, help="rounds; ratios are their median"
     )
     parser.add_argument("--json", help="write the rows as JSON here")
 

@@ -399,35 +399,14 @@ class RoomFeed:
             return self.snapshot_bytes()
         return self.group_for(sub.spec).snapshot_bytes(self.epoch, self.head, self.state)
 
-    def plan_view_sync(
-        self, spec: Spec, resume: tuple[str, int] | None
-    ) -> tuple[str, bytes | None]:
-        """§5.12: a view's catch-up is ``current`` at the head, else the smaller of the
-        view's net change (a PATCH, its "replay") and the view's SNAPSHOT."""
-        if resume is None:
-            return "snapshot", None
-        epoch, seq = resume
-        if epoch != self.epoch or seq > self.head:
-            return "snapshot", None
-        if seq == self.head:
-            return "current", None
-        net = self.history.index.net_change(self.state, seq)
-        if net is not None:
-            encoded = codec.encode(
-                Patch(self.epoch, seq, self.head, restrict(net, self.state, spec))
-            )
-            snapshot = self.group_for(spec).snapshot_bytes(self.epoch, self.head, self.state)
-            if len(encoded) < len(snapshot):
-                return "patch", encoded
-        return "snapshot", None
-
     def plan_sync(
-        self, resume: tuple[str, int] | None, patch: bool = False
+        self, sub: Subscriber, resume: tuple[str, int] | None
     ) -> tuple[str, bytes | None]:
         """docs/protocol.md §6.2: current at the head; else the smallest of a replay (if the
         diffs are held), the net change (a PATCH, for a client that asked for them, from a
-        seq within the index's horizon, §5.11) and a SNAPSHOT. Returns the kind and, for a
-        PATCH, its bytes."""
+        seq within the index's horizon, §5.11) and a SNAPSHOT. A view (§5.12) has no
+        replay: its net change, cut to it, is its replay, and its SNAPSHOT is of the view.
+        Returns the kind and, for a PATCH, its bytes."""
         if resume is None:
             return "snapshot", None
         epoch, seq = resume
@@ -435,23 +414,20 @@ class RoomFeed:
             return "snapshot", None
         if seq == self.head:
             return "current", None
-        best, size = "snapshot", len(self.snapshot_bytes())
-        if self.history.holds_after(seq):
+        spec = sub.spec
+        best, size = "snapshot", len(self.snapshot_for(sub))
+        if spec is ALL and self.history.holds_after(seq):
             replay = self.history.size_after(seq)
             if replay < size:
                 best, size = "replay", replay
-        if patch and seq >= self.history.index.horizon:
+        if (sub.patch or spec is not ALL) and seq >= self.history.index.horizon:
             net = self.history.index.net_change(self.state, seq)
             if net is not None:
-                encoded = codec.encode(Patch(self.epoch, seq, self.head, net))
+                cut = net if spec is ALL else restrict(net, self.state, spec)
+                encoded = codec.encode(Patch(self.epoch, seq, self.head, cut))
                 if len(encoded) < size:
                     return "patch", encoded
         return best, None
-
-    def _plan(self, sub: Subscriber, resume: tuple[str, int] | None) -> tuple[str, bytes | None]:
-        if sub.spec is ALL:
-            return self.plan_sync(resume, sub.patch)
-        return self.plan_view_sync(sub.spec, resume)
 
     def _catch_up(
         self,
@@ -482,7 +458,7 @@ class RoomFeed:
 
     async def join(self, sub: Subscriber, resume: tuple[str, int] | None) -> Welcome:
         await self.settled()
-        sync, patch = self._plan(sub, resume)
+        sync, patch = self.plan_sync(sub, resume)
         acked = 0
         if sub.role == "agent" and sub.client is not None:  # "" is a client id too
             acked = self.acked.get(sub.client, 0)
@@ -512,7 +488,7 @@ class RoomFeed:
         if epoch == self.epoch and seq < sub.view_set_at:
             sync, patch = "snapshot", None  # its copy took a VIEW_SET's ops while it waited
         else:
-            sync, patch = self._plan(sub, (epoch, seq))
+            sync, patch = self.plan_sync(sub, (epoch, seq))
         for payload in self._catch_up(sub, sync, seq, patch=patch):
             sub.send(payload)
         self.metrics.resumes.labels(sync).inc()

@@ -191,7 +191,7 @@ MUTATIONS = [
         "held diffs never replayed",
         "a resume gets replay when every later diff is held and smaller than the snapshot",
         "server/feed.py",
-        "        if self.history.holds_after(seq):",
+        "        if spec is ALL and self.history.holds_after(seq):",
         "        if False:",
         "tests/server/test_protocol_sync.py::test_trimmed_diffs_get_snapshot_and_held_ones_replay",
     ),
@@ -268,8 +268,9 @@ MUTATIONS = [
         "a client one diff behind is told it is current",
         "clients converge with random actions, drops and reconnect points",
         "server/feed.py",
-        '        if seq == self.head:\n            return "current", None\n        best, size',
-        '        if seq >= self.head - 1:\n            return "current", None\n        best, size',
+        '        if seq == self.head:\n            return "current", None\n        spec = sub.spec',
+        '        if seq >= self.head - 1:\n            return "current", None\n'
+        "        spec = sub.spec",
         "tests/server/test_properties.py::test_random_actions_and_drops_converge_exactly_once",
     ),
     Mutation(
